@@ -1,0 +1,49 @@
+# Tenure: the two commands are `make run` and `make test`; everything they need
+# is installed here, from PyPI and Maven Central, into .venv and .stack/.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := .stack
+KAFKA_LIBS := $(STACK)/kafka/libs
+
+.PHONY: run test bench schemas lint typecheck deps kafka clean
+
+deps: $(VENV)/.installed kafka
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+kafka: $(KAFKA_LIBS)/.fetched
+
+$(KAFKA_LIBS)/.fetched: deploy/kafka/pom.xml
+	@mkdir -p $(KAFKA_LIBS)
+	mvn --batch-mode --quiet -f deploy/kafka/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	@touch $@
+
+run: deps
+	$(PY) -m devstack run
+
+test: deps
+	$(PY) -m devstack check-layout
+	$(PY) -m pytest -q
+
+bench: deps
+	$(PY) -m bench
+
+schemas: $(VENV)/.installed
+	$(PY) -m common.schemas docs/schemas
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/ruff format --check libs services tests bench
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy --strict libs/common services/*/domain
+
+clean:
+	rm -rf $(STACK)

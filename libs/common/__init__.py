@@ -1,0 +1,1 @@
+"""Shared library of Tenure: schemas, topics, Kafka, settings, clock, logging, metrics, db."""

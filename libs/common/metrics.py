@@ -1,0 +1,46 @@
+"""Prometheus helpers: names are ``tenure_<service>_<what>``, declared once per service.
+
+A service declares its metrics in its own ``metrics.py`` through these helpers, each
+with a docstring-like ``documentation`` saying what it counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import Counter, Gauge, Histogram, make_asgi_app, start_http_server
+from prometheus_client.registry import REGISTRY
+
+__all__ = ["counter", "gauge", "histogram", "make_asgi_app", "serve_metrics"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _name(service: str, name: str) -> str:
+    if not service.isidentifier() or not name.isidentifier():
+        raise ValueError(f"metric names must be identifiers: {service!r}, {name!r}")
+    return f"tenure_{service}_{name}"
+
+
+def counter(service: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+    """A counter named ``tenure_<service>_<name>`` (prometheus adds ``_total``)."""
+    return Counter(_name(service, name), documentation, list(labels))
+
+
+def gauge(service: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+    return Gauge(_name(service, name), documentation, list(labels))
+
+
+def histogram(
+    service: str,
+    name: str,
+    documentation: str,
+    labels: Sequence[str] = (),
+    buckets: Sequence[float] = LATENCY_BUCKETS,
+) -> Histogram:
+    return Histogram(_name(service, name), documentation, list(labels), buckets=list(buckets))
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose the default registry over HTTP on a background thread (non-HTTP services)."""
+    start_http_server(port, addr=host, registry=REGISTRY)

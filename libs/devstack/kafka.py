@@ -1,0 +1,122 @@
+"""A single-node Apache Kafka broker in KRaft mode, run from the jars `make kafka` fetched."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.procs import spawn, stop, wait_for_port
+
+LOG4J = """\
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+"""
+
+
+@dataclass
+class KafkaBroker:
+    """One broker+controller on 127.0.0.1; its log directory is formatted once and kept."""
+
+    libs: Path
+    home: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def _classpath(self) -> str:
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise FileNotFoundError(f"no Kafka jars in {self.libs}: run `make kafka` first")
+        return f"{self.libs}/*"
+
+    def _write_config(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=3",
+                    "auto.create.topics.enable=true",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=5",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.hours=168",
+                    # The log cleaner stays on: faust changelogs and `scores` are compacted.
+                    "log.cleaner.enable=true",
+                    "",
+                ]
+            )
+        )
+        (self.home / "log4j.properties").write_text(LOG4J)
+        return config
+
+    def _java(self, *args: str) -> list[str]:
+        java = shutil.which("java") or "java"
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            "-cp",
+            self._classpath(),
+            *args,
+        ]
+
+    def format_once(self) -> None:
+        """Format the KRaft log directory unless it already is."""
+        config = self._write_config()
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[-1]
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Start the broker and block until it accepts connections."""
+        self.format_once()
+        self.proc = spawn(
+            self._java("kafka.Kafka", str(self.home / "server.properties")),
+            log_path=self.home / "broker.log",
+        )
+        wait_for_port(self.port, timeout=timeout, proc=self.proc, what="Kafka broker")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is not None:
+            stop(self.proc, timeout=20.0, sig=signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc = None

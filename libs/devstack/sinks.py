@@ -1,0 +1,105 @@
+"""Local stand-ins for the outside world: an SMTP sink and a webhook receiver.
+
+Every message the SMTP sink receives is written as ``<n>-<time>.eml`` under the mail
+folder; every HTTP request the receiver gets is written as ``<n>-<path>.json`` (method,
+path, headers, body) under the webhook folder. Files appear atomically (written, then
+renamed), so a reader never sees half a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+_counter = itertools.count(1)
+
+
+def _write_atomically(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    tmp = folder / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, final)
+    return final
+
+
+class MailSink:
+    """aiosmtpd handler: accepts every message and stores it as an .eml file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        name = f"{os.getpid()}-{next(_counter):06d}-{stamp}.eml"
+        _write_atomically(self.folder, name, envelope.original_content or envelope.content)
+        return "250 Message accepted for delivery"
+
+
+class WebhookReceiver:
+    """A minimal ASGI app that answers 200 to everything and stores each request."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        record = {
+            "method": scope["method"],
+            "path": path,
+            "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+            "body": body.decode(errors="replace"),
+            "received_at": time.time(),
+        }
+        slug = path.strip("/").replace("/", "_") or "root"
+        name = f"{os.getpid()}-{next(_counter):06d}-{slug}.json"
+        _write_atomically(self.folder, name, json.dumps(record, indent=2).encode())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+
+async def serve(mail_dir: Path, smtp_port: int, webhook_dir: Path, webhook_port: int) -> None:
+    import uvicorn
+
+    controller = Controller(MailSink(mail_dir), hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    config = uvicorn.Config(
+        WebhookReceiver(webhook_dir), host="127.0.0.1", port=webhook_port,
+        log_level="warning", lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    try:
+        await server.serve()
+    finally:
+        controller.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="devstack sinks")
+    parser.add_argument("--mail-dir", type=Path, required=True)
+    parser.add_argument("--smtp-port", type=int, required=True)
+    parser.add_argument("--webhook-dir", type=Path, required=True)
+    parser.add_argument("--webhook-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.mail_dir, args.smtp_port, args.webhook_dir, args.webhook_port))

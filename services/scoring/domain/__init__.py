@@ -1,0 +1,1 @@
+"""Pure scoring rules: no faust, no Kafka, no I/O."""
