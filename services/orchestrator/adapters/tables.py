@@ -1,0 +1,79 @@
+"""SQLAlchemy Core tables of the orchestrator (the schema itself is in common/migrations)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+TS = sa.TIMESTAMP(timezone=True)
+
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("customer_id", sa.Text, primary_key=True),
+    sa.Column("email", sa.Text),
+    sa.Column("first_name", sa.Text),
+    sa.Column("time_zone", sa.Text),
+    sa.Column("plan", sa.Text),
+    sa.Column("mrr", sa.Numeric(12, 2)),
+    sa.Column("consent_email", sa.Boolean),
+    sa.Column("consent_in_app", sa.Boolean),
+    sa.Column("owner_csm_id", sa.Text),
+    sa.Column("owner_csm_email", sa.Text),
+    sa.Column("profile", JSONB),
+    sa.Column("profile_at", TS),
+)
+
+scores = sa.Table(
+    "scores", metadata,
+    sa.Column("customer_id", sa.Text, primary_key=True),
+    sa.Column("as_of", TS),
+    sa.Column("risk_score", sa.Float),
+    sa.Column("tier", sa.Text),
+    sa.Column("churn_probability", sa.Float),
+    sa.Column("snapshot", JSONB),
+)
+
+journeys = sa.Table(
+    "journeys", metadata,
+    sa.Column("journey_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("playbook", sa.Text),
+    sa.Column("state", sa.Text),
+    sa.Column("variant", sa.Text),
+    sa.Column("started_at", TS),
+    sa.Column("ended_at", TS),
+    sa.Column("exit_reason", sa.Text),
+)
+
+journey_transitions = sa.Table(
+    "journey_transitions", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("journey_id", sa.Text),
+    sa.Column("from_state", sa.Text),
+    sa.Column("to_state", sa.Text),
+    sa.Column("event", sa.Text),
+    sa.Column("at", TS),
+    sa.Column("detail", JSONB),
+)
+
+timers = sa.Table(
+    "timers", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("journey_id", sa.Text),
+    sa.Column("step", sa.Text),
+    sa.Column("due_at", TS),
+    sa.Column("status", sa.Text),
+    sa.Column("fired_at", TS),
+)
+
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("topic", sa.Text),
+    sa.Column("key", sa.Text),
+    sa.Column("payload", sa.LargeBinary),
+    sa.Column("headers", JSONB),
+    sa.Column("created_at", TS),
+    sa.Column("published_at", TS),
+)

@@ -1,0 +1,49 @@
+"""The one place where orchestrator settings become engines, clients and loops."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common.clock import Clock, clock_from_settings
+from common.db import create_engine
+from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consumer
+from common.runtime import run_all, serve_http
+from orchestrator.domain.playbook import load_playbooks
+from orchestrator.entrypoints.api import create_api
+from orchestrator.entrypoints.consumers import ROUTES, router
+from orchestrator.entrypoints.deps import Deps
+from orchestrator.entrypoints.relay import run_relay
+from orchestrator.entrypoints.timers import run_timers
+from orchestrator.settings import OrchestratorSettings
+
+
+async def run(settings: OrchestratorSettings, stop: asyncio.Event, *, clock: Clock | None = None,
+              serve_api: bool = True) -> None:
+    common = settings.common
+    playbooks = load_playbooks(settings.playbooks_dir)
+    engine = create_engine(common.database_url)
+    deps = Deps(
+        engine=engine,
+        playbooks=playbooks,
+        clock=clock or clock_from_settings(common.time_scale, common.clock_epoch),
+        topic_prefix=common.topic_prefix,
+    )
+    publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
+    consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
+    await publisher.start()
+    await consumer.start()
+    try:
+        loops = [
+            run_consumer(consumer, router(deps),
+                         DeadLetters(publisher, consumer_name="orchestrator"), stop=stop),
+            run_timers(deps, stop=stop, poll_s=settings.timer_poll_s, batch=settings.timer_batch),
+            run_relay(engine, publisher, stop=stop, poll_s=settings.relay_poll_s,
+                      batch=settings.relay_batch),
+        ]
+        if serve_api:
+            loops.append(serve_http(create_api(), host=settings.host, port=settings.port, stop=stop))
+        await run_all(*loops, stop=stop)
+    finally:
+        await consumer.stop()
+        await publisher.stop()
+        await engine.dispose()

@@ -1,0 +1,1 @@
+"""Pure orchestration rules: playbooks, the journey state machine, decisions. No I/O."""
