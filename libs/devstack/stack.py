@@ -1,0 +1,212 @@
+"""The whole local system: infrastructure plus the four services, as one object.
+
+``make run`` and the test harness both use :class:`Stack`; only the ports, the folder
+and the clock speed differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from common.db import upgrade
+from common.kafka import ensure_topics
+from common.settings import CommonSettings
+from devstack.kafka import KafkaBroker
+from devstack.postgres import EmbeddedPostgres
+from devstack.procs import free_port, spawn, stop, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
+
+
+@dataclass(frozen=True)
+class Ports:
+    kafka: int = 9092
+    controller: int = 9093
+    smtp: int = 2525
+    webhooks: int = 8090
+    ingest: int = 8080
+    orchestrator: int = 8081
+    notifier: int = 8082
+    scoring_metrics: int = 9102
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(**{name: free_port() for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class Stack:
+    root: Path
+    ports: Ports = field(default_factory=Ports)
+    time_scale: float = 1440.0
+    topic_prefix: str = "tenure."
+    partitions: int = 3
+    api_key: str = "tenure-dev-key"
+    database_url: str | None = None
+    kafka_libs: Path = REPO / ".stack" / "kafka" / "libs"
+    echo: IO[str] | None = None
+    epoch: datetime = field(default_factory=lambda: datetime.now(UTC))
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _pg: EmbeddedPostgres | None = None
+    _kafka: KafkaBroker | None = None
+
+    # -- infrastructure ------------------------------------------------------------
+    @property
+    def kafka(self) -> KafkaBroker:
+        if self._kafka is None:
+            self._kafka = KafkaBroker(
+                libs=self.kafka_libs, home=self.root / "kafka",
+                port=self.ports.kafka, controller_port=self.ports.controller,
+            )
+        return self._kafka
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def webhook_dir(self) -> Path:
+        return self.root / "webhooks"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    def common_settings(self) -> CommonSettings:
+        assert self.database_url is not None
+        return CommonSettings(
+            kafka_bootstrap=self.kafka.bootstrap, topic_prefix=self.topic_prefix,
+            topic_partitions=self.partitions, database_url=self.database_url,
+            time_scale=self.time_scale, clock_epoch=self.epoch,
+        )
+
+    def start_kafka(self) -> None:
+        self.kafka.start()
+
+    def start_postgres(self) -> None:
+        if self.database_url is None:
+            self._pg = EmbeddedPostgres(self.root / "pg")
+            self.database_url = self._pg.start()
+        upgrade(self.database_url)
+
+    def create_topics(self) -> None:
+        asyncio.run(ensure_topics(self.common_settings()))
+
+    def start_sinks(self) -> None:
+        self._spawn("sinks", [
+            "-m", "devstack", "sinks",
+            "--mail-dir", str(self.mail_dir), "--smtp-port", str(self.ports.smtp),
+            "--webhook-dir", str(self.webhook_dir), "--webhook-port", str(self.ports.webhooks),
+        ])
+        wait_for_port(self.ports.smtp, timeout=20, proc=self.procs["sinks"], what="SMTP sink")
+        wait_for_port(self.ports.webhooks, timeout=20, proc=self.procs["sinks"], what="webhooks")
+
+    def start_infra(self) -> None:
+        for folder in (self.root, self.mail_dir, self.webhook_dir, self.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.start_kafka()
+        self.start_postgres()
+        self.create_topics()
+        self.start_sinks()
+
+    # -- services ------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """Every variable the services read, for this stack."""
+        assert self.database_url is not None
+        p = self.ports
+        return {
+            "TENURE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "TENURE_TOPIC_PREFIX": self.topic_prefix,
+            "TENURE_TOPIC_PARTITIONS": str(self.partitions),
+            "TENURE_DATABASE_URL": self.database_url,
+            "TENURE_TIME_SCALE": str(self.time_scale),
+            "TENURE_CLOCK_EPOCH": self.epoch.isoformat(),
+            "TENURE_INGEST_PORT": str(p.ingest),
+            "TENURE_INGEST_API_KEY": self.api_key,
+            "TENURE_SCORING_DATA_DIR": str(self.root / "scoring"),
+            "TENURE_SCORING_METRICS_PORT": str(p.scoring_metrics),
+            "TENURE_ORCHESTRATOR_PORT": str(p.orchestrator),
+            "TENURE_NOTIFIER_PORT": str(p.notifier),
+            "TENURE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{p.notifier}",
+            "TENURE_NOTIFIER_SMTP_PORT": str(p.smtp),
+            "TENURE_NOTIFIER_LINK_SECRET": "local-link-secret",
+            "TENURE_NOTIFIER_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"local-webhook-key-0123456789abcdef").decode(),
+            "TENURE_NOTIFIER_WEBHOOK_CSM_URL": f"http://127.0.0.1:{p.webhooks}/csm",
+            "TENURE_NOTIFIER_WEBHOOK_ESCALATION_URL": f"http://127.0.0.1:{p.webhooks}/escalation",
+            "TENURE_SIMULATOR_INGEST_URL": f"http://127.0.0.1:{p.ingest}",
+            "TENURE_SIMULATOR_API_KEY": self.api_key,
+            "TENURE_SIMULATOR_MAIL_DIR": str(self.mail_dir),
+        }
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log_path = self.log_dir / f"{name}.log"
+        proc = spawn([sys.executable, *args], env=env, cwd=REPO, pipe=self.echo is not None,
+                     log_path=None if self.echo is not None else log_path)
+        self.procs[name] = proc
+        if self.echo is not None:
+            threading.Thread(target=self._pump, args=(name, proc, log_path), daemon=True).start()
+
+    def _pump(self, name: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        assert proc.stdout is not None and self.echo is not None
+        with log_path.open("ab") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                self.echo.write(f"{name:>12} | {line.decode(errors='replace').rstrip()}\n")
+                self.echo.flush()
+
+    def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        module = "devstack.simulator" if name == "simulator" else name
+        self._spawn(name, ["-m", module], {**self.env(), **(extra_env or {})})
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        p = self.ports
+        for name, port in (("ingest", p.ingest), ("orchestrator", p.orchestrator),
+                           ("notifier", p.notifier), ("scoring", p.scoring_metrics)):
+            if name in self.procs:
+                wait_for_port(port, timeout=timeout, proc=self.procs[name], what=name)
+
+    def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
+        for name in names:
+            self.start_service(name)
+        self.wait_ready()
+
+    def stop_service(self, name: str, *, kill: bool = False) -> None:
+        import signal
+
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            stop(proc, sig=signal.SIGKILL if kill else signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Stop everything this stack started, services first. Idempotent."""
+        for name in reversed(list(self.procs)):
+            self.stop_service(name)
+        if self._kafka is not None:
+            self._kafka.stop()
+        if self._pg is not None:
+            self._pg.stop()
+            self._pg = None
+
+    def dead(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+
+def wait_until(predicate: object, *, timeout: float, interval: float = 0.2) -> None:
+    """Poll ``predicate()`` until true or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout}s")

@@ -1,0 +1,16 @@
+"""Run the notifier: ``python -m notifier``."""
+
+from common.logging import configure_logging
+from common.runtime import run_until_signal
+from notifier.bootstrap import run
+from notifier.settings import NotifierSettings
+
+
+def main() -> None:
+    settings = NotifierSettings()
+    configure_logging("notifier", settings.common.log_level, settings.common.log_format)
+    run_until_signal(lambda stop: run(settings, stop))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The one place where notifier settings become clients and loops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from common.clock import Clock, clock_from_settings
+from common.db import create_engine
+from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consumer
+from common.runtime import run_all, serve_http
+from common.topics import Topic
+from notifier.adapters.delivery_log import DeliveryLog
+from notifier.adapters.mailer import SmtpMailer
+from notifier.adapters.webhooks import WebhookSender
+from notifier.domain.render import Renderer
+from notifier.entrypoints.api import create_api
+from notifier.entrypoints.deliver import Deliverer
+from notifier.settings import NotifierSettings
+
+
+async def run(settings: NotifierSettings, stop: asyncio.Event, *, clock: Clock | None = None) -> None:
+    common = settings.common
+    clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
+    engine = create_engine(common.database_url)
+    publisher = KafkaPublisher(common, client_id="tenure-notifier")
+    consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=settings.group_id)
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
+        await publisher.start()
+        await consumer.start()
+        deliverer = Deliverer(
+            settings=settings, log=DeliveryLog(engine), mailer=SmtpMailer(settings),
+            webhooks=WebhookSender(http, settings.webhook_secret.get_secret_value()),
+            renderer=Renderer(), publisher=publisher, clock=clock,
+        )
+        try:
+            await run_all(
+                run_consumer(consumer, deliverer.handle,
+                             DeadLetters(publisher, consumer_name="notifier"), stop=stop),
+                serve_http(create_api(settings, publisher, clock), host=settings.host,
+                           port=settings.port, stop=stop),
+                stop=stop,
+            )
+        finally:
+            await consumer.stop()
+            await publisher.stop()
+            await engine.dispose()

@@ -1,0 +1,1 @@
+"""Pure notifier logic: rendering, signing. No I/O."""
