@@ -53,9 +53,9 @@ PROFILES: dict[str, dict[str, float]] = {
     "healthy": {"login": 4, "feature_used": 6, "ticket_opened": 0.05, "nps_high": 0.03},
     "slipping": {"login": 1, "feature_used": 1.5, "ticket_opened": 0.25, "nps_mid": 0.05,
                  "comment_negative": 0.1, "overdue": 0.03},
-    "churning": {"login": 0.3, "feature_used": 0.3, "ticket_opened": 0.4, "nps_low": 0.3,
-                 "competitor_visit": 1.0, "alternative_search": 0.5, "competitor_trial": 0.25,
-                 "contract_review": 0.1},
+    "churning": {"login": 0.3, "feature_used": 0.3, "ticket_opened": 1.0, "nps_low": 0.5,
+                 "competitor_visit": 2.0, "alternative_search": 1.0, "competitor_trial": 0.7,
+                 "contract_review": 0.3},
 }
 PLANS = ("basic", "pro", "enterprise")
 FEATURES = ("reports", "dashboards", "exports", "api", "automations", "sso", "alerts")

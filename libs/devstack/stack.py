@@ -125,6 +125,7 @@ class Stack:
         assert self.database_url is not None
         p = self.ports
         return {
+            "PYTHONUNBUFFERED": "1",
             "TENURE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "TENURE_TOPIC_PREFIX": self.topic_prefix,
             "TENURE_TOPIC_PARTITIONS": str(self.partitions),

@@ -37,7 +37,6 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
-        topic_allow_declare=False,
     )
     source = app.topic(*(topic_name(t, prefix) for t in Topic.events()))
     signals = app.topic(topic_name(Topic.SIGNALS, prefix))
@@ -47,8 +46,6 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
         "customer-state",
         default=None,
         partitions=common.topic_partitions,
-        key_serializer="raw",
-        value_serializer="json",
         options={"block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024},
     )
 
@@ -72,7 +69,7 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
                 metrics.EVENTS.labels(kind="unknown", outcome="invalid").inc()
                 await dead_letter(message, exc)
                 continue
-            key = parsed.customer_id.encode()
+            key = parsed.customer_id
             started = time.perf_counter()
             raw = states.get(key)
             state = CustomerState.from_dict(raw) if raw else CustomerState(parsed.customer_id)
@@ -84,10 +81,10 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
             states[key] = outcome.state.to_dict()
             for change in outcome.changes:
                 metrics.SIGNAL_CHANGES.labels(change=change.change, name=change.name).inc()
-                await signals.send(key=key, value=encode(change))
+                await signals.send(key=key.encode(), value=encode(change))
             if outcome.snapshot is not None:
                 metrics.SNAPSHOTS.inc()
-                await scores.send(key=key, value=encode(outcome.snapshot))
+                await scores.send(key=key.encode(), value=encode(outcome.snapshot))
             metrics.EVENTS.labels(kind=parsed.kind, outcome="scored").inc()
 
     app.tenure_states = states  # type: ignore[attr-defined]
