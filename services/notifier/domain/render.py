@@ -26,7 +26,7 @@ class Renderer:
     def __init__(self, folder: Path = TEMPLATES) -> None:
         self.env = Environment(
             loader=FileSystemLoader(folder),
-            autoescape=select_autoescape(["html"]),
+            autoescape=select_autoescape(["html", "html.j2"]),
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
