@@ -17,6 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from common.db import upgrade
 from common.kafka import ensure_topics
 from common.settings import CommonSettings
@@ -98,6 +102,23 @@ class Stack:
             self._pg = EmbeddedPostgres(self.root / "pg")
             self.database_url = self._pg.start()
         upgrade(self.database_url)
+
+    def new_database(self, name: str) -> str:
+        """Create (or recreate) database ``name`` on this stack's server, migrated; its URL."""
+        assert self.database_url is not None
+        url = make_url(self.database_url)
+
+        async def create() -> None:
+            engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+            async with engine.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            await engine.dispose()
+
+        asyncio.run(create())
+        fresh = url.set(database=name).render_as_string(hide_password=False)
+        upgrade(fresh)
+        return fresh
 
     def create_topics(self) -> None:
         asyncio.run(ensure_topics(self.common_settings()))

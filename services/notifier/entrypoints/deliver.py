@@ -46,6 +46,7 @@ class Deliverer:
         return {
             **n.context,
             "customer_id": n.customer_id,
+            "variant": n.variant,
             "offer_url": self.tracking_url("click", n),
             "open_url": self.tracking_url("open", n),
         }
@@ -91,8 +92,8 @@ class Deliverer:
             await self.log.finish(n.notification_id, "failed", str(exc)[:2000])
             await self.report(n, "failed", str(exc)[:500])
             metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="failed").inc()
-            log.warning("delivery failed", extra={"notification_id": n.notification_id,
-                                                  "error": str(exc)[:300]})
+            log.warning("delivery failed: %s", str(exc)[:300],
+                        extra={"notification_id": n.notification_id})
             return
         metrics.SEND_SECONDS.labels(channel=n.channel).observe(time.perf_counter() - started)
         await self.log.finish(n.notification_id, "sent")

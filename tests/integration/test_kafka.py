@@ -1,0 +1,126 @@
+"""libs/common/kafka.py against the real broker: publish, consume, DLQ, topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from common.events import EXAMPLES, parse_event
+from common.kafka import (
+    DeadLetters,
+    InvalidRecord,
+    KafkaPublisher,
+    Record,
+    broker_reachable,
+    ensure_topics,
+    make_consumer,
+    run_consumer,
+)
+from common.settings import CommonSettings
+from common.topics import Topic, dlq_name, topic_name
+
+
+@pytest.fixture(scope="module")
+async def settings(common_settings: CommonSettings) -> CommonSettings:
+    prefix = f"it-kafka-{uuid.uuid4().hex[:6]}."
+    s = common_settings.model_copy(update={"topic_prefix": prefix})
+    await ensure_topics(s)
+    return s
+
+
+async def consume_all(settings: CommonSettings, topics: list[str], n: int) -> list[Record]:
+    consumer = make_consumer(settings, topics, group_id=f"g-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(out) < n:
+                batches = await consumer.getmany(timeout_ms=500)
+                out += [Record.from_consumer(r) for rs in batches.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_publish_keys_by_customer_and_consumer_reads_back(settings: CommonSettings) -> None:
+    events = [parse_event({**EXAMPLES["support"], "event_id": f"e{i}", "customer_id": f"c-{i % 5}"})
+              for i in range(50)]
+    async with KafkaPublisher(settings, client_id="it") as publisher:
+        for event in events:
+            await publisher.publish(Topic.EVENTS_SUPPORT, event.customer_id, event,
+                                    [("kind", b"support")])
+    records = await consume_all(settings, [topic_name(Topic.EVENTS_SUPPORT, settings.topic_prefix)], 50)
+    assert sorted(r.value for r in records) == sorted(e.model_dump_json().encode() for e in events)
+    by_customer: dict[str, set[int]] = {}
+    for record in records:
+        assert record.key == parse_event(record.value).customer_id
+        assert ("kind", b"support") in record.headers
+        by_customer.setdefault(record.key, set()).add(record.partition)
+    assert all(len(parts) == 1 for parts in by_customer.values())  # one customer, one partition
+
+
+async def test_invalid_record_goes_to_dlq_and_the_loop_goes_on(settings: CommonSettings) -> None:
+    topic = topic_name(Topic.EVENTS_USAGE, settings.topic_prefix)
+    good = parse_event({**EXAMPLES["usage"], "event_id": "ok-1"})
+    async with KafkaPublisher(settings, client_id="it") as publisher:
+        await publisher.publish(topic, "c-1", b"{not json")
+        await publisher.publish(topic, "c-1", {**EXAMPLES["usage"], "type": "nonsense"})
+        await publisher.publish(topic, "c-1", good)
+        handled: list[str] = []
+        stop = asyncio.Event()
+
+        async def handle(record: Record) -> None:
+            event = parse_event(record.value)
+            if event.event_id == "never":
+                raise InvalidRecord("unreachable")
+            handled.append(event.event_id)
+            stop.set()
+
+        consumer = make_consumer(settings, [topic], group_id=f"g-{uuid.uuid4().hex[:6]}")
+        await consumer.start()
+        try:
+            await asyncio.wait_for(
+                run_consumer(consumer, handle, DeadLetters(publisher, consumer_name="it"), stop=stop),
+                30,
+            )
+        finally:
+            await consumer.stop()
+    assert handled == ["ok-1"]
+    dead = await consume_all(settings, [dlq_name(topic)], 2)
+    assert dead[0].value == b"{not json"
+    assert b'"nonsense"' in dead[1].value
+    errors = [dict(r.headers)["dlq.error"].decode() for r in dead]
+    assert errors[0].startswith("JSONDecodeError") or "json" in errors[0].lower()
+    assert "type" in errors[1] and "ValidationError" in errors[1]
+    assert all(dict(r.headers)["dlq.topic"] == topic.encode() for r in dead)
+
+
+async def test_topics_are_created_once_with_compaction_for_scores(settings: CommonSettings) -> None:
+    await ensure_topics(settings)  # second call is a no-op
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = set(await admin.list_topics())
+        for topic in Topic:
+            name = topic_name(topic, settings.topic_prefix)
+            assert name in names and dlq_name(name) in names
+        scores = topic_name(Topic.SCORES, settings.topic_prefix)
+        [described] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, scores)]
+        )
+        config = {c[0]: c[1] for c in described.resources[0][4]}
+        assert config["cleanup.policy"] == "compact"
+        meta = await admin.describe_topics([scores])
+        assert len(meta[0]["partitions"]) == settings.topic_partitions
+    finally:
+        await admin.close()
+
+
+async def test_broker_reachability(settings: CommonSettings) -> None:
+    assert await broker_reachable(settings)
+    assert not await broker_reachable(settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}),
+                                      timeout_s=1)
