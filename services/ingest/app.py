@@ -50,6 +50,8 @@ def field_errors(errors: Any) -> list[FieldError]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         if loc and loc[0] in EVENT_MODELS:
             loc = loc[1:]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ["kind"]
         out.append(FieldError(field=".".join(loc) or "(body)", rule=err["type"], message=err["msg"]))
     return out
 
