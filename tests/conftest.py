@@ -30,8 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     st = Stack(
-        root=root, ports=Ports.free(), time_scale=E2E_TIME_SCALE,
-        topic_prefix="test.", kafka_libs=REPO / ".stack" / "kafka" / "libs",
+        root=root,
+        ports=Ports.free(),
+        time_scale=E2E_TIME_SCALE,
+        topic_prefix="test.",
+        kafka_libs=REPO / ".stack" / "kafka" / "libs",
     )
     try:
         st.start_infra()

@@ -22,7 +22,7 @@ from pydantic import (
     TypeAdapter,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 """Customer ids: 1-128 characters, letters, digits and ``. _ : @ -``, not starting with a symbol."""
@@ -98,9 +98,7 @@ class LoginEvent(EventBase):
 
 class SupportEvent(EventBase):
     kind: Literal["support"]
-    type: Literal[
-        "ticket_opened", "ticket_closed", "nps_response", "survey_response", "comment"
-    ]
+    type: Literal["ticket_opened", "ticket_closed", "nps_response", "survey_response", "comment"]
     ticket_id: ShortText | None = None
     score: Annotated[int, Field(ge=0, le=10, description="NPS 0-10, survey 1-10")] | None = None
     sentiment: Sentiment | None = None

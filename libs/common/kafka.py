@@ -10,6 +10,7 @@ topic's dead-letter topic with the error; the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,10 @@ class Publisher(Protocol):
     """Publishes records and returns once the broker acknowledged them (acks=all)."""
 
     async def publish(
-        self, topic: Topic | str, key: str, value: BaseModel | dict[str, Any] | bytes,
+        self,
+        topic: Topic | str,
+        key: str,
+        value: BaseModel | dict[str, Any] | bytes,
         headers: Headers | None = None,
     ) -> None:
         """Publish one record. Blocks until acknowledged; raises :class:`PublishError`."""
@@ -73,7 +77,10 @@ class FakePublisher:
     records: list[Published] = field(default_factory=list)
 
     async def publish(
-        self, topic: Topic | str, key: str, value: BaseModel | dict[str, Any] | bytes,
+        self,
+        topic: Topic | str,
+        key: str,
+        value: BaseModel | dict[str, Any] | bytes,
         headers: Headers | None = None,
     ) -> None:
         name = topic_name(topic, self.prefix) if isinstance(topic, Topic) else topic
@@ -124,7 +131,10 @@ class KafkaPublisher:
         return topic_name(topic, self._prefix) if isinstance(topic, Topic) else topic
 
     async def publish(
-        self, topic: Topic | str, key: str, value: BaseModel | dict[str, Any] | bytes,
+        self,
+        topic: Topic | str,
+        key: str,
+        value: BaseModel | dict[str, Any] | bytes,
         headers: Headers | None = None,
     ) -> None:
         try:
@@ -135,7 +145,8 @@ class KafkaPublisher:
             raise PublishError(f"publish to {self.name(topic)} failed: {exc!r}") from exc
 
     async def publish_many(
-        self, records: Iterable[tuple[Topic | str, str, BaseModel | dict[str, Any] | bytes, Headers]]
+        self,
+        records: Iterable[tuple[Topic | str, str, BaseModel | dict[str, Any] | bytes, Headers]],
     ) -> None:
         """Publish several records, pipelined; returns when all are acknowledged."""
         try:
@@ -209,7 +220,9 @@ class DeadLetters:
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
         ]
-        await self._publisher.publish(dlq_name(record.topic), record.key or "", record.value, headers)
+        await self._publisher.publish(
+            dlq_name(record.topic), record.key or "", record.value, headers
+        )
         log.warning(
             "record sent to dead-letter topic",
             extra={"topic": record.topic, "offset": record.offset, "error": reason[:500]},
@@ -219,7 +232,10 @@ class DeadLetters:
 Handler = Callable[[Record], Awaitable[None]]
 
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    InvalidRecord, ValidationError, orjson.JSONDecodeError, UnicodeDecodeError,
+    InvalidRecord,
+    ValidationError,
+    orjson.JSONDecodeError,
+    UnicodeDecodeError,
 )
 
 
@@ -269,7 +285,9 @@ async def ensure_topics(
     with_dlq: bool = True,
 ) -> None:
     """Create Tenure's topics (and their DLQs) if missing. Idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="tenure-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="tenure-admin"
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -289,10 +307,8 @@ async def ensure_topics(
                         )
                     )
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

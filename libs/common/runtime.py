@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -23,13 +24,19 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     asyncio.run(runner())
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`run_until_signal`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve_http(app: Any, *, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve an ASGI app until ``stop`` is set."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                       lifespan="on")
+    server = _EmbeddedServer(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
     async def watch() -> None:
         await stop.wait()
@@ -40,6 +47,12 @@ async def serve_http(app: Any, *, host: str, port: int, stop: asyncio.Event) -> 
         await server.serve()
     finally:
         watcher.cancel()
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` (real time), returning early when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def run_all(*tasks: Awaitable[Any], stop: asyncio.Event) -> None:

@@ -35,4 +35,4 @@ def export(folder: Path) -> list[Path]:
 
 if __name__ == "__main__":
     for path in export(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")):
-        print(path)
+        sys.stdout.write(f"{path}\n")

@@ -44,8 +44,12 @@ Press Ctrl-C to stop everything.
 
 def run() -> int:
     settings = RunSettings()
-    stack = Stack(root=REPO / ".stack", time_scale=settings.time_scale,
-                  database_url=settings.database_url, echo=sys.stdout)
+    stack = Stack(
+        root=REPO / ".stack",
+        time_scale=settings.time_scale,
+        database_url=settings.database_url,
+        echo=sys.stdout,
+    )
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -28,9 +28,7 @@ class EmbeddedPostgres:
         self._server = pgserver.get_server(
             self.data_dir, cleanup_mode="delete" if self.delete_on_stop else "stop"
         )
-        exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"
-        )
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
         if "(1 row)" not in exists:
             self._server.psql(f"CREATE DATABASE {self.database};")
         return self.url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -17,10 +18,8 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     # Linux: the child gets SIGTERM when the process that started it dies, even by SIGKILL,
     # so a crashed supervisor or test run leaves no process behind.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
     os.setsid()
 
 
@@ -56,17 +55,13 @@ def spawn(
 def stop(proc: subprocess.Popen[bytes], *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int:
     """Send ``sig`` to the process group, wait up to ``timeout``, then SIGKILL. Returns the code."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
     return proc.returncode
 
@@ -91,6 +86,8 @@ def wait_for_port(
         if port_open(port):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what or proc.args} exited with {proc.returncode} before listening")
+            raise RuntimeError(
+                f"{what or proc.args} exited with {proc.returncode} before listening"
+            )
         time.sleep(0.1)
     raise TimeoutError(f"{what or 'process'} did not listen on 127.0.0.1:{port} in {timeout:.0f}s")

@@ -9,6 +9,7 @@ Bounded: ``duration_s`` (0 = until stopped) and a fixed number of customers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import logging
 import random
@@ -25,7 +26,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.clock import Clock, clock_from_settings
 from common.logging import configure_logging
-from common.runtime import run_until_signal
+from common.runtime import run_until_signal, sleep_or_stop
 from common.settings import ServiceSettings
 
 log = logging.getLogger("simulator")
@@ -51,11 +52,24 @@ class SimulatorSettings(ServiceSettings):
 PROFILES: dict[str, dict[str, float]] = {
     # events per simulated day
     "healthy": {"login": 4, "feature_used": 6, "ticket_opened": 0.05, "nps_high": 0.03},
-    "slipping": {"login": 1, "feature_used": 1.5, "ticket_opened": 0.25, "nps_mid": 0.05,
-                 "comment_negative": 0.1, "overdue": 0.03},
-    "churning": {"login": 0.3, "feature_used": 0.3, "ticket_opened": 1.0, "nps_low": 0.5,
-                 "competitor_visit": 2.0, "alternative_search": 1.0, "competitor_trial": 0.7,
-                 "contract_review": 0.3},
+    "slipping": {
+        "login": 1,
+        "feature_used": 1.5,
+        "ticket_opened": 0.25,
+        "nps_mid": 0.05,
+        "comment_negative": 0.1,
+        "overdue": 0.03,
+    },
+    "churning": {
+        "login": 0.3,
+        "feature_used": 0.3,
+        "ticket_opened": 1.0,
+        "nps_low": 0.5,
+        "competitor_visit": 2.0,
+        "alternative_search": 1.0,
+        "competitor_trial": 0.7,
+        "contract_review": 0.3,
+    },
 }
 PLANS = ("basic", "pro", "enterprise")
 FEATURES = ("reports", "dashboards", "exports", "api", "automations", "sso", "alerts")
@@ -85,24 +99,43 @@ class Simulator:
         s = self.settings
         for i in range(s.customers):
             share = i / s.customers
-            kind = ("churning" if share < s.churning_share
-                    else "healthy" if share < s.churning_share + s.healthy_share else "slipping")
-            self.customers.append(Customer(
-                customer_id=f"sim-{kind}-{i:04d}", profile=kind, plan=self.rng.choice(PLANS),
-                first_name=self.rng.choice(FIRST_NAMES),
-            ))
+            kind = (
+                "churning"
+                if share < s.churning_share
+                else "healthy"
+                if share < s.churning_share + s.healthy_share
+                else "slipping"
+            )
+            self.customers.append(
+                Customer(
+                    customer_id=f"sim-{kind}-{i:04d}",
+                    profile=kind,
+                    plan=self.rng.choice(PLANS),
+                    first_name=self.rng.choice(FIRST_NAMES),
+                )
+            )
 
     def base(self, c: Customer, kind: str, type_: str, now: datetime) -> dict[str, Any]:
-        return {"event_id": str(uuid.uuid4()), "customer_id": c.customer_id,
-                "occurred_at": now.isoformat(), "kind": kind, "type": type_}
+        return {
+            "event_id": str(uuid.uuid4()),
+            "customer_id": c.customer_id,
+            "occurred_at": now.isoformat(),
+            "kind": kind,
+            "type": type_,
+        }
 
     def identify(self, c: Customer, now: datetime) -> dict[str, Any]:
-        return {**self.base(c, "profile", "identify", now),
-                "email": f"{c.customer_id}@customers.example", "first_name": c.first_name,
-                "time_zone": "Europe/Madrid", "plan": c.plan,
-                "mrr": {"basic": 29.0, "pro": 99.0, "enterprise": 299.0}[c.plan],
-                "currency": "EUR", "consent": {"email_marketing": True, "in_app": True},
-                "owner_csm": {"id": "csm-1", "email": "csm1@tenure.example"}}
+        return {
+            **self.base(c, "profile", "identify", now),
+            "email": f"{c.customer_id}@customers.example",
+            "first_name": c.first_name,
+            "time_zone": "Europe/Madrid",
+            "plan": c.plan,
+            "mrr": {"basic": 29.0, "pro": 99.0, "enterprise": 299.0}[c.plan],
+            "currency": "EUR",
+            "consent": {"email_marketing": True, "in_app": True},
+            "owner_csm": {"id": "csm-1", "email": "csm1@tenure.example"},
+        }
 
     def events_for(self, c: Customer, now: datetime, days: float) -> list[dict[str, Any]]:
         out = []
@@ -115,23 +148,46 @@ class Simulator:
     def event(self, c: Customer, what: str, now: datetime) -> dict[str, Any]:
         r = self.rng
         if what == "login":
-            return {**self.base(c, "login", "login", now), "user_id": f"{c.customer_id}-u{r.randint(1, 5)}"}
+            return {
+                **self.base(c, "login", "login", now),
+                "user_id": f"{c.customer_id}-u{r.randint(1, 5)}",
+            }
         if what == "feature_used":
             return {**self.base(c, "usage", "feature_used", now), "feature": r.choice(FEATURES)}
         if what == "ticket_opened":
-            return {**self.base(c, "support", "ticket_opened", now), "ticket_id": uuid.uuid4().hex[:8],
-                    "sentiment": round(r.uniform(0.05, 0.35) if c.profile != "healthy" else r.uniform(0.4, 0.9), 2)}
+            return {
+                **self.base(c, "support", "ticket_opened", now),
+                "ticket_id": uuid.uuid4().hex[:8],
+                "sentiment": round(
+                    r.uniform(0.05, 0.35) if c.profile != "healthy" else r.uniform(0.4, 0.9), 2
+                ),
+            }
         if what.startswith("nps_"):
-            score = {"nps_high": r.randint(9, 10), "nps_mid": r.randint(5, 7), "nps_low": r.randint(1, 4)}[what]
+            score = {
+                "nps_high": r.randint(9, 10),
+                "nps_mid": r.randint(5, 7),
+                "nps_low": r.randint(1, 4),
+            }[what]
             return {**self.base(c, "support", "nps_response", now), "score": score}
         if what == "comment_negative":
-            return {**self.base(c, "support", "comment", now), "sentiment": round(r.uniform(0.05, 0.28), 2),
-                    "text": "The new version keeps timing out"}
+            return {
+                **self.base(c, "support", "comment", now),
+                "sentiment": round(r.uniform(0.05, 0.28), 2),
+                "text": "The new version keeps timing out",
+            }
         if what == "overdue":
             c.invoice += 1
-            return {**self.base(c, "payment", "invoice_overdue", now), "invoice_id": f"{c.customer_id}-inv{c.invoice}",
-                    "amount": 99.0, "currency": "EUR", "days_late": r.randint(3, 12)}
-        return {**self.base(c, "intent", what, now), "source": r.choice(["g2", "capterra", "google"])}
+            return {
+                **self.base(c, "payment", "invoice_overdue", now),
+                "invoice_id": f"{c.customer_id}-inv{c.invoice}",
+                "amount": 99.0,
+                "currency": "EUR",
+                "days_late": r.randint(3, 12),
+            }
+        return {
+            **self.base(c, "intent", what, now),
+            "source": r.choice(["g2", "capterra", "google"]),
+        }
 
     async def post(self, event: dict[str, Any]) -> None:
         for attempt in range(5):
@@ -144,8 +200,10 @@ class Simulator:
                     self.sent += 1
                     return
                 if response.status_code != 503:
-                    log.warning("event rejected", extra={"status": response.status_code,
-                                                          "body": response.text[:300]})
+                    log.warning(
+                        "event rejected",
+                        extra={"status": response.status_code, "body": response.text[:300]},
+                    )
                     return
             await asyncio.sleep(0.5 * 2**attempt)
 
@@ -163,14 +221,13 @@ class Simulator:
             message = email.message_from_bytes(path.read_bytes())
             text = "".join(
                 part.get_payload(decode=True).decode(errors="replace")
-                for part in message.walk() if part.get_content_type() == "text/plain"
+                for part in message.walk()
+                if part.get_content_type() == "text/plain"
             )
             match = re.search(r"https?://\S+/t/click/\S+", text)
             if match:
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     await self.client.get(match.group(0), follow_redirects=False)
-                except httpx.HTTPError:
-                    pass
 
     async def run(self, stop: asyncio.Event) -> None:
         self.populate()
@@ -189,17 +246,15 @@ class Simulator:
             duration = self.settings.duration_s
             if duration and asyncio.get_running_loop().time() - started > duration:
                 break
-            try:
-                await asyncio.wait_for(stop.wait(), self.settings.tick_s)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.settings.tick_s)
         log.info("simulator stopped", extra={"events_sent": self.sent})
 
 
 async def _main(settings: SimulatorSettings, stop: asyncio.Event) -> None:
     clock = clock_from_settings(settings.common.time_scale, settings.common.clock_epoch)
-    async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10,
-                                 headers={"X-API-Key": settings.api_key}) as client:
+    async with httpx.AsyncClient(
+        base_url=settings.ingest_url, timeout=10, headers={"X-API-Key": settings.api_key}
+    ) as client:
         await Simulator(settings, clock, client, random.Random(settings.seed)).run(stop)
 
 

@@ -38,7 +38,7 @@ class MailSink:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         name = f"{os.getpid()}-{next(_counter):06d}-{stamp}.eml"
         _write_atomically(self.folder, name, envelope.original_content or envelope.content)
@@ -71,8 +71,13 @@ class WebhookReceiver:
         slug = path.strip("/").replace("/", "_") or "root"
         name = f"{os.getpid()}-{next(_counter):06d}-{slug}.json"
         _write_atomically(self.folder, name, json.dumps(record, indent=2).encode())
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"ok":true}'})
 
 
@@ -82,8 +87,11 @@ async def serve(mail_dir: Path, smtp_port: int, webhook_dir: Path, webhook_port:
     controller = Controller(MailSink(mail_dir), hostname="127.0.0.1", port=smtp_port)
     controller.start()
     config = uvicorn.Config(
-        WebhookReceiver(webhook_dir), host="127.0.0.1", port=webhook_port,
-        log_level="warning", lifespan="off",
+        WebhookReceiver(webhook_dir),
+        host="127.0.0.1",
+        port=webhook_port,
+        log_level="warning",
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()

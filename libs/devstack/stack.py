@@ -69,8 +69,10 @@ class Stack:
     def kafka(self) -> KafkaBroker:
         if self._kafka is None:
             self._kafka = KafkaBroker(
-                libs=self.kafka_libs, home=self.root / "kafka",
-                port=self.ports.kafka, controller_port=self.ports.controller,
+                libs=self.kafka_libs,
+                home=self.root / "kafka",
+                port=self.ports.kafka,
+                controller_port=self.ports.controller,
             )
         return self._kafka
 
@@ -89,9 +91,12 @@ class Stack:
     def common_settings(self) -> CommonSettings:
         assert self.database_url is not None
         return CommonSettings(
-            kafka_bootstrap=self.kafka.bootstrap, topic_prefix=self.topic_prefix,
-            topic_partitions=self.partitions, database_url=self.database_url,
-            time_scale=self.time_scale, clock_epoch=self.epoch,
+            kafka_bootstrap=self.kafka.bootstrap,
+            topic_prefix=self.topic_prefix,
+            topic_partitions=self.partitions,
+            database_url=self.database_url,
+            time_scale=self.time_scale,
+            clock_epoch=self.epoch,
         )
 
     def start_kafka(self) -> None:
@@ -124,11 +129,22 @@ class Stack:
         asyncio.run(ensure_topics(self.common_settings()))
 
     def start_sinks(self) -> None:
-        self._spawn("sinks", [
-            "-m", "devstack", "sinks",
-            "--mail-dir", str(self.mail_dir), "--smtp-port", str(self.ports.smtp),
-            "--webhook-dir", str(self.webhook_dir), "--webhook-port", str(self.ports.webhooks),
-        ])
+        self._spawn(
+            "sinks",
+            [
+                "-m",
+                "devstack",
+                "sinks",
+                "--mail-dir",
+                str(self.mail_dir),
+                "--smtp-port",
+                str(self.ports.smtp),
+                "--webhook-dir",
+                str(self.webhook_dir),
+                "--webhook-port",
+                str(self.ports.webhooks),
+            ],
+        )
         wait_for_port(self.ports.smtp, timeout=20, proc=self.procs["sinks"], what="SMTP sink")
         wait_for_port(self.ports.webhooks, timeout=20, proc=self.procs["sinks"], what="webhooks")
 
@@ -162,7 +178,8 @@ class Stack:
             "TENURE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{p.notifier}",
             "TENURE_NOTIFIER_SMTP_PORT": str(p.smtp),
             "TENURE_NOTIFIER_LINK_SECRET": "local-link-secret",
-            "TENURE_NOTIFIER_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"local-webhook-key-0123456789abcdef").decode(),
+            "TENURE_NOTIFIER_WEBHOOK_SECRET": "whsec_"
+            + base64.b64encode(b"local-webhook-key-0123456789abcdef").decode(),
             "TENURE_NOTIFIER_WEBHOOK_CSM_URL": f"http://127.0.0.1:{p.webhooks}/csm",
             "TENURE_NOTIFIER_WEBHOOK_ESCALATION_URL": f"http://127.0.0.1:{p.webhooks}/escalation",
             "TENURE_SIMULATOR_INGEST_URL": f"http://127.0.0.1:{p.ingest}",
@@ -172,8 +189,13 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log_path = self.log_dir / f"{name}.log"
-        proc = spawn([sys.executable, *args], env=env, cwd=REPO, pipe=self.echo is not None,
-                     log_path=None if self.echo is not None else log_path)
+        proc = spawn(
+            [sys.executable, *args],
+            env=env,
+            cwd=REPO,
+            pipe=self.echo is not None,
+            log_path=None if self.echo is not None else log_path,
+        )
         self.procs[name] = proc
         if self.echo is not None:
             threading.Thread(target=self._pump, args=(name, proc, log_path), daemon=True).start()
@@ -193,8 +215,12 @@ class Stack:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         p = self.ports
-        for name, port in (("ingest", p.ingest), ("orchestrator", p.orchestrator),
-                           ("notifier", p.notifier), ("scoring", p.scoring_metrics)):
+        for name, port in (
+            ("ingest", p.ingest),
+            ("orchestrator", p.orchestrator),
+            ("notifier", p.notifier),
+            ("scoring", p.scoring_metrics),
+        ):
             if name in self.procs:
                 wait_for_port(port, timeout=timeout, proc=self.procs[name], what=name)
 

@@ -11,8 +11,11 @@ def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest", settings.common.log_level, settings.common.log_format)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
-        log_config=None, access_log=False,
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
     )
 
 

@@ -1,6 +1,5 @@
 """The ingest HTTP API: authenticate, validate, publish, and answer 202 only once Kafka acked."""
 
-
 import asyncio
 import hmac
 import time
@@ -15,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from common.events import EVENT_MODELS, EXAMPLES, Event
-from common.kafka import KafkaPublisher, PublishError, Publisher
+from common.kafka import KafkaPublisher, Publisher, PublishError
 from common.metrics import make_asgi_app
 from common.topics import events_topic
 from ingest import metrics
@@ -52,7 +51,9 @@ def field_errors(errors: Any) -> list[FieldError]:
             loc = loc[1:]
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ["kind"]
-        out.append(FieldError(field=".".join(loc) or "(body)", rule=err["type"], message=err["msg"]))
+        out.append(
+            FieldError(field=".".join(loc) or "(body)", rule=err["type"], message=err["msg"])
+        )
     return out
 
 
@@ -131,8 +132,13 @@ def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) 
         status_code=202,
         response_model=Accepted,
         dependencies=[Depends(require_json)],
-        responses={401: {"model": Problem}, 413: {"model": Problem}, 415: {"model": Problem},
-                   422: {"model": Problem}, 503: {"model": Problem}},
+        responses={
+            401: {"model": Problem},
+            413: {"model": Problem},
+            415: {"model": Problem},
+            422: {"model": Problem},
+            503: {"model": Problem},
+        },
     )
     async def post_event(
         key_id: KeyId, event: Annotated[Event, Body(openapi_examples=examples)]
@@ -153,7 +159,8 @@ def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) 
         except (PublishError, TimeoutError) as exc:
             metrics.EVENTS.labels(kind=event.kind, outcome="unavailable").inc()
             raise ApiError(
-                503, "event store unavailable, retry later",
+                503,
+                "event store unavailable, retry later",
                 {"Retry-After": str(settings.retry_after_s)},
             ) from exc
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)

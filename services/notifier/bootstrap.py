@@ -20,7 +20,9 @@ from notifier.entrypoints.deliver import Deliverer
 from notifier.settings import NotifierSettings
 
 
-async def run(settings: NotifierSettings, stop: asyncio.Event, *, clock: Clock | None = None) -> None:
+async def run(
+    settings: NotifierSettings, stop: asyncio.Event, *, clock: Clock | None = None
+) -> None:
     common = settings.common
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     engine = create_engine(common.database_url)
@@ -30,16 +32,28 @@ async def run(settings: NotifierSettings, stop: asyncio.Event, *, clock: Clock |
         await publisher.start()
         await consumer.start()
         deliverer = Deliverer(
-            settings=settings, log=DeliveryLog(engine), mailer=SmtpMailer(settings),
+            settings=settings,
+            log=DeliveryLog(engine),
+            mailer=SmtpMailer(settings),
             webhooks=WebhookSender(http, settings.webhook_secret.get_secret_value()),
-            renderer=Renderer(), publisher=publisher, clock=clock,
+            renderer=Renderer(),
+            publisher=publisher,
+            clock=clock,
         )
         try:
             await run_all(
-                run_consumer(consumer, deliverer.handle,
-                             DeadLetters(publisher, consumer_name="notifier"), stop=stop),
-                serve_http(create_api(settings, publisher, clock), host=settings.host,
-                           port=settings.port, stop=stop),
+                run_consumer(
+                    consumer,
+                    deliverer.handle,
+                    DeadLetters(publisher, consumer_name="notifier"),
+                    stop=stop,
+                ),
+                serve_http(
+                    create_api(settings, publisher, clock),
+                    host=settings.host,
+                    port=settings.port,
+                    stop=stop,
+                ),
                 stop=stop,
             )
         finally:

@@ -13,8 +13,9 @@ class NotifierSettings(ServiceSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)
-    public_url: str = Field(default="http://127.0.0.1:8082",
-                            description="Base of tracking links in messages.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8082", description="Base of tracking links in messages."
+    )
     group_id: str = "tenure-notifier"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=1, le=65535)
@@ -28,5 +29,6 @@ class NotifierSettings(ServiceSettings):
     webhook_csm_url: str = Field(description="Where CSM tasks are posted.")
     webhook_escalation_url: str = Field(description="Where escalations are posted.")
     webhook_timeout_s: float = 10.0
-    landing_url: str = Field(default="https://app.tenure.example/offer",
-                             description="Where a clicked offer link leads.")
+    landing_url: str = Field(
+        default="https://app.tenure.example/offer", description="Where a clicked offer link leads."
+    )

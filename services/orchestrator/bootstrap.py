@@ -17,8 +17,13 @@ from orchestrator.entrypoints.timers import run_timers
 from orchestrator.settings import OrchestratorSettings
 
 
-async def run(settings: OrchestratorSettings, stop: asyncio.Event, *, clock: Clock | None = None,
-              serve_api: bool = True) -> None:
+async def run(
+    settings: OrchestratorSettings,
+    stop: asyncio.Event,
+    *,
+    clock: Clock | None = None,
+    serve_api: bool = True,
+) -> None:
     common = settings.common
     playbooks = load_playbooks(settings.playbooks_dir)
     engine = create_engine(common.database_url)
@@ -34,14 +39,25 @@ async def run(settings: OrchestratorSettings, stop: asyncio.Event, *, clock: Clo
     await consumer.start()
     try:
         loops = [
-            run_consumer(consumer, router(deps),
-                         DeadLetters(publisher, consumer_name="orchestrator"), stop=stop),
+            run_consumer(
+                consumer,
+                router(deps),
+                DeadLetters(publisher, consumer_name="orchestrator"),
+                stop=stop,
+            ),
             run_timers(deps, stop=stop, poll_s=settings.timer_poll_s, batch=settings.timer_batch),
-            run_relay(engine, publisher, stop=stop, poll_s=settings.relay_poll_s,
-                      batch=settings.relay_batch),
+            run_relay(
+                engine,
+                publisher,
+                stop=stop,
+                poll_s=settings.relay_poll_s,
+                batch=settings.relay_batch,
+            ),
         ]
         if serve_api:
-            loops.append(serve_http(create_api(), host=settings.host, port=settings.port, stop=stop))
+            loops.append(
+                serve_http(create_api(), host=settings.host, port=settings.port, stop=stop)
+            )
         await run_all(*loops, stop=stop)
     finally:
         await consumer.stop()

@@ -4,12 +4,20 @@ from common.metrics import counter, histogram
 
 SERVICE = "orchestrator"
 
-JOURNEYS_STARTED = counter(SERVICE, "journeys_started", "Journeys started, by playbook.", ["playbook"])
-JOURNEYS_ENDED = counter(SERVICE, "journeys_ended", "Journeys ended, by playbook and reason.",
-                         ["playbook", "reason"])
-STEPS = counter(SERVICE, "steps", "Due steps fired, by playbook, step and outcome (sent, skipped).",
-                ["playbook", "step", "outcome"])
-TIMER_LATENESS = histogram(SERVICE, "timer_lateness_seconds",
-                           "Real seconds between a timer's due instant and its firing.")
+JOURNEYS_STARTED = counter(
+    SERVICE, "journeys_started", "Journeys started, by playbook.", ["playbook"]
+)
+JOURNEYS_ENDED = counter(
+    SERVICE, "journeys_ended", "Journeys ended, by playbook and reason.", ["playbook", "reason"]
+)
+STEPS = counter(
+    SERVICE,
+    "steps",
+    "Due steps fired, by playbook, step and outcome (sent, skipped).",
+    ["playbook", "step", "outcome"],
+)
+TIMER_LATENESS = histogram(
+    SERVICE, "timer_lateness_seconds", "Real seconds between a timer's due instant and its firing."
+)
 OUTBOX_PUBLISHED = counter(SERVICE, "outbox_published", "Outbox records published to Kafka.")
 RECORDS = counter(SERVICE, "records", "Kafka records consumed, by topic.", ["topic"])

@@ -52,12 +52,16 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
     async def dead_letter(message: Any, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:4000]
         topic = next(t for t in Topic.events() if topic_name(t, prefix) == message.topic)
-        headers = [*(message.headers or []), ("dlq.error", reason.encode()),
-                   ("dlq.topic", message.topic.encode()),
-                   ("dlq.offset", str(message.offset).encode())]
+        headers = [
+            *(message.headers or []),
+            ("dlq.error", reason.encode()),
+            ("dlq.topic", message.topic.encode()),
+            ("dlq.offset", str(message.offset).encode()),
+        ]
         await dlqs[topic].send(key=message.key, value=message.value, headers=headers)
-        log.warning("event sent to dead-letter topic", extra={"topic": message.topic,
-                                                              "error": reason[:300]})
+        log.warning(
+            "event sent to dead-letter topic", extra={"topic": message.topic, "error": reason[:300]}
+        )
 
     @app.agent(source)
     async def score_events(stream: faust.StreamT[bytes]) -> None:

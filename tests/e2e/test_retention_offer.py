@@ -42,8 +42,10 @@ def clock(stack: Stack) -> ScaledClock:
 
 def post(stack: Stack, event: dict[str, Any]) -> httpx.Response:
     return httpx.post(
-        f"http://127.0.0.1:{stack.ports.ingest}/v1/events", json=event,
-        headers={"X-API-Key": stack.api_key}, timeout=10,
+        f"http://127.0.0.1:{stack.ports.ingest}/v1/events",
+        json=event,
+        headers={"X-API-Key": stack.api_key},
+        timeout=10,
     )
 
 
@@ -52,13 +54,25 @@ def churning_customer(stack: Stack, customer_id: str) -> None:
     now = clock(stack).now()
 
     def ev(kind: str, type_: str, **fields: Any) -> dict[str, Any]:
-        return {"event_id": str(uuid.uuid4()), "customer_id": customer_id,
-                "occurred_at": now.isoformat(), "kind": kind, "type": type_, **fields}
+        return {
+            "event_id": str(uuid.uuid4()),
+            "customer_id": customer_id,
+            "occurred_at": now.isoformat(),
+            "kind": kind,
+            "type": type_,
+            **fields,
+        }
 
     events = [
-        ev("profile", "identify", email=f"{customer_id}@example.com", first_name="Ana",
-           plan="pro", consent={"email_marketing": True, "in_app": True},
-           owner_csm={"id": "csm-7", "email": "csm7@example.com"}),
+        ev(
+            "profile",
+            "identify",
+            email=f"{customer_id}@example.com",
+            first_name="Ana",
+            plan="pro",
+            consent={"email_marketing": True, "in_app": True},
+            owner_csm={"id": "csm-7", "email": "csm7@example.com"},
+        ),
         ev("support", "ticket_opened", ticket_id="t1", sentiment=0.1),
         ev("intent", "competitor_trial", source="g2"),
         ev("intent", "alternative_search", source="google"),
@@ -94,8 +108,14 @@ def webhooks_for(folder: Path, customer_id: str) -> list[dict[str, Any]]:
         request = json.loads(path.read_text())
         body = json.loads(request["body"])
         if body.get("customer_id") == customer_id:
-            found.append({"path": request["path"], "headers": request["headers"], "body": body,
-                          "received_at": request["received_at"]})
+            found.append(
+                {
+                    "path": request["path"],
+                    "headers": request["headers"],
+                    "body": body,
+                    "received_at": request["received_at"],
+                }
+            )
     return found
 
 
@@ -126,8 +146,15 @@ def test_no_response_escalates_on_day_three(services: Stack) -> None:
     assert offer.is_multipart()
     assert "/t/click/" in text_part(offer)
 
-    hooks = wait_for(lambda: [h for h in webhooks_for(services.webhook_dir, customer)
-                              if h["body"]["step"] == "escalation"], 8 * DAY_S, "the escalation")
+    hooks = wait_for(
+        lambda: [
+            h
+            for h in webhooks_for(services.webhook_dir, customer)
+            if h["body"]["step"] == "escalation"
+        ],
+        8 * DAY_S,
+        "the escalation",
+    )
     every = webhooks_for(services.webhook_dir, customer)
     steps = [h["body"]["step"] for h in every]
     assert steps == ["retention_call", "escalation"], steps
@@ -183,4 +210,3 @@ def offer_received(stack: Stack, address: str) -> float:
 def test_tampered_click_link_is_refused(services: Stack) -> None:
     response = httpx.get(f"http://127.0.0.1:{services.ports.notifier}/t/click/abc.def", timeout=10)
     assert response.status_code == 404
-

@@ -15,21 +15,27 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings
 
 
-async def test_every_202_can_be_read_back_with_key_and_headers(common_settings: CommonSettings) -> None:
-    common = common_settings.model_copy(update={"topic_prefix": f"it-ingest-{uuid.uuid4().hex[:6]}."})
+async def test_every_202_can_be_read_back_with_key_and_headers(
+    common_settings: CommonSettings,
+) -> None:
+    common = common_settings.model_copy(
+        update={"topic_prefix": f"it-ingest-{uuid.uuid4().hex[:6]}."}
+    )
     await ensure_topics(common)
     sent: dict[str, dict[str, object]] = {}
     async with KafkaPublisher(common, client_id="it-ingest") as publisher:
         app = create_app(IngestSettings(common=common, api_key="k"), publisher=publisher)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://ingest") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+        ) as c:
             for i, kind in enumerate(sorted(EXAMPLES) * 5):
                 event = {**EXAMPLES[kind], "event_id": f"it-{i}", "customer_id": f"cust-{i % 7}"}
                 response = await c.post("/v1/events", json=event, headers={"X-API-Key": "k"})
                 assert response.status_code == 202
                 sent[event["event_id"]] = event  # type: ignore[index]
-            rejected = await c.post("/v1/events", json={**EXAMPLES["usage"], "quantity": -1},
-                                    headers={"X-API-Key": "k"})
+            rejected = await c.post(
+                "/v1/events", json={**EXAMPLES["usage"], "quantity": -1}, headers={"X-API-Key": "k"}
+            )
             assert rejected.status_code == 422
     topics = [topic_name(t, common.topic_prefix) for t in Topic.events()]
     consumer = make_consumer(common, topics, group_id="it-ingest-reader")

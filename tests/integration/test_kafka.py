@@ -47,13 +47,18 @@ async def consume_all(settings: CommonSettings, topics: list[str], n: int) -> li
 
 
 async def test_publish_keys_by_customer_and_consumer_reads_back(settings: CommonSettings) -> None:
-    events = [parse_event({**EXAMPLES["support"], "event_id": f"e{i}", "customer_id": f"c-{i % 5}"})
-              for i in range(50)]
+    events = [
+        parse_event({**EXAMPLES["support"], "event_id": f"e{i}", "customer_id": f"c-{i % 5}"})
+        for i in range(50)
+    ]
     async with KafkaPublisher(settings, client_id="it") as publisher:
         for event in events:
-            await publisher.publish(Topic.EVENTS_SUPPORT, event.customer_id, event,
-                                    [("kind", b"support")])
-    records = await consume_all(settings, [topic_name(Topic.EVENTS_SUPPORT, settings.topic_prefix)], 50)
+            await publisher.publish(
+                Topic.EVENTS_SUPPORT, event.customer_id, event, [("kind", b"support")]
+            )
+    records = await consume_all(
+        settings, [topic_name(Topic.EVENTS_SUPPORT, settings.topic_prefix)], 50
+    )
     assert sorted(r.value for r in records) == sorted(e.model_dump_json().encode() for e in events)
     by_customer: dict[str, set[int]] = {}
     for record in records:
@@ -84,7 +89,9 @@ async def test_invalid_record_goes_to_dlq_and_the_loop_goes_on(settings: CommonS
         await consumer.start()
         try:
             await asyncio.wait_for(
-                run_consumer(consumer, handle, DeadLetters(publisher, consumer_name="it"), stop=stop),
+                run_consumer(
+                    consumer, handle, DeadLetters(publisher, consumer_name="it"), stop=stop
+                ),
                 30,
             )
         finally:
@@ -122,5 +129,6 @@ async def test_topics_are_created_once_with_compaction_for_scores(settings: Comm
 
 async def test_broker_reachability(settings: CommonSettings) -> None:
     assert await broker_reachable(settings)
-    assert not await broker_reachable(settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}),
-                                      timeout_s=1)
+    assert not await broker_reachable(
+        settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}), timeout_s=1
+    )

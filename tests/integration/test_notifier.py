@@ -35,29 +35,48 @@ def database_url(stack: Stack) -> str:
 
 @pytest.fixture(scope="module")
 async def deliverer(stack: Stack, database_url: str, common_settings: CommonSettings):
-    common = common_settings.model_copy(update={
-        "database_url": database_url, "topic_prefix": f"it-notif-{uuid.uuid4().hex[:6]}."})
+    common = common_settings.model_copy(
+        update={"database_url": database_url, "topic_prefix": f"it-notif-{uuid.uuid4().hex[:6]}."}
+    )
     await ensure_topics(common, [Topic.DELIVERIES])
     settings = NotifierSettings(
-        common=common, smtp_port=stack.ports.smtp, link_secret="s", webhook_secret=SECRET,
+        common=common,
+        smtp_port=stack.ports.smtp,
+        link_secret="s",
+        webhook_secret=SECRET,
         webhook_csm_url=f"http://127.0.0.1:{stack.ports.webhooks}/it-csm",
         webhook_escalation_url=f"http://127.0.0.1:{stack.ports.webhooks}/it-escalation",
     )
     engine = create_engine(database_url)
     async with httpx.AsyncClient() as http, KafkaPublisher(common, client_id="it") as publisher:
-        yield Deliverer(settings=settings, log=DeliveryLog(engine), mailer=SmtpMailer(settings),
-                        webhooks=WebhookSender(http, SECRET), renderer=Renderer(),
-                        publisher=publisher, clock=FakeClock())
+        yield Deliverer(
+            settings=settings,
+            log=DeliveryLog(engine),
+            mailer=SmtpMailer(settings),
+            webhooks=WebhookSender(http, SECRET),
+            renderer=Renderer(),
+            publisher=publisher,
+            clock=FakeClock(),
+        )
     await engine.dispose()
 
 
-def notification(channel: str = "email", recipient: str | None = None, **over: object) -> Notification:
+def notification(
+    channel: str = "email", recipient: str | None = None, **over: object
+) -> Notification:
     nid = str(uuid.uuid4())
     return Notification(
-        notification_id=nid, customer_id="c-n1", journey_id="j-1", playbook="retention_offer",
-        step="offer" if channel == "email" else "retention_call", channel=channel,  # type: ignore[arg-type]
-        template="retention_offer/offer" if channel == "email" else "retention_offer/retention_call",
-        variant="discount_30_3_months", recipient=recipient or f"{nid}@example.com",
+        notification_id=nid,
+        customer_id="c-n1",
+        journey_id="j-1",
+        playbook="retention_offer",
+        step="offer" if channel == "email" else "retention_call",
+        channel=channel,  # type: ignore[arg-type]
+        template="retention_offer/offer"
+        if channel == "email"
+        else "retention_offer/retention_call",
+        variant="discount_30_3_months",
+        recipient=recipient or f"{nid}@example.com",
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         context={"first_name": "Ana", "plan": "pro", "score": {"churn_probability": 0.9}},
         **over,
@@ -65,8 +84,15 @@ def notification(channel: str = "email", recipient: str | None = None, **over: o
 
 
 def as_record(n: Notification) -> Record:
-    return Record(topic="notifications", partition=0, offset=0, key=n.customer_id,
-                  value=n.model_dump_json().encode(), headers=(), timestamp_ms=0)
+    return Record(
+        topic="notifications",
+        partition=0,
+        offset=0,
+        key=n.customer_id,
+        value=n.model_dump_json().encode(),
+        headers=(),
+        timestamp_ms=0,
+    )
 
 
 def mails_to(stack: Stack, address: str) -> list[email.message.Message]:
@@ -88,7 +114,9 @@ async def test_replayed_notification_is_delivered_once(deliverer: Deliverer, sta
     assert kinds == ["text/html", "text/plain"]
 
 
-async def test_webhook_is_signed_and_carries_the_explanation(deliverer: Deliverer, stack: Stack) -> None:
+async def test_webhook_is_signed_and_carries_the_explanation(
+    deliverer: Deliverer, stack: Stack
+) -> None:
     n = notification("webhook", "csm")
     await deliverer.handle(as_record(n))
     await deliverer.handle(as_record(n))

@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN_IN_DOMAIN = {"fastapi", "faust", "aiokafka", "sqlalchemy", "httpx", "asyncpg",
-                       "uvicorn", "aiosmtplib", "prometheus_client", "alembic", "mode"}
+FORBIDDEN_IN_DOMAIN = {
+    "fastapi",
+    "faust",
+    "aiokafka",
+    "sqlalchemy",
+    "httpx",
+    "asyncpg",
+    "uvicorn",
+    "aiosmtplib",
+    "prometheus_client",
+    "alembic",
+    "mode",
+}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -37,19 +48,34 @@ def test_domain_imports_no_framework(path: Path) -> None:
 
 def test_aiokafka_is_imported_only_by_common_kafka() -> None:
     offenders = [
-        str(p.relative_to(ROOT)) for p in ROOT.glob("services/**/*.py")
+        str(p.relative_to(ROOT))
+        for p in ROOT.glob("services/**/*.py")
         if "aiokafka" in imported_roots(p)
     ] + [
-        str(p.relative_to(ROOT)) for p in ROOT.glob("libs/**/*.py")
+        str(p.relative_to(ROOT))
+        for p in ROOT.glob("libs/**/*.py")
         if "aiokafka" in imported_roots(p) and p != ROOT / "libs/common/kafka.py"
     ]
     assert offenders == []
 
 
 def test_top_level_layout() -> None:
-    for name in ("services/ingest", "services/scoring", "services/orchestrator",
-                 "services/notifier", "libs/common", "deploy", "tests", "docs", "bench",
-                 "docker-compose.yml", "Makefile", "README.md", "pyproject.toml", ".ci/run"):
+    for name in (
+        "services/ingest",
+        "services/scoring",
+        "services/orchestrator",
+        "services/notifier",
+        "libs/common",
+        "deploy",
+        "tests",
+        "docs",
+        "bench",
+        "docker-compose.yml",
+        "Makefile",
+        "README.md",
+        "pyproject.toml",
+        ".ci/run",
+    ):
         assert (ROOT / name).exists(), name
     for package in ROOT.glob("services/*/"):
         assert (package / "__init__.py").exists(), package

@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 TS = sa.TIMESTAMP(timezone=True)
 deliveries = sa.Table(
-    "deliveries", sa.MetaData(),
+    "deliveries",
+    sa.MetaData(),
     sa.Column("notification_id", sa.Text, primary_key=True),
     sa.Column("customer_id", sa.Text),
     sa.Column("channel", sa.Text),
@@ -26,13 +27,19 @@ class DeliveryLog:
     async def claim(self, notification_id: str, customer_id: str, channel: str) -> bool:
         """Claim a notification for sending. False if it was already sent (a replay)."""
         stmt = insert(deliveries).values(
-            notification_id=notification_id, customer_id=customer_id, channel=channel,
-            status="sending", attempts=1,
+            notification_id=notification_id,
+            customer_id=customer_id,
+            channel=channel,
+            status="sending",
+            attempts=1,
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=["notification_id"],
-            set_={"attempts": deliveries.c.attempts + 1, "status": "sending",
-                  "updated_at": sa.func.now()},
+            set_={
+                "attempts": deliveries.c.attempts + 1,
+                "status": "sending",
+                "updated_at": sa.func.now(),
+            },
             where=deliveries.c.status != "sent",
         ).returning(deliveries.c.notification_id)
         async with self.engine.begin() as conn:
@@ -41,6 +48,7 @@ class DeliveryLog:
     async def finish(self, notification_id: str, status: str, detail: str | None = None) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
-                deliveries.update().where(deliveries.c.notification_id == notification_id)
+                deliveries.update()
+                .where(deliveries.c.notification_id == notification_id)
                 .values(status=status, detail=detail, updated_at=sa.func.now())
             )

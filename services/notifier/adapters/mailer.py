@@ -22,7 +22,9 @@ class Mailer(Protocol):
         ...
 
 
-def build_message(sender: str, to: str, email: RenderedEmail, headers: dict[str, str]) -> EmailMessage:
+def build_message(
+    sender: str, to: str, email: RenderedEmail, headers: dict[str, str]
+) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -44,7 +46,9 @@ class SmtpMailer:
         try:
             await aiosmtplib.send(
                 build_message(s.mail_from, to, email, headers),
-                hostname=s.smtp_host, port=s.smtp_port, start_tls=s.smtp_tls or None,
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                start_tls=s.smtp_tls or None,
                 username=s.smtp_username,
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 timeout=s.smtp_timeout_s,

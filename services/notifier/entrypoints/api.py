@@ -12,7 +12,9 @@ from notifier import metrics
 from notifier.domain.signing import BadSignature, verify_token
 from notifier.settings import NotifierSettings
 
-PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
 
 
 def create_api(settings: NotifierSettings, publisher: Publisher, clock: Clock) -> FastAPI:
@@ -26,10 +28,18 @@ def create_api(settings: NotifierSettings, publisher: Publisher, clock: Clock) -
         except BadSignature:
             raise HTTPException(404, "unknown link") from None
         await publisher.publish(
-            Topic.DELIVERIES, data["c"],
-            Delivery(notification_id=data["n"], customer_id=data["c"], journey_id=data.get("j"),
-                     playbook=data.get("p"), step=data.get("s"), channel=data.get("ch", "email"),
-                     status=status, occurred_at=clock.now()),  # type: ignore[arg-type]
+            Topic.DELIVERIES,
+            data["c"],
+            Delivery(
+                notification_id=data["n"],
+                customer_id=data["c"],
+                journey_id=data.get("j"),
+                playbook=data.get("p"),
+                step=data.get("s"),
+                channel=data.get("ch", "email"),
+                status=status,
+                occurred_at=clock.now(),
+            ),  # type: ignore[arg-type]
         )
         metrics.TRACKED.labels(status=status).inc()
 

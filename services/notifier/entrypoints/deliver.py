@@ -36,8 +36,14 @@ class Deliverer:
 
     def tracking_url(self, kind: str, n: Notification) -> str:
         token = sign_token(
-            {"n": n.notification_id, "c": n.customer_id, "j": n.journey_id, "p": n.playbook,
-             "s": n.step, "ch": n.channel},
+            {
+                "n": n.notification_id,
+                "c": n.customer_id,
+                "j": n.journey_id,
+                "p": n.playbook,
+                "s": n.step,
+                "ch": n.channel,
+            },
             self.settings.link_secret.get_secret_value().encode(),
         )
         return f"{self.settings.public_url}/t/{kind}/{token}"
@@ -57,25 +63,30 @@ class Deliverer:
                 raise SendError("no email address")
             email = self.renderer.email(n.template, self.context(n))
             await self.mailer.send(
-                to=n.recipient, email=email,
+                to=n.recipient,
+                email=email,
                 headers={"X-Tenure-Notification-Id": n.notification_id},
             )
         elif n.channel == "webhook":
-            url = {"csm": self.settings.webhook_csm_url,
-                   "escalation": self.settings.webhook_escalation_url}.get(n.recipient or "")
+            url = {
+                "csm": self.settings.webhook_csm_url,
+                "escalation": self.settings.webhook_escalation_url,
+            }.get(n.recipient or "")
             if url is None:
                 raise SendError(f"no webhook endpoint for recipient {n.recipient!r}")
-            body = orjson.dumps({
-                "type": "csm_task",
-                "notification_id": n.notification_id,
-                "customer_id": n.customer_id,
-                "playbook": n.playbook,
-                "step": n.step,
-                "priority": n.priority,
-                "owner_csm": n.context.get("owner_csm"),
-                "title": self.renderer.text(n.template, self.context(n)),
-                "explanation": n.context.get("score"),
-            })
+            body = orjson.dumps(
+                {
+                    "type": "csm_task",
+                    "notification_id": n.notification_id,
+                    "customer_id": n.customer_id,
+                    "playbook": n.playbook,
+                    "step": n.step,
+                    "priority": n.priority,
+                    "owner_csm": n.context.get("owner_csm"),
+                    "title": self.renderer.text(n.template, self.context(n)),
+                    "explanation": n.context.get("score"),
+                }
+            )
             await self.webhooks.post(url, msg_id=n.notification_id, body=body)
         else:
             raise SendError(f"channel {n.channel} is not delivered by this release")
@@ -92,8 +103,9 @@ class Deliverer:
             await self.log.finish(n.notification_id, "failed", str(exc)[:2000])
             await self.report(n, "failed", str(exc)[:500])
             metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="failed").inc()
-            log.warning("delivery failed: %s", str(exc)[:300],
-                        extra={"notification_id": n.notification_id})
+            log.warning(
+                "delivery failed: %s", str(exc)[:300], extra={"notification_id": n.notification_id}
+            )
             return
         metrics.SEND_SECONDS.labels(channel=n.channel).observe(time.perf_counter() - started)
         await self.log.finish(n.notification_id, "sent")
@@ -102,9 +114,17 @@ class Deliverer:
 
     async def report(self, n: Notification, status: str, detail: str | None = None) -> None:
         await self.publisher.publish(
-            Topic.DELIVERIES, n.customer_id,
-            Delivery(notification_id=n.notification_id, customer_id=n.customer_id,
-                     journey_id=n.journey_id, playbook=n.playbook, step=n.step,
-                     channel=n.channel, status=status, occurred_at=self.clock.now(),  # type: ignore[arg-type]
-                     detail=detail),
+            Topic.DELIVERIES,
+            n.customer_id,
+            Delivery(
+                notification_id=n.notification_id,
+                customer_id=n.customer_id,
+                journey_id=n.journey_id,
+                playbook=n.playbook,
+                step=n.step,
+                channel=n.channel,
+                status=status,
+                occurred_at=self.clock.now(),  # type: ignore[arg-type]
+                detail=detail,
+            ),
         )

@@ -31,7 +31,8 @@ async def upsert_customer(conn: AsyncConnection, row: dict[str, Any]) -> None:
     updates = {c: stmt.excluded[c] for c in row if c != "customer_id"}
     await conn.execute(
         stmt.on_conflict_do_update(
-            index_elements=["customer_id"], set_=updates,
+            index_elements=["customer_id"],
+            set_=updates,
             where=customers.c.profile_at <= stmt.excluded.profile_at,
         )
     )
@@ -52,7 +53,8 @@ async def live_journey(
     conn: AsyncConnection, customer_id: str, playbook: str, *, lock: bool = False
 ) -> sa.Row[Any] | None:
     query = sa.select(journeys).where(
-        journeys.c.customer_id == customer_id, journeys.c.playbook == playbook,
+        journeys.c.customer_id == customer_id,
+        journeys.c.playbook == playbook,
         journeys.c.ended_at.is_(None),
     )
     if lock:
@@ -70,28 +72,50 @@ async def last_ended_at(conn: AsyncConnection, customer_id: str, playbook: str) 
     ).scalar()
 
 
-async def _record(conn: AsyncConnection, journey_id: str, old: State | None, event: Event,
-                  now: datetime, detail: dict[str, Any] | None = None) -> State:
+async def _record(
+    conn: AsyncConnection,
+    journey_id: str,
+    old: State | None,
+    event: Event,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> State:
     new = transition(old, event)
     await conn.execute(
         journey_transitions.insert().values(
-            journey_id=journey_id, from_state=old.value if old else None, to_state=new.value,
-            event=event.value, at=now, detail=detail or {},
+            journey_id=journey_id,
+            from_state=old.value if old else None,
+            to_state=new.value,
+            event=event.value,
+            at=now,
+            detail=detail or {},
         )
     )
     return new
 
 
 async def start_journey(
-    conn: AsyncConnection, *, customer_id: str, playbook: str, variant: str | None,
-    schedule: list[tuple[str, datetime]], now: datetime, detail: dict[str, Any],
+    conn: AsyncConnection,
+    *,
+    customer_id: str,
+    playbook: str,
+    variant: str | None,
+    schedule: list[tuple[str, datetime]],
+    now: datetime,
+    detail: dict[str, Any],
 ) -> str | None:
     """Create a journey and its timers. Returns its id, or None if one is already live."""
     journey_id = str(uuid.uuid4())
     inserted = await conn.execute(
         insert(journeys)
-        .values(journey_id=journey_id, customer_id=customer_id, playbook=playbook,
-                state=State.ACTIVE.value, variant=variant, started_at=now)
+        .values(
+            journey_id=journey_id,
+            customer_id=customer_id,
+            playbook=playbook,
+            state=State.ACTIVE.value,
+            variant=variant,
+            started_at=now,
+        )
         .on_conflict_do_nothing(
             index_elements=["customer_id", "playbook"], index_where=journeys.c.ended_at.is_(None)
         )
@@ -102,24 +126,30 @@ async def start_journey(
     await _record(conn, journey_id, None, Event.START, now, detail)
     await conn.execute(
         timers.insert(),
-        [{"journey_id": journey_id, "step": step, "due_at": due, "status": "pending"}
-         for step, due in schedule],
+        [
+            {"journey_id": journey_id, "step": step, "due_at": due, "status": "pending"}
+            for step, due in schedule
+        ],
     )
     return journey_id
 
 
-async def end_journey(conn: AsyncConnection, journey: sa.Row[Any], event: Event, now: datetime,
-                      reason: str) -> None:
+async def end_journey(
+    conn: AsyncConnection, journey: sa.Row[Any], event: Event, now: datetime, reason: str
+) -> None:
     """Exit, finish or cancel a live journey and cancel its pending timers."""
-    new = await _record(conn, journey.journey_id, State(journey.state), event, now,
-                        {"reason": reason})
+    new = await _record(
+        conn, journey.journey_id, State(journey.state), event, now, {"reason": reason}
+    )
     await conn.execute(
-        journeys.update().where(journeys.c.journey_id == journey.journey_id)
+        journeys.update()
+        .where(journeys.c.journey_id == journey.journey_id)
         .values(state=new.value, ended_at=now, exit_reason=reason)
     )
     await conn.execute(
-        timers.update().where(timers.c.journey_id == journey.journey_id,
-                              timers.c.status == "pending").values(status="cancelled")
+        timers.update()
+        .where(timers.c.journey_id == journey.journey_id, timers.c.status == "pending")
+        .values(status="cancelled")
     )
 
 
@@ -136,37 +166,66 @@ async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> 
     return list((await conn.execute(query)).all())
 
 
-async def customer_view(conn: AsyncConnection, customer_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    profile = (await conn.execute(sa.select(customers).where(customers.c.customer_id == customer_id))).first()
-    score = (await conn.execute(sa.select(scores.c.snapshot).where(scores.c.customer_id == customer_id))).scalar()
+async def customer_view(
+    conn: AsyncConnection, customer_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    profile = (
+        await conn.execute(sa.select(customers).where(customers.c.customer_id == customer_id))
+    ).first()
+    score = (
+        await conn.execute(sa.select(scores.c.snapshot).where(scores.c.customer_id == customer_id))
+    ).scalar()
     return (dict(profile._mapping) if profile else {}), score
 
 
-async def fire_timer(conn: AsyncConnection, timer: sa.Row[Any], now: datetime, *,
-                     notification: Notification | None, topic: str, skip_reason: str | None,
-                     last: bool) -> None:
+async def fire_timer(
+    conn: AsyncConnection,
+    timer: sa.Row[Any],
+    now: datetime,
+    *,
+    notification: Notification | None,
+    topic: str,
+    skip_reason: str | None,
+    last: bool,
+) -> None:
     """Record a fired step: outbox write (or skip), history, timer status, finish if last."""
     state = State(timer.state)
     if notification is not None:
         await conn.execute(
             outbox.insert().values(
-                topic=topic, key=notification.customer_id,
+                topic=topic,
+                key=notification.customer_id,
                 payload=notification.model_dump_json().encode(),
                 headers={"notification_id": notification.notification_id},
             )
         )
-        state = await _record(conn, timer.journey_id, state, Event.STEP_SENT, now,
-                              {"step": timer.step, "notification_id": notification.notification_id})
+        state = await _record(
+            conn,
+            timer.journey_id,
+            state,
+            Event.STEP_SENT,
+            now,
+            {"step": timer.step, "notification_id": notification.notification_id},
+        )
     else:
-        state = await _record(conn, timer.journey_id, state, Event.STEP_SKIPPED, now,
-                              {"step": timer.step, "reason": skip_reason})
+        state = await _record(
+            conn,
+            timer.journey_id,
+            state,
+            Event.STEP_SKIPPED,
+            now,
+            {"step": timer.step, "reason": skip_reason},
+        )
     await conn.execute(
         timers.update().where(timers.c.id == timer.id).values(status="fired", fired_at=now)
     )
     if last:
-        new = await _record(conn, timer.journey_id, state, Event.FINISH, now, {"reason": "last step"})
+        new = await _record(
+            conn, timer.journey_id, state, Event.FINISH, now, {"reason": "last step"}
+        )
         await conn.execute(
-            journeys.update().where(journeys.c.journey_id == timer.journey_id)
+            journeys.update()
+            .where(journeys.c.journey_id == timer.journey_id)
             .values(state=new.value, ended_at=now, exit_reason="completed")
         )
 

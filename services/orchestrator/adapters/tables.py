@@ -9,7 +9,8 @@ metadata = sa.MetaData()
 TS = sa.TIMESTAMP(timezone=True)
 
 customers = sa.Table(
-    "customers", metadata,
+    "customers",
+    metadata,
     sa.Column("customer_id", sa.Text, primary_key=True),
     sa.Column("email", sa.Text),
     sa.Column("first_name", sa.Text),
@@ -25,7 +26,8 @@ customers = sa.Table(
 )
 
 scores = sa.Table(
-    "scores", metadata,
+    "scores",
+    metadata,
     sa.Column("customer_id", sa.Text, primary_key=True),
     sa.Column("as_of", TS),
     sa.Column("risk_score", sa.Float),
@@ -35,7 +37,8 @@ scores = sa.Table(
 )
 
 journeys = sa.Table(
-    "journeys", metadata,
+    "journeys",
+    metadata,
     sa.Column("journey_id", sa.Text, primary_key=True),
     sa.Column("customer_id", sa.Text),
     sa.Column("playbook", sa.Text),
@@ -47,7 +50,8 @@ journeys = sa.Table(
 )
 
 journey_transitions = sa.Table(
-    "journey_transitions", metadata,
+    "journey_transitions",
+    metadata,
     sa.Column("id", sa.BigInteger, primary_key=True),
     sa.Column("journey_id", sa.Text),
     sa.Column("from_state", sa.Text),
@@ -58,7 +62,8 @@ journey_transitions = sa.Table(
 )
 
 timers = sa.Table(
-    "timers", metadata,
+    "timers",
+    metadata,
     sa.Column("id", sa.BigInteger, primary_key=True),
     sa.Column("journey_id", sa.Text),
     sa.Column("step", sa.Text),
@@ -68,7 +73,8 @@ timers = sa.Table(
 )
 
 outbox = sa.Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     sa.Column("id", sa.BigInteger, primary_key=True),
     sa.Column("topic", sa.Text),
     sa.Column("key", sa.Text),

@@ -19,8 +19,12 @@ def notification_id(journey_id: str, step: str) -> str:
 
 
 def should_start(
-    playbook: Playbook, *, churn_probability: float, last_ended_at: datetime | None,
-    has_live_journey: bool, now: datetime,
+    playbook: Playbook,
+    *,
+    churn_probability: float,
+    last_ended_at: datetime | None,
+    has_live_journey: bool,
+    now: datetime,
 ) -> bool:
     """Trigger met, no live journey for this playbook, and the cooldown elapsed."""
     if has_live_journey:
@@ -63,8 +67,14 @@ class StepDecision:
     reason: str | None = None
 
 
-def decide_step(playbook: Playbook, step_id: str, *, email: str | None, consent_email: bool,
-                consent_in_app: bool) -> StepDecision:
+def decide_step(
+    playbook: Playbook,
+    step_id: str,
+    *,
+    email: str | None,
+    consent_email: bool,
+    consent_in_app: bool,
+) -> StepDecision:
     """Whether a due step is sent, or skipped (and why)."""
     step = playbook.step(step_id)
     if step.channel == "email":
@@ -77,8 +87,13 @@ def decide_step(playbook: Playbook, step_id: str, *, email: str | None, consent_
     return StepDecision(True)
 
 
-def step_context(profile: dict[str, Any], score: dict[str, Any] | None, variant: str | None,
-                 due_at: datetime, step_offset: timedelta) -> dict[str, Any]:
+def step_context(
+    profile: dict[str, Any],
+    score: dict[str, Any] | None,
+    variant: str | None,
+    due_at: datetime,
+    step_offset: timedelta,
+) -> dict[str, Any]:
     """What templates may use: profile fields, the offer variant and the score explanation."""
     return {
         "first_name": profile.get("first_name"),

@@ -42,14 +42,17 @@ async def on_score(record: Record, deps: Deps) -> None:
     snapshot = ScoreSnapshot.model_validate_json(record.value)
     now = deps.clock.now()
     async with deps.engine.begin() as conn:
-        await repo.upsert_score(conn, {
-            "customer_id": snapshot.customer_id,
-            "as_of": snapshot.as_of,
-            "risk_score": snapshot.risk_score,
-            "tier": snapshot.tier,
-            "churn_probability": snapshot.churn_probability,
-            "snapshot": snapshot.model_dump(mode="json"),
-        })
+        await repo.upsert_score(
+            conn,
+            {
+                "customer_id": snapshot.customer_id,
+                "as_of": snapshot.as_of,
+                "risk_score": snapshot.risk_score,
+                "tier": snapshot.tier,
+                "churn_probability": snapshot.churn_probability,
+                "snapshot": snapshot.model_dump(mode="json"),
+            },
+        )
         for playbook in deps.playbooks.values():
             live = await repo.live_journey(conn, snapshot.customer_id, playbook.name, lock=True)
             if live is not None:
@@ -60,15 +63,20 @@ async def on_score(record: Record, deps: Deps) -> None:
                 continue
             ended = await repo.last_ended_at(conn, snapshot.customer_id, playbook.name)
             if decisions.should_start(
-                playbook, churn_probability=snapshot.churn_probability, last_ended_at=ended,
-                has_live_journey=False, now=now,
+                playbook,
+                churn_probability=snapshot.churn_probability,
+                last_ended_at=ended,
+                has_live_journey=False,
+                now=now,
             ):
                 started = await repo.start_journey(
-                    conn, customer_id=snapshot.customer_id, playbook=playbook.name,
+                    conn,
+                    customer_id=snapshot.customer_id,
+                    playbook=playbook.name,
                     variant=decisions.pick_variant(playbook, snapshot.customer_id),
-                    schedule=decisions.schedule(playbook, now), now=now,
-                    detail={"trigger": "churn_probability",
-                            "value": snapshot.churn_probability},
+                    schedule=decisions.schedule(playbook, now),
+                    now=now,
+                    detail={"trigger": "churn_probability", "value": snapshot.churn_probability},
                 )
                 if started:
                     metrics.JOURNEYS_STARTED.labels(playbook=playbook.name).inc()

@@ -12,6 +12,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.kafka import KafkaPublisher
+from common.runtime import sleep_or_stop
 from orchestrator import metrics
 from orchestrator.adapters import journeys as repo
 
@@ -24,7 +25,12 @@ async def relay_once(engine: AsyncEngine, publisher: KafkaPublisher, *, limit: i
         if not rows:
             return 0
         await publisher.publish_many(
-            (row.topic, row.key, row.payload, [(k, str(v).encode()) for k, v in row.headers.items()])
+            (
+                row.topic,
+                row.key,
+                row.payload,
+                [(k, str(v).encode()) for k, v in row.headers.items()],
+            )
             for row in rows
         )
         await repo.mark_published(conn, [row.id for row in rows])
@@ -32,8 +38,14 @@ async def relay_once(engine: AsyncEngine, publisher: KafkaPublisher, *, limit: i
     return len(rows)
 
 
-async def run_relay(engine: AsyncEngine, publisher: KafkaPublisher, *, stop: asyncio.Event,
-                    poll_s: float, batch: int) -> None:
+async def run_relay(
+    engine: AsyncEngine,
+    publisher: KafkaPublisher,
+    *,
+    stop: asyncio.Event,
+    poll_s: float,
+    batch: int,
+) -> None:
     while not stop.is_set():
         try:
             sent = await relay_once(engine, publisher, limit=batch)
@@ -41,7 +53,4 @@ async def run_relay(engine: AsyncEngine, publisher: KafkaPublisher, *, stop: asy
             log.exception("outbox relay failed; will retry")
             sent = 0
         if sent < batch:
-            try:
-                await asyncio.wait_for(stop.wait(), poll_s)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, poll_s)

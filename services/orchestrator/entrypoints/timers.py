@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from common.messages import Notification
+from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
 from orchestrator import metrics
 from orchestrator.adapters import journeys as repo
@@ -33,7 +34,9 @@ async def fire_due(deps: Deps, *, limit: int) -> int:
             step = playbook.step(timer.step)
             profile, score = await repo.customer_view(conn, timer.customer_id)
             decision = decisions.decide_step(
-                playbook, step.id, email=profile.get("email"),
+                playbook,
+                step.id,
+                email=profile.get("email"),
                 consent_email=bool(profile.get("consent_email")),
                 consent_in_app=bool(profile.get("consent_in_app", True)),
             )
@@ -49,17 +52,26 @@ async def fire_due(deps: Deps, *, limit: int) -> int:
                     template=step.template,
                     variant=timer.variant,
                     priority=step.priority,
-                    recipient=profile.get("email") if step.recipient == "customer" else step.recipient,
+                    recipient=profile.get("email")
+                    if step.recipient == "customer"
+                    else step.recipient,
                     created_at=now,
-                    context=decisions.step_context(profile, score, timer.variant, timer.due_at,
-                                                   step.after),
+                    context=decisions.step_context(
+                        profile, score, timer.variant, timer.due_at, step.after
+                    ),
                 )
             await repo.fire_timer(
-                conn, timer, now, notification=notification, topic=topic,
-                skip_reason=decision.reason, last=playbook.is_last(step.id),
+                conn,
+                timer,
+                now,
+                notification=notification,
+                topic=topic,
+                skip_reason=decision.reason,
+                last=playbook.is_last(step.id),
             )
-            metrics.STEPS.labels(playbook=playbook.name, step=step.id,
-                                 outcome="sent" if decision.send else "skipped").inc()
+            metrics.STEPS.labels(
+                playbook=playbook.name, step=step.id, outcome="sent" if decision.send else "skipped"
+            ).inc()
             lateness = deps.clock.real_seconds(now - timer.due_at)
             metrics.TIMER_LATENESS.observe(max(0.0, lateness))
             if not playbook.is_last(step.id):
@@ -76,7 +88,4 @@ async def run_timers(deps: Deps, *, stop: asyncio.Event, poll_s: float, batch: i
             log.exception("timer batch failed; will retry")
             fired = 0
         if fired < batch:
-            try:
-                await asyncio.wait_for(stop.wait(), poll_s)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, poll_s)

@@ -87,7 +87,7 @@ class ScoringModel(_Strict):
         return self
 
     def contribution(self, signal: str) -> float:
-        """Points (of 100) a signal adds when active: group weight × its share of the group."""
+        """Points (of 100) a signal adds when active: group weight times its share of the group."""
         spec = self.signals[signal]
         group_total = sum(s.weight for s in self.signals.values() if s.group == spec.group)
         return self.groups[spec.group] * spec.weight / group_total

@@ -17,8 +17,13 @@ from scoring.domain.model import ScoringModel
 from scoring.domain.state import CustomerState, day_number
 
 COMPETITION_TYPES = frozenset(
-    {"competitor_visit", "alternative_search", "competitor_evaluation", "competitor_trial",
-     "contract_review"}
+    {
+        "competitor_visit",
+        "alternative_search",
+        "competitor_evaluation",
+        "competitor_trial",
+        "contract_review",
+    }
 )
 
 
@@ -53,9 +58,12 @@ def fold(state: CustomerState, event: Event, model: ScoringModel) -> None:
     elif isinstance(event, IntentEvent):
         if event.type in COMPETITION_TYPES:
             _count(state, event.type, when)
-        elif event.type == "social_mention" and event.sentiment is not None:
-            if event.sentiment < negative:
-                _count(state, "social_negative", when)
+        elif (
+            event.type == "social_mention"
+            and event.sentiment is not None
+            and event.sentiment < negative
+        ):
+            _count(state, "social_negative", when)
     elif isinstance(event, PaymentEvent):
         invoice = event.invoice_id or "(unnamed)"
         if event.type in ("invoice_overdue", "payment_failed"):
@@ -102,22 +110,26 @@ def measure(
     for name, spec in model.signals.items():
         if spec.rule in ("count_above", "count_at_least"):
             assert spec.counter and spec.window_days and spec.threshold is not None
-            value: float | None = _window_count(state, spec.counter, now, spec.window_days)
-            active = value > spec.threshold if spec.rule == "count_above" else value >= spec.threshold
-            out[name] = (value, spec.threshold, active)
+            count = _window_count(state, spec.counter, now, spec.window_days)
+            active = (
+                count > spec.threshold if spec.rule == "count_above" else count >= spec.threshold
+            )
+            out[name] = (count, spec.threshold, active)
         elif spec.rule == "latest_below":
             assert spec.source and spec.threshold is not None
             latest = state.latest.get(spec.source)
-            value = latest[1] if latest else None
-            out[name] = (value, spec.threshold, value is not None and value < spec.threshold)
+            if latest is None:
+                out[name] = (None, spec.threshold, False)
+            else:
+                out[name] = (latest[1], spec.threshold, latest[1] < spec.threshold)
         elif spec.rule == "invoice_late":
             assert spec.threshold is not None
             late = [
                 (now - datetime.fromisoformat(since)).total_seconds() / 86400
                 for since in state.overdue.values()
             ]
-            value = round(max(late), 2) if late else 0.0
-            out[name] = (value, spec.threshold, value > spec.threshold)
+            days_late = round(max(late), 2) if late else 0.0
+            out[name] = (days_late, spec.threshold, days_late > spec.threshold)
         else:
             out[name] = (None, None, False)
     return out
@@ -133,7 +145,11 @@ def tier_for(active_count: int, model: ScoringModel) -> Tier:
 
 def probability_for(tier: Tier, risk_score: float, model: ScoringModel) -> float:
     """Place risk_score/100 inside the tier's probability range."""
-    low, high = getattr(model.probability, tier)
+    low, high = {
+        "low": model.probability.low,
+        "medium": model.probability.medium,
+        "high": model.probability.high,
+    }[tier]
     return low + (high - low) * risk_score / 100
 
 
@@ -188,20 +204,37 @@ def reevaluate(state: CustomerState, model: ScoringModel, now: datetime) -> Outc
     changes: list[SignalChange] = []
     for name, sig in ev.signals.items():
         if name not in state.active:
-            changes.append(SignalChange(
-                customer_id=state.customer_id, occurred_at=now, change="signal_on", name=name,
-                value=sig.value, threshold=sig.threshold,
-            ))
+            changes.append(
+                SignalChange(
+                    customer_id=state.customer_id,
+                    occurred_at=now,
+                    change="signal_on",
+                    name=name,
+                    value=sig.value,
+                    threshold=sig.threshold,
+                )
+            )
     for name in state.active:
         if name not in ev.signals:
-            changes.append(SignalChange(
-                customer_id=state.customer_id, occurred_at=now, change="signal_off", name=name,
-            ))
+            changes.append(
+                SignalChange(
+                    customer_id=state.customer_id,
+                    occurred_at=now,
+                    change="signal_off",
+                    name=name,
+                )
+            )
     if ev.tier != state.tier:
-        changes.append(SignalChange(
-            customer_id=state.customer_id, occurred_at=now, change="tier_changed", name="tier",
-            previous=state.tier, current=ev.tier,
-        ))
+        changes.append(
+            SignalChange(
+                customer_id=state.customer_id,
+                occurred_at=now,
+                change="tier_changed",
+                name="tier",
+                previous=state.tier,
+                current=ev.tier,
+            )
+        )
     state.active = {name: sig.value for name, sig in ev.signals.items()}
     state.tier = ev.tier
     fingerprint = _fingerprint(ev)

@@ -44,7 +44,11 @@ def test_topic_names_have_the_prefix_and_dlqs() -> None:
     assert dlq_name("acme.events.usage") == "acme.events.usage.dlq"
     assert events_topic("payment") is Topic.EVENTS_PAYMENT
     assert [t.value for t in Topic.events()] == [
-        "events.usage", "events.payment", "events.login", "events.support", "events.profile",
+        "events.usage",
+        "events.payment",
+        "events.login",
+        "events.support",
+        "events.profile",
         "events.intent",
     ]
     assert [t for t in Topic if t.compacted] == [Topic.SCORES]

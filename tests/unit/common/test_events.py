@@ -64,7 +64,9 @@ def test_customer_id_form(customer_id: str) -> None:
 
 
 def test_unknown_field_is_rejected() -> None:
-    assert errors_of({**EXAMPLES["usage"], "colour": "red"}) == [("usage.colour", "extra_forbidden")]
+    assert errors_of({**EXAMPLES["usage"], "colour": "red"}) == [
+        ("usage.colour", "extra_forbidden")
+    ]
 
 
 def test_events_are_frozen() -> None:

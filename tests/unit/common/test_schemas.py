@@ -16,4 +16,9 @@ def test_exported_schemas_are_up_to_date() -> None:
 def test_every_kind_lists_its_types() -> None:
     support = schemas()["event.support.json"]
     assert support["properties"]["type"]["enum"] == [  # type: ignore[index]
-        "ticket_opened", "ticket_closed", "nps_response", "survey_response", "comment"]
+        "ticket_opened",
+        "ticket_closed",
+        "nps_response",
+        "survey_response",
+        "comment",
+    ]

@@ -48,8 +48,9 @@ async def test_accepted_event_is_published_keyed_by_customer(kind: str) -> None:
 async def test_bearer_token_is_accepted_and_bad_keys_get_401() -> None:
     publisher = FakePublisher()
     async with client(publisher) as c:
-        ok = await c.post("/v1/events", json=EXAMPLES["usage"],
-                          headers={"Authorization": f"Bearer {KEY}"})
+        ok = await c.post(
+            "/v1/events", json=EXAMPLES["usage"], headers={"Authorization": f"Bearer {KEY}"}
+        )
         missing = await c.post("/v1/events", json=EXAMPLES["usage"])
         wrong = await post(c, EXAMPLES["usage"], **{"X-API-Key": "nope"})
     assert ok.status_code == 202
@@ -62,10 +63,13 @@ async def test_validation_error_names_field_and_rule_and_publishes_nothing() -> 
     async with client(publisher) as c:
         response = await post(c, {**EXAMPLES["support"], "score": 42})
     assert response.status_code == 422
-    assert response.json()["errors"] == [{
-        "field": "score", "rule": "less_than_equal",
-        "message": "Input should be less than or equal to 10",
-    }]
+    assert response.json()["errors"] == [
+        {
+            "field": "score",
+            "rule": "less_than_equal",
+            "message": "Input should be less than or equal to 10",
+        }
+    ]
     assert publisher.records == []
 
 
@@ -80,8 +84,11 @@ async def test_unknown_kind_lists_the_accepted_kinds() -> None:
 
 async def test_wrong_content_type_is_415_and_oversized_is_413() -> None:
     async with client(FakePublisher(), max_body_bytes=2048) as c:
-        text = await c.post("/v1/events", content=b"event_id=1",
-                            headers={"X-API-Key": KEY, "Content-Type": "text/plain"})
+        text = await c.post(
+            "/v1/events",
+            content=b"event_id=1",
+            headers={"X-API-Key": KEY, "Content-Type": "text/plain"},
+        )
         big = await post(c, {**EXAMPLES["support"], "text": "x" * 4000})
     assert text.status_code == 415
     assert big.status_code == 413
@@ -89,12 +96,19 @@ async def test_wrong_content_type_is_415_and_oversized_is_413() -> None:
 
 async def test_malformed_json_is_422_not_500() -> None:
     async with client(FakePublisher()) as c:
-        response = await c.post("/v1/events", content=b"{nope",
-                                headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+        response = await c.post(
+            "/v1/events",
+            content=b"{nope",
+            headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+        )
         empty = await post(c, {"kind": "usage"})
     assert response.status_code == 422
     assert [e["field"] for e in empty.json()["errors"]] == [
-        "event_id", "customer_id", "occurred_at", "type"]
+        "event_id",
+        "customer_id",
+        "occurred_at",
+        "type",
+    ]
 
 
 async def test_unavailable_broker_is_503_with_retry_after() -> None:
@@ -108,5 +122,6 @@ async def test_openapi_has_an_example_of_every_kind() -> None:
     async with client(FakePublisher()) as c:
         spec = (await c.get("/openapi.json")).json()
     examples = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"][
-        "examples"]
+        "examples"
+    ]
     assert set(examples) == set(EXAMPLES)

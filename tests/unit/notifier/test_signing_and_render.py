@@ -12,8 +12,9 @@ from notifier.domain.signing import BadSignature, sign_token, verify_token, webh
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
-def independent_verify(secret: str, headers: dict[str, str], body: bytes, now: int,
-                       tolerance: int = 300) -> bool:
+def independent_verify(
+    secret: str, headers: dict[str, str], body: bytes, now: int, tolerance: int = 300
+) -> bool:
     """Standard Webhooks verification written from the specification, not from our signer."""
     key = base64.b64decode(secret.split("_", 1)[1])
     timestamp = int(headers["webhook-timestamp"])
@@ -23,7 +24,8 @@ def independent_verify(secret: str, headers: dict[str, str], body: bytes, now: i
     expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
     return any(
         sig.split(",", 1)[1] == expected
-        for sig in headers["webhook-signature"].split(" ") if sig.startswith("v1,")
+        for sig in headers["webhook-signature"].split(" ")
+        if sig.startswith("v1,")
     )
 
 
@@ -45,7 +47,7 @@ def test_link_tokens_cannot_be_forged() -> None:
     assert verify_token(token, b"k") == {"n": "abc", "c": "c-1"}
     with pytest.raises(BadSignature):
         verify_token(token, b"other-key")
-    body, mac = token.split(".")
+    _body, mac = token.split(".")
     forged = sign_token({"n": "abc", "c": "c-2"}, b"k").split(".")[0] + "." + mac
     with pytest.raises(BadSignature):
         verify_token(forged, b"k")
@@ -53,23 +55,36 @@ def test_link_tokens_cannot_be_forged() -> None:
         verify_token("garbage", b"k")
 
 
-@pytest.mark.parametrize("variant", ["discount_30_3_months", "free_upgrade_1_month",
-                                     "premium_feature_included"])
+@pytest.mark.parametrize(
+    "variant", ["discount_30_3_months", "free_upgrade_1_month", "premium_feature_included"]
+)
 def test_offer_email_renders_every_variant(variant: str) -> None:
-    email = Renderer().email("retention_offer/offer", {
-        "first_name": "Ana", "plan": "pro", "variant": variant,
-        "offer_url": "http://x/t/click/tok", "open_url": "http://x/t/open/tok",
-    })
+    email = Renderer().email(
+        "retention_offer/offer",
+        {
+            "first_name": "Ana",
+            "plan": "pro",
+            "variant": variant,
+            "offer_url": "http://x/t/click/tok",
+            "open_url": "http://x/t/open/tok",
+        },
+    )
     assert email.subject.startswith("Ana,")
     assert "http://x/t/click/tok" in email.text and "http://x/t/click/tok" in email.html
     assert ("30%" in email.text) == (variant == "discount_30_3_months")
 
 
 def test_html_escapes_customer_fields() -> None:
-    email = Renderer().email("retention_offer/offer", {
-        "first_name": "<script>", "plan": "pro", "variant": None,
-        "offer_url": "u", "open_url": "o",
-    })
+    email = Renderer().email(
+        "retention_offer/offer",
+        {
+            "first_name": "<script>",
+            "plan": "pro",
+            "variant": None,
+            "offer_url": "u",
+            "open_url": "o",
+        },
+    )
     assert "<script>" not in email.html and "&lt;script&gt;" in email.html
 
 

@@ -29,14 +29,20 @@ def test_trigger_is_strictly_above_070_and_respects_cooldown() -> None:
     start = dict(last_ended_at=None, has_live_journey=False, now=T0)
     assert not decisions.should_start(RETENTION, churn_probability=0.70, **start)
     assert decisions.should_start(RETENTION, churn_probability=0.71, **start)
-    assert not decisions.should_start(RETENTION, churn_probability=0.9, last_ended_at=None,
-                                      has_live_journey=True, now=T0)
+    assert not decisions.should_start(
+        RETENTION, churn_probability=0.9, last_ended_at=None, has_live_journey=True, now=T0
+    )
     recent = T0 - timedelta(days=29)
-    assert not decisions.should_start(RETENTION, churn_probability=0.9, last_ended_at=recent,
-                                      has_live_journey=False, now=T0)
-    assert decisions.should_start(RETENTION, churn_probability=0.9,
-                                  last_ended_at=T0 - timedelta(days=30), has_live_journey=False,
-                                  now=T0)
+    assert not decisions.should_start(
+        RETENTION, churn_probability=0.9, last_ended_at=recent, has_live_journey=False, now=T0
+    )
+    assert decisions.should_start(
+        RETENTION,
+        churn_probability=0.9,
+        last_ended_at=T0 - timedelta(days=30),
+        has_live_journey=False,
+        now=T0,
+    )
 
 
 def test_exits() -> None:
@@ -63,17 +69,21 @@ def test_variant_is_deterministic_and_split() -> None:
 
 
 def test_consent_and_address_decide_email_steps() -> None:
-    send = decisions.decide_step(RETENTION, "offer", email="a@b.c", consent_email=True,
-                                 consent_in_app=True)
+    send = decisions.decide_step(
+        RETENTION, "offer", email="a@b.c", consent_email=True, consent_in_app=True
+    )
     assert send.send
-    no_consent = decisions.decide_step(RETENTION, "offer", email="a@b.c", consent_email=False,
-                                       consent_in_app=True)
+    no_consent = decisions.decide_step(
+        RETENTION, "offer", email="a@b.c", consent_email=False, consent_in_app=True
+    )
     assert not no_consent.send and no_consent.reason == "no email consent"
-    no_address = decisions.decide_step(RETENTION, "offer", email=None, consent_email=True,
-                                       consent_in_app=True)
+    no_address = decisions.decide_step(
+        RETENTION, "offer", email=None, consent_email=True, consent_in_app=True
+    )
     assert no_address.reason == "no email address"
-    csm = decisions.decide_step(RETENTION, "retention_call", email=None, consent_email=False,
-                                consent_in_app=False)
+    csm = decisions.decide_step(
+        RETENTION, "retention_call", email=None, consent_email=False, consent_in_app=False
+    )
     assert csm.send  # CSM tasks are not marketing
 
 
@@ -81,8 +91,11 @@ def test_journey_machine_rejects_illegal_transitions() -> None:
     state = transition(None, Event.START)
     assert state is State.ACTIVE
     assert transition(state, Event.STEP_SENT) is State.ACTIVE
-    for final_event, final_state in ((Event.EXIT, State.EXITED), (Event.FINISH, State.COMPLETED),
-                                     (Event.CANCEL, State.CANCELLED)):
+    for final_event, final_state in (
+        (Event.EXIT, State.EXITED),
+        (Event.FINISH, State.COMPLETED),
+        (Event.CANCEL, State.CANCELLED),
+    ):
         assert transition(State.ACTIVE, final_event) is final_state
         assert final_state in FINAL
         for event in Event:

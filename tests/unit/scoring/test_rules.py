@@ -20,8 +20,16 @@ T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def ev(kind: str, type_: str, at: datetime = T0, event_id: str | None = None, **fields: Any):
-    return parse_event({"event_id": event_id or str(uuid.uuid4()), "customer_id": "c-1",
-                        "occurred_at": at.isoformat(), "kind": kind, "type": type_, **fields})
+    return parse_event(
+        {
+            "event_id": event_id or str(uuid.uuid4()),
+            "customer_id": "c-1",
+            "occurred_at": at.isoformat(),
+            "kind": kind,
+            "type": type_,
+            **fields,
+        }
+    )
 
 
 def feed(*events: Any, state: CustomerState | None = None, model=MODEL):
@@ -78,15 +86,23 @@ def test_red_flag_contract_review_and_search_floor_080() -> None:
 def test_red_flag_detractor_with_low_usage_floor_075() -> None:
     # usage_reduced is evaluated by a later release; give it a countable rule here.
     signals = dict(MODEL.signals)
-    signals["usage_reduced"] = SignalSpec(group="behaviour", weight=20, rule="count_at_least",
-                                          counter="competitor_visit", window_days=30, threshold=1)
+    signals["usage_reduced"] = SignalSpec(
+        group="behaviour",
+        weight=20,
+        rule="count_at_least",
+        counter="competitor_visit",
+        window_days=30,
+        threshold=1,
+    )
     model = MODEL.model_copy(update={"signals": signals})
-    _, outs = feed(ev("support", "nps_response", score=4), ev("intent", "competitor_visit"),
-                   model=model)
+    _, outs = feed(
+        ev("support", "nps_response", score=4), ev("intent", "competitor_visit"), model=model
+    )
     snap = outs[-1].snapshot
     assert snap is not None and snap.churn_probability == 0.75
-    _, outs = feed(ev("support", "nps_response", score=5), ev("intent", "competitor_visit"),
-                   model=model)
+    _, outs = feed(
+        ev("support", "nps_response", score=5), ev("intent", "competitor_visit"), model=model
+    )
     assert outs[-1].snapshot is not None and outs[-1].snapshot.churn_probability < 0.75
 
 
@@ -112,19 +128,21 @@ def test_events_outside_the_window_do_not_count_and_late_ones_inside_do() -> Non
     state, _ = feed(*visits)
     assert "competitor_visits" not in state.active  # only 2 within the last 7 days
     late = ev("intent", "competitor_visit", at=T0 + timedelta(days=5))  # out of order, in window
-    state, outs = feed(late, state=state)
+    state, _outs = feed(late, state=state)
     assert "competitor_visits" in state.active
 
 
 def test_payment_late_turns_on_and_off_edge_triggered() -> None:
-    overdue = ev("payment", "invoice_overdue", invoice_id="inv-1", days_late=9, amount=99,
-                 currency="EUR")
+    overdue = ev(
+        "payment", "invoice_overdue", invoice_id="inv-1", days_late=9, amount=99, currency="EUR"
+    )
     state, outs = feed(overdue)
     assert [(c.change, c.name) for c in outs[0].changes] == [("signal_on", "payment_late")]
     state, outs = feed(ev("support", "ticket_opened", at=T0 + timedelta(hours=1)), state=state)
     assert not [c for c in outs[0].changes if c.name == "payment_late"]  # no repeat
-    state, outs = feed(ev("payment", "invoice_paid", invoice_id="inv-1",
-                          at=T0 + timedelta(days=1)), state=state)
+    state, outs = feed(
+        ev("payment", "invoice_paid", invoice_id="inv-1", at=T0 + timedelta(days=1)), state=state
+    )
     assert [(c.change, c.name) for c in outs[0].changes] == [("signal_off", "payment_late")]
 
 
@@ -142,14 +160,17 @@ def test_tier_change_is_reported() -> None:
 
 
 def test_snapshot_only_when_score_changes() -> None:
-    state, outs = feed(ev("intent", "competitor_trial"), ev("login", "login", user_id="u"))
+    _state, outs = feed(ev("intent", "competitor_trial"), ev("login", "login", user_id="u"))
     assert outs[0].snapshot is not None
     assert outs[1].snapshot is None
 
 
 def test_state_round_trips_through_json() -> None:
-    state, _ = feed(ev("intent", "competitor_trial"), ev("support", "nps_response", score=3),
-                    ev("payment", "invoice_overdue", invoice_id="i", days_late=10))
+    state, _ = feed(
+        ev("intent", "competitor_trial"),
+        ev("support", "nps_response", score=3),
+        ev("payment", "invoice_overdue", invoice_id="i", days_late=10),
+    )
     copy = CustomerState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert copy == state
     assert evaluate(copy, MODEL, T0) == evaluate(state, MODEL, T0)

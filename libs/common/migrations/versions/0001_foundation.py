@@ -113,6 +113,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "deliveries", "outbox", "timers", "journey_transitions", "journeys", "scores", "customers"
+        "deliveries",
+        "outbox",
+        "timers",
+        "journey_transitions",
+        "journeys",
+        "scores",
+        "customers",
     ):
         op.drop_table(table)
