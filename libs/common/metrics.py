@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Gauge, Histogram, make_asgi_app, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.registry import REGISTRY
 
-__all__ = ["counter", "gauge", "histogram", "make_asgi_app", "serve_metrics"]
+__all__ = ["counter", "gauge", "histogram", "serve_metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -40,6 +40,11 @@ class CommonSettings(TenureSettings):
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
 
+    @field_validator("clock_epoch", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("clock_epoch")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:

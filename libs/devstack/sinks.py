@@ -81,14 +81,16 @@ class WebhookReceiver:
         await send({"type": "http.response.body", "body": b'{"ok":true}'})
 
 
-async def serve(mail_dir: Path, smtp_port: int, webhook_dir: Path, webhook_port: int) -> None:
+async def serve(
+    mail_dir: Path, smtp_port: int, webhook_dir: Path, webhook_port: int, host: str = "127.0.0.1"
+) -> None:
     import uvicorn
 
-    controller = Controller(MailSink(mail_dir), hostname="127.0.0.1", port=smtp_port)
+    controller = Controller(MailSink(mail_dir), hostname=host, port=smtp_port)
     controller.start()
     config = uvicorn.Config(
         WebhookReceiver(webhook_dir),
-        host="127.0.0.1",
+        host=host,
         port=webhook_port,
         log_level="warning",
         lifespan="off",
@@ -109,5 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smtp-port", type=int, required=True)
     parser.add_argument("--webhook-dir", type=Path, required=True)
     parser.add_argument("--webhook-port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.mail_dir, args.smtp_port, args.webhook_dir, args.webhook_port))
+    asyncio.run(
+        serve(args.mail_dir, args.smtp_port, args.webhook_dir, args.webhook_port, args.host)
+    )

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from common.events import EVENT_MODELS, EXAMPLES, Event
+from common.http import ops_router
 from common.kafka import KafkaPublisher, Publisher, PublishError
-from common.metrics import make_asgi_app
 from common.topics import events_topic
 from ingest import metrics
 from ingest.settings import IngestSettings
@@ -57,6 +57,12 @@ def field_errors(errors: Any) -> list[FieldError]:
     return out
 
 
+def route_of(request: Request) -> str:
+    """The matched route's template, so unknown URLs cannot create new metric series."""
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
+
+
 def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) -> FastAPI:
     """Build the app. Without ``publisher`` a :class:`KafkaPublisher` is made and owned."""
     owned = publisher is None
@@ -81,7 +87,7 @@ def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) 
         description="Send usage, payment, login, support, profile and intent events.",
         lifespan=lifespan,
     )
-    app.mount("/metrics", make_asgi_app())
+    app.include_router(ops_router())
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -97,7 +103,6 @@ def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) 
     async def _observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        route = request.url.path
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             response: Response = JSONResponse(
@@ -106,8 +111,10 @@ def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) 
         else:
             started = time.perf_counter()
             response = await call_next(request)
-            metrics.REQUEST_SECONDS.labels(route=route).observe(time.perf_counter() - started)
-        metrics.REQUESTS.labels(route=route, status=str(response.status_code)).inc()
+            metrics.REQUEST_SECONDS.labels(route=route_of(request)).observe(
+                time.perf_counter() - started
+            )
+        metrics.REQUESTS.labels(route=route_of(request), status=str(response.status_code)).inc()
         return response
 
     def require_key(request: Request) -> str:
@@ -166,9 +173,5 @@ def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) 
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.EVENTS.labels(kind=event.kind, outcome="accepted").inc()
         return Accepted(event_id=event.event_id)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     return app

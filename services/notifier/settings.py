@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import base64
+import binascii
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -29,6 +32,21 @@ class NotifierSettings(ServiceSettings):
     webhook_csm_url: str = Field(description="Where CSM tasks are posted.")
     webhook_escalation_url: str = Field(description="Where escalations are posted.")
     webhook_timeout_s: float = 10.0
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if not raw.startswith("whsec_"):
+            raise ValueError("must look like whsec_<base64 key>")
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("the part after whsec_ must be base64") from exc
+        if len(key) < 16:
+            raise ValueError("the key must be at least 16 bytes")
+        return value
+
     landing_url: str = Field(
         default="https://app.tenure.example/offer", description="Where a clicked offer link leads."
     )

@@ -4,9 +4,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import RedirectResponse, Response
 
 from common.clock import Clock
+from common.http import ops_router
 from common.kafka import Publisher
 from common.messages import Delivery
-from common.metrics import make_asgi_app
 from common.topics import Topic
 from notifier import metrics
 from notifier.domain.signing import BadSignature, verify_token
@@ -19,7 +19,7 @@ PIXEL = bytes.fromhex(
 
 def create_api(settings: NotifierSettings, publisher: Publisher, clock: Clock) -> FastAPI:
     app = FastAPI(title="Tenure notifier", version="1")
-    app.mount("/metrics", make_asgi_app())
+    app.include_router(ops_router())
     secret = settings.link_secret.get_secret_value().encode()
 
     async def track(token: str, status: str) -> None:
@@ -52,9 +52,5 @@ def create_api(settings: NotifierSettings, publisher: Publisher, clock: Clock) -
     async def open_pixel(token: str) -> Response:
         await track(token, "opened")
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     return app

@@ -2,15 +2,10 @@
 
 from fastapi import FastAPI
 
-from common.metrics import make_asgi_app
+from common.http import ops_router
 
 
 def create_api() -> FastAPI:
     app = FastAPI(title="Tenure orchestrator", version="1")
-    app.mount("/metrics", make_asgi_app())
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(ops_router())
     return app

@@ -125,3 +125,13 @@ async def test_openapi_has_an_example_of_every_kind() -> None:
         "examples"
     ]
     assert set(examples) == set(EXAMPLES)
+
+
+async def test_metrics_label_routes_not_raw_paths() -> None:
+    async with client(FakePublisher()) as c:
+        await c.get("/no/such/path/42")
+        await post(c, EXAMPLES["usage"])
+        text = (await c.get("/metrics")).text
+    assert 'route="unmatched"' in text
+    assert 'route="/v1/events"' in text
+    assert "/no/such/path/42" not in text
