@@ -28,7 +28,7 @@ $(KAFKA_LIBS)/.fetched: deploy/kafka/pom.xml
 run: deps
 	$(PY) -m devstack run
 
-test: deps
+test: deps lint typecheck
 	$(PY) -m pytest -q
 
 bench: deps
@@ -38,11 +38,11 @@ schemas: $(VENV)/.installed
 	$(PY) -m common.schemas docs/schemas
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check libs services tests bench
-	$(VENV)/bin/ruff format --check libs services tests bench
+	$(VENV)/bin/ruff check --quiet libs services tests bench
+	$(VENV)/bin/ruff format --quiet --check libs services tests bench
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy --strict libs/common services/*/domain
+	$(VENV)/bin/mypy --strict --no-error-summary libs/common services/*/domain
 
 clean:
 	rm -rf $(STACK)
