@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.procs import spawn, stop, wait_for_port
+from devstack.procs import require_free, spawn, stop, wait_for_port
 
 LOG4J = """\
 log4j.rootLogger=WARN, stdout
@@ -109,6 +109,7 @@ class KafkaBroker:
 
     def start(self, *, timeout: float = 60.0) -> None:
         """Start the broker and block until it accepts connections."""
+        require_free(self.port, self.controller_port, what="Kafka broker")
         self.format_once()
         self.proc = spawn(
             self._java("kafka.Kafka", str(self.home / "server.properties")),

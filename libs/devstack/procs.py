@@ -78,6 +78,20 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+class PortInUse(RuntimeError):
+    """Another process already listens where a stack process should."""
+
+
+def require_free(*ports: int, what: str) -> None:
+    """Raise :class:`PortInUse` naming ``what`` if any of ``ports`` is taken on 127.0.0.1."""
+    taken = [p for p in ports if port_open(p)]
+    if taken:
+        raise PortInUse(
+            f"{what}: 127.0.0.1:{taken[0]} is already in use (another `make run`?); "
+            "stop that process or free the port"
+        )
+
+
 def wait_for_port(
     port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = ""
 ) -> None:

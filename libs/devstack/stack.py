@@ -26,7 +26,7 @@ from common.kafka import ensure_topics
 from common.settings import CommonSettings
 from devstack.kafka import KafkaBroker
 from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port, spawn, stop, wait_for_port
+from devstack.procs import free_port, require_free, spawn, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
@@ -129,6 +129,7 @@ class Stack:
         asyncio.run(ensure_topics(self.common_settings()))
 
     def start_sinks(self) -> None:
+        require_free(self.ports.smtp, self.ports.webhooks, what="mail and webhook sinks")
         self._spawn(
             "sinks",
             [
@@ -210,17 +211,23 @@ class Stack:
                 self.echo.flush()
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        port = self.service_ports().get(name)
+        if port is not None:
+            require_free(port, what=name)
         module = "devstack.simulator" if name == "simulator" else name
         self._spawn(name, ["-m", module], {**self.env(), **(extra_env or {})})
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def service_ports(self) -> dict[str, int]:
         p = self.ports
-        for name, port in (
-            ("ingest", p.ingest),
-            ("orchestrator", p.orchestrator),
-            ("notifier", p.notifier),
-            ("scoring", p.scoring_metrics),
-        ):
+        return {
+            "ingest": p.ingest,
+            "orchestrator": p.orchestrator,
+            "notifier": p.notifier,
+            "scoring": p.scoring_metrics,
+        }
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        for name, port in self.service_ports().items():
             if name in self.procs:
                 wait_for_port(port, timeout=timeout, proc=self.procs[name], what=name)
 
