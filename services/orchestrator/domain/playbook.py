@@ -6,8 +6,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.datafiles import load_yaml
 
 Channel = Literal["email", "in_app", "webhook"]
 
@@ -88,17 +89,7 @@ class PlaybookError(Exception):
 
 def load_playbook(path: Path) -> Playbook:
     """Read and validate one playbook file; :class:`PlaybookError` names file, field and reason."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PlaybookError(f"{path}: cannot read: {exc}") from exc
-    try:
-        return Playbook.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise PlaybookError(f"{path}: {problems}") from exc
+    return load_yaml(path, Playbook, PlaybookError)
 
 
 def load_playbooks(folder: Path) -> dict[str, Playbook]:

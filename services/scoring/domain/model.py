@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.datafiles import load_yaml
 
 Rule = Literal["count_above", "count_at_least", "latest_below", "invoice_late", "inactive"]
 Source = Literal["nps", "survey", "comment_sentiment"]
@@ -103,17 +104,7 @@ class ModelError(Exception):
 
 def load_model(path: Path) -> ScoringModel:
     """Read and validate a model file. Raises :class:`ModelError` naming file, field and reason."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: cannot read: {exc}") from exc
-    try:
-        return ScoringModel.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ModelError(f"{path}: {problems}") from exc
+    return load_yaml(path, ScoringModel, ModelError)
 
 
 DEFAULT_MODEL_PATH = Path(__file__).parent.parent / "model.yaml"
