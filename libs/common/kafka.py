@@ -47,6 +47,10 @@ def encode(value: BaseModel | dict[str, Any] | bytes) -> bytes:
     return orjson.dumps(value)
 
 
+OutgoingRecord = tuple["Topic | str", str, "BaseModel | dict[str, Any] | bytes", Headers]
+"""(topic, key, value, headers) of a record to publish."""
+
+
 class Publisher(Protocol):
     """Publishes records and returns once the broker acknowledged them (acks=all)."""
 
@@ -58,6 +62,21 @@ class Publisher(Protocol):
         headers: Headers | None = None,
     ) -> None:
         """Publish one record. Blocks until acknowledged; raises :class:`PublishError`."""
+        ...
+
+    async def publish_each(
+        self, records: Sequence[OutgoingRecord], *, timeout_s: float
+    ) -> list[PublishError | None]:
+        """Publish records, pipelined; the outcome of each (None = acknowledged).
+
+        Returns within about ``timeout_s``: a record not acknowledged by then gets a
+        :class:`PublishError` (it may still be written later, so a retry can duplicate
+        it; consumers drop duplicates by event id). Never raises for a broker failure.
+        """
+        ...
+
+    async def ready(self, timeout_s: float) -> str | None:
+        """None if the cluster answers a metadata request in time, else the reason."""
         ...
 
 
@@ -85,6 +104,16 @@ class FakePublisher:
     ) -> None:
         name = topic_name(topic, self.prefix) if isinstance(topic, Topic) else topic
         self.records.append(Published(name, key, encode(value), list(headers or [])))
+
+    async def publish_each(
+        self, records: Sequence[OutgoingRecord], *, timeout_s: float
+    ) -> list[PublishError | None]:
+        for topic, key, value, headers in records:
+            await self.publish(topic, key, value, headers)
+        return [None] * len(records)
+
+    async def ready(self, timeout_s: float) -> str | None:
+        return None
 
 
 class KafkaPublisher:
@@ -143,6 +172,48 @@ class KafkaPublisher:
             )
         except KafkaError as exc:
             raise PublishError(f"publish to {self.name(topic)} failed: {exc!r}") from exc
+
+    async def publish_each(
+        self, records: Sequence[OutgoingRecord], *, timeout_s: float
+    ) -> list[PublishError | None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        outcomes: list[PublishError | None] = [None] * len(records)
+        futures: dict[asyncio.Future[Any], int] = {}
+        for i, (topic, key, value, headers) in enumerate(records):
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                # send() itself waits for metadata and for room in the buffer: bounded too.
+                future = await asyncio.wait_for(
+                    self.producer.send(
+                        self.name(topic), encode(value), key=key.encode(), headers=list(headers)
+                    ),
+                    remaining,
+                )
+                futures[future] = i
+            except (KafkaError, TimeoutError) as exc:
+                outcomes[i] = PublishError(f"not sent: {exc!r}")
+        if futures:
+            done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+            for future in done:
+                if future.exception() is not None:
+                    outcomes[futures[future]] = PublishError(repr(future.exception()))
+            for future in pending:
+                outcomes[futures[future]] = PublishError("not acknowledged in time")
+        return outcomes
+
+    async def ready(self, timeout_s: float) -> str | None:
+        if self._producer is None:
+            return "producer not started"
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return f"Kafka metadata request failed: {exc!r}"
+        if not self._producer.client.cluster.brokers():
+            return "no broker known"
+        return None
 
     async def publish_many(
         self,

@@ -3,7 +3,6 @@
 import uvicorn
 
 from common.logging import configure_logging
-from ingest.app import create_app
 from ingest.settings import IngestSettings
 
 
@@ -11,9 +10,11 @@ def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest", settings.common.log_level, settings.common.log_format)
     uvicorn.run(
-        create_app(settings),
+        "ingest.app:build",
+        factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         log_config=None,
         access_log=False,
     )

@@ -1,29 +1,34 @@
-"""The ingest HTTP API: authenticate, validate, publish, and answer 202 only once Kafka acked."""
+"""The ingest HTTP API: authenticate, bound, validate, publish, and answer 202 only once
+Kafka acknowledged every event it reports as accepted."""
 
 import asyncio
-import hmac
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+import orjson
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from common.events import EVENT_MODELS, EXAMPLES, Event
+from common.apikeys import ApiKey, Authenticator, KeyCache, KeyRepository, Scope
+from common.clock import Clock, clock_from_settings
+from common.db import create_engine
+from common.events import EVENT_MODELS, EXAMPLES, Event, event_adapter
 from common.http import ops_router
-from common.kafka import KafkaPublisher, Publisher, PublishError
+from common.kafka import KafkaPublisher, OutgoingRecord, Publisher
 from common.topics import events_topic
 from ingest import metrics
+from ingest.domain.admission import RateLimiter, Rejection, check_occurred_at
 from ingest.settings import IngestSettings
 
 
 class Accepted(BaseModel):
     event_id: str
-    status: str = "accepted"
+    status: Literal["accepted"] = "accepted"
 
 
 class FieldError(BaseModel):
@@ -37,13 +42,37 @@ class Problem(BaseModel):
     errors: list[FieldError] = []
 
 
+class EventResult(BaseModel):
+    index: int
+    event_id: str | None = None
+    status: Literal["accepted", "rejected", "unavailable"]
+    errors: list[FieldError] = []
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    unavailable: int
+    results: list[EventResult]
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.error, self.headers = status, error, headers or {}
+    """An answer other than success; only this layer picks HTTP status codes."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[FieldError] | None = None,
+    ) -> None:
+        self.status, self.error = status, error
+        self.headers, self.errors = headers or {}, errors or []
 
 
 def field_errors(errors: Any) -> list[FieldError]:
-    """Pydantic errors as (field path, rule, message), without the 'body' and kind-tag parts."""
+    """Pydantic errors as (field path, rule, message), without the kind tag in the path."""
     out = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
@@ -60,118 +89,354 @@ def field_errors(errors: Any) -> list[FieldError]:
 def route_of(request: Request) -> str:
     """The matched route's template, so unknown URLs cannot create new metric series."""
     route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
+    return str(getattr(route, "path", "unmatched"))
 
 
-def create_app(settings: IngestSettings, *, publisher: Publisher | None = None) -> FastAPI:
-    """Build the app. Without ``publisher`` a :class:`KafkaPublisher` is made and owned."""
-    owned = publisher is None
-    pub: Publisher = publisher or KafkaPublisher(settings.common, client_id="tenure-ingest")
-    expected_key = settings.api_key.get_secret_value().encode()
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _openapi_body(ref: str, examples: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": ref}, "examples": examples}},
+        }
+    }
+
+
+class Batch(BaseModel):
+    """The body of POST /v1/batch."""
+
+    events: list[Event]
+
+
+def create_app(
+    settings: IngestSettings,
+    *,
+    publisher: Publisher | None = None,
+    authenticator: Authenticator | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the app. What is not passed in (publisher, key cache) is made and owned here."""
+    common = settings.common
+    owned_publisher = publisher is None
+    pub: Publisher = publisher or KafkaPublisher(common, client_id="tenure-ingest")
+    clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
+    limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)
+    inflight = 0
+    cache: KeyCache | None = None
+    if authenticator is None:
+        static = {}
+        if settings.api_key is not None:
+            static[settings.api_key.get_secret_value()] = ApiKey.static(
+                "static", frozenset({Scope("events:write")})
+            )
+        cache = KeyCache(static=static)
+        authenticator = cache
+    auth: Authenticator = authenticator
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if owned:
+        stop = asyncio.Event()
+        refresher = None
+        engine = None
+        if owned_publisher:
             assert isinstance(pub, KafkaPublisher)
             await pub.start()
+        if cache is not None and settings.keys_from_database:
+            engine = create_engine(common.database_url, pool_size=2)
+            cache.repository = KeyRepository(engine)
+            await cache.refresh()
+            refresher = asyncio.create_task(cache.run(stop, every_s=settings.keys_refresh_s))
         try:
             yield
         finally:
-            if owned:
+            stop.set()
+            if refresher is not None:
+                with contextlib.suppress(Exception):
+                    await refresher
+            if engine is not None:
+                await engine.dispose()
+            if owned_publisher:
                 assert isinstance(pub, KafkaPublisher)
                 await pub.stop()
 
     app = FastAPI(
         title="Tenure ingest API",
         version="1",
-        description="Send usage, payment, login, support, profile and intent events.",
+        description=(
+            "Send the usage, payment, login, support, profile and intent events of your "
+            "customers. 202 means Kafka acknowledged the event (acks=all); 503 means retry "
+            "after Retry-After seconds; resending an event with the same event_id is safe."
+        ),
         lifespan=lifespan,
     )
     app.include_router(ops_router())
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(Problem(error=exc.error).model_dump(), exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_errors(exc.errors())
-        metrics.EVENTS.labels(kind="unknown", outcome="rejected").inc()
-        return JSONResponse(Problem(error="invalid event", errors=errors).model_dump(), 422)
+        body = Problem(error=exc.error, errors=exc.errors).model_dump()
+        return JSONResponse(body, exc.status, headers=exc.headers)
 
     @app.middleware("http")
     async def _observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            response: Response = JSONResponse(
-                Problem(error=f"body larger than {settings.max_body_bytes} bytes").model_dump(), 413
-            )
-        else:
-            started = time.perf_counter()
-            response = await call_next(request)
-            metrics.REQUEST_SECONDS.labels(route=route_of(request)).observe(
-                time.perf_counter() - started
-            )
-        metrics.REQUESTS.labels(route=route_of(request), status=str(response.status_code)).inc()
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = route_of(request)
+        metrics.REQUEST_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+        metrics.REQUESTS.labels(route=route, status=str(response.status_code)).inc()
         return response
 
-    def require_key(request: Request) -> str:
+    def require_writer(request: Request) -> ApiKey:
         supplied = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if supplied is None and auth.lower().startswith("bearer "):
-            supplied = auth[7:].strip()
-        if not supplied or not hmac.compare_digest(supplied.encode(), expected_key):
-            raise ApiError(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
-        return settings.api_key_id
-
-    def require_json(request: Request) -> None:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        header = request.headers.get("authorization", "")
+        if supplied is None and header[:7].lower() == "bearer ":
+            supplied = header[7:].strip()
+        key = auth.authenticate(supplied) if supplied else None
+        if key is None:
+            raise ApiError(
+                401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if Scope("events:write") not in key.scopes:
+            raise ApiError(403, "this API key lacks the events:write scope")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
             raise ApiError(415, "content type must be application/json")
+        return key
 
-    KeyId = Annotated[str, Depends(require_key)]
-    examples = {kind: {"summary": f"a {kind} event", "value": ex} for kind, ex in EXAMPLES.items()}
+    Writer = Annotated[ApiKey, Depends(require_writer)]
+
+    def admit_rate(key: ApiKey, events: int) -> None:
+        wait = limiter.take(key.id, events, time.monotonic())
+        if wait > 0:
+            retry = "60" if wait == float("inf") else str(max(1, int(wait + 0.999)))
+            raise ApiError(
+                429, "rate limit exceeded for this API key", headers={"Retry-After": retry}
+            )
+
+    def admit_time(event: Any) -> Rejection | None:
+        return check_occurred_at(
+            event.occurred_at,
+            now=clock.now(),
+            max_future=settings.max_future_skew,
+            max_age=settings.max_event_age,
+        )
+
+    def record(event: Any, key: ApiKey) -> OutgoingRecord:
+        headers = [
+            ("kind", event.kind.encode()),
+            ("schema_version", str(event.schema_version).encode()),
+            ("ingested_at", datetime.now(UTC).isoformat().encode()),
+            ("api_key_id", key.id.encode()),
+        ]
+        return (
+            events_topic(event.kind),
+            event.customer_id,
+            event.model_dump_json().encode(),
+            headers,
+        )
+
+    async def publish(records: list[OutgoingRecord]) -> list[bool]:
+        """Publish within the time bound; True per acknowledged record."""
+        nonlocal inflight
+        if inflight + len(records) > settings.max_inflight_events:
+            return [False] * len(records)
+        inflight += len(records)
+        metrics.PRODUCER_INFLIGHT.set(inflight)
+        metrics.PRODUCER_BUFFER_USAGE.set(inflight / settings.max_inflight_events)
+        started = time.perf_counter()
+        try:
+            outcomes = await pub.publish_each(records, timeout_s=settings.publish_timeout_s)
+        finally:
+            inflight -= len(records)
+            metrics.PRODUCER_INFLIGHT.set(inflight)
+            metrics.PRODUCER_BUFFER_USAGE.set(inflight / settings.max_inflight_events)
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        return [o is None for o in outcomes]
+
+    unavailable = {"Retry-After": str(settings.retry_after_s)}
+    problems: dict[int | str, dict[str, Any]] = {
+        s: {"model": Problem} for s in (401, 403, 413, 415, 422, 429, 503)
+    }
+    event_examples = {k: {"summary": f"a {k} event", "value": v} for k, v in EXAMPLES.items()}
+    batch_example = {
+        "batch": {
+            "summary": "two events",
+            "value": {"events": [EXAMPLES["login"], EXAMPLES["support"]]},
+        }
+    }
 
     @app.post(
         "/v1/events",
         status_code=202,
         response_model=Accepted,
-        dependencies=[Depends(require_json)],
-        responses={
-            401: {"model": Problem},
-            413: {"model": Problem},
-            415: {"model": Problem},
-            422: {"model": Problem},
-            503: {"model": Problem},
-        },
+        responses=problems,
+        openapi_extra=_openapi_body("#/components/schemas/Event", event_examples),
     )
-    async def post_event(
-        key_id: KeyId, event: Annotated[Event, Body(openapi_examples=examples)]
-    ) -> Accepted:
-        """Publish one event; 202 means Kafka acknowledged it (acks=all)."""
-        headers = [
-            ("kind", event.kind.encode()),
-            ("schema_version", str(event.schema_version).encode()),
-            ("ingested_at", datetime.now(UTC).isoformat().encode()),
-            ("api_key_id", key_id.encode()),
-        ]
-        started = time.perf_counter()
+    async def post_event(request: Request, key: Writer) -> Accepted:
+        """Publish one event. 202 only once Kafka acknowledged it."""
+        body = await read_body(request, settings.max_event_bytes)
+        admit_rate(key, 1)
         try:
-            await asyncio.wait_for(
-                pub.publish(events_topic(event.kind), event.customer_id, event, headers),
-                settings.publish_timeout_s,
-            )
-        except (PublishError, TimeoutError) as exc:
-            metrics.EVENTS.labels(kind=event.kind, outcome="unavailable").inc()
-            raise ApiError(
-                503,
-                "event store unavailable, retry later",
-                {"Retry-After": str(settings.retry_after_s)},
-            ) from exc
-        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        metrics.EVENTS.labels(kind=event.kind, outcome="accepted").inc()
+            event = event_adapter.validate_json(body)
+        except ValidationError as exc:
+            errors = field_errors(exc.errors())
+            metrics.EVENTS.labels(kind="unknown", outcome="rejected", reason=errors[0].rule).inc()
+            raise ApiError(422, "invalid event", errors=errors) from None
+        rejection = admit_time(event)
+        if rejection is not None:
+            metrics.EVENTS.labels(kind=event.kind, outcome="rejected", reason=rejection.rule).inc()
+            raise ApiError(422, "invalid event", errors=[FieldError(**vars(rejection))])
+        [ok] = await publish([record(event, key)])
+        if not ok:
+            metrics.EVENTS.labels(kind=event.kind, outcome="unavailable", reason="publish").inc()
+            raise ApiError(503, "event store unavailable, retry later", headers=unavailable)
+        metrics.EVENTS.labels(kind=event.kind, outcome="accepted", reason="").inc()
         return Accepted(event_id=event.event_id)
 
+    @app.post(
+        "/v1/batch",
+        status_code=202,
+        response_model=BatchResult,
+        responses={**problems, 422: {"model": BatchResult}, 503: {"model": BatchResult}},
+        openapi_extra=_openapi_body("#/components/schemas/Batch", batch_example),
+    )
+    async def post_batch(request: Request, key: Writer) -> Response:
+        """Publish up to ``max_batch_events`` events; the answer says what became of each.
+
+        202: every valid event was acknowledged (invalid ones are listed as rejected).
+        422: no event was valid. 503: some valid events were not acknowledged; retry
+        those (or the whole batch: duplicates by event_id are dropped downstream).
+        """
+        body = await read_body(request, settings.max_batch_bytes)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(
+                422,
+                "invalid batch",
+                errors=[FieldError(field="(body)", rule="json_invalid", message=str(exc))],
+            ) from None
+        items = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(items, list) or (isinstance(data, dict) and len(data) != 1):
+            raise ApiError(
+                422,
+                "invalid batch",
+                errors=[
+                    FieldError(
+                        field="events",
+                        rule="batch_shape",
+                        message='the body must be {"events": [event, ...]} and nothing else',
+                    )
+                ],
+            )
+        if not items:
+            raise ApiError(
+                422,
+                "invalid batch",
+                errors=[
+                    FieldError(
+                        field="events", rule="too_short", message="a batch needs at least one event"
+                    )
+                ],
+            )
+        if len(items) > settings.max_batch_events:
+            raise ApiError(413, f"more than {settings.max_batch_events} events in one batch")
+        admit_rate(key, len(items))
+        metrics.BATCH_EVENTS.observe(len(items))
+        results: list[EventResult] = []
+        valid: list[tuple[int, Any]] = []
+        for index, item in enumerate(items):
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            event_id = event_id if isinstance(event_id, str) else None
+            try:
+                event = event_adapter.validate_python(item)
+            except ValidationError as exc:
+                errors = field_errors(exc.errors())
+                metrics.EVENTS.labels(
+                    kind="unknown", outcome="rejected", reason=errors[0].rule
+                ).inc()
+                results.append(
+                    EventResult(index=index, event_id=event_id, status="rejected", errors=errors)
+                )
+                continue
+            rejection = admit_time(event)
+            if rejection is not None:
+                metrics.EVENTS.labels(
+                    kind=event.kind, outcome="rejected", reason=rejection.rule
+                ).inc()
+                results.append(
+                    EventResult(
+                        index=index,
+                        event_id=event_id,
+                        status="rejected",
+                        errors=[FieldError(**vars(rejection))],
+                    )
+                )
+                continue
+            valid.append((index, event))
+        acked = await publish([record(event, key) for _, event in valid]) if valid else []
+        for (index, event), ok in zip(valid, acked, strict=True):
+            status: Literal["accepted", "unavailable"] = "accepted" if ok else "unavailable"
+            metrics.EVENTS.labels(
+                kind=event.kind, outcome=status, reason="" if ok else "publish"
+            ).inc()
+            results.append(EventResult(index=index, event_id=event.event_id, status=status))
+        results.sort(key=lambda r: r.index)
+        counts = {
+            s: sum(1 for r in results if r.status == s)
+            for s in ("accepted", "rejected", "unavailable")
+        }
+        answer = BatchResult(**counts, results=results).model_dump()
+        if counts["unavailable"]:
+            return JSONResponse(answer, 503, headers=unavailable)
+        if not counts["accepted"]:
+            return JSONResponse(answer, 422)
+        return JSONResponse(answer, 202)
+
+    @app.get("/readyz", responses={503: {"model": Problem}})
+    async def readyz() -> Response:
+        """Ready when Kafka answers and the producer has room."""
+        reason = await pub.ready(timeout_s=min(2.0, settings.publish_timeout_s))
+        if reason is None and inflight >= settings.max_inflight_events:
+            reason = "producer buffer full"
+        if reason is not None:
+            return JSONResponse(Problem(error=reason).model_dump(), 503)
+        return JSONResponse({"status": "ready"})
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            defs = TypeAdapter(Batch).json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs.pop("$defs", {}))
+            components["Batch"] = defs
+            components["Event"] = TypeAdapter(Event).json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components["Event"].pop("$defs", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def build() -> FastAPI:
+    """Factory for uvicorn (``--factory``), one app per worker process."""
+    return create_app(IngestSettings())

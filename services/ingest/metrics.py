@@ -1,21 +1,40 @@
 """Every metric of the ingest service, declared once."""
 
-from common.metrics import counter, histogram
+from common.metrics import counter, gauge, histogram
 
 SERVICE = "ingest"
 
 REQUESTS = counter(
-    SERVICE, "requests", "HTTP requests answered, by route and status.", ["route", "status"]
+    SERVICE,
+    "requests",
+    "HTTP requests answered, by route template and status.",
+    ["route", "status"],
 )
 REQUEST_SECONDS = histogram(
-    SERVICE, "request_seconds", "Time to answer an HTTP request.", ["route"]
+    SERVICE, "request_seconds", "Time to answer an HTTP request, by route template.", ["route"]
 )
 EVENTS = counter(
     SERVICE,
     "events",
-    "Events received, by kind and outcome (accepted, rejected, unavailable).",
-    ["kind", "outcome"],
+    "Events received, by kind, outcome (accepted, rejected, unavailable) and reason (the rule).",
+    ["kind", "outcome", "reason"],
+)
+BATCH_EVENTS = histogram(
+    SERVICE,
+    "batch_events",
+    "Events per POST /v1/batch request.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
 PUBLISH_SECONDS = histogram(
-    SERVICE, "publish_seconds", "Time from publish to Kafka acknowledgement."
+    SERVICE,
+    "publish_seconds",
+    "Time from handing records to the producer to their acknowledgement.",
+)
+PRODUCER_INFLIGHT = gauge(
+    SERVICE, "producer_inflight_events", "Events handed to the producer and not yet acknowledged."
+)
+PRODUCER_BUFFER_USAGE = gauge(
+    SERVICE,
+    "producer_buffer_usage_ratio",
+    "Events in flight / TENURE_INGEST_MAX_INFLIGHT_EVENTS (1 = new events get 503).",
 )

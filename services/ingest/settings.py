@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -13,8 +15,33 @@ class IngestSettings(ServiceSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    api_key: SecretStr = Field(description="The key product backends send (X-API-Key or Bearer).")
-    api_key_id: str = Field(default="default", description="Id recorded with each event.")
-    publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes (uvicorn).")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="An optional static key with scope events:write (local stack, tests); "
+        "real keys are made with `tenure keys create` and live in PostgreSQL.",
+    )
+    keys_from_database: bool = Field(
+        default=True, description="Load the keys made with `tenure keys` from PostgreSQL."
+    )
+    keys_refresh_s: float = Field(
+        default=30.0, gt=0, le=60, description="A revoked key stops working within this time."
+    )
+    publish_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Longest wait for Kafka's acknowledgement."
+    )
     retry_after_s: int = Field(default=5, ge=1, le=600)
-    max_body_bytes: int = Field(default=65_536, ge=1024)
+    max_inflight_events: int = Field(
+        default=20_000, ge=1, description="Events awaiting acknowledgement before 503."
+    )
+    max_event_bytes: int = Field(default=65_536, ge=1024, description="Body of POST /v1/events.")
+    max_batch_bytes: int = Field(default=524_288, ge=1024, description="Body of POST /v1/batch.")
+    max_batch_events: int = Field(default=500, ge=1, le=10_000)
+    max_future_skew: timedelta = Field(
+        default=timedelta(minutes=5), description="How far ahead of the clock occurred_at may be."
+    )
+    max_event_age: timedelta = Field(
+        default=timedelta(days=30), description="How old occurred_at may be."
+    )
+    rate_per_key: float = Field(default=2_000, gt=0, description="Events a second per API key.")
+    burst_per_key: float = Field(default=10_000, gt=0, description="Token bucket size.")

@@ -58,7 +58,7 @@ async def test_every_202_can_be_read_back_with_key_and_headers(
         original = sent[event_id]
         assert record.topic == topic_name(Topic(f"events.{kind}"), common.topic_prefix)
         assert record.key == original["customer_id"]
-        assert headers["schema_version"] == b"1" and headers["api_key_id"] == b"default"
+        assert headers["schema_version"] == b"1" and headers["api_key_id"] == b"static"
         partitions.setdefault(record.key, set()).add(record.partition)
     # Same key → same partition within each topic; across topics partition counts are equal.
     assert all(len(p) == 1 for p in partitions.values())

@@ -1,32 +1,59 @@
-"""The ingest API's contract with a fake publisher: status codes, errors that name the field."""
+"""The ingest API's contract on a fake publisher and fake keys: codes, errors, limits."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from common.apikeys import ApiKey, FakeAuthenticator, Scope
+from common.clock import FakeClock
 from common.events import EXAMPLES
-from common.kafka import FakePublisher, PublishError
+from common.kafka import FakePublisher, OutgoingRecord, PublishError
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 
-KEY = "test-key"
+KEY = "writer-key"
+READER = "reader-key"
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # EXAMPLES are stamped 2026-11-20T10:15Z
+KEYS = {
+    KEY: ApiKey.static("key-w", [Scope.EVENTS_WRITE]),
+    READER: ApiKey.static("key-r", [Scope.OPERATOR_READ]),
+}
 
 
 class FailingPublisher(FakePublisher):
-    async def publish(self, *args: Any, **kwargs: Any) -> None:
-        raise PublishError("broker down")
+    """Acknowledges nothing: as if the broker were down."""
+
+    async def publish_each(self, records: Any, *, timeout_s: float) -> list[PublishError | None]:
+        return [PublishError("broker down") for _ in records]
 
 
-def client(publisher: FakePublisher, **settings: Any) -> httpx.AsyncClient:
-    app = create_app(IngestSettings(api_key=KEY, **settings), publisher=publisher)
+class HalfPublisher(FakePublisher):
+    """Acknowledges every other record."""
+
+    async def publish_each(
+        self, records: list[OutgoingRecord], *, timeout_s: float
+    ) -> list[PublishError | None]:
+        return [None if i % 2 == 0 else PublishError("lost") for i, _ in enumerate(records)]
+
+
+def client(publisher: FakePublisher | None = None, **settings: Any) -> httpx.AsyncClient:
+    app = create_app(
+        IngestSettings(keys_from_database=False, **settings),
+        publisher=publisher if publisher is not None else FakePublisher(),
+        authenticator=FakeAuthenticator(KEYS),
+        clock=FakeClock(NOW),
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest")
 
 
-async def post(c: httpx.AsyncClient, body: Any, **headers: str) -> httpx.Response:
-    return await c.post("/v1/events", json=body, headers={"X-API-Key": KEY, **headers})
+async def post(
+    c: httpx.AsyncClient, body: Any, path: str = "/v1/events", **headers: str
+) -> httpx.Response:
+    return await c.post(path, json=body, headers={"X-API-Key": KEY, **headers})
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
@@ -41,7 +68,7 @@ async def test_accepted_event_is_published_keyed_by_customer(kind: str) -> None:
     assert record.key == "acme-42"
     headers = dict(record.headers)
     assert headers["kind"] == kind.encode() and headers["schema_version"] == b"1"
-    assert headers["api_key_id"] == b"default"
+    assert headers["api_key_id"] == b"key-w"
     assert headers["ingested_at"].startswith(b"20")
 
 
@@ -55,7 +82,17 @@ async def test_bearer_token_is_accepted_and_bad_keys_get_401() -> None:
         wrong = await post(c, EXAMPLES["usage"], **{"X-API-Key": "nope"})
     assert ok.status_code == 202
     assert missing.status_code == wrong.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
     assert len(publisher.records) == 1
+
+
+async def test_key_without_the_scope_gets_403() -> None:
+    publisher = FakePublisher()
+    async with client(publisher) as c:
+        response = await post(c, EXAMPLES["usage"], **{"X-API-Key": READER})
+    assert response.status_code == 403
+    assert "events:write" in response.json()["error"]
+    assert publisher.records == []
 
 
 async def test_validation_error_names_field_and_rule_and_publishes_nothing() -> None:
@@ -73,29 +110,61 @@ async def test_validation_error_names_field_and_rule_and_publishes_nothing() -> 
     assert publisher.records == []
 
 
-async def test_unknown_kind_lists_the_accepted_kinds() -> None:
-    async with client(FakePublisher()) as c:
-        response = await post(c, {**EXAMPLES["usage"], "kind": "telepathy"})
-    assert response.status_code == 422
-    [error] = response.json()["errors"]
+async def test_unknown_kind_and_type_list_the_accepted_values() -> None:
+    async with client() as c:
+        kind = await post(c, {**EXAMPLES["usage"], "kind": "telepathy"})
+        type_ = await post(c, {**EXAMPLES["login"], "type": "logout"})
+    [error] = kind.json()["errors"]
     assert (error["field"], error["rule"]) == ("kind", "union_tag_invalid")
     assert all(k in error["message"] for k in EXAMPLES)
+    [error] = type_.json()["errors"]
+    assert error["field"] == "type" and "'login'" in error["message"]
+    assert "'session_started'" in error["message"]
 
 
-async def test_wrong_content_type_is_415_and_oversized_is_413() -> None:
-    async with client(FakePublisher(), max_body_bytes=2048) as c:
-        text = await c.post(
+@pytest.mark.parametrize(
+    ("occurred_at", "rule"),
+    [(NOW + timedelta(minutes=6), "too_far_in_future"), (NOW - timedelta(days=31), "too_old")],
+)
+async def test_event_time_window(occurred_at: datetime, rule: str) -> None:
+    async with client() as c:
+        response = await post(c, {**EXAMPLES["usage"], "occurred_at": occurred_at.isoformat()})
+        skewed = await post(
+            c, {**EXAMPLES["usage"], "occurred_at": (NOW + timedelta(minutes=4)).isoformat()}
+        )
+    assert response.status_code == 422
+    assert [(e["field"], e["rule"]) for e in response.json()["errors"]] == [("occurred_at", rule)]
+    assert skewed.status_code == 202
+
+
+async def test_wrong_content_type_is_415() -> None:
+    async with client() as c:
+        response = await c.post(
             "/v1/events",
             content=b"event_id=1",
             headers={"X-API-Key": KEY, "Content-Type": "text/plain"},
         )
-        big = await post(c, {**EXAMPLES["support"], "text": "x" * 4000})
-    assert text.status_code == 415
-    assert big.status_code == 413
+    assert response.status_code == 415
+
+
+async def test_oversized_bodies_get_413_even_without_content_length() -> None:
+    async def chunks() -> Any:
+        for _ in range(100):
+            yield b" " * 1024
+
+    async with client(max_event_bytes=2048) as c:
+        declared = await post(c, {**EXAMPLES["support"], "text": "x" * 4000})
+        streamed = await c.post(
+            "/v1/events",
+            content=chunks(),
+            headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+        )
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
 
 
 async def test_malformed_json_is_422_not_500() -> None:
-    async with client(FakePublisher()) as c:
+    async with client() as c:
         response = await c.post(
             "/v1/events",
             content=b"{nope",
@@ -118,17 +187,114 @@ async def test_unavailable_broker_is_503_with_retry_after() -> None:
     assert response.headers["Retry-After"] == "5"
 
 
-async def test_openapi_has_an_example_of_every_kind() -> None:
-    async with client(FakePublisher()) as c:
-        spec = (await c.get("/openapi.json")).json()
-    examples = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"][
-        "examples"
+async def test_too_many_inflight_events_is_503() -> None:
+    async with client(max_inflight_events=2) as c:
+        batch = {"events": [{**EXAMPLES["login"], "event_id": f"e{i}"} for i in range(3)]}
+        response = await post(c, batch, path="/v1/batch")
+    assert response.status_code == 503
+    assert response.json()["unavailable"] == 3
+
+
+async def test_batch_answers_per_event() -> None:
+    publisher = FakePublisher()
+    events = [
+        {**EXAMPLES["login"], "event_id": "b0"},
+        {**EXAMPLES["support"], "event_id": "b1", "score": 99},
+        {**EXAMPLES["intent"], "event_id": "b2"},
+        {"kind": "usage"},
     ]
-    assert set(examples) == set(EXAMPLES)
+    async with client(publisher) as c:
+        response = await post(c, {"events": events}, path="/v1/batch")
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["accepted"], body["rejected"], body["unavailable"]) == (2, 2, 0)
+    assert [(r["index"], r["event_id"], r["status"]) for r in body["results"]] == [
+        (0, "b0", "accepted"),
+        (1, "b1", "rejected"),
+        (2, "b2", "accepted"),
+        (3, None, "rejected"),
+    ]
+    assert body["results"][1]["errors"] == [
+        {
+            "field": "score",
+            "rule": "less_than_equal",
+            "message": "Input should be less than or equal to 10",
+        }
+    ]
+    assert [r.key for r in publisher.records] == ["acme-42", "acme-42"]
+
+
+async def test_batch_with_nothing_valid_is_422_and_partial_outage_503() -> None:
+    async with client() as c:
+        invalid = await post(c, {"events": [{"kind": "x"}]}, path="/v1/batch")
+    assert invalid.status_code == 422 and invalid.json()["rejected"] == 1
+    async with client(HalfPublisher()) as c:
+        events = [{**EXAMPLES["login"], "event_id": f"h{i}"} for i in range(4)]
+        partial = await post(c, {"events": events}, path="/v1/batch")
+    assert partial.status_code == 503
+    assert partial.headers["Retry-After"] == "5"
+    assert [r["status"] for r in partial.json()["results"]] == [
+        "accepted",
+        "unavailable",
+        "accepted",
+        "unavailable",
+    ]
+
+
+@pytest.mark.parametrize(
+    "body", [[], {"events": []}, {"events": {}}, {"batch": []}, {"events": [], "extra": 1}]
+)
+async def test_batch_shape_errors(body: Any) -> None:
+    async with client() as c:
+        response = await post(c, body, path="/v1/batch")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "events"
+
+
+async def test_batch_limits() -> None:
+    async with client(max_batch_events=3, max_batch_bytes=4096) as c:
+        many = await post(c, {"events": [EXAMPLES["login"]] * 4}, path="/v1/batch")
+        big = await post(
+            c, {"events": [{**EXAMPLES["support"], "text": "x" * 4000}]}, path="/v1/batch"
+        )
+    assert many.status_code == 413
+    assert big.status_code == 413
+
+
+async def test_rate_limit_per_key_counts_events() -> None:
+    async with client(rate_per_key=1, burst_per_key=5) as c:
+        first = await post(
+            c,
+            {"events": [{**EXAMPLES["login"], "event_id": f"r{i}"} for i in range(5)]},
+            path="/v1/batch",
+        )
+        limited = await post(c, EXAMPLES["login"])
+        too_big = await post(c, {"events": [EXAMPLES["login"]] * 6}, path="/v1/batch")
+    assert first.status_code == 202
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert too_big.status_code == 429
+
+
+async def test_readyz_and_healthz() -> None:
+    async with client() as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok"}
+        assert (await c.get("/readyz")).status_code == 200
+
+
+async def test_openapi_has_an_example_of_every_kind_and_the_batch() -> None:
+    async with client() as c:
+        spec = (await c.get("/openapi.json")).json()
+    single = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(single["examples"]) == set(EXAMPLES)
+    assert single["schema"] == {"$ref": "#/components/schemas/Event"}
+    assert (
+        "Batch" in spec["components"]["schemas"] and "UsageEvent" in spec["components"]["schemas"]
+    )
 
 
 async def test_metrics_label_routes_not_raw_paths() -> None:
-    async with client(FakePublisher()) as c:
+    async with client() as c:
         await c.get("/no/such/path/42")
         await post(c, EXAMPLES["usage"])
         text = (await c.get("/metrics")).text

@@ -1,0 +1,198 @@
+"""The ``tenure`` command: operator tools.
+
+``tenure keys create|revoke|list`` manage API keys (see :mod:`common.apikeys`). Each
+subcommand is a register function in :data:`COMMANDS`, which adds its arguments and
+sets ``run`` (namespace -> exit status) on every leaf parser; a new subcommand is one
+more entry there.
+
+A problem the user can fix (unknown key id, bad scope, unreachable database) exits
+with status 1 and one line on stderr, never a traceback; a malformed command line
+exits with status 2 and argparse's usage message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError
+
+from common.apikeys import ApiKey, ApiKeyError, KeyRepository, Scope, generate
+from common.db import create_engine
+from common.settings import CommonSettings
+
+T = TypeVar("T")
+Register = Callable[[argparse.ArgumentParser], None]
+
+# How long a command waits for PostgreSQL before calling it unreachable.
+DB_TIMEOUT_S = 15.0
+
+
+class CliError(Exception):
+    """A problem the user can fix; reported as one line."""
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- tenure keys -------------------------------------------------------------------
+
+
+def register_keys(parser: argparse.ArgumentParser) -> None:
+    """Create, revoke and list API keys."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: TENURE_DATABASE_URL from the settings)",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    create = actions.add_parser(
+        "create", parents=[database], help="create a key and print it (the only time it is shown)"
+    )
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        help=f"one of {', '.join(Scope)}; repeat for several",
+    )
+    create.set_defaults(run=keys_create)
+
+    revoke = actions.add_parser("revoke", parents=[database], help="revoke a key by its id")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.set_defaults(run=keys_revoke)
+
+    listing = actions.add_parser(
+        "list", parents=[database], help="list every key (never its secret)"
+    )
+    listing.set_defaults(run=keys_list)
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    full, new = generate(args.name, args.scopes)  # bad name or scope: ValueError, before I/O
+    key = _with_repository(args, lambda repo: repo.create(new))
+    _out(f"id:     {key.id}")
+    _out(f"name:   {key.name}")
+    _out(f"scopes: {_scopes(key)}")
+    _out(f"key:    {full}")
+    _err("Store the key now: it is shown only this once and cannot be recovered.")
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    key_id: str = args.key_id
+    if not _with_repository(args, lambda repo: repo.revoke(key_id)):
+        raise CliError(f"no API key with id {key_id!r}")
+    _out(f"revoked {key_id}; services stop accepting it at their next key refresh")
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    keys = _with_repository(args, lambda repo: repo.list_keys())
+    rows = [("ID", "NAME", "SCOPES", "CREATED", "REVOKED")] + [
+        (k.id, k.name, _scopes(k), _when(k.created_at), _when(k.revoked_at)) for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _scopes(key: ApiKey) -> str:
+    return ",".join(sorted(key.scopes))
+
+
+def _when(instant: datetime | None) -> str:
+    return "-" if instant is None else instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    try:
+        return CommonSettings().database_url
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = "TENURE_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise CliError(f"invalid setting {variable}: {first['msg']}") from None
+
+
+def _with_repository(
+    args: argparse.Namespace, operation: Callable[[KeyRepository], Awaitable[T]]
+) -> T:
+    """Run one repository operation on a short-lived engine; blocks until it is done."""
+    try:
+        engine = create_engine(_database_url(args), pool_size=1)
+    except ArgumentError:
+        # The URL itself is not echoed: it may hold a password.
+        raise CliError(
+            "invalid database URL (from --database-url or TENURE_DATABASE_URL)"
+        ) from None
+    where = engine.url.render_as_string(hide_password=True)
+
+    async def run() -> T:
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_S):
+                return await operation(KeyRepository(engine))
+        except TimeoutError:
+            raise CliError(
+                f"database unreachable: no answer from {where} within {DB_TIMEOUT_S:g} s"
+            ) from None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+# --- the command ---------------------------------------------------------------------
+
+COMMANDS: dict[str, Register] = {
+    "keys": register_keys,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenure", description="Tenure operator tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, register in COMMANDS.items():
+        summary = (register.__doc__ or "").strip().splitlines()[0]
+        register(commands.add_parser(name, help=summary, description=summary))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tenure`` with ``argv`` (default: the process arguments); the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except (CliError, ApiKeyError, ValueError) as exc:
+        _err(f"tenure: error: {_one_line(exc)}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last resort: still one line, never a traceback
+        _err(f"tenure: error: unexpected {type(exc).__name__}: {_one_line(exc)}")
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

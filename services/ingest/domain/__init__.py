@@ -1,0 +1,1 @@
+"""Pure admission rules of the ingest API: event time window, rate limiting. No I/O."""
