@@ -7,6 +7,7 @@ day 3); another clicks the offer link before day 3 (no escalation is ever sent).
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
 import re
@@ -19,8 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from common.clock import ScaledClock
+from common.db import create_engine
 from devstack.stack import SERVICES, Stack
 
 DAY_S = 6.0  # real seconds per simulated day (tests/conftest.py E2E_TIME_SCALE)
@@ -210,3 +213,54 @@ def offer_received(stack: Stack, address: str) -> float:
 def test_tampered_click_link_is_refused(services: Stack) -> None:
     response = httpx.get(f"http://127.0.0.1:{services.ports.notifier}/t/click/abc.def", timeout=10)
     assert response.status_code == 404
+
+
+def projected_score(stack: Stack, customer_id: str) -> dict[str, Any] | None:
+    """The score snapshot the orchestrator projected into PostgreSQL, if any."""
+
+    async def query() -> dict[str, Any] | None:
+        engine = create_engine(stack.database_url or "", pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                row = await conn.execute(
+                    sa.text("SELECT snapshot FROM scores WHERE customer_id = :c"),
+                    {"c": customer_id},
+                )
+                return row.scalar()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(query())
+
+
+def test_an_event_sent_twice_is_counted_once(services: Stack) -> None:
+    customer = f"e2e-dup-{uuid.uuid4().hex[:6]}"
+    now = clock(services).now().isoformat()
+    ticket = {
+        "event_id": f"{customer}-t1",
+        "customer_id": customer,
+        "occurred_at": now,
+        "kind": "support",
+        "type": "ticket_opened",
+        "ticket_id": "t1",
+        "sentiment": 0.1,
+    }
+    for _ in range(3):
+        assert post(services, ticket).status_code == 202
+    batch = httpx.post(
+        f"http://127.0.0.1:{services.ports.ingest}/v1/batch",
+        json={"events": [ticket, ticket, {**ticket, "event_id": f"{customer}-t2"}]},
+        headers={"X-API-Key": services.api_key},
+        timeout=10,
+    )
+    assert batch.status_code == 202 and batch.json()["accepted"] == 3
+    # Six records on Kafka, two distinct event ids: the scorer counts two tickets.
+    snapshot = wait_for(
+        lambda: (s := projected_score(services, customer)) and s["events_counted"] == 2 and s,
+        30,
+        "the score of two distinct events",
+    )
+    assert [s["name"] for s in snapshot["signals"]] == ["ticket_sentiment_negative"]
+    time.sleep(2)
+    final = projected_score(services, customer)
+    assert final is not None and final["events_counted"] == 2
