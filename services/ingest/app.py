@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from common.apikeys import ApiKey, Authenticator, KeyCache, KeyRepository, Scope
 from common.clock import Clock, clock_from_settings
@@ -116,9 +116,11 @@ def _openapi_body(ref: str, examples: dict[str, Any]) -> dict[str, Any]:
 
 
 class Batch(BaseModel):
-    """The body of POST /v1/batch."""
+    """The body of POST /v1/batch (documentation only: the route parses it event by event)."""
 
-    events: list[Event]
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1)
 
 
 def create_app(
@@ -311,7 +313,11 @@ def create_app(
         "/v1/batch",
         status_code=202,
         response_model=BatchResult,
-        responses={**problems, 422: {"model": BatchResult}, 503: {"model": BatchResult}},
+        responses={
+            **problems,
+            422: {"model": BatchResult | Problem},
+            503: {"model": BatchResult},
+        },
         openapi_extra=_openapi_body("#/components/schemas/Batch", batch_example),
     )
     async def post_batch(request: Request, key: Writer) -> Response:

@@ -83,3 +83,10 @@ def test_currency_and_amounts() -> None:
     assert errors_of({**EXAMPLES["payment"], "amount": -1}) == [
         ("payment.amount", "greater_than_equal")
     ]
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-01:00"])
+def test_timestamp_beyond_utc_range_is_a_validation_error(instant: str) -> None:
+    assert errors_of({**EXAMPLES["usage"], "occurred_at": instant}) == [
+        ("usage.occurred_at", "value_error")
+    ]
