@@ -62,6 +62,7 @@ class Context:
     """What a benchmark gets from the runner: the run's own Kafka broker."""
 
     bootstrap: str
+    broker_pid: int | None = None  # to account for the broker's CPU time, where useful
     run_id: str = field(default_factory=lambda: f"{int(time.time())}")
     _topics: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
@@ -69,9 +70,13 @@ class Context:
         """Common settings pointing at the benchmark broker."""
         return CommonSettings(kafka_bootstrap=self.bootstrap, **overrides)
 
+    def fresh_name(self, label: str) -> str:
+        """A name no other topic (or topic prefix) of this run has: ``bench.<run>.<label>.<n>``."""
+        return f"bench.{self.run_id}.{label}.{next(self._topics)}"
+
     async def fresh_topic(self, label: str, *, partitions: int = 3, timeout_s: float = 60.0) -> str:
         """Create a new, empty topic ``bench.<run>.<label>.<n>``, retried while Kafka starts."""
-        name = f"bench.{self.run_id}.{label}.{next(self._topics)}"
+        name = self.fresh_name(label)
         deadline = time.monotonic() + timeout_s
         while True:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tenure-bench")
@@ -92,6 +97,23 @@ class Context:
                 await asyncio.sleep(0.5)
             finally:
                 await admin.close()
+
+
+async def wait_for_leaders(
+    bootstrap: str, topics: list[str], partitions: int, *, timeout_s: float = 60.0
+) -> None:
+    """Block until every partition of every topic of ``topics`` has a leader."""
+    deadline = time.monotonic() + timeout_s
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tenure-bench")
+    await admin.start()
+    try:
+        for topic in topics:
+            while not await _has_leaders(admin, topic, partitions):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{topic}: no leader for every partition")
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
 
 
 async def _has_leaders(admin: AIOKafkaAdminClient, topic: str, partitions: int) -> bool:

@@ -16,12 +16,13 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import RESULT_KEYS, Context, Result, kafka_producer
+from bench import RESULT_KEYS, Context, Result, ingest, kafka_producer
 from devstack.kafka import KafkaBroker
 from devstack.procs import free_port
 
@@ -33,6 +34,10 @@ Benchmark = Callable[[Context], Coroutine[Any, Any, list[Result]]]
 BENCHMARKS: dict[str, Benchmark] = {
     "kafka_producer_raw": kafka_producer.run,
     "kafka_producer_publisher": kafka_producer.run,  # measured in the same run as _raw
+    "ingest_batch_throughput": ingest.run_batch,
+    "ingest_batch_two_workers": ingest.run_batch,  # its baseline is the 1-worker figure
+    "ingest_single_latency_p50": ingest.run_latency,
+    "ingest_single_latency_p99": ingest.run_latency,  # p50 and p99 of the same requests
 }
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -111,11 +116,9 @@ def _raise_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(names: list[str]) -> int:
-    selected = select(names)
-    results: list[Result] = []
-    failed: list[str] = []
-    _raise_on_sigterm()
+@contextmanager
+def bench_broker() -> Iterator[Context]:
+    """A single-node broker on free ports under a temporary folder; stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="tenure-bench-", dir="/tmp") as tmp:
         port = free_port()
         controller_port = free_port()
@@ -135,24 +138,35 @@ def run(names: list[str]) -> int:
                     print(log.read_text()[-4000:], file=sys.stderr)
                 raise
             print(f"Broker up in {time.monotonic() - started:.1f} s", flush=True)
-            ctx = Context(bootstrap=broker.bootstrap)
-            for name, fn in selected:
-                print(f"\n== {name}", flush=True)
-                began = time.monotonic()
-                try:
-                    produced = asyncio.run(fn(ctx))
-                except Exception:
-                    traceback.print_exc()
-                    failed.append(name)
-                    continue
-                for result in produced:
-                    if result.name not in BENCHMARKS:
-                        raise ValueError(f"{name} reported {result.name!r}, not in BENCHMARKS")
-                results += [replace(r, command=command_for(r.name)) for r in produced]
-                print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
+            yield Context(
+                bootstrap=broker.bootstrap,
+                broker_pid=broker.proc.pid if broker.proc is not None else None,
+            )
         finally:
             print("\nStopping the broker", flush=True)
             broker.stop()
+
+
+def run(names: list[str]) -> int:
+    selected = select(names)
+    results: list[Result] = []
+    failed: list[str] = []
+    _raise_on_sigterm()
+    with bench_broker() as ctx:
+        for name, fn in selected:
+            print(f"\n== {name}", flush=True)
+            began = time.monotonic()
+            try:
+                produced = asyncio.run(fn(ctx))
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+                continue
+            for result in produced:
+                if result.name not in BENCHMARKS:
+                    raise ValueError(f"{name} reported {result.name!r}, not in BENCHMARKS")
+            results += [replace(r, command=command_for(r.name)) for r in produced]
+            print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
     write_results(merge(load_results(), results))
     print()
     print(table(results))

@@ -111,9 +111,18 @@ def _fields(rng: random.Random, kind: str, customer: str, at: datetime) -> dict[
 
 @cache
 def event_records(
-    count: int, *, customers: int = 20_000, seed: int = 42, validate: int = 1_200
+    count: int,
+    *,
+    customers: int = 20_000,
+    seed: int = 42,
+    validate: int = 1_200,
+    start: datetime | None = None,
 ) -> EventRecords:
     """``count`` events over ``customers`` customers, serialised as ingest would.
+
+    Event times run from ``start`` (default 2026-11-01), one event every 7 s. Ingest refuses
+    events older than 30 days or more than 5 minutes ahead of its clock: what goes
+    through it is generated with :func:`recent_start`.
 
     Each record is the validated ``EXAMPLES`` event of its kind, dumped to its JSON
     form, with the varied fields swapped in and serialised with orjson (validating
@@ -126,7 +135,7 @@ def event_records(
         kind: parse_event(example).model_dump(mode="json") for kind, example in EXAMPLES.items()
     }
     kinds = list(templates)
-    start = datetime(2026, 11, 1, tzinfo=UTC)
+    start = start or datetime(2026, 11, 1, tzinfo=UTC)
     keys: list[bytes] = []
     values: list[bytes] = []
     for n in range(count):
@@ -139,3 +148,9 @@ def event_records(
         if parse_event(value).model_dump_json().encode() != value:
             raise ValueError(f"generated event does not round-trip: {value!r}")
     return EventRecords(keys, values)
+
+
+def recent_start(count: int, *, now: datetime | None = None) -> datetime:
+    """The ``start`` at which ``count`` events end before ``now`` (default: the clock)."""
+    now = now or datetime.now(UTC)
+    return (now - timedelta(seconds=count * 7 + 7)).replace(microsecond=0)
