@@ -17,7 +17,6 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     TypeAdapter,
 )
@@ -42,6 +41,15 @@ ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(max_length=5000)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
 Money = Annotated[float, Field(ge=0, le=1e9)]
+Email = Annotated[
+    str,
+    Field(
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        examples=["ana@acme.example"],
+        description="An email address (checked for shape; deliverability is the mailer's job).",
+    ),
+]
 Sentiment = Annotated[float, Field(ge=0, le=1, description="0 = most negative, 1 = most positive")]
 
 Metric = Literal["documents", "api_calls", "seats", "storage_gb", "integrations"]
@@ -119,13 +127,13 @@ class Csm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: ShortText
-    email: EmailStr | None = None
+    email: Email | None = None
 
 
 class ProfileEvent(EventBase):
     kind: Literal["profile"]
     type: Literal["identify"]
-    email: EmailStr | None = None
+    email: Email | None = None
     first_name: ShortText | None = None
     locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
     time_zone: ShortText | None = None

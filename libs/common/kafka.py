@@ -180,21 +180,20 @@ class KafkaPublisher:
         deadline = loop.time() + timeout_s
         outcomes: list[PublishError | None] = [None] * len(records)
         futures: dict[asyncio.Future[Any], int] = {}
-        for i, (topic, key, value, headers) in enumerate(records):
-            remaining = deadline - loop.time()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                # send() itself waits for metadata and for room in the buffer: bounded too.
-                future = await asyncio.wait_for(
-                    self.producer.send(
+        i = 0
+        try:
+            # send() waits for metadata and for room in the buffer: bounded by the same
+            # deadline (one timeout for the loop, not a task per record).
+            async with asyncio.timeout_at(deadline):
+                for i, (topic, key, value, headers) in enumerate(records):
+                    future = await self.producer.send(
                         self.name(topic), encode(value), key=key.encode(), headers=list(headers)
-                    ),
-                    remaining,
-                )
-                futures[future] = i
-            except (KafkaError, TimeoutError) as exc:
-                outcomes[i] = PublishError(f"not sent: {exc!r}")
+                    )
+                    futures[future] = i
+                i = len(records)
+        except (KafkaError, TimeoutError) as exc:
+            for j in range(i, len(records)):
+                outcomes[j] = PublishError(f"not sent: {exc!r}")
         if futures:
             done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
             for future in done:

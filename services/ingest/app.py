@@ -4,7 +4,7 @@ Kafka acknowledged every event it reports as accepted."""
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -86,10 +86,35 @@ def field_errors(errors: Any) -> list[FieldError]:
     return out
 
 
-def route_of(request: Request) -> str:
-    """The matched route's template, so unknown URLs cannot create new metric series."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+class ObserveRequests:
+    """Counts and times requests by route template (so unknown URLs add no series).
+
+    A plain ASGI middleware: FastAPI's ``@app.middleware("http")`` wraps every request in
+    extra tasks and streams, which cost a quarter of a single event's CPU time here.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            metrics.REQUEST_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+            metrics.REQUESTS.labels(route=route, status=str(status)).inc()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -191,18 +216,9 @@ def create_app(
         body = Problem(error=exc.error, errors=exc.errors).model_dump()
         return JSONResponse(body, exc.status, headers=exc.headers)
 
-    @app.middleware("http")
-    async def _observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = route_of(request)
-        metrics.REQUEST_SECONDS.labels(route=route).observe(time.perf_counter() - started)
-        metrics.REQUESTS.labels(route=route, status=str(response.status_code)).inc()
-        return response
+    app.add_middleware(ObserveRequests)
 
-    def require_writer(request: Request) -> ApiKey:
+    async def require_writer(request: Request) -> ApiKey:
         supplied = request.headers.get("x-api-key")
         header = request.headers.get("authorization", "")
         if supplied is None and header[:7].lower() == "bearer ":
