@@ -11,7 +11,6 @@ import base64
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,13 +254,3 @@ class Stack:
 
     def dead(self) -> dict[str, int]:
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
-
-
-def wait_until(predicate: object, *, timeout: float, interval: float = 0.2) -> None:
-    """Poll ``predicate()`` until true or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met in {timeout}s")
