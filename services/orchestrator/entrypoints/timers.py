@@ -74,9 +74,8 @@ async def fire_due(deps: Deps, *, limit: int) -> int:
             ).inc()
             lateness = deps.clock.real_seconds(now - timer.due_at)
             metrics.TIMER_LATENESS.observe(max(0.0, lateness))
-            if not playbook.is_last(step.id):
-                continue
-            metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason="completed").inc()
+            if playbook.is_last(step.id):
+                metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason="completed").inc()
     return len(due)
 
 
