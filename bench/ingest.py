@@ -142,12 +142,34 @@ async def create_event_topics(ctx: Context, prefix: str) -> None:
 
 
 async def written(ctx: Context, prefix: str) -> int:
-    """Records in the six ``events.*`` topics of ``prefix`` (sum of end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=ctx.bootstrap, client_id="tenure-bench-check")
+    """Committed records in the six ``events.*`` topics of ``prefix``, read back.
+
+    Ingest writes in transactions, whose commit markers take offsets too, so the
+    records are counted by reading them (``read_committed``), not from end offsets.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=ctx.bootstrap,
+        client_id="tenure-bench-check",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in event_topics(prefix) for p in range(PARTITIONS)]
-        return sum((await consumer.end_offsets(tps)).values())
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        count, idle = 0, 0
+        while idle < 3:  # a commit marker ends each partition: positions may stop short
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                break
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            got = sum(len(records) for records in batches.values())
+            count += got
+            idle = 0 if got else idle + 1
+        return count
     finally:
         await consumer.stop()
 

@@ -10,6 +10,7 @@ topic's dead-letter topic with the error; the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -126,8 +127,8 @@ class KafkaPublisher:
             "client_id": client_id,
             "enable_idempotence": True,
             "acks": "all",
-            "linger_ms": 2,
-            "request_timeout_ms": 15000,
+            "linger_ms": settings.producer_linger_ms,
+            "request_timeout_ms": settings.producer_request_timeout_ms,
         }
         options.update(overrides)
         self._options = options
@@ -229,6 +230,252 @@ class KafkaPublisher:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise PublishError(f"publish failed: {exc!r}") from exc
+
+
+@dataclass(eq=False)
+class _Request:
+    """One caller's records, waiting for the committer's verdict."""
+
+    records: Sequence[OutgoingRecord]
+    deadline: float
+    outcome: asyncio.Future[list[PublishError | None]]
+    taken: bool = False
+
+    def answer(self, error: PublishError | None) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result([error] * len(self.records))
+
+
+class TransactionalPublisher:
+    """A :class:`Publisher` whose records are written all or nothing: group commit.
+
+    Concurrent :meth:`publish_each` calls are gathered into one Kafka transaction by a
+    single committer task. A call is answered with success only after its transaction
+    committed; when its records are not acknowledged in time, the transaction is
+    aborted, so ``read_committed`` consumers never see a record whose caller was told
+    it failed. This closes the gap of a plain idempotent producer, which keeps retrying
+    a timed-out batch and writes it after the caller gave up.
+
+    Three outcomes per call, all within ``timeout_s``: committed (None), not written
+    (the transaction was aborted or never began), or unknown, when the commit request
+    itself did not come back in time (``commit_reserve_s`` is kept for it; counted by
+    :attr:`unknown_commits`).
+    """
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        client_id: str,
+        transactional_id: str,
+        transaction_timeout_ms: int = 10_000,
+        commit_reserve_s: float = 1.0,
+        max_group_records: int = 5_000,
+        committers: int = 2,
+        **overrides: Any,
+    ) -> None:
+        self._prefix = settings.topic_prefix
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap,
+            "client_id": client_id,
+            "transaction_timeout_ms": transaction_timeout_ms,
+            "acks": "all",
+            "linger_ms": settings.producer_linger_ms,
+            "request_timeout_ms": settings.producer_request_timeout_ms,
+            **overrides,
+        }
+        self._commit_reserve_s = commit_reserve_s
+        self._max_group_records = max_group_records
+        # One producer per committer (a producer runs one transaction at a time); two
+        # let one group's commit overlap the next group's sends.
+        self._ids = [f"{transactional_id}-{i}" for i in range(committers)]
+        self._producers: list[AIOKafkaProducer | None] = [None] * committers
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._committers: list[asyncio.Task[None]] = []
+        self.unknown_commits = 0
+        self.transactions = 0
+
+    def name(self, topic: Topic | str) -> str:
+        return topic_name(topic, self._prefix) if isinstance(topic, Topic) else topic
+
+    async def start(self) -> None:
+        for slot in range(len(self._ids)):
+            self._producers[slot] = await self._new_producer(slot)
+        self._committers = [
+            asyncio.create_task(self._run(slot), name=f"txn-committer-{slot}")
+            for slot in range(len(self._ids))
+        ]
+
+    async def stop(self) -> None:
+        for task in self._committers:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._committers = []
+        for request in self._queue:
+            request.answer(PublishError("publisher stopped"))
+        self._queue.clear()
+        for slot, producer in enumerate(self._producers):
+            if producer is not None:
+                await self._close(producer)
+            self._producers[slot] = None
+
+    async def __aenter__(self) -> TransactionalPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def publish(
+        self,
+        topic: Topic | str,
+        key: str,
+        value: BaseModel | dict[str, Any] | bytes,
+        headers: Headers | None = None,
+    ) -> None:
+        timeout_s = self._options["request_timeout_ms"] / 1000
+        [error] = await self.publish_each([(topic, key, value, headers or [])], timeout_s=timeout_s)
+        if error is not None:
+            raise error
+
+    async def publish_each(
+        self, records: Sequence[OutgoingRecord], *, timeout_s: float
+    ) -> list[PublishError | None]:
+        if not records:
+            return []
+        loop = asyncio.get_running_loop()
+        request = _Request(records, loop.time() + timeout_s, loop.create_future())
+        self._queue.append(request)
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.outcome), timeout_s)
+        except TimeoutError:
+            if not request.taken:  # never sent: safe to say so, the committer skips it
+                request.answer(PublishError("not acknowledged in time (Kafka busy or down)"))
+            # A taken request is answered by the committer by its deadline (see _commit).
+            return await asyncio.shield(request.outcome)
+
+    async def ready(self, timeout_s: float) -> str | None:
+        producer = self._producers[0]
+        if producer is None or not self._committers or any(t.done() for t in self._committers):
+            return "transactional producer not running"
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return f"Kafka metadata request failed: {exc!r}"
+        if not producer.client.cluster.brokers():
+            return "no broker known"
+        return None
+
+    async def _new_producer(self, slot: int) -> AIOKafkaProducer:
+        """A started producer; retried until the broker answers (its id needs the broker)."""
+        delay = 0.1
+        while True:
+            producer = AIOKafkaProducer(**self._options, transactional_id=self._ids[slot])
+            try:
+                await producer.start()
+                return producer
+            except (KafkaError, OSError) as exc:
+                log.warning("transactional producer cannot start yet: %r", exc)
+                await self._close(producer)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _close(self, producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), self._commit_reserve_s + 1)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("producer did not stop cleanly: %r", exc)
+
+    async def _run(self, slot: int) -> None:
+        while True:
+            while group := self._take_group():
+                await self._commit(slot, group)
+            self._wakeup.clear()  # no await since the queue was found empty: no lost wakeup
+            await self._wakeup.wait()
+
+    def _take_group(self) -> list[_Request]:
+        now = asyncio.get_running_loop().time()
+        group: list[_Request] = []
+        size = 0
+        while self._queue and size < self._max_group_records:
+            request = self._queue.popleft()
+            if request.outcome.done():
+                continue  # its caller gave up while it waited
+            if request.deadline - self._commit_reserve_s <= now:
+                request.answer(PublishError("not acknowledged in time (Kafka busy or down)"))
+                continue
+            request.taken = True
+            group.append(request)
+            size += len(request.records)
+        return group
+
+    async def _commit(self, slot: int, group: list[_Request]) -> None:
+        producer = self._producers[slot]
+        assert producer is not None
+        loop = asyncio.get_running_loop()
+        deadline = min(r.deadline for r in group)
+        began = False
+        error: PublishError | None = None
+        try:
+            async with asyncio.timeout_at(deadline - self._commit_reserve_s):
+                await producer.begin_transaction()
+                began = True
+                acks = [
+                    await producer.send(
+                        self.name(topic), encode(value), key=key.encode(), headers=list(headers)
+                    )
+                    for request in group
+                    for topic, key, value, headers in request.records
+                ]
+                # wait, not gather: a timeout must not cancel aiokafka's own futures
+                await asyncio.wait(acks)
+            failed = next((a.exception() for a in acks if a.exception() is not None), None)
+            if failed is not None:
+                error = PublishError(f"refused: {failed!r}")
+        except (KafkaError, TimeoutError) as exc:
+            error = PublishError(f"not acknowledged in time: {exc!r}")
+        if error is not None:
+            for request in group:
+                request.answer(error)
+            await self._abort(slot, began)
+            return
+        commit = asyncio.ensure_future(producer.commit_transaction())
+        try:
+            await asyncio.wait_for(asyncio.shield(commit), max(0.0, deadline - loop.time()))
+            self.transactions += 1
+            for request in group:
+                request.answer(None)
+            return
+        except TimeoutError:
+            self.unknown_commits += 1
+            for request in group:
+                request.answer(PublishError("commit outcome unknown: Kafka did not answer"))
+        except KafkaError as exc:
+            for request in group:
+                request.answer(PublishError(f"commit failed: {exc!r}"))
+        try:
+            await commit  # the next transaction can only begin when this one has ended
+        except KafkaError as exc:
+            log.warning("transaction commit failed: %r", exc)
+            await self._abort(slot, began=True)
+
+    async def _abort(self, slot: int, began: bool) -> None:
+        """End the current transaction; a producer left unusable is replaced."""
+        producer = self._producers[slot]
+        assert producer is not None
+        try:
+            if began:
+                # Waits until the broker is back if it is down: requests meanwhile wait
+                # in the queue and are answered 'not written' at their own deadline.
+                await producer.abort_transaction()
+            return
+        except (KafkaError, AssertionError) as exc:
+            log.warning("transaction abort failed, replacing the producer: %r", exc)
+        await self._close(producer)
+        self._producers[slot] = await self._new_producer(slot)
 
 
 @dataclass(frozen=True)

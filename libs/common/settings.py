@@ -37,6 +37,12 @@ class CommonSettings(TenureSettings):
         description="Real instant from which the scaled clock runs faster; every process of "
         "one deployment must share it. Defaults to the process start.",
     )
+    producer_linger_ms: int = Field(
+        default=2, ge=0, le=1000, description="How long a producer waits to fill a batch."
+    )
+    producer_request_timeout_ms: int = Field(
+        default=15_000, ge=1000, description="Longest wait for one produce request's answer."
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
 

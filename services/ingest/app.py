@@ -3,6 +3,8 @@ Kafka acknowledged every event it reports as accepted."""
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,7 +22,7 @@ from common.clock import Clock, clock_from_settings
 from common.db import create_engine
 from common.events import EVENT_MODELS, EXAMPLES, Event, event_adapter
 from common.http import ops_router
-from common.kafka import KafkaPublisher, OutgoingRecord, Publisher
+from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher
 from common.topics import events_topic
 from ingest import metrics
 from ingest.domain.admission import RateLimiter, Rejection, check_occurred_at
@@ -169,7 +171,14 @@ def create_app(
     """Build the app. What is not passed in (publisher, key cache) is made and owned here."""
     common = settings.common
     owned_publisher = publisher is None
-    pub: Publisher = publisher or KafkaPublisher(common, client_id="tenure-ingest")
+    pub: Publisher = publisher or TransactionalPublisher(
+        common,
+        client_id="tenure-ingest",
+        transactional_id=f"{common.topic_prefix}ingest-{socket.gethostname()}-{os.getpid()}",
+        transaction_timeout_ms=int(settings.transaction_timeout_s * 1000),
+        commit_reserve_s=settings.commit_reserve_s,
+        max_group_records=settings.max_transaction_events,
+    )
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)
     inflight = 0
@@ -190,7 +199,7 @@ def create_app(
         refresher = None
         engine = None
         if owned_publisher:
-            assert isinstance(pub, KafkaPublisher)
+            assert isinstance(pub, TransactionalPublisher)
             await pub.start()
         if cache is not None and settings.keys_from_database:
             engine = create_engine(common.database_url, pool_size=2)
@@ -207,7 +216,7 @@ def create_app(
             if engine is not None:
                 await engine.dispose()
             if owned_publisher:
-                assert isinstance(pub, KafkaPublisher)
+                assert isinstance(pub, TransactionalPublisher)
                 await pub.stop()
 
     app = FastAPI(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -30,6 +30,21 @@ class IngestSettings(ServiceSettings):
     publish_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="Longest wait for Kafka's acknowledgement."
     )
+    transaction_timeout_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=900,
+        description="Kafka aborts a transaction left open this long (a crashed ingest's).",
+    )
+    commit_reserve_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Part of publish_timeout_s kept for the commit: records not "
+        "acknowledged before publish_timeout_s - commit_reserve_s are aborted.",
+    )
+    max_transaction_events: int = Field(
+        default=5_000, ge=1, description="Most events committed in one group transaction."
+    )
     retry_after_s: int = Field(default=5, ge=1, le=600)
     max_inflight_events: int = Field(
         default=20_000, ge=1, description="Events awaiting acknowledgement before 503."
@@ -45,3 +60,9 @@ class IngestSettings(ServiceSettings):
     )
     rate_per_key: float = Field(default=2_000, gt=0, description="Events a second per API key.")
     burst_per_key: float = Field(default=10_000, gt=0, description="Token bucket size.")
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> IngestSettings:
+        if self.commit_reserve_s >= self.publish_timeout_s:
+            raise ValueError("commit_reserve_s must be smaller than publish_timeout_s")
+        return self
