@@ -13,7 +13,7 @@ from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.consumers import ROUTES, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.relay import run_relay
-from orchestrator.entrypoints.timers import run_timers
+from orchestrator.entrypoints.timers import lease_from_settings, run_timers
 from orchestrator.settings import OrchestratorSettings
 
 
@@ -45,7 +45,13 @@ async def run(
                 DeadLetters(publisher, consumer_name="orchestrator"),
                 stop=stop,
             ),
-            run_timers(deps, stop=stop, poll_s=settings.timer_poll_s, batch=settings.timer_batch),
+            run_timers(
+                deps,
+                stop=stop,
+                poll_s=settings.timer_poll_s,
+                batch=settings.timer_batch,
+                lease=lease_from_settings(settings),
+            ),
             run_relay(
                 engine,
                 publisher,

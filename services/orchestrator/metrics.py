@@ -19,5 +19,11 @@ STEPS = counter(
 TIMER_LATENESS = histogram(
     SERVICE, "timer_lateness_seconds", "Real seconds between a timer's due instant and its firing."
 )
+TIMER_FAILURES = counter(
+    SERVICE,
+    "timer_failures",
+    "Timers whose firing failed, by outcome (retry: after the lease; failed: given up).",
+    ["outcome"],
+)
 OUTBOX_PUBLISHED = counter(SERVICE, "outbox_published", "Outbox records published to Kafka.")
 RECORDS = counter(SERVICE, "records", "Kafka records consumed, by topic.", ["topic"])

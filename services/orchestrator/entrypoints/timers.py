@@ -1,38 +1,129 @@
-"""The timer worker: fires due steps. Any number of replicas may run it (SKIP LOCKED).
+"""The timer worker: fires due steps. Any number of replicas may run it.
 
-Claiming, the state change and the outbox write happen in one transaction: a crash
-rolls all of it back and another replica fires the timer; nothing is lost or doubled.
+Each round claims a batch of due timers under a lease (short transaction, ``FOR UPDATE
+SKIP LOCKED``), then fires the batch in one transaction that re-takes only the timers
+still leased to this replica: the state change, the outbox row and the timer's status
+commit together or not at all. A replica killed at any point loses nothing (its
+uncommitted work rolls back, its leases run out and another replica claims them) and
+doubles nothing (a timer is fired only by the transaction that changes its status from
+``pending``). See ``orchestrator.adapters.timer_store`` for what the lease protects.
+
+If the batch transaction fails, its timers are fired one per transaction, so that one
+timer that cannot be fired does not hold back the others; such a timer keeps its lease
+(retried when it runs out) and is marked ``failed`` after ``max_attempts`` claims.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
 
 from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
-from orchestrator.adapters import journeys as repo
+from orchestrator import metrics
+from orchestrator.adapters import timer_store
+from orchestrator.adapters.timer_store import Lease
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.steps import fire_step
+from orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger(__name__)
 
 
-async def fire_due(deps: Deps, *, limit: int) -> int:
-    """Fire up to ``limit`` due timers; returns how many were handled."""
+def replica_name() -> str:
+    """A lease owner unique to this process: host, pid and a random part (pids get reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_from_settings(settings: OrchestratorSettings, owner: str | None = None) -> Lease:
+    return Lease(
+        owner=owner or replica_name(),
+        seconds=settings.timer_lease_s,
+        max_attempts=settings.timer_max_attempts,
+    )
+
+
+_DEFAULT_LEASE: Lease | None = None
+
+
+def _default_lease() -> Lease:
+    global _DEFAULT_LEASE
+    if _DEFAULT_LEASE is None:
+        _DEFAULT_LEASE = lease_from_settings(OrchestratorSettings())
+    return _DEFAULT_LEASE
+
+
+async def fire_batch(deps: Deps, *, limit: int, lease: Lease) -> list[sa.Row[Any]]:
+    """Claim and fire up to ``limit`` due timers; the timers fired (or cancelled) by this call.
+
+    Idempotent and safe to run concurrently from any number of processes.
+    """
     now = deps.clock.now()
-    topic = topic_name(Topic.NOTIFICATIONS, deps.topic_prefix)
     async with deps.engine.begin() as conn:
-        due = await repo.claim_due_timers(conn, now, limit)
-        for timer in due:
-            await fire_step(conn, deps, timer, now, topic)
-    return len(due)
+        ids = await timer_store.claim(conn, lease, now, limit)
+    if not ids:
+        return []
+    topic = topic_name(Topic.NOTIFICATIONS, deps.topic_prefix)
+    try:
+        async with deps.engine.begin() as conn:
+            taken = await timer_store.take_leased(conn, lease, ids)
+            for timer in taken:
+                await fire_step(conn, deps, timer, now, topic)
+        return taken
+    except Exception:
+        log.exception("firing a batch of %d timers failed; firing them one by one", len(ids))
+    return await _fire_each(deps, ids, now, topic, lease)
 
 
-async def run_timers(deps: Deps, *, stop: asyncio.Event, poll_s: float, batch: int) -> None:
+async def _fire_each(
+    deps: Deps, ids: list[int], now: datetime, topic: str, lease: Lease
+) -> list[sa.Row[Any]]:
+    fired = []
+    for timer_id in ids:
+        try:
+            async with deps.engine.begin() as conn:
+                taken = await timer_store.take_leased(conn, lease, [timer_id])
+                for timer in taken:
+                    await fire_step(conn, deps, timer, now, topic)
+            fired += taken
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            async with deps.engine.begin() as conn:
+                gave_up = await timer_store.record_failure(conn, lease, timer_id, reason)
+            metrics.TIMER_FAILURES.labels(outcome="failed" if gave_up else "retry").inc()
+            log.warning(
+                "timer could not be fired",
+                extra={"timer_id": timer_id, "gave_up": gave_up, "error": reason[:500]},
+            )
+    return fired
+
+
+async def fire_due(deps: Deps, *, limit: int, lease: Lease | None = None) -> int:
+    """Fire up to ``limit`` due timers; returns how many were handled."""
+    return len(await fire_batch(deps, limit=limit, lease=lease or _default_lease()))
+
+
+async def run_timers(
+    deps: Deps,
+    *,
+    stop: asyncio.Event,
+    poll_s: float,
+    batch: int,
+    lease: Lease | None = None,
+) -> None:
+    """Fire due timers until ``stop``: back to back while batches come full, else poll."""
+    lease = lease or _default_lease()
+    log.info("timer worker started", extra={"lease_owner": lease.owner})
     while not stop.is_set():
         try:
-            fired = await fire_due(deps, limit=batch)
+            fired = await fire_due(deps, limit=batch, lease=lease)
         except Exception:
             log.exception("timer batch failed; will retry")
             fired = 0

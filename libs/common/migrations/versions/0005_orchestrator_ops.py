@@ -1,18 +1,44 @@
-"""Orchestrator operations: timer leases, operator views, pauses (filled by issue 5).
+"""Orchestrator operations: timer leases and a backstop against a step sent twice.
+
+- ``timers.lease_owner`` / ``lease_until``: a replica claims due timers for a while
+  (``TENURE_ORCHESTRATOR_TIMER_LEASE_S``) before it fires them; until the lease runs
+  out no other replica takes them, after it any replica may (see
+  ``orchestrator.adapters.timer_store``). ``lease_until`` is on the database's clock.
+- ``timers.attempts`` / ``last_error``: how many times a timer was claimed, and why
+  its last firing failed; after ``TENURE_ORCHESTRATOR_TIMER_MAX_ATTEMPTS`` it is
+  marked ``failed`` instead of being retried forever.
+- A unique index on the outbox's notification id: whatever happens upstream, the
+  database refuses a second outbox row for the same journey step.
 
 Revision ID: 0005
 Revises: 0004
 """
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+TS = sa.TIMESTAMP(timezone=True)
+
 
 def upgrade() -> None:
-    pass
+    op.add_column("timers", sa.Column("lease_owner", sa.Text))
+    op.add_column("timers", sa.Column("lease_until", TS))
+    op.add_column("timers", sa.Column("attempts", sa.Integer, nullable=False, server_default="0"))
+    op.add_column("timers", sa.Column("last_error", sa.Text))
+    op.create_index(
+        "outbox_one_per_notification",
+        "outbox",
+        [sa.text("(headers->>'notification_id')")],
+        unique=True,  # rows without a notification id hold NULL there: never a conflict
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("outbox_one_per_notification", table_name="outbox")
+    for column in ("last_error", "attempts", "lease_until", "lease_owner"):
+        op.drop_column("timers", column)

@@ -1,0 +1,150 @@
+"""Timer leases: which replica may fire which due timers, and for how long.
+
+A replica first *claims* up to a batch of due timers in a short transaction
+(``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait on each other nor take
+the same rows) and writes its name and a lease deadline on them. It then *fires* them
+in a second transaction that takes the rows again only while they are still its own
+and still pending. Firing (state change + outbox row + ``status = 'fired'``) commits
+all at once, so:
+
+- a replica killed at any point loses nothing: uncommitted firing rolls back with its
+  connection, and its claimed timers become claimable again when the lease runs out;
+- a replica that hangs (stopped, stuck in a long GC or I/O) holds no row lock while
+  it hangs between the two transactions; its timers go to another replica after the
+  lease, and when it wakes up its firing transaction finds them no longer its own (or
+  no longer pending) and fires nothing: the lease owner and the status are the fence.
+
+``lease_until`` is compared with the database's ``clock_timestamp()``, never with a
+replica's clock: replicas whose clocks disagree still agree on whose lease ran out.
+Due times are on the deployment's (possibly scaled) clock and come from the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.adapters.tables import journeys
+
+# The ``timers`` table as this module sees it, lease columns (migration 0005) included;
+# ``tables.timers`` keeps the columns of the journey code.
+timers = sa.Table(
+    "timers",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("journey_id", sa.Text),
+    sa.Column("step", sa.Text),
+    sa.Column("due_at", sa.TIMESTAMP(timezone=True)),
+    sa.Column("status", sa.Text),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", sa.TIMESTAMP(timezone=True)),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("last_error", sa.Text),
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who claims (``owner``, unique per replica process) and for how many real seconds."""
+
+    owner: str
+    seconds: float
+    max_attempts: int
+
+
+async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) -> list[int]:
+    """Lease up to ``limit`` timers due at ``now`` that nobody holds; their ids, earliest first.
+
+    Only timers of active journeys are claimed (a paused or ended journey fires
+    nothing). Each claim counts as an attempt. Commit promptly: the lease starts now.
+    """
+    free = sa.or_(timers.c.lease_until.is_(None), timers.c.lease_until < sa.func.clock_timestamp())
+    candidates = (
+        sa.select(timers.c.id)
+        .join(journeys, journeys.c.journey_id == timers.c.journey_id)
+        .where(
+            timers.c.status == "pending",
+            timers.c.due_at <= now,
+            journeys.c.state == "active",
+            free,
+        )
+        .order_by(timers.c.due_at)
+        .limit(limit)
+        .with_for_update(of=timers, skip_locked=True)
+        .scalar_subquery()
+    )
+    until = sa.func.clock_timestamp() + sa.literal(timedelta(seconds=lease.seconds), sa.Interval)
+    rows = await conn.execute(
+        timers.update()
+        .where(timers.c.id.in_(candidates))
+        .values(lease_owner=lease.owner, lease_until=until, attempts=timers.c.attempts + 1)
+        .returning(timers.c.id, timers.c.due_at)
+    )
+    return [row.id for row in sorted(rows, key=lambda r: (r.due_at, r.id))]
+
+
+async def take_leased(conn: AsyncConnection, lease: Lease, ids: list[int]) -> list[sa.Row[Any]]:
+    """Lock the timers of ``ids`` still leased by ``lease.owner`` and pending, with their journey.
+
+    A timer whose lease went to another replica, or that was fired or cancelled
+    meanwhile, is left out: firing what this returns can never fire a timer twice.
+    Blocks while another transaction holds one of the rows (it is firing or claiming
+    it), then re-checks the conditions against the committed row.
+    """
+    if not ids:
+        return []
+    query = (
+        sa.select(timers.c.id, timers.c.step, timers.c.due_at, timers.c.attempts, journeys)
+        .join(journeys, journeys.c.journey_id == timers.c.journey_id)
+        .where(
+            timers.c.id.in_(ids),
+            timers.c.lease_owner == lease.owner,
+            timers.c.status == "pending",
+        )
+        .order_by(timers.c.due_at, timers.c.id)
+        .with_for_update(of=timers)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def record_failure(conn: AsyncConnection, lease: Lease, timer_id: int, error: str) -> bool:
+    """Note why firing ``timer_id`` failed; mark it ``failed`` after too many attempts.
+
+    Until then the lease is kept, so the timer is retried when it runs out (the lease
+    is the back-off). Returns whether the timer was given up.
+    """
+    row = (
+        await conn.execute(
+            timers.update()
+            .where(
+                timers.c.id == timer_id,
+                timers.c.lease_owner == lease.owner,
+                timers.c.status == "pending",
+            )
+            .values(
+                last_error=error[:2000],
+                status=sa.case(
+                    (timers.c.attempts >= lease.max_attempts, "failed"), else_=timers.c.status
+                ),
+            )
+            .returning(timers.c.status)
+        )
+    ).first()
+    return row is not None and row.status == "failed"
+
+
+async def pending_due(conn: AsyncConnection, now: datetime) -> int:
+    """How many pending timers are due at ``now`` (leased or not)."""
+    return int(
+        (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(timers)
+                .where(timers.c.status == "pending", timers.c.due_at <= now)
+            )
+        ).scalar_one()
+    )
