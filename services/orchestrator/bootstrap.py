@@ -10,7 +10,7 @@ from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consume
 from common.runtime import run_all, serve_http
 from orchestrator.domain.playbook import load_playbooks
 from orchestrator.entrypoints.api import create_api
-from orchestrator.entrypoints.consumers import ROUTES, router
+from orchestrator.entrypoints.consumers import ROUTES, router, run_held_triggers
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.relay import run_relay
 from orchestrator.entrypoints.timers import lease_from_settings, run_timers
@@ -32,6 +32,7 @@ async def run(
         playbooks=playbooks,
         clock=clock or clock_from_settings(common.time_scale, common.clock_epoch),
         topic_prefix=common.topic_prefix,
+        rules=settings.rules(),
     )
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
@@ -51,6 +52,9 @@ async def run(
                 poll_s=settings.timer_poll_s,
                 batch=settings.timer_batch,
                 lease=lease_from_settings(settings),
+            ),
+            run_held_triggers(
+                deps, stop=stop, poll_s=settings.trigger_poll_s, batch=settings.timer_batch
             ),
             run_relay(
                 engine,

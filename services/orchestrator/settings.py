@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import time, timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -7,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
 from orchestrator.domain.playbook import SHIPPED
+from orchestrator.domain.rules import Rules
 
 
 class OrchestratorSettings(ServiceSettings):
@@ -32,3 +34,26 @@ class OrchestratorSettings(ServiceSettings):
     )
     relay_poll_s: float = Field(default=0.1, gt=0)
     relay_batch: int = Field(default=500, ge=1)
+    # Rules across playbooks (DOMAIN section 7).
+    cap_messages: int = Field(
+        default=3, ge=1, description="Marketing messages allowed per customer per cap_window."
+    )
+    cap_window: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
+    quiet_start: time = Field(default=time(21, 0), description="Local time quiet hours begin.")
+    quiet_end: time = Field(default=time(8, 0), description="Local time quiet hours end.")
+    default_time_zone: str = Field(
+        default="UTC", description="For customers whose profile names no (or no known) zone."
+    )
+    trigger_poll_s: float = Field(
+        default=0.25, gt=0, description="Real seconds between polls for held-signal triggers."
+    )
+
+    def rules(self) -> Rules:
+        """The numbers of the cross-playbook rules, for the pure domain functions."""
+        return Rules(
+            cap_messages=self.cap_messages,
+            cap_window=self.cap_window,
+            quiet_start=self.quiet_start,
+            quiet_end=self.quiet_end,
+            default_time_zone=self.default_time_zone,
+        )

@@ -27,6 +27,15 @@ from orchestrator.entrypoints.relay import relay_once
 from orchestrator.entrypoints.timers import fire_due
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+BOOKS = load_playbooks(SHIPPED)
+
+
+def new_customer(prefix: str = "c") -> str:
+    """A fresh customer id in the treatment arm of every playbook (the holdout sends nothing)."""
+    while True:
+        customer = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        if all(decisions.assign_arm(b, customer) == decisions.TREATMENT for b in BOOKS.values()):
+            return customer
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +101,7 @@ async def rows(deps: Deps, query: str, **params: object) -> list[sa.Row]:
 async def test_journey_lives_through_day_0_1_3(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = f"c-{uuid.uuid4().hex[:6]}"
+    customer = new_customer()
     handle = router(deps)
     await identify(settings, deps, customer)
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
@@ -154,7 +163,7 @@ async def test_journey_lives_through_day_0_1_3(env) -> None:
 async def test_click_exits_and_cancels_the_remaining_steps(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = f"c-{uuid.uuid4().hex[:6]}"
+    customer = new_customer()
     handle = router(deps)
     await identify(settings, deps, customer)
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.75, T0)))
@@ -202,7 +211,7 @@ async def test_click_exits_and_cancels_the_remaining_steps(env) -> None:
 async def test_recovered_risk_exits_and_cooldown_blocks_reentry(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = f"c-{uuid.uuid4().hex[:6]}"
+    customer = new_customer()
     handle = router(deps)
     await identify(settings, deps, customer)
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.8, T0)))
@@ -222,7 +231,7 @@ async def test_recovered_risk_exits_and_cooldown_blocks_reentry(env) -> None:
 async def test_no_consent_skips_the_email_but_not_the_csm_task(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = f"c-{uuid.uuid4().hex[:6]}"
+    customer = new_customer()
     await identify(settings, deps, customer, consent=False)
     await router(deps)(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
     clock.set(T0 + timedelta(days=1))

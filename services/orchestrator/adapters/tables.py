@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = sa.MetaData()
 TS = sa.TIMESTAMP(timezone=True)
@@ -47,6 +47,9 @@ journeys = sa.Table(
     sa.Column("started_at", TS),
     sa.Column("ended_at", TS),
     sa.Column("exit_reason", sa.Text),
+    sa.Column("arm", sa.Text),  # 0003: treatment or control (holdout)
+    sa.Column("seen", ARRAY(sa.Text)),  # 0003: names waited for, seen during the journey
+    sa.Column("paused_by", sa.Text),  # 0003: operator or playbook, while paused
 )
 
 journey_transitions = sa.Table(
@@ -82,4 +85,39 @@ outbox = sa.Table(
     sa.Column("headers", JSONB),
     sa.Column("created_at", TS),
     sa.Column("published_at", TS),
+)
+
+# 0003: what the orchestrator learns about a customer besides its profile.
+customer_state = sa.Table(
+    "customer_state",
+    metadata,
+    sa.Column("customer_id", sa.Text, primary_key=True),
+    sa.Column("segment", sa.Text),
+    sa.Column("loyalty_tier", sa.Text),
+    sa.Column("plan", sa.Text),
+    sa.Column("plan_at", TS),
+    sa.Column("unsubscribed_at", TS),
+    sa.Column("products", ARRAY(sa.Text)),
+)
+
+# 0003: durable timers of "signal held N days" triggers.
+held_triggers = sa.Table(
+    "held_triggers",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("playbook", sa.Text),
+    sa.Column("signal", sa.Text),
+    sa.Column("armed_at", TS),
+    sa.Column("due_at", TS),
+    sa.Column("status", sa.Text),
+)
+
+# 0003: playbooks paused by an operator.
+paused_playbooks = sa.Table(
+    "paused_playbooks",
+    metadata,
+    sa.Column("playbook", sa.Text, primary_key=True),
+    sa.Column("paused_at", TS),
+    sa.Column("paused_by", sa.Text),
 )

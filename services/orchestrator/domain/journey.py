@@ -1,12 +1,23 @@
-"""The journey state machine, declared as data: an illegal transition raises."""
+"""The journey state machine, declared as data: states, transitions and guards.
+
+An event not allowed in a state, or whose guard does not hold, raises
+:class:`IllegalTransition`; nothing falls through. Final states absorb nothing.
+
+A PAUSED journey (operator action) keeps its pending step timers: they wait, and
+fire once it is resumed. A paused journey can still exit (its goal was reached) or
+be cancelled.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
 class State(StrEnum):
     ACTIVE = "active"
+    PAUSED = "paused"
     COMPLETED = "completed"
     EXITED = "exited"
     CANCELLED = "cancelled"
@@ -16,30 +27,92 @@ class Event(StrEnum):
     START = "start"
     STEP_SENT = "step_sent"
     STEP_SKIPPED = "step_skipped"
+    STEP_DEFERRED = "step_deferred"
+    PAUSE = "pause"
+    RESUME = "resume"
     FINISH = "finish"
     EXIT = "exit"
     CANCEL = "cancel"
 
 
-TRANSITIONS: dict[tuple[State | None, Event], State] = {
-    (None, Event.START): State.ACTIVE,
-    (State.ACTIVE, Event.STEP_SENT): State.ACTIVE,
-    (State.ACTIVE, Event.STEP_SKIPPED): State.ACTIVE,
-    (State.ACTIVE, Event.FINISH): State.COMPLETED,
-    (State.ACTIVE, Event.EXIT): State.EXITED,
-    (State.ACTIVE, Event.CANCEL): State.CANCELLED,
+@dataclass(frozen=True)
+class Facts:
+    """What guards may look at: the journey's steps not yet fired (or deferred)."""
+
+    pending_steps: int
+
+
+class Guard(StrEnum):
+    HAS_PENDING_STEP = "has_pending_step"
+    NO_PENDING_STEP = "no_pending_step"
+
+
+GUARDS: dict[Guard, Callable[[Facts], bool]] = {
+    Guard.HAS_PENDING_STEP: lambda f: f.pending_steps > 0,
+    Guard.NO_PENDING_STEP: lambda f: f.pending_steps == 0,
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: State | None
+    event: Event
+    target: State
+    guard: Guard | None = None
+
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition(None, Event.START, State.ACTIVE),
+    Transition(State.ACTIVE, Event.STEP_SENT, State.ACTIVE, Guard.HAS_PENDING_STEP),
+    Transition(State.ACTIVE, Event.STEP_SKIPPED, State.ACTIVE, Guard.HAS_PENDING_STEP),
+    Transition(State.ACTIVE, Event.STEP_DEFERRED, State.ACTIVE, Guard.HAS_PENDING_STEP),
+    Transition(State.ACTIVE, Event.FINISH, State.COMPLETED, Guard.NO_PENDING_STEP),
+    Transition(State.ACTIVE, Event.EXIT, State.EXITED),
+    Transition(State.ACTIVE, Event.CANCEL, State.CANCELLED),
+    Transition(State.ACTIVE, Event.PAUSE, State.PAUSED),
+    Transition(State.PAUSED, Event.RESUME, State.ACTIVE),
+    Transition(State.PAUSED, Event.EXIT, State.EXITED),
+    Transition(State.PAUSED, Event.CANCEL, State.CANCELLED),
+)
+
+_BY_KEY: dict[tuple[State | None, Event], Transition] = {
+    (t.source, t.event): t for t in TRANSITIONS
 }
 
 FINAL = frozenset({State.COMPLETED, State.EXITED, State.CANCELLED})
+LIVE = frozenset({State.ACTIVE, State.PAUSED})
 
 
 class IllegalTransition(Exception):
-    """``event`` is not allowed in ``state``."""
+    """``event`` is not allowed in ``state`` (or its guard does not hold)."""
 
 
-def transition(state: State | None, event: Event) -> State:
-    """The state after ``event``; raises :class:`IllegalTransition` if it is not allowed."""
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise IllegalTransition(f"{event.value} is not allowed in state {state}") from None
+def transition(state: State | None, event: Event, facts: Facts | None = None) -> State:
+    """The state after ``event``; raises :class:`IllegalTransition` if it is not allowed.
+
+    A guarded transition needs ``facts``; without them it raises too, so that a
+    caller cannot skip a guard by forgetting it.
+    """
+    rule = _BY_KEY.get((state, event))
+    if rule is None:
+        raise IllegalTransition(f"{event.value} is not allowed in state {state}")
+    if rule.guard is not None:
+        if facts is None:
+            raise IllegalTransition(f"{event.value} needs facts for guard {rule.guard.value}")
+        if not GUARDS[rule.guard](facts):
+            raise IllegalTransition(
+                f"{event.value} in state {state}: guard {rule.guard.value} does not hold"
+            )
+    return rule.target
+
+
+OperatorAction = Event  # PAUSE, RESUME or CANCEL
+
+OPERATOR_ACTIONS = frozenset({Event.PAUSE, Event.RESUME, Event.CANCEL})
+
+
+def operator_transition(state: State, action: Event) -> State:
+    """What an operator's pause / resume / cancel does; raises :class:`IllegalTransition`."""
+    if action not in OPERATOR_ACTIONS:
+        raise IllegalTransition(f"{action.value} is not an operator action")
+    return transition(state, action)

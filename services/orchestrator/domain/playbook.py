@@ -1,47 +1,171 @@
-"""Playbooks as data: the YAML schema, validated when loaded (file, field and reason on error)."""
+"""Playbooks as data: the YAML schema, validated when loaded (file, field and reason on error).
+
+A playbook declares its trigger (a signal held for a while, an event, a score
+threshold, or the outcome of another playbook's journey), who is eligible, its
+steps (offset from the trigger, channel, template, optional wait-for-event branch),
+its exits, its lane and priority, the re-entry cooldown, the holdout share, the goal
+and the attribution window. Every number lives in the file.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.datafiles import load_yaml
 
 Channel = Literal["email", "in_app", "webhook"]
+Lane = Literal["retention", "expansion", "lifecycle"]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+DeliveryStatus = Literal[
+    "sent", "failed", "bounced", "opened", "clicked", "replied", "unsubscribed", "read", "dismissed"
+]
+ScoreField = Literal["churn_probability", "risk_score", "feature_adoption", "health_score"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# --- triggers --------------------------------------------------------------------------
+
+
 class ScoreTrigger(_Strict):
+    """Start when a score snapshot's ``field`` is strictly above ``above``."""
+
     source: Literal["score"]
-    churn_probability_above: float = Field(ge=0, le=1)
+    field: ScoreField = "churn_probability"
+    above: float
+
+
+class SignalTrigger(_Strict):
+    """Start when one of ``signals`` turns on; with ``held``, only once it has stayed on
+    that long (its signal_off disarms it; a held trigger takes exactly one signal)."""
+
+    source: Literal["signal"]
+    signals: tuple[Name, ...] = Field(min_length=1)
+    held: timedelta = timedelta(0)
+
+    @model_validator(mode="after")
+    def _held_needs_one_signal(self) -> SignalTrigger:
+        if self.held < timedelta(0):
+            raise ValueError("held must not be negative")
+        if self.held > timedelta(0) and len(self.signals) != 1:
+            raise ValueError("a held trigger takes exactly one signal")
+        return self
+
+
+class EventTrigger(_Strict):
+    """Start on a product event of one of ``types`` (e.g. subscription_cancelled)."""
+
+    source: Literal["event"]
+    types: tuple[Name, ...] = Field(min_length=1)
+
+
+class JourneyTrigger(_Strict):
+    """Start when a journey of ``playbook`` ends with one of ``reasons`` (e.g. re-engaged)."""
+
+    source: Literal["journey"]
+    playbook: Name
+    reasons: tuple[Name, ...] = Field(min_length=1)
+
+
+Trigger = Annotated[
+    ScoreTrigger | SignalTrigger | EventTrigger | JourneyTrigger, Field(discriminator="source")
+]
+
+
+# --- exits -------------------------------------------------------------------------------
 
 
 class DeliveryExit(_Strict):
-    reason: str
+    """Exit on a delivery outcome; ``any_message``: of any message to the customer, not
+    only this journey's (an open of any email shows engagement)."""
+
+    reason: Name
     source: Literal["delivery"]
-    statuses: tuple[str, ...] = Field(min_length=1)
+    statuses: tuple[DeliveryStatus, ...] = Field(min_length=1)
+    any_message: bool = False
 
 
 class ScoreExit(_Strict):
-    reason: str
+    """Exit when a score snapshot's ``field`` is below ``below`` or at least ``at_least``."""
+
+    reason: Name
     source: Literal["score"]
-    churn_probability_below: float = Field(ge=0, le=1)
+    field: ScoreField = "churn_probability"
+    below: float | None = None
+    at_least: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ScoreExit:
+        if (self.below is None) == (self.at_least is None):
+            raise ValueError("a score exit needs exactly one of below or at_least")
+        return self
+
+
+class EventExit(_Strict):
+    """Exit on a product event; ``plans`` / ``products`` narrow it (e.g. upgraded to pro)."""
+
+    reason: Name
+    source: Literal["event"]
+    types: tuple[Name, ...] = Field(min_length=1)
+    plans: tuple[Name, ...] = ()
+    products: tuple[Name, ...] = ()
+
+
+class SignalExit(_Strict):
+    """Exit when ``signal`` ``becomes`` inactive (turned off) or active (turned on)."""
+
+    reason: Name
+    source: Literal["signal"]
+    signal: Name
+    becomes: Literal["active", "inactive"] = "inactive"
+
+
+Exit = Annotated[DeliveryExit | ScoreExit | EventExit | SignalExit, Field(discriminator="source")]
+
+
+# --- eligibility, steps, the playbook ----------------------------------------------------
+
+
+class Eligibility(_Strict):
+    """Who may enter. Empty lists mean anyone."""
+
+    plans: tuple[Name, ...] = ()
+    segments: tuple[Literal["high", "medium", "low"], ...] = ()
+    consent: tuple[Literal["email", "in_app"], ...] = ()
+    not_purchased: tuple[Name, ...] = Field(
+        default=(), description="Products the customer must not have bought."
+    )
+
+
+class Wait(_Strict):
+    """Wait-for-event before a step: the step's offset is the timeout.
+
+    If one of ``for_`` (delivery statuses or event types) was seen since the journey
+    started, ``on_event`` is the branch taken (skip the step, or exit the journey);
+    otherwise (the timeout) the step is sent.
+    """
+
+    for_: tuple[Name, ...] = Field(alias="for", min_length=1)
+    on_event: Literal["skip", "exit"]
+    reason: Name
 
 
 class Step(_Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    id: Name
     after: timedelta = Field(description="Offset from the moment the trigger fired (ISO 8601).")
     channel: Channel
-    template: str
+    template: str = Field(pattern=r"^[a-z][a-z0-9_]*/[a-z][a-z0-9_]*$")
     recipient: Literal["customer", "csm", "escalation"] = "customer"
     priority: Literal["normal", "high"] = "normal"
-    marketing: bool = Field(default=True, description="Marketing steps need consent.")
+    marketing: bool = Field(default=True, description="Marketing steps need consent, are capped.")
+    offer: dict[str, str | int | float] = Field(default_factory=dict)
+    wait: Wait | None = None
 
     @model_validator(mode="after")
     def _recipient_fits_channel(self) -> Step:
@@ -49,18 +173,25 @@ class Step(_Strict):
             raise ValueError("a webhook step goes to csm or escalation, not the customer")
         if self.channel != "webhook" and self.recipient != "customer":
             raise ValueError(f"a {self.channel} step goes to the customer")
+        if self.channel == "webhook" and self.marketing:
+            raise ValueError("a CSM task (webhook) is not marketing: set marketing: false")
+        if self.after < timedelta(0):
+            raise ValueError("after must not be negative")
         return self
 
 
 class Playbook(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    lane: Literal["retention", "expansion", "lifecycle"]
-    priority: int = 0
-    goal: str
-    cooldown: timedelta = timedelta(days=30)
-    trigger: ScoreTrigger
-    exits: tuple[DeliveryExit | ScoreExit, ...] = ()
-    variants: tuple[str, ...] = ()
+    name: Name
+    lane: Lane
+    priority: int = Field(ge=0, le=1000)
+    goal: Name
+    attribution_window: timedelta = Field(description="After the last step.")
+    cooldown: timedelta
+    holdout: float = Field(ge=0, lt=1, description="Share of eligible customers in control.")
+    trigger: Trigger
+    eligibility: Eligibility = Eligibility()
+    exits: tuple[Exit, ...] = ()
+    variants: tuple[Name, ...] = ()
     steps: tuple[Step, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -71,6 +202,11 @@ class Playbook(_Strict):
         offsets = [s.after for s in self.steps]
         if offsets != sorted(offsets):
             raise ValueError("steps must be listed in the order of their offsets")
+        for step in self.steps:
+            if not step.template.startswith(f"{self.name}/"):
+                raise ValueError(f"step {step.id}: template must start with {self.name}/")
+        if isinstance(self.trigger, JourneyTrigger) and self.trigger.playbook == self.name:
+            raise ValueError("trigger.playbook: a playbook cannot be triggered by itself")
         return self
 
     def step(self, step_id: str) -> Step:
@@ -89,15 +225,28 @@ class PlaybookError(Exception):
 
 def load_playbook(path: Path) -> Playbook:
     """Read and validate one playbook file; :class:`PlaybookError` names file, field and reason."""
-    return load_yaml(path, Playbook, PlaybookError)
+    book: Playbook = load_yaml(path, Playbook, PlaybookError)
+    return book
 
 
 def load_playbooks(folder: Path) -> dict[str, Playbook]:
-    """Every ``*.yaml`` playbook of ``folder``, by name."""
-    books = [load_playbook(p) for p in sorted(folder.glob("*.yaml"))]
-    by_name = {b.name: b for b in books}
-    if len(by_name) != len(books):
-        raise PlaybookError(f"{folder}: two playbooks share a name")
+    """Every ``*.yaml`` playbook of ``folder``, by name; checks references between them.
+
+    Raises :class:`PlaybookError` naming the file (or folder), field and reason.
+    """
+    paths = sorted(folder.glob("*.yaml"))
+    if not paths:
+        raise PlaybookError(f"{folder}: no playbook files (*.yaml)")
+    books = {p: load_playbook(p) for p in paths}
+    by_name: dict[str, Playbook] = {}
+    for path, book in books.items():
+        if book.name in by_name:
+            raise PlaybookError(f"{path}: name: another file already defines {book.name!r}")
+        by_name[book.name] = book
+    for path, book in books.items():
+        trigger = book.trigger
+        if isinstance(trigger, JourneyTrigger) and trigger.playbook not in by_name:
+            raise PlaybookError(f"{path}: trigger.playbook: no playbook named {trigger.playbook!r}")
     return by_name
 
 

@@ -1,24 +1,137 @@
-"""Kafka consumers: project profiles and scores, start and exit journeys. Idempotent."""
+"""Kafka consumers: project profiles, scores and what the orchestrator learns; start,
+arm and exit journeys. Idempotent: a record processed twice changes nothing more.
+
+Each handler decodes its record into a fact (:mod:`orchestrator.domain.decisions`),
+then :func:`apply_fact` runs the pure rules on it in one transaction: exits of the
+customer's live journeys (and the journeys an exit triggers, e.g. re-engaged ->
+course_upsell), then the triggers of every playbook. Undecodable records raise a
+decode error and go to the dead-letter topic.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 
-from common.events import ProfileEvent, parse_event
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.events import LoginEvent, PaymentEvent, ProfileEvent, parse_event
 from common.kafka import Handler, InvalidRecord, Record
-from common.messages import Delivery, ScoreSnapshot
+from common.messages import Delivery, ScoreSnapshot, SignalChange
+from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
 from orchestrator import metrics
 from orchestrator.adapters import journeys as repo
-from orchestrator.domain import decisions
+from orchestrator.domain import decisions as D
 from orchestrator.domain.journey import Event
+from orchestrator.domain.playbook import Playbook
 from orchestrator.entrypoints.deps import Deps
+
+log = logging.getLogger(__name__)
+
+# Score snapshot fields the playbooks may test (ScoreTrigger / ScoreExit ``field``).
+SCORE_FIELDS = ("churn_probability", "risk_score", "feature_adoption", "health_score")
+# Payment events that change the customer's plan.
+PLAN_CHANGES = frozenset(
+    {"subscription_upgraded", "subscription_downgraded", "subscription_started"}
+)
+
+
+async def apply_fact(conn: AsyncConnection, deps: Deps, customer_id: str, fact: D.Fact) -> None:
+    """Exits, then triggers, for one fact about one customer, inside ``conn``'s transaction."""
+    now = deps.clock.now()
+    chained: list[D.Fact] = []
+    for journey in await repo.live_journeys(conn, customer_id):
+        playbook = deps.playbooks.get(journey.playbook)
+        if playbook is None:
+            continue
+        seen = D.observed(playbook, fact, journey.journey_id)
+        if seen:
+            await repo.add_seen(conn, journey.journey_id, seen)
+        reason = D.exit_reason(playbook, fact, journey.journey_id)
+        if reason:
+            await repo.end_journey(conn, journey, Event.EXIT, now, reason)
+            metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason=reason).inc()
+            chained.append(D.JourneyEndFact(playbook.name, reason, now))
+    for playbook in sorted(deps.playbooks.values(), key=lambda b: -b.priority):
+        effect = D.trigger_effect(playbook, fact)
+        if effect == "start":
+            await try_start(conn, deps, customer_id, playbook, now, _why(fact))
+        elif effect == "arm" and isinstance(fact, D.SignalFact):
+            await repo.arm_trigger(
+                conn,
+                customer_id=customer_id,
+                playbook=playbook.name,
+                signal=fact.name,
+                now=now,
+                due_at=fact.at + D.held_for(playbook),
+            )
+        elif effect == "disarm":
+            await repo.disarm_trigger(conn, customer_id, playbook.name)
+    for follow in chained:
+        await apply_fact(conn, deps, customer_id, follow)
+
+
+def _why(fact: D.Fact) -> dict[str, Any]:
+    if isinstance(fact, D.ScoreFact):
+        return {"trigger": "score", "values": dict(fact.values)}
+    if isinstance(fact, D.SignalFact):
+        return {"trigger": "signal", "signal": fact.name}
+    if isinstance(fact, D.EventFact):
+        return {"trigger": "event", "type": fact.type}
+    if isinstance(fact, D.JourneyEndFact):
+        return {"trigger": "journey", "playbook": fact.playbook, "reason": fact.reason}
+    return {"trigger": "delivery", "status": fact.status}
+
+
+async def try_start(
+    conn: AsyncConnection,
+    deps: Deps,
+    customer_id: str,
+    playbook: Playbook,
+    now: datetime,
+    detail: dict[str, Any],
+) -> str | None:
+    """Start a journey of ``playbook`` unless a rule blocks it; its id, or None."""
+    live = await repo.live_journeys(conn, customer_id)
+    block = D.start_block(
+        playbook,
+        await repo.customer_facts(conn, customer_id),
+        live_lanes=frozenset(
+            deps.playbooks[j.playbook].lane for j in live if j.playbook in deps.playbooks
+        ),
+        last_ended_at=await repo.last_ended_at(conn, customer_id, playbook.name),
+        has_live_journey=any(j.playbook == playbook.name for j in live),
+        paused=await repo.playbook_paused(conn, playbook.name),
+        now=now,
+    )
+    if block:
+        return None
+    started = await repo.start_journey(
+        conn,
+        customer_id=customer_id,
+        playbook=playbook.name,
+        variant=D.pick_variant(playbook, customer_id),
+        arm=D.assign_arm(playbook, customer_id),
+        schedule=D.schedule(playbook, now),
+        now=now,
+        detail=detail,
+    )
+    if started:
+        metrics.JOURNEYS_STARTED.labels(playbook=playbook.name).inc()
+    return started
+
+
+# --- one handler per topic ----------------------------------------------------------------
 
 
 async def on_profile(record: Record, deps: Deps) -> None:
     event = parse_event(record.value)
     if not isinstance(event, ProfileEvent):
-        raise InvalidRecord(f"expected a profile event, got {event.kind}")
+        raise InvalidRecord(f"kind: expected a profile event, got {event.kind}")
     consent = event.consent
     row = {
         "customer_id": event.customer_id,
@@ -40,7 +153,11 @@ async def on_profile(record: Record, deps: Deps) -> None:
 
 async def on_score(record: Record, deps: Deps) -> None:
     snapshot = ScoreSnapshot.model_validate_json(record.value)
-    now = deps.clock.now()
+    values = {
+        name: float(value)
+        for name in SCORE_FIELDS
+        if (value := getattr(snapshot, name, None)) is not None
+    }
     async with deps.engine.begin() as conn:
         await repo.upsert_score(
             conn,
@@ -53,52 +170,58 @@ async def on_score(record: Record, deps: Deps) -> None:
                 "snapshot": snapshot.model_dump(mode="json"),
             },
         )
-        for playbook in deps.playbooks.values():
-            live = await repo.live_journey(conn, snapshot.customer_id, playbook.name, lock=True)
-            if live is not None:
-                reason = decisions.exit_on_score(playbook, snapshot.churn_probability)
-                if reason:
-                    await repo.end_journey(conn, live, Event.EXIT, now, reason)
-                    metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason=reason).inc()
-                continue
-            ended = await repo.last_ended_at(conn, snapshot.customer_id, playbook.name)
-            if decisions.should_start(
-                playbook,
-                churn_probability=snapshot.churn_probability,
-                last_ended_at=ended,
-                has_live_journey=False,
-                now=now,
-            ):
-                started = await repo.start_journey(
-                    conn,
-                    customer_id=snapshot.customer_id,
-                    playbook=playbook.name,
-                    variant=decisions.pick_variant(playbook, snapshot.customer_id),
-                    schedule=decisions.schedule(playbook, now),
-                    now=now,
-                    detail={"trigger": "churn_probability", "value": snapshot.churn_probability},
-                )
-                if started:
-                    metrics.JOURNEYS_STARTED.labels(playbook=playbook.name).inc()
+        fact = D.ScoreFact(values, snapshot.as_of, snapshot.tier)
+        await apply_fact(conn, deps, snapshot.customer_id, fact)
+
+
+async def on_signal(record: Record, deps: Deps) -> None:
+    change = SignalChange.model_validate_json(record.value)
+    async with deps.engine.begin() as conn:
+        if change.change in ("signal_on", "signal_off"):
+            fact = D.SignalFact(change.name, change.change == "signal_on", change.occurred_at)
+            await apply_fact(conn, deps, change.customer_id, fact)
+        elif change.change == "segment_changed":
+            await repo.note_segment(conn, change.customer_id, change.current)
+        elif change.change == "loyalty_tier_changed":
+            await repo.note_loyalty_tier(conn, change.customer_id, change.current)
+        # tier and band changes arrive with the score snapshot too: nothing more to do.
+
+
+async def on_payment(record: Record, deps: Deps) -> None:
+    event = parse_event(record.value)
+    if not isinstance(event, PaymentEvent):
+        raise InvalidRecord(f"kind: expected a payment event, got {event.kind}")
+    async with deps.engine.begin() as conn:
+        if event.type in PLAN_CHANGES and event.plan:
+            await repo.note_plan(conn, event.customer_id, event.plan, event.occurred_at)
+        if event.type == "purchase" and event.product:
+            await repo.note_purchase(conn, event.customer_id, event.product)
+        fact = D.EventFact(event.type, event.occurred_at, event.plan, event.product)
+        await apply_fact(conn, deps, event.customer_id, fact)
+
+
+async def on_login(record: Record, deps: Deps) -> None:
+    event = parse_event(record.value)
+    if not isinstance(event, LoginEvent):
+        raise InvalidRecord(f"kind: expected a login event, got {event.kind}")
+    async with deps.engine.begin() as conn:
+        await apply_fact(conn, deps, event.customer_id, D.EventFact(event.type, event.occurred_at))
 
 
 async def on_delivery(record: Record, deps: Deps) -> None:
     delivery = Delivery.model_validate_json(record.value)
-    if delivery.playbook is None or delivery.playbook not in deps.playbooks:
-        return
-    playbook = deps.playbooks[delivery.playbook]
-    reason = decisions.exit_on_delivery(playbook, delivery.status)
-    if reason is None:
-        return
     async with deps.engine.begin() as conn:
-        live = await repo.live_journey(conn, delivery.customer_id, playbook.name, lock=True)
-        if live is not None and live.journey_id == delivery.journey_id:
-            await repo.end_journey(conn, live, Event.EXIT, deps.clock.now(), reason)
-            metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason=reason).inc()
+        if delivery.status == "unsubscribed":
+            await repo.note_unsubscribed(conn, delivery.customer_id, delivery.occurred_at)
+        fact = D.DeliveryFact(delivery.status, delivery.occurred_at, delivery.journey_id)
+        await apply_fact(conn, deps, delivery.customer_id, fact)
 
 
 ROUTES: dict[Topic, Callable[[Record, Deps], Awaitable[None]]] = {
     Topic.EVENTS_PROFILE: on_profile,
+    Topic.EVENTS_PAYMENT: on_payment,
+    Topic.EVENTS_LOGIN: on_login,
+    Topic.SIGNALS: on_signal,
     Topic.SCORES: on_score,
     Topic.DELIVERIES: on_delivery,
 }
@@ -114,3 +237,37 @@ def router(deps: Deps) -> Handler:
         await handler(record, deps)
 
     return handle
+
+
+# --- held-signal triggers: a durable timer per (customer, playbook) -------------------------
+
+
+async def fire_due_triggers(deps: Deps, *, limit: int) -> int:
+    """Start the journeys whose signal has been held long enough; how many triggers fired.
+
+    The signal_off that would have disarmed a trigger commits before or after this
+    transaction, never in the middle (the row is locked), so a trigger fires only if
+    its signal stayed on. Safe to run from any number of replicas (SKIP LOCKED).
+    """
+    now = deps.clock.now()
+    async with deps.engine.begin() as conn:
+        due = await repo.claim_due_triggers(conn, now, limit)
+        for trigger in due:
+            await repo.mark_trigger_fired(conn, trigger.id)
+            playbook = deps.playbooks.get(trigger.playbook)
+            if playbook is not None:
+                detail = {"trigger": "signal_held", "signal": trigger.signal}
+                await try_start(conn, deps, trigger.customer_id, playbook, now, detail)
+    return len(due)
+
+
+async def run_held_triggers(deps: Deps, *, stop: asyncio.Event, poll_s: float, batch: int) -> None:
+    """Fire due held-signal triggers until ``stop``; errors are logged and retried."""
+    while not stop.is_set():
+        try:
+            fired = await fire_due_triggers(deps, limit=batch)
+        except Exception:
+            log.exception("held-trigger batch failed; will retry")
+            fired = 0
+        if fired < batch:
+            await sleep_or_stop(stop, poll_s)

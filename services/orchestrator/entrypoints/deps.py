@@ -1,11 +1,17 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import Clock
 from orchestrator.domain.playbook import Playbook
+from orchestrator.domain.rules import Rules
+from orchestrator.settings import OrchestratorSettings
+
+
+def _default_rules() -> Rules:
+    return OrchestratorSettings().rules()
 
 
 @dataclass(frozen=True)
@@ -16,3 +22,4 @@ class Deps:
     playbooks: dict[str, Playbook]
     clock: Clock
     topic_prefix: str
+    rules: Rules = field(default_factory=_default_rules)  # the cross-playbook rules' numbers

@@ -1,0 +1,463 @@
+"""Every shipped playbook lived through its whole timeline on a fake clock (the pure engine).
+
+Each test asserts the exact day of every step and every exit. The customer lives in
+Madrid and the trigger comes at 10:00 UTC (noon local), so quiet hours never move a
+step unless a test says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator.domain import decisions as D
+from orchestrator.domain import rules as R
+from orchestrator.domain.engine import Engine
+from orchestrator.domain.playbook import SHIPPED, load_playbooks
+from orchestrator.settings import OrchestratorSettings
+
+T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # a Monday, 12:00 in Madrid
+RULES = OrchestratorSettings().rules()
+BOOKS = load_playbooks(SHIPPED)
+CUSTOMER_ID = "acme-3"  # in the treatment arm of every shipped playbook (asserted below)
+CUSTOMER = R.Customer(
+    CUSTOMER_ID,
+    email="ana@acme.example",
+    time_zone="Europe/Madrid",
+    plan="basic",
+    consent_email=True,
+)
+
+FactAt = Callable[[datetime], D.Fact]
+
+
+def at(day: float) -> datetime:
+    return T0 + timedelta(days=day)
+
+
+def on(name: str) -> FactAt:
+    return lambda t: D.SignalFact(name, True, t)
+
+
+def off(name: str) -> FactAt:
+    return lambda t: D.SignalFact(name, False, t)
+
+
+def event(type_: str, **kw: Any) -> FactAt:
+    return lambda t: D.EventFact(type_, t, **kw)
+
+
+def score(**values: float) -> FactAt:
+    return lambda t: D.ScoreFact(values, t)
+
+
+def delivery(status: str, journey_id: str | None = None) -> FactAt:
+    return lambda t: D.DeliveryFact(status, t, journey_id)
+
+
+def live(
+    names: Iterable[str],
+    facts: list[tuple[float, FactAt]],
+    *,
+    until: float,
+    customer: R.Customer = CUSTOMER,
+) -> list[tuple[str, str, str | None, float]]:
+    """Run the engine with only ``names`` shipped; (playbook, what, step or reason, day)."""
+    engine = Engine({n: BOOKS[n] for n in names}, customer, RULES, T0)
+    for day, fact in facts:
+        engine.receive(fact(at(day)))
+    engine.advance_to(at(until))
+    return [
+        (e.playbook, e.kind, e.step or e.reason, round((e.at - T0) / timedelta(days=1), 4))
+        for e in engine.log
+    ]
+
+
+def test_the_test_customer_is_in_every_treatment_arm() -> None:
+    for book in BOOKS.values():
+        assert D.assign_arm(book, CUSTOMER_ID) == D.TREATMENT, book.name
+
+
+# --- re_engagement -------------------------------------------------------------------------
+
+
+def test_re_engagement_full_timeline() -> None:
+    log = live(["re_engagement"], [(0, on("engagement_low"))], until=60)
+    assert log == [
+        ("re_engagement", "start", "held", 14),
+        ("re_engagement", "sent", "summary", 14),
+        ("re_engagement", "sent", "premium_trial", 16),
+        ("re_engagement", "sent", "csm_help", 18),
+        ("re_engagement", "finish", None, 18),
+    ]
+
+
+def test_re_engagement_not_held_14_days_never_starts_then_rearms() -> None:
+    facts = [(0, on("engagement_low")), (10, off("engagement_low")), (11, on("engagement_low"))]
+    log = live(["re_engagement"], facts, until=26)
+    assert log[:2] == [
+        ("re_engagement", "start", "held", 25),
+        ("re_engagement", "sent", "summary", 25),
+    ]
+
+
+@pytest.mark.parametrize(
+    "recovery",
+    [event("login", plan=None), delivery("opened"), off("engagement_low")],
+    ids=["login", "open", "signal_off"],
+)
+def test_re_engagement_exits_when_engagement_recovers(recovery: FactAt) -> None:
+    log = live(["re_engagement"], [(0, on("engagement_low")), (15.5, recovery)], until=60)
+    assert log == [
+        ("re_engagement", "start", "held", 14),
+        ("re_engagement", "sent", "summary", 14),
+        ("re_engagement", "exit", "re_engaged", 15.5),
+    ]
+
+
+# --- success_coaching ------------------------------------------------------------------------
+
+
+def test_success_coaching_full_timeline() -> None:
+    log = live(["success_coaching"], [(0, on("usage_reduced"))], until=60)
+    assert log == [
+        ("success_coaching", "start", "held", 30),
+        ("success_coaching", "sent", "coaching_guide", 31),
+        ("success_coaching", "sent", "training_invite", 33),
+        ("success_coaching", "sent", "follow_up", 38),
+        ("success_coaching", "finish", None, 38),
+    ]
+
+
+def test_success_coaching_exits_at_60_percent_adoption() -> None:
+    facts = [
+        (0, on("usage_reduced")),
+        (34, score(feature_adoption=0.59)),
+        (35, score(feature_adoption=0.60)),
+    ]
+    log = live(["success_coaching"], facts, until=60)
+    assert log == [
+        ("success_coaching", "start", "held", 30),
+        ("success_coaching", "sent", "coaching_guide", 31),
+        ("success_coaching", "sent", "training_invite", 33),
+        ("success_coaching", "exit", "adoption_recovered", 35),
+    ]
+
+
+# --- retention_offer -------------------------------------------------------------------------
+
+
+def test_retention_offer_full_timeline() -> None:
+    log = live(["retention_offer"], [(0, score(churn_probability=0.71))], until=30)
+    assert log == [
+        ("retention_offer", "start", "start", 0),
+        ("retention_offer", "sent", "offer", 0),
+        ("retention_offer", "sent", "retention_call", 1),
+        ("retention_offer", "sent", "escalation", 3),
+        ("retention_offer", "finish", None, 3),
+    ]
+
+
+def test_retention_offer_exits_on_click_and_on_recovered_risk() -> None:
+    clicked = live(
+        ["retention_offer"],
+        [(0, score(churn_probability=0.9)), (2, delivery("clicked", "retention_offer-1"))],
+        until=30,
+    )
+    assert clicked[-1] == ("retention_offer", "exit", "responded", 2)
+    assert [s for _, kind, s, _ in clicked if kind == "sent"] == ["offer", "retention_call"]
+    recovered = live(
+        ["retention_offer"],
+        [(0, score(churn_probability=0.9)), (0.5, score(churn_probability=0.39))],
+        until=30,
+    )
+    assert recovered[-1] == ("retention_offer", "exit", "risk_recovered", 0.5)
+    assert [s for _, kind, s, _ in recovered if kind == "sent"] == ["offer"]
+
+
+def test_retention_offer_at_exactly_070_does_not_start() -> None:
+    assert live(["retention_offer"], [(0, score(churn_probability=0.70))], until=30) == []
+
+
+# --- win_back ------------------------------------------------------------------------------
+
+
+def test_win_back_full_timeline() -> None:
+    log = live(["win_back"], [(0, event("subscription_cancelled"))], until=90)
+    assert log == [
+        ("win_back", "start", "start", 0),
+        ("win_back", "sent", "we_miss_you", 30),
+        ("win_back", "sent", "offer", 37),
+        ("win_back", "sent", "personal_call", 45),
+        ("win_back", "sent", "last_chance", 60),
+        ("win_back", "finish", None, 60),
+    ]
+
+
+def test_win_back_exits_when_reactivated() -> None:
+    facts = [(0, event("subscription_cancelled")), (40, event("subscription_reactivated"))]
+    log = live(["win_back"], facts, until=90)
+    assert log == [
+        ("win_back", "start", "start", 0),
+        ("win_back", "sent", "we_miss_you", 30),
+        ("win_back", "sent", "offer", 37),
+        ("win_back", "exit", "reactivated", 40),
+    ]
+
+
+# --- expansion: upsell_usage, upsell_need, upsell_results, cross_sell --------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "signal", "steps"),
+    [
+        ("upsell_usage", "power_user", ["next_plan_in_app", "next_plan"]),
+        ("upsell_need", "limit_reached", ["plan_in_app", "plan_email"]),
+        ("upsell_need", "limit_approaching", ["plan_in_app", "plan_email"]),
+        ("upsell_results", "roi_proven", ["first_month_free"]),
+        ("cross_sell", "cross_sell_ready", ["bundle_offer"]),
+    ],
+)
+def test_immediate_expansion_playbooks_send_on_day_zero(
+    name: str, signal: str, steps: list[str]
+) -> None:
+    log = live([name], [(0, on(signal))], until=30)
+    assert log == [
+        (name, "start", "start", 0),
+        *[(name, "sent", step, 0) for step in steps],
+        (name, "finish", None, 0),
+    ]
+
+
+# 23:00 in Madrid (summer, UTC+2) is 21:00 UTC = day 0.4583: steps wait until 08:00 local
+# (06:00 UTC, day 0.8333); the goal reached in between exits the journey first.
+NIGHT = 11 / 24
+MORNING = 20 / 24
+
+
+@pytest.mark.parametrize(
+    ("name", "signal", "goal", "reason"),
+    [
+        ("upsell_usage", "power_user", event("subscription_upgraded", plan="pro"), "upgraded"),
+        ("upsell_need", "limit_reached", event("subscription_upgraded", plan="pro"), "upgraded"),
+        ("upsell_results", "roi_proven", event("subscription_upgraded", plan="pro"), "upgraded"),
+        ("cross_sell", "cross_sell_ready", event("purchase", product="bundle"), "purchased"),
+    ],
+)
+def test_expansion_exit_before_the_deferred_morning_step(
+    name: str, signal: str, goal: FactAt, reason: str
+) -> None:
+    first = BOOKS[name].steps[0].id
+    log = live([name], [(NIGHT, on(signal)), (MORNING - 0.1, goal)], until=30)
+    assert log[0] == (name, "start", "start", round(NIGHT, 4))
+    assert log[1] == (name, "deferred", first, round(NIGHT, 4))
+    assert log[-1] == (name, "exit", reason, round(MORNING - 0.1, 4))
+    assert not [e for e in log if e[1] == "sent"]
+
+
+def test_expansion_waits_for_retention() -> None:
+    # A live retention journey blocks the start; after it ends, the next trigger starts one.
+    facts = [
+        (0, score(churn_probability=0.9)),
+        (1, on("power_user")),
+        (5, on("power_user")),
+    ]
+    log = live(["retention_offer", "upsell_usage"], facts, until=30)
+    upsell = [e for e in log if e[0] == "upsell_usage"]
+    assert upsell[0] == ("upsell_usage", "start", "start", 5)
+    assert not [e for e in upsell if e[3] < 5]
+
+
+def test_high_risk_tier_blocks_expansion() -> None:
+    high = R.Customer(CUSTOMER_ID, email="a@b.example", plan="basic", consent_email=True)
+    facts = [(0, lambda t: D.ScoreFact({}, t, tier="high")), (1, on("power_user"))]
+    assert live(["upsell_usage"], facts, until=10, customer=high) == []
+
+
+# --- onboarding ------------------------------------------------------------------------------
+
+
+def test_onboarding_full_timeline() -> None:
+    log = live(["onboarding"], [(0, event("subscription_started"))], until=60)
+    assert log == [
+        ("onboarding", "start", "start", 0),
+        ("onboarding", "sent", "welcome", 1),
+        ("onboarding", "sent", "first_success", 3),
+        ("onboarding", "sent", "check_in", 7),
+        ("onboarding", "sent", "results", 14),
+        ("onboarding", "sent", "growth_plan", 30),
+        ("onboarding", "finish", None, 30),
+    ]
+
+
+def test_onboarding_exits_when_cancelled() -> None:
+    facts = [(0, event("subscription_started")), (10, event("subscription_cancelled"))]
+    log = live(["onboarding"], facts, until=60)
+    assert log[-1] == ("onboarding", "exit", "cancelled", 10)
+    assert [s for _, kind, s, _ in log if kind == "sent"] == [
+        "welcome",
+        "first_success",
+        "check_in",
+    ]
+
+
+# --- course_upsell and saas_upsell: after re-engagement --------------------------------------
+
+RE_ENGAGED = [(0, on("engagement_low")), (15, event("login"))]
+
+
+def test_course_upsell_after_re_engagement_with_the_frequency_cap() -> None:
+    free = R.Customer(
+        CUSTOMER_ID, email="a@b.example", time_zone="UTC", plan="free", consent_email=True
+    )
+    log = live(["re_engagement", "course_upsell"], RE_ENGAGED, until=60, customer=free)
+    course = [e for e in log if e[0] == "course_upsell"]
+    # The re-engagement summary (day 14) counts: 3 messages in 7 days moves the third
+    # and fourth course emails to the day a message leaves the window (14+7, 16+7).
+    assert course == [
+        ("course_upsell", "start", "start", 15),
+        ("course_upsell", "sent", "advantage", 16),
+        ("course_upsell", "sent", "roi", 18),
+        ("course_upsell", "deferred", "last_chance", 20),
+        ("course_upsell", "sent", "last_chance", 21),
+        ("course_upsell", "deferred", "success_stories", 22),
+        ("course_upsell", "sent", "success_stories", 23),
+        ("course_upsell", "sent", "final_reminder", 25),
+        ("course_upsell", "finish", None, 25),
+    ]
+
+
+def test_course_upsell_alone_is_capped_on_day_seven() -> None:
+    # Five emails in ten days meet the 3-per-7-days cap: the fourth moves from day 7 to 8.
+    free = R.Customer(CUSTOMER_ID, email="a@b.example", plan="free", consent_email=True)
+    engine = Engine({"course_upsell": BOOKS["course_upsell"]}, free, RULES, T0)
+    engine.receive(D.JourneyEndFact("re_engagement", "re_engaged", T0))
+    engine.advance_to(at(30))
+    sent = [(e.step, (e.at - T0).days) for e in engine.log if e.kind == "sent"]
+    assert sent == [
+        ("advantage", 1),
+        ("roi", 3),
+        ("last_chance", 5),
+        ("success_stories", 8),
+        ("final_reminder", 10),
+    ]
+
+
+def test_course_upsell_exits_on_a_course_purchase_and_skips_buyers() -> None:
+    free = R.Customer(CUSTOMER_ID, email="a@b.example", plan="free", consent_email=True)
+    facts = [
+        *RE_ENGAGED,
+        (17, event("purchase", product="bundle")),
+        (19, event("purchase", product="course")),
+    ]
+    log = live(["re_engagement", "course_upsell"], facts, until=60, customer=free)
+    course = [e for e in log if e[0] == "course_upsell"]
+    assert course[-1] == ("course_upsell", "exit", "purchased", 19)
+    assert [e[2] for e in course if e[1] == "sent"] == ["advantage", "roi"]
+    buyer = R.Customer(
+        CUSTOMER_ID,
+        email="a@b.example",
+        plan="free",
+        consent_email=True,
+        products=frozenset({"course"}),
+    )
+    log = live(["re_engagement", "course_upsell"], RE_ENGAGED, until=60, customer=buyer)
+    assert not [e for e in log if e[0] == "course_upsell"]
+
+
+def test_saas_upsell_after_re_engagement() -> None:
+    log = live(["re_engagement", "saas_upsell"], RE_ENGAGED, until=60)
+    saas = [e for e in log if e[0] == "saas_upsell"]
+    assert saas == [
+        ("saas_upsell", "start", "start", 15),
+        ("saas_upsell", "sent", "pro_features", 16),
+        ("saas_upsell", "sent", "pro_roi", 18),
+        ("saas_upsell", "deferred", "pro_offer", 20),
+        ("saas_upsell", "sent", "pro_offer", 21),
+        ("saas_upsell", "sent", "pro_last_call", 23),
+        ("saas_upsell", "finish", None, 23),
+    ]
+
+
+def test_saas_upsell_exits_on_upgrade_to_pro_and_ignores_other_plans() -> None:
+    facts = [
+        *RE_ENGAGED,
+        (17, event("subscription_upgraded", plan="basic_plus")),
+        (19, event("subscription_upgraded", plan="pro")),
+    ]
+    log = live(["re_engagement", "saas_upsell"], facts, until=60)
+    saas = [e for e in log if e[0] == "saas_upsell"]
+    assert saas[-1] == ("saas_upsell", "exit", "upgraded", 19)
+    assert [e[2] for e in saas if e[1] == "sent"] == ["pro_features", "pro_roi"]
+    pro = R.Customer(CUSTOMER_ID, email="a@b.example", plan="pro", consent_email=True)
+    log = live(["re_engagement", "saas_upsell"], RE_ENGAGED, until=60, customer=pro)
+    assert not [e for e in log if e[0] == "saas_upsell"]
+
+
+# --- downgrade_save --------------------------------------------------------------------------
+
+
+def test_downgrade_save_full_timeline() -> None:
+    log = live(["downgrade_save"], [(0, event("downgrade_requested"))], until=30)
+    assert log == [
+        ("downgrade_save", "start", "start", 0),
+        ("downgrade_save", "sent", "value_in_app", 0),
+        ("downgrade_save", "sent", "value_email", 0),
+        ("downgrade_save", "finish", None, 0),
+    ]
+
+
+def test_downgrade_save_exits_when_the_downgrade_is_done_at_night() -> None:
+    facts = [
+        (NIGHT, event("downgrade_requested")),
+        (MORNING - 0.1, event("subscription_downgraded")),
+    ]
+    log = live(["downgrade_save"], facts, until=30)
+    assert log[-1] == ("downgrade_save", "exit", "downgraded", round(MORNING - 0.1, 4))
+    assert not [e for e in log if e[1] == "sent"]
+
+
+# --- rules across playbooks on a timeline ---------------------------------------------------
+
+
+def test_cooldown_of_30_days_between_journeys_of_one_playbook() -> None:
+    facts = [(0, event("subscription_cancelled")), (1, event("subscription_reactivated"))]
+    facts += [(20, event("subscription_cancelled")), (31, event("subscription_cancelled"))]
+    log = live(["win_back"], facts, until=40)
+    assert [(k, d) for _, k, _, d in log if k in ("start", "exit")] == [
+        ("start", 0),
+        ("exit", 1),
+        ("start", 31),
+    ]
+
+
+def test_unsubscribe_stops_every_marketing_email_but_not_csm_tasks() -> None:
+    facts = [(0, event("subscription_cancelled")), (31, delivery("unsubscribed"))]
+    log = live(["win_back"], facts, until=90)
+    assert [(s, k, d) for _, k, s, d in log if k in ("sent", "skipped")] == [
+        ("we_miss_you", "sent", 30),
+        ("offer", "skipped", 37),
+        ("personal_call", "sent", 45),
+        ("last_chance", "skipped", 60),
+    ]
+
+
+def test_holdout_arm_lives_the_timeline_and_sends_nothing() -> None:
+    control = next(
+        f"c-{i}" for i in range(1000) if D.assign_arm(BOOKS["win_back"], f"c-{i}") == D.CONTROL
+    )
+    customer = R.Customer(control, email="a@b.example", consent_email=True)
+    engine = Engine({"win_back": BOOKS["win_back"]}, customer, RULES, T0)
+    engine.receive(D.EventFact("subscription_cancelled", T0))
+    engine.advance_to(at(90))
+    assert [(e.kind, e.step, e.reason, (e.at - T0).days) for e in engine.log] == [
+        ("start", None, "start", 0),
+        ("skipped", "we_miss_you", "holdout", 30),
+        ("skipped", "offer", "holdout", 37),
+        ("skipped", "personal_call", "holdout", 45),
+        ("skipped", "last_chance", "holdout", 60),
+        ("finish", None, None, 60),
+    ]
