@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from common.apikeys import ApiKey, Authenticator, KeyCache, KeyRepository, Scope
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
-from common.events import EVENT_MODELS, EXAMPLES, Event, event_adapter
+from common.events import EVENT_MODELS, EXAMPLES, SCHEMA_VERSION, Event, event_adapter
 from common.http import ops_router
 from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher
-from common.topics import events_topic
+from common.topics import events_topic, topic_name
 from ingest import metrics
 from ingest.domain.admission import RateLimiter, Rejection, check_occurred_at
 from ingest.settings import IngestSettings
@@ -265,27 +265,36 @@ def create_app(
                 429, "rate limit exceeded for this API key", headers={"Retry-After": retry}
             )
 
-    def admit_time(event: Any) -> Rejection | None:
+    def admit_time(event: Any, now: datetime) -> Rejection | None:
         return check_occurred_at(
             event.occurred_at,
-            now=clock.now(),
+            now=now,
             max_future=settings.max_future_skew,
             max_age=settings.max_event_age,
         )
 
-    def record(event: Any, key: ApiKey) -> OutgoingRecord:
-        headers = [
-            ("kind", event.kind.encode()),
-            ("schema_version", str(event.schema_version).encode()),
-            ("ingested_at", datetime.now(UTC).isoformat().encode()),
-            ("api_key_id", key.id.encode()),
-        ]
-        return (
-            events_topic(event.kind),
-            event.customer_id,
-            event.model_dump_json().encode(),
-            headers,
-        )
+    # Per kind: the physical topic and the kind header, computed once.
+    routes = {
+        kind: (topic_name(events_topic(kind), common.topic_prefix), kind.encode())
+        for kind in EVENT_MODELS
+    }
+    schema_version = str(SCHEMA_VERSION).encode()
+
+    def records(events: list[Any], key: ApiKey) -> list[OutgoingRecord]:
+        """Key = customer id, value = the validated event as JSON, headers as documented."""
+        ingested_at = datetime.now(UTC).isoformat().encode()
+        key_id = key.id.encode()
+        out: list[OutgoingRecord] = []
+        for event in events:
+            topic, kind = routes[event.kind]
+            headers = [
+                ("kind", kind),
+                ("schema_version", schema_version),
+                ("ingested_at", ingested_at),
+                ("api_key_id", key_id),
+            ]
+            out.append((topic, event.customer_id, event.model_dump_json().encode(), headers))
+        return out
 
     async def publish(records: list[OutgoingRecord]) -> list[bool]:
         """Publish within the time bound; True per acknowledged record."""
@@ -334,11 +343,11 @@ def create_app(
             errors = field_errors(exc.errors())
             metrics.EVENTS.labels(kind="unknown", outcome="rejected", reason=errors[0].rule).inc()
             raise ApiError(422, "invalid event", errors=errors) from None
-        rejection = admit_time(event)
+        rejection = admit_time(event, clock.now())
         if rejection is not None:
             metrics.EVENTS.labels(kind=event.kind, outcome="rejected", reason=rejection.rule).inc()
             raise ApiError(422, "invalid event", errors=[FieldError(**vars(rejection))])
-        [ok] = await publish([record(event, key)])
+        [ok] = await publish(records([event], key))
         if not ok:
             metrics.EVENTS.labels(kind=event.kind, outcome="unavailable", reason="publish").inc()
             raise ApiError(503, "event store unavailable, retry later", headers=unavailable)
@@ -377,14 +386,15 @@ def create_app(
         for row in rows:
             tally["unknown", "rejected", row["errors"][0]["rule"]] += 1
         valid: list[tuple[int, Any]] = []
+        now = clock.now()
         for index, event in events:
-            rejection = admit_time(event)
+            rejection = admit_time(event, now)
             if rejection is None:
                 valid.append((index, event))
                 continue
             tally[event.kind, "rejected", rejection.rule] += 1
             rows.append(_row(index, event.event_id, "rejected", [vars(rejection)]))
-        acked = await publish([record(event, key) for _, event in valid]) if valid else []
+        acked = await publish(records([e for _, e in valid], key)) if valid else []
         for (index, event), ok in zip(valid, acked, strict=True):
             status = "accepted" if ok else "unavailable"
             tally[event.kind, status, "" if ok else "publish"] += 1
