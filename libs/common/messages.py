@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.events import CustomerId, UtcDatetime
 
 Tier = Literal["low", "medium", "high"]
+HealthBand = Literal["high", "medium", "low", "at_risk"]
+ClvSegment = Literal["low", "medium", "high"]
+LoyaltyTier = Literal["bronze", "silver", "gold", "platinum"]
 Channel = Literal["email", "in_app", "webhook"]
 DeliveryStatus = Literal[
     "sent", "failed", "bounced", "opened", "clicked", "replied", "unsubscribed", "read", "dismissed"
@@ -44,21 +47,50 @@ class ScoreSnapshot(Message):
     """The latest score of one customer, with its explanation (compacted ``scores`` topic)."""
 
     customer_id: CustomerId
-    as_of: UtcDatetime = Field(description="Event time of the newest event counted.")
+    as_of: UtcDatetime = Field(
+        description="When the score was evaluated: the newest event time counted, or the "
+        "shared clock's time when the clock moved on without events."
+    )
     risk_score: float = Field(ge=0, le=100)
     tier: Tier
     churn_probability: float = Field(ge=0, le=1)
     signals: tuple[SignalExplanation, ...] = ()
     red_flags: tuple[RedFlag, ...] = ()
     events_counted: int = 0
+    # Added by the scoring issue (all optional, so older records still validate):
+    plan: str | None = None
+    health_score: float | None = Field(default=None, ge=0, le=100)
+    health_band: HealthBand | None = None
+    health_components: dict[str, float] = Field(
+        default_factory=dict, description="Sub-scores 0-100: engagement, usage, satisfaction, value"
+    )
+    utilisation: dict[str, float] = Field(
+        default_factory=dict, description="Plan utilisation per metric (1.0 = at the limit)."
+    )
+    feature_adoption: float | None = Field(default=None, ge=0, le=1)
+    expansion_signals: tuple[SignalExplanation, ...] = Field(
+        default=(), description="Active expansion signals (power_user, limit_*, roi_proven, ...)."
+    )
+    milestones: tuple[str, ...] = Field(default=(), description="Onboarding milestones reached.")
+    clv: float | None = Field(default=None, ge=0)
+    clv_segment: ClvSegment | None = None
+    loyalty_points: int = 0
+    loyalty_tier: LoyaltyTier = "bronze"
 
 
 class SignalChange(Message):
-    """Edge-triggered: a signal turned on or off, or the tier changed."""
+    """Edge-triggered: a signal turned on or off; tier, band, segment or loyalty tier changed."""
 
     customer_id: CustomerId
     occurred_at: UtcDatetime
-    change: Literal["signal_on", "signal_off", "tier_changed"]
+    change: Literal[
+        "signal_on",
+        "signal_off",
+        "tier_changed",
+        "band_changed",
+        "segment_changed",
+        "loyalty_tier_changed",
+    ]
     name: str
     value: float | str | None = None
     threshold: float | str | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,33 +18,78 @@ def day_number(instant: datetime) -> int:
 class CustomerState:
     """What the scorer remembers of one customer.
 
-    Counters are daily buckets (day number → count) kept for the longest window,
+    Counters are daily buckets (day number → amount) kept for the longest window,
     so memory is bounded however many events arrive; ``seen`` remembers the last
-    event ids to drop duplicates.
+    event ids to drop duplicates; features and users are capped by the model's limits.
+    Fields ending in ``_emitted`` hold what was last published, so that output is
+    edge-triggered.
     """
 
     customer_id: str
     seen: list[str] = field(default_factory=list)
-    counters: dict[str, dict[int, int]] = field(default_factory=dict)
-    latest: dict[str, tuple[str, float]] = field(default_factory=dict)
+    counters: dict[str, dict[int, float]] = field(default_factory=dict)
+    latest: dict[str, tuple[str, float]] = field(default_factory=dict)  # source → (ISO, value)
+    levels: dict[str, tuple[str, float]] = field(default_factory=dict)  # metric → (ISO, value)
     overdue: dict[str, str] = field(default_factory=dict)  # invoice id → overdue since (ISO)
-    as_of: str | None = None
+    paid: dict[str, str] = field(default_factory=dict)  # invoice id → paid at (ISO), recent only
+    features: dict[str, int] = field(default_factory=dict)  # feature → last day used
+    users: dict[str, int] = field(default_factory=dict)  # user id → last day active
+    plan: str | None = None
+    plan_at: str | None = None  # event time of the plan and MRR (ISO): the newest wins
+    mrr: float | None = None
+    started: str | None = None  # start of use (ISO): subscription start, signup or first event
+    first_seen: str | None = None  # event time of the earliest event counted (ISO)
+    as_of: str | None = None  # newest event time counted (ISO)
     events_counted: int = 0
-    active: dict[str, Any] = field(default_factory=dict)  # signal → value, last emitted
+    power_since: str | None = None  # since when adoption has held the power-user level (ISO)
+    milestones: dict[str, str] = field(default_factory=dict)  # milestone → reached at (ISO)
+    onboarding_features: list[str] = field(default_factory=list)
+    loyalty_points: int = 0
+    loyalty_days: dict[int, list[str]] = field(default_factory=dict)  # day → what earned points
+    # what was last emitted
+    active: dict[str, Any] = field(default_factory=dict)  # churn signal → value
+    lifecycle: dict[str, Any] = field(default_factory=dict)  # expansion signal → value
     tier: str = "low"
+    band: str | None = None
+    segment: str | None = None
+    loyalty_tier: str = "bronze"
     last_snapshot: str | None = None  # fingerprint of the last emitted snapshot
+
+    def clone(self) -> CustomerState:
+        """A copy that shares nothing mutable with this state (much faster than deepcopy)."""
+        return replace(
+            self,
+            seen=list(self.seen),
+            counters={k: dict(v) for k, v in self.counters.items()},
+            latest=dict(self.latest),
+            levels=dict(self.levels),
+            overdue=dict(self.overdue),
+            paid=dict(self.paid),
+            features=dict(self.features),
+            users=dict(self.users),
+            milestones=dict(self.milestones),
+            onboarding_features=list(self.onboarding_features),
+            loyalty_days={d: list(v) for d, v in self.loyalty_days.items()},
+            active=dict(self.active),
+            lifecycle=dict(self.lifecycle),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["counters"] = {k: {str(d): n for d, n in v.items()} for k, v in self.counters.items()}
         data["latest"] = {k: list(v) for k, v in self.latest.items()}
+        data["levels"] = {k: list(v) for k, v in self.levels.items()}
+        data["loyalty_days"] = {str(d): v for d, v in self.loyalty_days.items()}
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CustomerState:
-        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
         data["counters"] = {
-            k: {int(d): int(n) for d, n in v.items()} for k, v in data.get("counters", {}).items()
+            k: {int(d): float(n) for d, n in v.items()} for k, v in data.get("counters", {}).items()
         }
         data["latest"] = {k: (v[0], float(v[1])) for k, v in data.get("latest", {}).items()}
+        data["levels"] = {k: (v[0], float(v[1])) for k, v in data.get("levels", {}).items()}
+        data["loyalty_days"] = {int(d): list(v) for d, v in data.get("loyalty_days", {}).items()}
         return cls(**data)

@@ -137,7 +137,8 @@ def test_payment_late_turns_on_and_off_edge_triggered() -> None:
         "payment", "invoice_overdue", invoice_id="inv-1", days_late=9, amount=99, currency="EUR"
     )
     state, outs = feed(overdue)
-    assert [(c.change, c.name) for c in outs[0].changes] == [("signal_on", "payment_late")]
+    signals = [(c.change, c.name) for c in outs[0].changes if c.change.startswith("signal")]
+    assert signals == [("signal_on", "payment_late")]
     state, outs = feed(ev("support", "ticket_opened", at=T0 + timedelta(hours=1)), state=state)
     assert not [c for c in outs[0].changes if c.name == "payment_late"]  # no repeat
     state, outs = feed(
@@ -160,7 +161,7 @@ def test_tier_change_is_reported() -> None:
 
 
 def test_snapshot_only_when_score_changes() -> None:
-    _state, outs = feed(ev("intent", "competitor_trial"), ev("login", "login", user_id="u"))
+    _state, outs = feed(ev("intent", "competitor_trial"), ev("support", "ticket_closed"))
     assert outs[0].snapshot is not None
     assert outs[1].snapshot is None
 
@@ -183,7 +184,9 @@ def test_old_buckets_are_pruned() -> None:
 
 
 def test_dedup_memory_is_bounded() -> None:
-    small = MODEL.model_copy(update={"dedup_ids_per_customer": 3})
+    small = MODEL.model_copy(
+        update={"limits": MODEL.limits.model_copy(update={"dedup_ids_per_customer": 3})}
+    )
     state, _ = feed(*[ev("login", "login", user_id="u") for _ in range(10)], model=small)
     assert len(state.seen) == 3
 
