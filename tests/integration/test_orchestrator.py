@@ -14,14 +14,24 @@ import sqlalchemy as sa
 from common.clock import FakeClock
 from common.db import create_engine
 from common.events import EXAMPLES
-from common.kafka import KafkaPublisher, Record, encode, ensure_topics, make_consumer
-from common.messages import Delivery, Notification, ScoreSnapshot
+from common.kafka import (
+    DECODE_ERRORS,
+    InvalidRecord,
+    KafkaPublisher,
+    Record,
+    encode,
+    ensure_topics,
+    make_consumer,
+)
+from common.messages import Delivery, Notification, ScoreSnapshot, SignalChange
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 from devstack.stack import Stack
+from orchestrator.adapters import journeys as repo
 from orchestrator.domain import decisions
+from orchestrator.domain.journey import IllegalTransition, State
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
-from orchestrator.entrypoints.consumers import router
+from orchestrator.entrypoints.consumers import fire_due_triggers, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.relay import relay_once
 from orchestrator.entrypoints.timers import fire_due
@@ -277,3 +287,367 @@ async def test_relay_publishes_the_outbox_to_kafka_once(env) -> None:
         await consumer.stop()
     ids = [n.notification_id for n in seen]
     assert len(ids) == len(set(ids)) == total
+
+
+# --- signals, events, deliveries, pauses (issue 5 part A) ----------------------------------
+
+
+def event(customer: str, kind: str, type_: str, at: datetime, **fields: object) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "customer_id": customer,
+        "occurred_at": at.isoformat(),
+        "kind": kind,
+        "type": type_,
+        **fields,
+    }
+
+
+def signal(customer: str, name: str, on: bool, at: datetime) -> SignalChange:
+    return SignalChange(
+        customer_id=customer,
+        occurred_at=at,
+        change="signal_on" if on else "signal_off",
+        name=name,
+    )
+
+
+async def fire_all(deps: Deps) -> None:
+    while await fire_due_triggers(deps, limit=50):
+        pass
+    while await fire_due(deps, limit=50):
+        pass
+
+
+async def journeys_of(deps: Deps, customer: str) -> list[tuple[str, str, str | None]]:
+    return [
+        (r.playbook, r.state, r.exit_reason)
+        for r in await rows(
+            deps,
+            "SELECT playbook, state, exit_reason FROM journeys WHERE customer_id=:c "
+            "ORDER BY started_at, playbook",
+            c=customer,
+        )
+    ]
+
+
+async def sent_steps(deps: Deps, customer: str) -> list[str]:
+    return [
+        f"{n.playbook}/{n.step}"
+        for n in (
+            Notification.model_validate_json(r.payload)
+            for r in await rows(
+                deps, "SELECT payload FROM outbox WHERE key=:c ORDER BY id", c=customer
+            )
+        )
+    ]
+
+
+async def identify_at(
+    settings: CommonSettings, deps: Deps, customer: str, at: datetime, **fields: object
+) -> None:
+    profile = {
+        **EXAMPLES["profile"],
+        "customer_id": customer,
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": at.isoformat(),
+        "email": f"{customer}@example.com",
+        **fields,
+    }
+    await router(deps)(record(settings, Topic.EVENTS_PROFILE, customer, profile))
+
+
+async def test_held_signal_starts_re_engagement_and_a_login_chains_course_upsell(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="free")
+    on = record(settings, Topic.SIGNALS, customer, signal(customer, "engagement_low", True, T0))
+    await handle(on)
+    await handle(on)  # a replayed record arms nothing more
+    armed = await rows(
+        deps, "SELECT playbook, due_at, status FROM held_triggers WHERE customer_id=:c", c=customer
+    )
+    assert [(a.playbook, a.due_at, a.status) for a in armed] == [
+        ("re_engagement", T0 + timedelta(days=14), "pending")
+    ]
+    clock.set(T0 + timedelta(days=13, hours=23))
+    await fire_all(deps)
+    assert await journeys_of(deps, customer) == []
+    clock.set(T0 + timedelta(days=14))
+    await fire_all(deps)
+    assert await journeys_of(deps, customer) == [("re_engagement", "active", None)]
+    assert await sent_steps(deps, customer) == ["re_engagement/summary"]
+    clock.set(T0 + timedelta(days=15))
+    login = event(customer, "login", "login", clock.now(), user_id="u-1")
+    await handle(record(settings, Topic.EVENTS_LOGIN, customer, login))
+    assert await journeys_of(deps, customer) == [
+        ("re_engagement", "exited", "re_engaged"),
+        ("course_upsell", "active", None),  # free plan: saas_upsell (basic only) stays out
+    ]
+    clock.set(T0 + timedelta(days=16))
+    await fire_all(deps)
+    assert await sent_steps(deps, customer) == [
+        "re_engagement/summary",
+        "course_upsell/advantage",
+    ]
+    purchase = event(customer, "payment", "purchase", clock.now(), product="course")
+    await handle(record(settings, Topic.EVENTS_PAYMENT, customer, purchase))
+    assert (await journeys_of(deps, customer))[-1] == ("course_upsell", "exited", "purchased")
+
+
+async def test_signal_off_disarms_the_held_trigger(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0)
+    await handle(
+        record(settings, Topic.SIGNALS, customer, signal(customer, "usage_reduced", True, T0))
+    )
+    off_at = T0 + timedelta(days=20)
+    await handle(
+        record(settings, Topic.SIGNALS, customer, signal(customer, "usage_reduced", False, off_at))
+    )
+    clock.set(T0 + timedelta(days=40))
+    await fire_all(deps)
+    assert await journeys_of(deps, customer) == []
+    [trigger] = await rows(
+        deps, "SELECT status FROM held_triggers WHERE customer_id=:c", c=customer
+    )
+    assert trigger.status == "cancelled"
+
+
+async def test_win_back_from_payment_events_and_reactivation_exit(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC")
+    cancelled = event(customer, "payment", "subscription_cancelled", T0)
+    await handle(record(settings, Topic.EVENTS_PAYMENT, customer, cancelled))
+    await handle(record(settings, Topic.EVENTS_PAYMENT, customer, cancelled))  # replay
+    assert await journeys_of(deps, customer) == [("win_back", "active", None)]
+    for day in (29, 30, 36, 37, 40):
+        clock.set(T0 + timedelta(days=day))
+        await fire_all(deps)
+    assert await sent_steps(deps, customer) == ["win_back/we_miss_you", "win_back/offer"]
+    back = event(customer, "payment", "subscription_reactivated", clock.now(), plan="pro")
+    await handle(record(settings, Topic.EVENTS_PAYMENT, customer, back))
+    clock.set(T0 + timedelta(days=90))
+    await fire_all(deps)
+    assert await journeys_of(deps, customer) == [("win_back", "exited", "reactivated")]
+    assert await sent_steps(deps, customer) == ["win_back/we_miss_you", "win_back/offer"]
+
+
+async def test_unsubscribe_skips_later_marketing_but_not_the_csm_call(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC")
+    await handle(
+        record(
+            settings,
+            Topic.EVENTS_PAYMENT,
+            customer,
+            event(customer, "payment", "subscription_cancelled", T0),
+        )
+    )
+    clock.set(T0 + timedelta(days=30))
+    await fire_all(deps)
+    [journey] = await rows(deps, "SELECT journey_id FROM journeys WHERE customer_id=:c", c=customer)
+    unsubscribed = Delivery(
+        notification_id=decisions.notification_id(journey.journey_id, "we_miss_you"),
+        customer_id=customer,
+        journey_id=journey.journey_id,
+        playbook="win_back",
+        step="we_miss_you",
+        channel="email",
+        status="unsubscribed",
+        occurred_at=clock.now(),
+    )
+    await handle(record(settings, Topic.DELIVERIES, customer, unsubscribed))
+    # a later profile that still says "consent" does not undo the unsubscribe
+    await identify_at(settings, deps, customer, clock.now(), time_zone="UTC")
+    for day in (37, 45, 60):
+        clock.set(T0 + timedelta(days=day))
+        await fire_all(deps)
+    assert await sent_steps(deps, customer) == ["win_back/we_miss_you", "win_back/personal_call"]
+    skipped = await rows(
+        deps,
+        "SELECT detail FROM journey_transitions WHERE journey_id=:j AND event='step_skipped' "
+        "ORDER BY id",
+        j=journey.journey_id,
+    )
+    assert [(s.detail["step"], s.detail["reason"]) for s in skipped] == [
+        ("offer", "unsubscribed"),
+        ("last_chance", "unsubscribed"),
+    ]
+
+
+async def test_quiet_hours_defer_an_email_to_eight_local(env) -> None:
+    settings, deps, clock = env
+    start = datetime(2026, 3, 27, 21, 30, tzinfo=UTC)  # 22:30 in Madrid (CET)
+    clock.set(start)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, start, time_zone="Europe/Madrid")
+    started = event(customer, "payment", "subscription_started", start, plan="basic")
+    await handle(record(settings, Topic.EVENTS_PAYMENT, customer, started))
+    clock.set(start + timedelta(days=1))  # welcome due 22:30 Madrid on 28 March
+    await fire_all(deps)
+    assert await sent_steps(deps, customer) == []
+    [timer] = await rows(
+        deps,
+        "SELECT t.due_at FROM timers t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c AND t.step='welcome'",
+        c=customer,
+    )
+    # 08:00 on 29 March in Madrid is summer time already (UTC+2): 06:00 UTC
+    assert timer.due_at == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)
+    clock.set(datetime(2026, 3, 29, 5, 59, tzinfo=UTC))
+    await fire_all(deps)
+    assert await sent_steps(deps, customer) == []
+    clock.set(datetime(2026, 3, 29, 6, 0, tzinfo=UTC))
+    await fire_all(deps)
+    assert await sent_steps(deps, customer) == ["onboarding/welcome"]
+
+
+async def test_frequency_cap_defers_the_fourth_marketing_message(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
+    for name in ("limit_reached", "cross_sell_ready", "roi_proven"):
+        await handle(record(settings, Topic.SIGNALS, customer, signal(customer, name, True, T0)))
+    await fire_all(deps)
+    sent = await sent_steps(deps, customer)
+    assert len(sent) == 3 and "upsell_results/first_month_free" not in sent
+    [deferred] = await rows(
+        deps,
+        "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c AND t.event='step_deferred'",
+        c=customer,
+    )
+    assert deferred.detail["reason"] == "frequency cap"
+    assert deferred.detail["until"] == (T0 + timedelta(days=7)).isoformat()
+    clock.set(T0 + timedelta(days=7))
+    await fire_all(deps)
+    assert (await sent_steps(deps, customer))[-1] == "upsell_results/first_month_free"
+
+
+async def test_pause_resume_and_cancel_a_journey(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC")
+    await handle(
+        record(
+            settings,
+            Topic.EVENTS_PAYMENT,
+            customer,
+            event(customer, "payment", "subscription_started", T0),
+        )
+    )
+    [journey] = await rows(deps, "SELECT journey_id FROM journeys WHERE customer_id=:c", c=customer)
+    jid = journey.journey_id
+    async with deps.engine.begin() as conn:
+        assert await repo.pause_journey(conn, jid, clock.now()) is State.PAUSED
+    async with deps.engine.begin() as conn:
+        with pytest.raises(IllegalTransition):
+            await repo.pause_journey(conn, jid, clock.now())
+    clock.set(T0 + timedelta(days=4))
+    await fire_all(deps)
+    assert await sent_steps(deps, customer) == []  # welcome (day 1) and day 3 wait
+    pending = await rows(
+        deps, "SELECT count(*) AS n FROM timers WHERE journey_id=:j AND status='pending'", j=jid
+    )
+    assert pending[0].n == 5
+    async with deps.engine.begin() as conn:
+        assert await repo.resume_journey(conn, jid, clock.now()) is State.ACTIVE
+    await fire_all(deps)
+    assert await sent_steps(deps, customer) == ["onboarding/welcome", "onboarding/first_success"]
+    async with deps.engine.begin() as conn:
+        assert await repo.cancel_journey(conn, jid, clock.now(), by="ops@x") is State.CANCELLED
+    async with deps.engine.begin() as conn:
+        with pytest.raises(IllegalTransition):
+            await repo.cancel_journey(conn, jid, clock.now())
+        with pytest.raises(repo.JourneyNotFound):
+            await repo.pause_journey(conn, "no-such-journey", clock.now())
+    clock.set(T0 + timedelta(days=40))
+    await fire_all(deps)
+    assert len(await sent_steps(deps, customer)) == 2
+    history = await rows(
+        deps,
+        "SELECT event, to_state, detail FROM journey_transitions WHERE journey_id=:j ORDER BY id",
+        j=jid,
+    )
+    assert [(h.event, h.to_state) for h in history] == [
+        ("start", "active"),
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("step_sent", "active"),
+        ("step_sent", "active"),
+        ("cancel", "cancelled"),
+    ]
+    assert history[-1].detail == {"reason": "cancelled by operator", "by": "ops@x"}
+
+
+async def test_a_paused_playbook_starts_nothing_and_its_journeys_wait(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    first, second = new_customer(), new_customer()
+    handle = router(deps)
+    for customer in (first, second):
+        await identify_at(settings, deps, customer, T0, time_zone="UTC")
+    cancelled = event(first, "payment", "subscription_cancelled", T0)
+    await handle(record(settings, Topic.EVENTS_PAYMENT, first, cancelled))
+    try:
+        async with deps.engine.begin() as conn:
+            assert await repo.pause_playbook(conn, "win_back", clock.now()) >= 1
+            assert await repo.playbook_paused(conn, "win_back")
+        later = event(second, "payment", "subscription_cancelled", T0)
+        await handle(record(settings, Topic.EVENTS_PAYMENT, second, later))
+        assert await journeys_of(deps, second) == []
+        assert await journeys_of(deps, first) == [("win_back", "paused", None)]
+        clock.set(T0 + timedelta(days=31))
+        await fire_all(deps)
+        assert await sent_steps(deps, first) == []
+    finally:
+        async with deps.engine.begin() as conn:
+            await repo.resume_playbook(conn, "win_back", clock.now())
+            assert not await repo.playbook_paused(conn, "win_back")
+    assert await journeys_of(deps, first) == [("win_back", "active", None)]
+    await fire_all(deps)
+    assert await sent_steps(deps, first) == ["win_back/we_miss_you"]
+
+
+async def test_retention_before_expansion(env) -> None:
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
+    await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
+    await handle(
+        record(settings, Topic.SIGNALS, customer, signal(customer, "power_user", True, T0))
+    )
+    assert [j[0] for j in await journeys_of(deps, customer)] == ["retention_offer"]
+
+
+async def test_undecodable_records_raise_decode_errors_for_the_dead_letter_topic(env) -> None:
+    settings, deps, _ = env
+    handle = router(deps)
+    bad_signal = record(settings, Topic.SIGNALS, "c-1", {"customer_id": "c-1", "change": "bogus"})
+    with pytest.raises(DECODE_ERRORS):
+        await handle(bad_signal)
+    not_payment = record(settings, Topic.EVENTS_PAYMENT, "c-1", {**EXAMPLES["login"]})
+    with pytest.raises(InvalidRecord, match="expected a payment event"):
+        await handle(not_payment)
+    garbage = record(settings, Topic.DELIVERIES, "c-1", b"{not json")
+    with pytest.raises(DECODE_ERRORS):
+        await handle(garbage)

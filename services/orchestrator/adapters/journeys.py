@@ -343,7 +343,7 @@ async def mark_published(conn: AsyncConnection, ids: list[int]) -> None:
 async def customer_facts(conn: AsyncConnection, customer_id: str) -> R.Customer:
     """The customer as the rules see it: profile, latest tier, consent and what it bought.
 
-    An unsubscribe withdraws email consent until a profile newer than it grants it again.
+    An unsubscribe (a ``deliveries`` record) withdraws email marketing consent for good.
     """
     profile = (
         await conn.execute(sa.select(customers).where(customers.c.customer_id == customer_id))
@@ -363,11 +363,9 @@ async def customer_facts(conn: AsyncConnection, customer_id: str) -> R.Customer:
         and (profile is None or extra.plan_at is None or extra.plan_at >= profile.profile_at)
     ):
         plan = extra.plan
-    unsubscribed = bool(
-        extra is not None
-        and extra.unsubscribed_at is not None
-        and (profile is None or extra.unsubscribed_at >= profile.profile_at)
-    )
+    # An unsubscribe is honoured for good: a later profile that still says "consent"
+    # (product backends resend profiles for other reasons) does not undo it.
+    unsubscribed = extra is not None and extra.unsubscribed_at is not None
     return R.Customer(
         customer_id=customer_id,
         email=profile.email if profile else None,
