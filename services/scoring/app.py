@@ -1,29 +1,96 @@
-"""The faust application: events → per-customer state (RocksDB table) → signals and scores."""
+"""The faust application: inputs → per-customer state (RocksDB table) → signals and scores.
+
+Three agents share one table, all keyed by ``customer_id`` and co-partitioned:
+
+- ``score_events`` folds product events (``events.*``);
+- ``score_deliveries`` folds notifier outcomes (``deliveries``) into engagement;
+- ``score_ticks`` re-evaluates a customer on the shared clock, for conditions that
+  become true with time alone. A timer sweeps the worker's own customers (bounded per
+  sweep) and sends a tick for each whose evaluation would change; the tick goes
+  through a stream because faust writes a table (and its changelog) only from one.
+
+Each agent: decode → pure rule (``scoring.domain.rules``) → write the state → publish
+the edge-triggered changes on ``signals`` and, when the score changed, a snapshot on
+``scores``. A record that cannot be decoded or validated goes to its topic's
+dead-letter topic with the error, and the agent goes on.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import faust
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from common.events import parse_event
+from common.clock import Clock, clock_from_settings
+from common.events import CustomerId, UtcDatetime, parse_event
 from common.kafka import encode
+from common.messages import Delivery
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
+from scoring.adapters.transport import use_read_committed
 from scoring.domain.model import ScoringModel
-from scoring.domain.rules import score
+from scoring.domain.rules import Outcome, reevaluate, score, score_delivery
 from scoring.domain.state import CustomerState
 from scoring.settings import ScoringSettings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
+class Tick(BaseModel):
+    """Re-evaluate ``customer_id`` on the clock (internal ``ticks`` topic)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    customer_id: CustomerId
+    at: UtcDatetime
+
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class Sink(Protocol):
+    """Where the scorer's records go (Kafka in production, a list in unit tests)."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> None:
+        """Queue one record for ``topic``; raises if the producer refuses it."""
+        ...
+
+
+class FaustSink:
+    """Sends through the app's producer (acks=all), topic objects made once."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._topics: dict[str, Any] = {}
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> None:
+        if topic not in self._topics:
+            self._topics[topic] = self._app.topic(topic)
+        await self._topics[topic].send(key=key, value=value, headers=list(headers or []))
+
+
+def load_state(raw: Any, customer_id: str) -> CustomerState:
+    return CustomerState.from_dict(raw) if raw else CustomerState(customer_id)
+
+
+def create_app(
+    settings: ScoringSettings,
+    model: ScoringModel,
+    clock: Clock | None = None,
+    sink: Sink | None = None,
+) -> faust.App:
     """Build the faust app; nothing connects until the worker starts."""
     common = settings.common
+    clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     prefix = common.topic_prefix
     app = faust.App(
         settings.app_id,
@@ -38,10 +105,18 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    source = app.topic(*(topic_name(t, prefix) for t in Topic.events()))
-    signals = app.topic(topic_name(Topic.SIGNALS, prefix))
-    scores = app.topic(topic_name(Topic.SCORES, prefix))
-    dlqs = {t: app.topic(dlq_name(topic_name(t, prefix))) for t in Topic.events()}
+    if settings.read_committed:
+        use_read_committed(app)
+    event_topics = [topic_name(t, prefix) for t in Topic.events()]
+    deliveries_name = topic_name(Topic.DELIVERIES, prefix)
+    ticks_name = f"{prefix}{settings.ticks_topic}"
+    source = app.topic(*event_topics)
+    deliveries = app.topic(deliveries_name)
+    ticks = app.topic(ticks_name, partitions=common.topic_partitions, internal=True)
+    signals = topic_name(Topic.SIGNALS, prefix)
+    scores = topic_name(Topic.SCORES, prefix)
+    sources = {*event_topics, deliveries_name, ticks_name}
+    out: Sink = sink or FaustSink(app)
     states = app.Table(
         "customer-state",
         default=None,
@@ -49,19 +124,34 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
         options={"block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024},
     )
 
-    async def dead_letter(message: Any, error: Exception) -> None:
+    async def dead_letter(message: Any, error: Exception, fallback_topic: str) -> None:
         reason = f"{type(error).__name__}: {error}"[:4000]
-        topic = next(t for t in Topic.events() if topic_name(t, prefix) == message.topic)
+        topic = message.topic if message.topic in sources else fallback_topic
         headers = [
             *(message.headers or []),
             ("dlq.error", reason.encode()),
-            ("dlq.topic", message.topic.encode()),
+            ("dlq.topic", topic.encode()),
             ("dlq.offset", str(message.offset).encode()),
         ]
-        await dlqs[topic].send(key=message.key, value=message.value, headers=headers)
-        log.warning(
-            "event sent to dead-letter topic", extra={"topic": message.topic, "error": reason[:300]}
-        )
+        await out.send(dlq_name(topic), message.key, message.value, headers)
+        log.warning("record sent to dead-letter topic", extra={"topic": topic, "error": reason})
+
+    async def apply(customer_id: str, rule: Callable[[CustomerState], Outcome]) -> Outcome:
+        """Read the state, apply ``rule``, write the state, publish what changed."""
+        started = time.perf_counter()
+        outcome = rule(load_state(states.get(customer_id), customer_id))
+        metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
+        if outcome.duplicate:
+            return outcome
+        states[customer_id] = outcome.state.to_dict()
+        key = customer_id.encode()
+        for change in outcome.changes:
+            metrics.SIGNAL_CHANGES.labels(change=change.change, name=change.name).inc()
+            await out.send(signals, key, encode(change))
+        if outcome.snapshot is not None:
+            metrics.SNAPSHOTS.inc()
+            await out.send(scores, key, encode(outcome.snapshot))
+        return outcome
 
     @app.agent(source)
     async def score_events(stream: faust.StreamT[bytes]) -> None:
@@ -71,25 +161,82 @@ def create_app(settings: ScoringSettings, model: ScoringModel) -> faust.App:
                 parsed = parse_event(message.value)
             except (ValidationError, ValueError) as exc:
                 metrics.EVENTS.labels(kind="unknown", outcome="invalid").inc()
-                await dead_letter(message, exc)
+                await dead_letter(message, exc, event_topics[0])
                 continue
-            key = parsed.customer_id
-            started = time.perf_counter()
+            outcome = await apply(
+                parsed.customer_id, lambda s, e=parsed: score(s, e, model, now=clock.now())
+            )
+            outcome_label = "duplicate" if outcome.duplicate else "scored"
+            metrics.EVENTS.labels(kind=parsed.kind, outcome=outcome_label).inc()
+
+    @app.agent(deliveries)
+    async def score_deliveries(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                delivery = Delivery.model_validate_json(message.value)
+            except (ValidationError, ValueError) as exc:
+                metrics.DELIVERIES.labels(outcome="invalid").inc()
+                await dead_letter(message, exc, deliveries_name)
+                continue
+            outcome = await apply(
+                delivery.customer_id,
+                lambda s, d=delivery: score_delivery(s, d, model, now=clock.now()),
+            )
+            metrics.DELIVERIES.labels(outcome="duplicate" if outcome.duplicate else "scored").inc()
+
+    @app.agent(ticks)
+    async def score_ticks(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                tick = Tick.model_validate_json(message.value)
+            except (ValidationError, ValueError) as exc:
+                metrics.TICKS.labels(outcome="invalid").inc()
+                await dead_letter(message, exc, ticks_name)
+                continue
+            if states.get(tick.customer_id) is None:
+                continue  # nothing known of this customer: a tick never creates state
+            outcome = await apply(
+                tick.customer_id, lambda s, t=tick: reevaluate(s, model, max(t.at, clock.now()))
+            )
+            changed = bool(outcome.changes) or outcome.snapshot is not None
+            metrics.TICKS.labels(outcome="changed" if changed else "unchanged").inc()
+
+    cursor: list[Iterator[tuple[Any, Any]] | None] = [None]
+
+    def due(now: datetime, limit: int) -> list[str]:
+        """Up to ``limit`` local customers whose evaluation at ``now`` would change."""
+        found: list[str] = []
+        for _ in range(limit):
+            if cursor[0] is None:
+                cursor[0] = iter(states.keys())
+            try:
+                key = next(cursor[0])
+            except (StopIteration, RuntimeError):  # end of the table, or it changed under us
+                cursor[0] = None
+                break
             raw = states.get(key)
-            state = CustomerState.from_dict(raw) if raw else CustomerState(parsed.customer_id)
-            outcome = score(state, parsed, model)
-            metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
-            if outcome.duplicate:
-                metrics.EVENTS.labels(kind=parsed.kind, outcome="duplicate").inc()
+            if not raw:
                 continue
-            states[key] = outcome.state.to_dict()
-            for change in outcome.changes:
-                metrics.SIGNAL_CHANGES.labels(change=change.change, name=change.name).inc()
-                await signals.send(key=key.encode(), value=encode(change))
-            if outcome.snapshot is not None:
-                metrics.SNAPSHOTS.inc()
-                await scores.send(key=key.encode(), value=encode(outcome.snapshot))
-            metrics.EVENTS.labels(kind=parsed.kind, outcome="scored").inc()
+            metrics.SWEPT.inc()
+            out = reevaluate(CustomerState.from_dict(raw), model, now)
+            if out.changes or out.snapshot is not None:
+                found.append(key if isinstance(key, str) else key.decode())
+        return found
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep() -> None:
+        now = clock.now()
+        for customer_id in due(now, settings.sweep_batch):
+            tick = Tick(customer_id=customer_id, at=now)
+            await out.send(ticks_name, customer_id.encode(), tick.model_dump_json().encode())
 
     app.tenure_states = states  # type: ignore[attr-defined]
+    app.tenure_agents = {  # type: ignore[attr-defined]
+        "events": score_events,
+        "deliveries": score_deliveries,
+        "ticks": score_ticks,
+    }
+    app.tenure_due = due  # type: ignore[attr-defined]
     return app

@@ -10,8 +10,23 @@ EVENTS = counter(
     "Events consumed, by kind and outcome (scored, duplicate, invalid).",
     ["kind", "outcome"],
 )
+DELIVERIES = counter(
+    SERVICE,
+    "deliveries",
+    "Notifier outcomes consumed, by outcome (scored, duplicate, invalid).",
+    ["outcome"],
+)
+TICKS = counter(
+    SERVICE,
+    "ticks",
+    "Clock re-evaluations of one customer, by outcome (changed, unchanged, invalid).",
+    ["outcome"],
+)
+SWEPT = counter(
+    SERVICE, "swept", "Customers looked at by the clock sweep (time-driven conditions)."
+)
 SIGNAL_CHANGES = counter(
     SERVICE, "signal_changes", "Signal changes emitted, by change and name.", ["change", "name"]
 )
 SNAPSHOTS = counter(SERVICE, "snapshots", "Score snapshots emitted on the scores topic.")
-SCORE_SECONDS = histogram(SERVICE, "score_seconds", "Time to fold and evaluate one event.")
+SCORE_SECONDS = histogram(SERVICE, "score_seconds", "Time to fold and evaluate one input.")

@@ -21,3 +21,15 @@ class ScoringSettings(ServiceSettings):
     rocksdb_block_cache_mb: int = Field(default=64, ge=8)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=1, le=65535)
+    read_committed: bool = Field(
+        default=True, description="Consume only committed records (ingest writes transactionally)."
+    )
+    ticks_topic: str = Field(
+        default="scoring.ticks", description="Internal topic (prefixed) of clock re-evaluations."
+    )
+    sweep_interval_s: float = Field(
+        default=1.0, gt=0, description="Real seconds between two clock sweeps of local customers."
+    )
+    sweep_batch: int = Field(
+        default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
+    )

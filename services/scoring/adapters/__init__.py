@@ -1,0 +1,1 @@
+"""The scorer's edges: how faust talks to Kafka."""
