@@ -1,0 +1,65 @@
+"""``tenure playbooks validate``: what the operator sees for valid and invalid files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.cli import main
+from orchestrator.domain.playbook import SHIPPED
+
+
+def test_the_shipped_folder_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbooks", "validate", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 12 and all(line.startswith("ok    ") for line in out)
+    assert any(
+        "re_engagement (retention, trigger: signal engagement_low held 14d; summary +0d" in line
+        for line in out
+    )
+
+
+def test_an_invalid_file_names_file_field_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "win_back.yaml"
+    text = (SHIPPED / "win_back.yaml").read_text()
+    bad.write_text(text.replace("after: P37D", "after: P99D"))
+    assert main(["playbooks", "validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"tenure: invalid playbook: {bad}: (top): Value error, "
+        "steps must be listed in the order of their offsets"
+    )
+
+
+def test_a_folder_reports_every_bad_file_and_the_good_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "onboarding.yaml").write_text((SHIPPED / "onboarding.yaml").read_text())
+    text = (SHIPPED / "cross_sell.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(text.replace("lane: expansion", "lane: growth"))
+    (tmp_path / "b.yaml").write_text(text.replace("holdout: 0.10", "holdout: ten"))
+    (tmp_path / "c.yaml").write_text("name: [unclosed")
+    assert main(["playbooks", "validate", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert len(errors) == 3
+    assert "a.yaml: lane: Input should be 'retention', 'expansion' or 'lifecycle'" in errors[0]
+    assert "b.yaml: holdout: Input should be a valid number" in errors[1]
+    assert "c.yaml: cannot read" in errors[2]
+    assert captured.out.startswith(f"ok    {tmp_path / 'onboarding.yaml'}: onboarding")
+
+
+def test_cross_file_rules_and_missing_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "saas_upsell.yaml").write_text((SHIPPED / "saas_upsell.yaml").read_text())
+    assert main(["playbooks", "validate", str(tmp_path)]) == 1
+    assert "trigger.playbook: no playbook named 're_engagement'" in capsys.readouterr().err
+    assert main(["playbooks", "validate", str(tmp_path / "nope")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["playbooks"])
+    assert usage.value.code == 2
