@@ -1,9 +1,49 @@
-"""Routes every Tenure HTTP service serves: ``/healthz`` and ``/metrics``."""
+"""What every Tenure HTTP service shares: ``/healthz``, ``/metrics`` and the API key check."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.apikeys import ApiKey, Authenticator, Scope
+from common.metrics import scrape_registry
+
+
+class AccessDenied(Exception):
+    """A request without a valid key (401) or whose key lacks the scope (403).
+
+    The API layer turns it into its own error body; ``headers`` go on the answer.
+    """
+
+    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.headers = status, error, headers or {}
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: ``X-API-Key``, else ``Authorization: Bearer <key>``."""
+    supplied = headers.get("x-api-key")
+    if supplied is None:
+        authorization = headers.get("authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            supplied = authorization[7:].strip()
+    return supplied or None
+
+
+def check_access(auth: Authenticator, headers: Mapping[str, str], scope: Scope) -> ApiKey:
+    """The key of a request if it may use ``scope``; raises :class:`AccessDenied` otherwise.
+
+    Never blocks (the authenticator answers from memory) and never logs the key.
+    """
+    supplied = presented_key(headers)
+    key = auth.authenticate(supplied) if supplied else None
+    if key is None:
+        raise AccessDenied(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
+    if not key.allows(scope):
+        raise AccessDenied(403, f"this API key lacks the {scope.value} scope")
+    return key
 
 
 def ops_router() -> APIRouter:
@@ -16,6 +56,6 @@ def ops_router() -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router

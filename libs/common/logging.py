@@ -22,6 +22,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "service": self.service,
+            "pid": record.process,
             "logger": record.name,
             "msg": record.getMessage(),
         }

@@ -1,23 +1,36 @@
 """Run the ingest API: ``python -m ingest``."""
 
+import os
+import shutil
+import tempfile
+
 import uvicorn
 
 from common.logging import configure_logging
+from common.metrics import MULTIPROCESS_ENV
 from ingest.settings import IngestSettings
 
 
 def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest", settings.common.log_level, settings.common.log_format)
-    uvicorn.run(
-        "ingest.app:build",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        access_log=False,
-    )
+    owned_dir = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
+        # Workers inherit the variable: each writes its metrics there, /metrics sums them.
+        owned_dir = os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="tenure-ingest-metrics-")
+    try:
+        uvicorn.run(
+            "ingest.app:build",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if owned_dir is not None:
+            shutil.rmtree(owned_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

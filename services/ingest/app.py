@@ -23,6 +23,7 @@ from common.db import create_engine
 from common.events import EVENT_MODELS, EXAMPLES, SCHEMA_VERSION, Event, event_adapter
 from common.http import ops_router
 from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher
+from common.logging import configure_logging
 from common.topics import events_topic, topic_name
 from ingest import metrics
 from ingest.domain.admission import RateLimiter, Rejection, check_occurred_at
@@ -500,4 +501,7 @@ def create_app(
 
 def build() -> FastAPI:
     """Factory for uvicorn (``--factory``), one app per worker process."""
-    return create_app(IngestSettings())
+    settings = IngestSettings()
+    # A worker process is a fresh interpreter (spawn): it configures its own logging.
+    configure_logging("ingest", settings.common.log_level, settings.common.log_format)
+    return create_app(settings)

@@ -37,4 +37,5 @@ PRODUCER_BUFFER_USAGE = gauge(
     SERVICE,
     "producer_buffer_usage_ratio",
     "Events in flight / TENURE_INGEST_MAX_INFLIGHT_EVENTS (1 = new events get 503).",
+    multiprocess_mode="max",  # each worker has its own buffer: the fullest one matters
 )
