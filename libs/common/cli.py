@@ -164,6 +164,7 @@ def _with_repository(
 
 # --- the command ---------------------------------------------------------------------
 
+
 def register_playbooks(parser: argparse.ArgumentParser) -> None:
     """Validate playbook files (YAML) as the orchestrator loads them."""
     from orchestrator.cli import register_playbooks as register  # the orchestrator's command
