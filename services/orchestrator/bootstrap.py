@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from common.apikeys import KeyCache, KeyRepository
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consumer
 from common.runtime import run_all, serve_http
+from common.topics import Topic
 from orchestrator.domain.playbook import load_playbooks
 from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.consumers import ROUTES, router, run_held_triggers
 from orchestrator.entrypoints.deps import Deps
+from orchestrator.entrypoints.outcomes import outcome_handler
 from orchestrator.entrypoints.relay import run_relay
 from orchestrator.entrypoints.timers import lease_from_settings, run_timers
 from orchestrator.settings import OrchestratorSettings
@@ -36,8 +39,11 @@ async def run(
     )
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
+    outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
+    keys = KeyCache(KeyRepository(engine))
     await publisher.start()
     await consumer.start()
+    await outcomes.start()
     try:
         loops = [
             run_consumer(
@@ -63,13 +69,22 @@ async def run(
                 poll_s=settings.relay_poll_s,
                 batch=settings.relay_batch,
             ),
+            run_consumer(
+                outcomes,
+                outcome_handler(deps),
+                DeadLetters(publisher, consumer_name="orchestrator-outcomes"),
+                stop=stop,
+            ),
         ]
         if serve_api:
-            loops.append(
-                serve_http(create_api(), host=settings.host, port=settings.port, stop=stop)
-            )
+            api = create_api(deps, settings=settings, authenticator=keys)
+            loops += [
+                keys.run(stop, every_s=settings.keys_refresh_s),
+                serve_http(api, host=settings.host, port=settings.port, stop=stop),
+            ]
         await run_all(*loops, stop=stop)
     finally:
+        await outcomes.stop()
         await consumer.stop()
         await publisher.stop()
         await engine.dispose()

@@ -32,6 +32,16 @@ class OrchestratorSettings(ServiceSettings):
     timer_max_attempts: int = Field(
         default=5, ge=1, description="Claims of a timer that fails before it is marked failed."
     )
+    keys_refresh_s: float = Field(
+        default=30.0, gt=0, lt=60, description="A revoked operator key stops working within this."
+    )
+    operator_list_limit: int = Field(
+        default=100, ge=1, le=10_000, description="Journeys and messages shown per customer."
+    )
+    operator_loss_reasons: tuple[str, ...] = Field(
+        default=("cancelled", "downgraded"),
+        description="Exit reasons that are not a conversion of the playbook's goal.",
+    )
     relay_poll_s: float = Field(default=0.1, gt=0)
     relay_batch: int = Field(default=500, ge=1)
     # Rules across playbooks (DOMAIN section 7).

@@ -9,6 +9,9 @@
   marked ``failed`` instead of being retried forever.
 - A unique index on the outbox's notification id: whatever happens upstream, the
   database refuses a second outbox row for the same journey step.
+- The operator API: ``outbox (key, id)`` to list a customer's messages, and
+  ``message_outcomes``, every outcome the notifier reported for a notification
+  (projected from the deliveries topic; one row per status, the first seen).
 
 Revision ID: 0005
 Revises: 0004
@@ -36,9 +39,20 @@ def upgrade() -> None:
         [sa.text("(headers->>'notification_id')")],
         unique=True,  # rows without a notification id hold NULL there: never a conflict
     )
+    op.create_index("outbox_customer", "outbox", ["key", "id"])
+    op.create_table(
+        "message_outcomes",
+        sa.Column("notification_id", sa.Text, primary_key=True),
+        sa.Column("status", sa.Text, primary_key=True),
+        sa.Column("customer_id", sa.Text, nullable=False),
+        sa.Column("occurred_at", TS, nullable=False),
+        sa.Column("detail", sa.Text),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("message_outcomes")
+    op.drop_index("outbox_customer", table_name="outbox")
     op.drop_index("outbox_one_per_notification", table_name="outbox")
     for column in ("last_error", "attempts", "lease_until", "lease_owner"):
         op.drop_column("timers", column)
