@@ -165,6 +165,13 @@ def _with_repository(
 # --- the command ---------------------------------------------------------------------
 
 
+def register_templates(parser: argparse.ArgumentParser) -> None:
+    """List, check and preview the notifier's message templates."""
+    from notifier.cli import register_templates as register  # the notifier's own command
+
+    register(parser)
+
+
 def register_playbooks(parser: argparse.ArgumentParser) -> None:
     """Validate playbook files (YAML) as the orchestrator loads them."""
     from orchestrator.cli import register_playbooks as register  # the orchestrator's command
@@ -175,6 +182,7 @@ def register_playbooks(parser: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, Register] = {
     "keys": register_keys,
     "playbooks": register_playbooks,
+    "templates": register_templates,
 }
 
 

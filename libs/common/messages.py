@@ -17,7 +17,17 @@ ClvSegment = Literal["low", "medium", "high"]
 LoyaltyTier = Literal["bronze", "silver", "gold", "platinum"]
 Channel = Literal["email", "in_app", "webhook"]
 DeliveryStatus = Literal[
-    "sent", "failed", "bounced", "opened", "clicked", "replied", "unsubscribed", "read", "dismissed"
+    "sent",
+    "failed",
+    "bounced",
+    "opened",
+    "clicked",
+    "replied",
+    "unsubscribed",
+    "read",
+    "dismissed",
+    # Not sent because the address is on the suppression list or consent was withheld.
+    "suppressed",
 ]
 
 

@@ -4,6 +4,11 @@ Every message the SMTP sink receives is written as ``<n>-<time>.eml`` under the 
 folder; every HTTP request the receiver gets is written as ``<n>-<path>.json`` (method,
 path, headers, body) under the webhook folder. Files appear atomically (written, then
 renamed), so a reader never sees half a message.
+
+Failures on demand, for retry and bounce tests: the SMTP sink refuses (550) recipients
+whose local part starts with ``bounce``; the receiver answers ``/status/<code>/...`` with
+that status, and ``/flaky/<n>/...`` with 503 to the first ``n`` requests for that exact
+path, then 200. Every request is stored, with the status it got.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ class MailSink:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address.split("@", 1)[0].lower().startswith("bounce"):
+            return "550 5.1.1 Mailbox does not exist"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         name = f"{os.getpid()}-{next(_counter):06d}-{stamp}.eml"
@@ -50,6 +63,16 @@ class WebhookReceiver:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.seen: dict[str, int] = {}
+
+    def status_for(self, path: str) -> int:
+        parts = path.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "status" and parts[1].isdigit():
+            return int(parts[1])
+        if len(parts) >= 2 and parts[0] == "flaky" and parts[1].isdigit():
+            self.seen[path] = self.seen.get(path, 0) + 1
+            return 503 if self.seen[path] <= int(parts[1]) else 200
+        return 200
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -61,12 +84,14 @@ class WebhookReceiver:
             if not message.get("more_body"):
                 break
         path = scope["path"]
+        status = self.status_for(path)
         record = {
             "method": scope["method"],
             "path": path,
             "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
             "body": body.decode(errors="replace"),
             "received_at": time.time(),
+            "status": status,
         }
         slug = path.strip("/").replace("/", "_") or "root"
         name = f"{os.getpid()}-{next(_counter):06d}-{slug}.json"
@@ -74,7 +99,7 @@ class WebhookReceiver:
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": status,
                 "headers": [(b"content-type", b"application/json")],
             }
         )

@@ -182,6 +182,8 @@ class Stack:
             + base64.b64encode(b"local-webhook-key-0123456789abcdef").decode(),
             "TENURE_NOTIFIER_WEBHOOK_CSM_URL": f"http://127.0.0.1:{p.webhooks}/csm",
             "TENURE_NOTIFIER_WEBHOOK_ESCALATION_URL": f"http://127.0.0.1:{p.webhooks}/escalation",
+            # The SSRF guard refuses loopback addresses: allow the stack's own receiver.
+            "TENURE_NOTIFIER_WEBHOOK_ALLOW_HOSTS": f'["127.0.0.1:{p.webhooks}"]',
             "TENURE_SIMULATOR_INGEST_URL": f"http://127.0.0.1:{p.ingest}",
             "TENURE_SIMULATOR_API_KEY": self.api_key,
             "TENURE_SIMULATOR_MAIL_DIR": str(self.mail_dir),

@@ -8,15 +8,17 @@ import httpx
 
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
-from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consumer
+from common.kafka import DeadLetters, KafkaPublisher, make_consumer
 from common.runtime import run_all, serve_http
 from common.topics import Topic
 from notifier.adapters.delivery_log import DeliveryLog
+from notifier.adapters.inbox import Inbox
 from notifier.adapters.mailer import SmtpMailer
+from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender
 from notifier.domain.render import Renderer
 from notifier.entrypoints.api import create_api
-from notifier.entrypoints.deliver import Deliverer
+from notifier.entrypoints.deliver import Deliverer, consume, retry_loop
 from notifier.settings import NotifierSettings
 
 
@@ -28,28 +30,47 @@ async def run(
     engine = create_engine(common.database_url)
     publisher = KafkaPublisher(common, client_id="tenure-notifier")
     consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=settings.group_id)
+    suppressions = Suppressions(engine)
+    inbox = Inbox(engine)
     async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
         await publisher.start()
         await consumer.start()
+        dead_letters = DeadLetters(publisher, consumer_name="notifier")
         deliverer = Deliverer(
             settings=settings,
             log=DeliveryLog(engine),
             mailer=SmtpMailer(settings),
-            webhooks=WebhookSender(http, settings.webhook_secret.get_secret_value()),
+            webhooks=WebhookSender(
+                http,
+                settings.webhook_secret.get_secret_value(),
+                allow=settings.webhook_allow_hosts,
+            ),
             renderer=Renderer(),
             publisher=publisher,
             clock=clock,
+            suppressions=suppressions,
+            inbox=inbox,
+            dead_letters=dead_letters,
         )
         try:
             await run_all(
-                run_consumer(
+                consume(
                     consumer,
                     deliverer.handle,
-                    DeadLetters(publisher, consumer_name="notifier"),
+                    dead_letters,
                     stop=stop,
+                    concurrency=settings.delivery_concurrency,
                 ),
+                retry_loop(deliverer, stop=stop),
                 serve_http(
-                    create_api(settings, publisher, clock),
+                    create_api(
+                        settings,
+                        publisher,
+                        clock,
+                        suppressions=suppressions,
+                        inbox=inbox,
+                        stop=stop,
+                    ),
                     host=settings.host,
                     port=settings.port,
                     stop=stop,

@@ -1,16 +1,52 @@
 """Every metric of the notifier, declared once."""
 
-from common.metrics import counter, histogram
+from common.metrics import counter, gauge, histogram
 
 SERVICE = "notifier"
 
 NOTIFICATIONS = counter(
     SERVICE,
     "notifications",
-    "Notifications consumed, by channel and outcome (sent, failed, duplicate).",
+    "Notifications handled, by channel and final outcome (sent, suppressed, bounced, dead, "
+    "duplicate).",
     ["channel", "outcome"],
+)
+ATTEMPT_FAILURES = counter(
+    SERVICE,
+    "attempt_failures",
+    "Delivery attempts that failed, by channel and kind (transient = retried later, "
+    "permanent, render).",
+    ["channel", "kind"],
+)
+RETRIES_SCHEDULED = counter(
+    SERVICE,
+    "retries_scheduled",
+    "Attempts scheduled again after a failure, by channel.",
+    ["channel"],
+)
+DEAD_LETTERS = counter(
+    SERVICE,
+    "dead_letters",
+    "Notifications given up and written to the notifications dead-letter topic, by channel "
+    "and reason (render, permanent, expired).",
+    ["channel", "reason"],
 )
 SEND_SECONDS = histogram(
     SERVICE, "send_seconds", "Time to deliver one message, by channel.", ["channel"]
 )
-TRACKED = counter(SERVICE, "tracked", "Tracked engagement (clicks), by status.", ["status"])
+TRACKED = counter(
+    SERVICE,
+    "tracked",
+    "Engagement recorded over HTTP (opened, clicked, ...), by status.",
+    ["status"],
+)
+UNSUBSCRIBES = counter(
+    SERVICE, "unsubscribes", "One-click unsubscribe requests accepted, by whether new.", ["new"]
+)
+INBOX_REQUESTS = counter(
+    SERVICE,
+    "inbox_requests",
+    "In-app inbox API requests, by action and answer (ok, unauthorized, not_found).",
+    ["action", "answer"],
+)
+INBOX_STREAMS = gauge(SERVICE, "inbox_streams", "Open server-sent-event inbox streams.")

@@ -2,11 +2,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
+
+
+class WebhookEndpoint(BaseModel):
+    """One place CSM tasks can be posted to, and the body shape it expects."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    format: Literal["standard", "slack"] = "standard"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
 
 class NotifierSettings(ServiceSettings):
@@ -17,7 +34,8 @@ class NotifierSettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)
     public_url: str = Field(
-        default="http://127.0.0.1:8082", description="Base of tracking links in messages."
+        default="http://127.0.0.1:8082",
+        description="Base of tracking, unsubscribe and inbox links in messages.",
     )
     group_id: str = "tenure-notifier"
     smtp_host: str = "127.0.0.1"
@@ -27,11 +45,67 @@ class NotifierSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 10.0
     mail_from: str = "Tenure <success@tenure.example>"
-    link_secret: SecretStr = Field(description="HMAC key of tracking links.")
+    link_secret: SecretStr = Field(description="HMAC key of tracking and unsubscribe links.")
     webhook_secret: SecretStr = Field(description="Standard Webhooks key, whsec_<base64>.")
-    webhook_csm_url: str = Field(description="Where CSM tasks are posted.")
+    webhook_csm_url: str = Field(description="Where CSM tasks go when no finer route matches.")
     webhook_escalation_url: str = Field(description="Where escalations are posted.")
-    webhook_timeout_s: float = 10.0
+    webhook_endpoints: dict[str, WebhookEndpoint] = Field(
+        default_factory=dict,
+        description="Finer routes, JSON: {'csm:<owner csm email>': {url, format}, "
+        "'team:<team>': ..., 'csm': ..., 'escalation': ...}. Overrides the two URLs above.",
+    )
+    webhook_slack_targets: tuple[str, ...] = Field(
+        default=(), description="Route names (csm, escalation, team:x) that get a Slack body."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_allow_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Hosts (host or host:port) or networks (CIDR) webhooks may reach even when "
+        "they resolve to private, loopback or link-local addresses (SSRF allow list).",
+    )
+
+    # Retries (both channels), on the shared clock.
+    retry_base_s: float = Field(default=30.0, gt=0, description="First retry delay (simulated).")
+    retry_cap_s: float = Field(default=3600.0, gt=0, description="Longest delay between tries.")
+    retry_jitter: float = Field(
+        default=0.5, ge=0, le=1, description="Share of each delay drawn at random (0 = none)."
+    )
+    retry_max_age_s: float = Field(
+        default=86_400.0, gt=0, description="Give up (dead letter) this long after the first try."
+    )
+    retry_poll_s: float = Field(default=0.5, gt=0, description="Real seconds between polls.")
+    retry_batch: int = Field(default=50, ge=1)
+    sending_lease_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Real seconds after which a claim left 'sending' by a crashed worker can "
+        "be taken again.",
+    )
+    delivery_concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Notifications delivered at once by one worker."
+    )
+
+    # In-app inbox.
+    inbox_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC key shared with the product backend for inbox tokens; empty = "
+        "derived from link_secret.",
+    )
+    inbox_page_size: int = Field(default=50, ge=1, le=500)
+    inbox_poll_s: float = Field(
+        default=0.5, gt=0, description="Real seconds between checks for new messages (SSE)."
+    )
+    inbox_heartbeat_s: float = Field(default=15.0, gt=0, description="SSE keep-alive period.")
+    inbox_token_max_ttl_s: int = Field(
+        default=86_400, ge=1, description="Tokens valid for longer than this are refused."
+    )
+
+    landing_url: str = Field(
+        default="https://app.tenure.example/offer", description="Where a clicked offer link leads."
+    )
+    app_url: str = Field(
+        default="https://app.tenure.example", description="The product, linked from messages."
+    )
 
     @field_validator("webhook_secret")
     @classmethod
@@ -47,6 +121,40 @@ class NotifierSettings(ServiceSettings):
             raise ValueError("the key must be at least 16 bytes")
         return value
 
-    landing_url: str = Field(
-        default="https://app.tenure.example/offer", description="Where a clicked offer link leads."
-    )
+    @field_validator("webhook_csm_url", "webhook_escalation_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> NotifierSettings:
+        if self.retry_cap_s < self.retry_base_s:
+            raise ValueError("retry_cap_s must be at least retry_base_s")
+        return self
+
+    def routes(self) -> dict[str, WebhookEndpoint]:
+        """Every webhook route by name: the two URLs, then the finer ``webhook_endpoints``."""
+        slack = set(self.webhook_slack_targets)
+
+        def fmt(name: str) -> Literal["standard", "slack"]:
+            return "slack" if name in slack else "standard"
+
+        routes = {
+            "csm": WebhookEndpoint(url=self.webhook_csm_url, format=fmt("csm")),
+            "escalation": WebhookEndpoint(
+                url=self.webhook_escalation_url, format=fmt("escalation")
+            ),
+        }
+        for name, endpoint in self.webhook_endpoints.items():
+            routes[name] = (
+                endpoint.model_copy(update={"format": "slack"}) if name in slack else endpoint
+            )
+        return routes
+
+    def inbox_key(self) -> bytes:
+        raw = self.inbox_secret.get_secret_value()
+        if raw:
+            return raw.encode()
+        return b"inbox:" + self.link_secret.get_secret_value().encode()

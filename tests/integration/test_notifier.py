@@ -1,31 +1,58 @@
-"""The notifier's delivery path on the real SMTP sink, webhook receiver, PostgreSQL and Kafka."""
+"""The notifier on the real SMTP sink, webhook receiver, PostgreSQL and Kafka.
+
+Emails arrive with their parts and RFC 8058 headers; the one-click unsubscribe works
+with a POST exactly as RFC 8058 describes and is honoured afterwards; webhooks verify
+with an independent Standard Webhooks implementation; failures are retried on the
+shared clock or dead-lettered with their reason; a notification replayed three times
+through Kafka is delivered once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import json
+import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.clock import FakeClock
 from common.db import create_engine
-from common.kafka import KafkaPublisher, Record, ensure_topics, make_consumer
+from common.kafka import (
+    DeadLetters,
+    KafkaPublisher,
+    Record,
+    ensure_topics,
+    make_consumer,
+)
 from common.messages import Delivery, Notification
 from common.settings import CommonSettings
-from common.topics import Topic
+from common.topics import Topic, dlq_name, topic_name
 from devstack.stack import Stack
+from notifier import metrics
 from notifier.adapters.delivery_log import DeliveryLog
+from notifier.adapters.inbox import Inbox
 from notifier.adapters.mailer import SmtpMailer
+from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender
 from notifier.domain.render import Renderer
-from notifier.entrypoints.deliver import Deliverer
+from notifier.domain.signing import webhook_headers
+from notifier.entrypoints.api import create_api
+from notifier.entrypoints.deliver import Deliverer, consume
 from notifier.settings import NotifierSettings
 
 SECRET = "whsec_" + base64.b64encode(b"integration-key-0123456789").decode()
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -34,58 +61,94 @@ def database_url(stack: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-async def deliverer(stack: Stack, database_url: str, common_settings: CommonSettings):
+async def common(database_url: str, common_settings: CommonSettings) -> CommonSettings:
     common = common_settings.model_copy(
         update={"database_url": database_url, "topic_prefix": f"it-notif-{uuid.uuid4().hex[:6]}."}
     )
-    await ensure_topics(common, [Topic.DELIVERIES])
-    settings = NotifierSettings(
-        common=common,
-        smtp_port=stack.ports.smtp,
-        link_secret="s",
-        webhook_secret=SECRET,
-        webhook_csm_url=f"http://127.0.0.1:{stack.ports.webhooks}/it-csm",
-        webhook_escalation_url=f"http://127.0.0.1:{stack.ports.webhooks}/it-escalation",
-    )
-    engine = create_engine(database_url)
+    await ensure_topics(common, [Topic.DELIVERIES, Topic.NOTIFICATIONS])
+    return common
+
+
+def notifier_settings(stack: Stack, common: CommonSettings, **over: Any) -> NotifierSettings:
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    values: dict[str, Any] = {
+        "common": common,
+        "smtp_port": stack.ports.smtp,
+        "link_secret": "it-link-secret",
+        "webhook_secret": SECRET,
+        "webhook_csm_url": f"{hooks}/it-csm",
+        "webhook_escalation_url": f"{hooks}/it-escalation",
+        "webhook_allow_hosts": (f"127.0.0.1:{stack.ports.webhooks}",),
+        "retry_base_s": 60,
+        "retry_cap_s": 3600,
+        "retry_max_age_s": 86_400,
+        "sending_lease_s": 1,
+        **over,
+    }
+    return NotifierSettings(**values)
+
+
+@pytest.fixture(scope="module")
+async def deliverer(stack: Stack, common: CommonSettings) -> AsyncIterator[Deliverer]:
+    settings = notifier_settings(stack, common)
+    engine = create_engine(common.database_url)
     async with httpx.AsyncClient() as http, KafkaPublisher(common, client_id="it") as publisher:
         yield Deliverer(
             settings=settings,
             log=DeliveryLog(engine),
             mailer=SmtpMailer(settings),
-            webhooks=WebhookSender(http, SECRET),
+            webhooks=WebhookSender(http, SECRET, allow=settings.webhook_allow_hosts),
             renderer=Renderer(),
             publisher=publisher,
-            clock=FakeClock(),
+            clock=FakeClock(START),
+            suppressions=Suppressions(engine),
+            inbox=Inbox(engine),
+            dead_letters=DeadLetters(publisher, consumer_name="it-notifier"),
+            uniform=lambda: 0.0,
         )
     await engine.dispose()
 
 
-def notification(
-    channel: str = "email", recipient: str | None = None, **over: object
-) -> Notification:
+def with_settings(d: Deliverer, **over: Any) -> Deliverer:
+    """The same deliverer with other settings (and the adapters that read them)."""
+    settings = NotifierSettings(**{**dict(d.settings), **over})
+    return replace(d, settings=settings, mailer=SmtpMailer(settings))
+
+
+def notification(channel: str = "email", **over: Any) -> Notification:
     nid = str(uuid.uuid4())
-    return Notification(
-        notification_id=nid,
-        customer_id="c-n1",
-        journey_id="j-1",
-        playbook="retention_offer",
-        step="offer" if channel == "email" else "retention_call",
-        channel=channel,  # type: ignore[arg-type]
-        template="retention_offer/offer"
-        if channel == "email"
-        else "retention_offer/retention_call",
-        variant="discount_30_3_months",
-        recipient=recipient or f"{nid}@example.com",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        context={"first_name": "Ana", "plan": "pro", "score": {"churn_probability": 0.9}},
-        **over,
-    )
+    templates = {
+        "email": ("retention_offer", "offer"),
+        "webhook": ("retention_offer", "retention_call"),
+        "in_app": ("re_engagement", "premium_trial"),
+    }
+    playbook, step = templates[channel]
+    fields: dict[str, Any] = {
+        "notification_id": nid,
+        "customer_id": f"c-{nid[:8]}",
+        "journey_id": f"j-{nid[:8]}",
+        "playbook": playbook,
+        "step": step,
+        "channel": channel,
+        "template": f"{playbook}/{step}",
+        "variant": "discount_30_3_months",
+        "recipient": {"email": f"{nid}@example.com", "webhook": "csm", "in_app": None}[channel],
+        "created_at": START,
+        "context": {
+            "first_name": "Ana",
+            "email": f"{nid}@example.com",
+            "plan": "pro",
+            "owner_csm": "csm7@example.com",
+            "score": {"churn_probability": 0.9, "signals": [], "red_flags": []},
+        },
+    }
+    fields.update(over)
+    return Notification.model_validate(fields)
 
 
-def as_record(n: Notification) -> Record:
+def as_record(n: Notification, prefix: str = "t.") -> Record:
     return Record(
-        topic="notifications",
+        topic=f"{prefix}notifications",
         partition=0,
         offset=0,
         key=n.customer_id,
@@ -95,64 +158,428 @@ def as_record(n: Notification) -> Record:
     )
 
 
-def mails_to(stack: Stack, address: str) -> list[email.message.Message]:
+def mails_to(stack: Stack, address: str) -> list[Message]:
     out = []
-    for path in stack.mail_dir.glob("*.eml"):
+    for path in sorted(stack.mail_dir.glob("*.eml")):
         message = email.message_from_bytes(path.read_bytes())
         if message["To"] == address:
             out.append(message)
     return out
 
 
-async def test_replayed_notification_is_delivered_once(deliverer: Deliverer, stack: Stack) -> None:
-    n = notification()
-    for _ in range(3):
-        await deliverer.handle(as_record(n))
-    [message] = mails_to(stack, n.recipient or "")
-    assert message["X-Tenure-Notification-Id"] == n.notification_id
-    kinds = sorted(part.get_content_type() for part in message.walk() if not part.is_multipart())
-    assert kinds == ["text/html", "text/plain"]
+def hooks_for(stack: Stack, notification_id: str) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted(stack.webhook_dir.glob("*.json")):
+        request = json.loads(path.read_text())
+        try:
+            body = json.loads(request["body"])
+        except json.JSONDecodeError:
+            continue
+        task = body.get("tenure", body)
+        if task.get("notification_id") == notification_id:
+            found.append(request)
+    return found
 
 
-async def test_webhook_is_signed_and_carries_the_explanation(
-    deliverer: Deliverer, stack: Stack
-) -> None:
-    n = notification("webhook", "csm")
-    await deliverer.handle(as_record(n))
-    await deliverer.handle(as_record(n))
-    hits = [json.loads(p.read_text()) for p in stack.webhook_dir.glob("*it-csm.json")]
-    mine = [h for h in hits if json.loads(h["body"])["notification_id"] == n.notification_id]
-    assert len(mine) == 1
-    assert mine[0]["headers"]["webhook-id"] == n.notification_id
-    assert json.loads(mine[0]["body"])["explanation"] == {"churn_probability": 0.9}
+def part(message: Message, kind: str) -> str:
+    for p in message.walk():
+        if p.get_content_type() == kind:
+            payload = p.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode()
+    raise AssertionError(f"no {kind} part")
 
 
-async def test_outcomes_are_published_and_smtp_failure_is_reported(
-    deliverer: Deliverer, stack: Stack
-) -> None:
-    unreachable = deliverer.settings.model_copy(update={"smtp_port": 1})
-    broken = Deliverer(**{**deliverer.__dict__, "mailer": SmtpMailer(unreachable)})
-    failed = notification()
-    sent = notification()
-    await broken.handle(as_record(failed))
-    await deliverer.handle(as_record(sent))
-    common = deliverer.settings.common
-    consumer = make_consumer(common, [Topic.DELIVERIES], group_id=f"g-{uuid.uuid4().hex[:6]}")
+async def read_topic(
+    common: CommonSettings, topic: str, want: set[str], *, timeout_s: float = 15
+) -> list[tuple[Record, dict[str, Any]]]:
+    """Records of ``topic`` (from the start) whose notification id is in ``want``."""
+    consumer = make_consumer(common, [topic], group_id=f"it-{uuid.uuid4().hex[:8]}")
     await consumer.start()
-    outcomes: dict[str, str] = {}
+    found: list[tuple[Record, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout_s
     try:
-        for _ in range(20):
-            batches = await consumer.getmany(timeout_ms=500)
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
             for rs in batches.values():
-                for r in rs:
-                    d = Delivery.model_validate_json(r.value)
-                    outcomes[d.notification_id] = d.status
-            if failed.notification_id in outcomes and sent.notification_id in outcomes:
+                for raw in rs:
+                    record = Record.from_consumer(raw)
+                    value = json.loads(record.value)
+                    if value.get("notification_id") in want:
+                        found.append((record, value))
+            if not batches and {v["notification_id"] for _, v in found} >= want:
                 break
     finally:
         await consumer.stop()
-    assert outcomes[failed.notification_id] == "failed"
-    assert outcomes[sent.notification_id] == "sent"
-    # A failed notification is not marked sent: it can be delivered when SMTP is back.
-    await deliverer.handle(as_record(failed))
-    assert len(mails_to(stack, failed.recipient or "")) == 1
+    return found
+
+
+async def outcomes(common: CommonSettings, *ids: str) -> dict[str, list[str]]:
+    """Delivery statuses published for each notification id, in order."""
+    found = await read_topic(common, topic_name(Topic.DELIVERIES, common.topic_prefix), set(ids))
+    by_id: dict[str, list[str]] = {i: [] for i in ids}
+    for _, value in found:
+        by_id[Delivery.model_validate(value).notification_id].append(value["status"])
+    return by_id
+
+
+async def dead_letters(common: CommonSettings, *ids: str) -> dict[str, str]:
+    """The ``dlq.error`` of each notification id on the notifications dead-letter topic."""
+    topic = dlq_name(topic_name(Topic.NOTIFICATIONS, common.topic_prefix))
+    found = await read_topic(common, topic, set(ids))
+    return {v["notification_id"]: dict(r.headers)["dlq.error"].decode() for r, v in found}
+
+
+def counter(metric: Any, **labels: str) -> float:
+    return float(metric.labels(**labels)._value.get())
+
+
+# -- email -------------------------------------------------------------------------------
+
+
+async def test_email_has_both_parts_one_click_headers_and_tracked_links(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    n = notification()
+    await deliverer.handle(as_record(n))
+    [message] = mails_to(stack, n.recipient or "")
+    assert message["X-Tenure-Notification-Id"] == n.notification_id
+    assert message["Subject"] == "Ana, an offer to keep your pro plan working for you"
+    kinds = sorted(p.get_content_type() for p in message.walk() if not p.is_multipart())
+    assert kinds == ["text/html", "text/plain"]
+    unsubscribe = message["List-Unsubscribe"]
+    assert unsubscribe.startswith("<http://127.0.0.1:8082/u/") and unsubscribe.endswith(">")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text, html = part(message, "text/plain"), part(message, "text/html")
+    assert "30% off" in text and "Hi Ana," in text
+    assert "/t/click/" in text and "/t/click/" in html and "/t/open/" in html
+    assert unsubscribe[1:-1] in text
+    assert await deliverer.log.status(n.notification_id) == "sent"
+
+
+async def test_one_click_unsubscribe_by_rfc_8058_post_is_honoured(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    first = notification()
+    await deliverer.handle(as_record(first))
+    [message] = mails_to(stack, first.recipient or "")
+    url = message["List-Unsubscribe"].strip("<>")
+    path = url.removeprefix(deliverer.settings.public_url)
+    app = create_api(
+        deliverer.settings,
+        deliverer.publisher,
+        deliverer.clock,
+        suppressions=deliverer.suppressions,
+        inbox=deliverer.inbox,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://notifier"
+    ) as client:
+        # A GET (a link scanner, a preview) shows a page and unsubscribes nobody.
+        page = await client.get(path)
+        assert page.status_code == 200 and 'name="List-Unsubscribe"' in page.text
+        assert await deliverer.suppressions.reason(first.recipient or "") is None
+        # Without the RFC 8058 body, nothing happens.
+        assert (await client.post(path, data={})).status_code == 400
+        assert (await client.post(path[:-3] + "AAA", data=ONE_CLICK)).status_code == 404
+        # Exactly what a mailbox provider sends (RFC 8058 section 3.1).
+        answer = await client.post(
+            path,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 200, answer.text
+        # multipart/form-data, which RFC 8058 recommends, works as well (and is idempotent).
+        again = await client.post(path, files={"List-Unsubscribe": (None, "One-Click")})
+        assert again.status_code == 200
+    assert await deliverer.suppressions.reason((first.recipient or "").upper()) == "unsubscribed"
+
+    later = notification(
+        notification_id=str(uuid.uuid4()),
+        customer_id=first.customer_id,
+        recipient=first.recipient,
+        playbook="win_back",
+        step="offer",
+        template="win_back/offer",
+    )
+    task = notification("webhook", customer_id=first.customer_id)
+    await deliverer.handle(as_record(later))
+    await deliverer.handle(as_record(task))
+    assert len(mails_to(stack, first.recipient or "")) == 1  # no marketing email since
+    assert await deliverer.log.status(later.notification_id) == "suppressed"
+    assert len(hooks_for(stack, task.notification_id)) == 1  # CSM tasks are not marketing
+    published = await outcomes(common, first.notification_id, later.notification_id)
+    assert published[first.notification_id] == ["sent", "unsubscribed", "unsubscribed"]
+    assert published[later.notification_id] == ["suppressed"]
+
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+async def test_consent_withheld_in_context_sends_nothing(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    n = notification()
+    n = n.model_copy(update={"context": {**n.context, "consent": {"email_marketing": False}}})
+    await deliverer.handle(as_record(n))
+    assert mails_to(stack, n.recipient or "") == []
+    assert await deliverer.log.status(n.notification_id) == "suppressed"
+
+
+async def test_a_refused_recipient_is_a_bounce_not_a_retry(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    n = notification(recipient=f"bounce-{uuid.uuid4().hex[:6]}@example.com")
+    await deliverer.handle(as_record(n))
+    assert await deliverer.log.status(n.notification_id) == "bounced"
+    assert (await outcomes(common, n.notification_id))[n.notification_id] == ["bounced"]
+
+
+# -- failures: retried on the shared clock or dead-lettered, never lost ----------------------
+
+
+async def test_smtp_down_is_retried_with_backoff_and_delivered_once_when_back(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    clock = FakeClock(START)
+    down = replace(with_settings(deliverer, smtp_port=1), clock=clock)
+    up = replace(deliverer, clock=clock)
+    n = notification()
+    retries = counter(metrics.RETRIES_SCHEDULED, channel="email")
+    await down.handle(as_record(n))
+    assert await down.log.status(n.notification_id) == "retrying"
+    assert counter(metrics.RETRIES_SCHEDULED, channel="email") == retries + 1
+    # Not due yet: base 60 s, jitter drawn as 0 -> 30 s; nothing happens before.
+    clock.advance(timedelta(seconds=29))
+    await up.retry_due()
+    assert mails_to(stack, n.recipient or "") == []
+    # Still down at the first retry: the next one is further away (60 s).
+    clock.advance(timedelta(seconds=2))
+    await down.retry_due()
+    assert await down.log.status(n.notification_id) == "retrying"
+    clock.advance(timedelta(seconds=59))
+    await up.retry_due()
+    assert mails_to(stack, n.recipient or "") == []
+    clock.advance(timedelta(seconds=2))
+    await up.retry_due()
+    assert len(mails_to(stack, n.recipient or "")) == 1
+    # A replay of the record afterwards changes nothing.
+    await up.handle(as_record(n))
+    await up.retry_due()
+    assert len(mails_to(stack, n.recipient or "")) == 1
+    assert (await outcomes(common, n.notification_id))[n.notification_id] == ["sent"]
+
+
+async def test_retries_stop_after_a_day_with_a_dead_letter_and_a_metric(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    clock = FakeClock(START)
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    broken = replace(
+        with_settings(deliverer, webhook_csm_url=f"{hooks}/status/500/it-always-down"),
+        clock=clock,
+    )
+    n = notification("webhook")
+    dead = counter(metrics.DEAD_LETTERS, channel="webhook", reason="expired")
+    await broken.handle(as_record(n))
+    attempts = 1
+    while await broken.log.status(n.notification_id) == "retrying":
+        clock.advance(timedelta(hours=1))
+        attempts += await broken.retry_due()
+        assert clock.now() - START < timedelta(hours=30)
+    assert await broken.log.status(n.notification_id) == "dead"
+    assert 10 <= attempts <= 40
+    assert len(hooks_for(stack, n.notification_id)) == attempts
+    assert counter(metrics.DEAD_LETTERS, channel="webhook", reason="expired") == dead + 1
+    assert (await outcomes(common, n.notification_id))[n.notification_id] == ["failed"]
+    reason = (await dead_letters(common, n.notification_id))[n.notification_id]
+    assert reason.startswith("expired: gave up after") and "HTTP 500" in reason
+
+
+async def test_broken_template_and_missing_field_are_dead_lettered_with_the_reason(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    unknown = notification(template="retention_offer/no_such_step")
+    missing = notification()
+    missing = missing.model_copy(
+        update={"context": {k: v for k, v in missing.context.items() if k != "first_name"}}
+    )
+    before = counter(metrics.DEAD_LETTERS, channel="email", reason="render")
+    await deliverer.handle(as_record(unknown))
+    await deliverer.handle(as_record(missing))
+    assert counter(metrics.DEAD_LETTERS, channel="email", reason="render") == before + 2
+    assert mails_to(stack, unknown.recipient or "") == []
+    reasons = await dead_letters(common, unknown.notification_id, missing.notification_id)
+    assert "no_such_step" in reasons[unknown.notification_id]
+    assert "'first_name' is undefined" in reasons[missing.notification_id]
+    published = await outcomes(common, unknown.notification_id, missing.notification_id)
+    assert published == {unknown.notification_id: ["failed"], missing.notification_id: ["failed"]}
+
+
+async def test_a_claim_left_by_a_crashed_worker_is_taken_again(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    n = notification()
+    # As if a worker claimed it and died before sending: the row says 'sending'.
+    await deliverer.log.claim(
+        notification_id=n.notification_id,
+        customer_id=n.customer_id,
+        channel="email",
+        payload=n.model_dump_json().encode(),
+        now=START,
+    )
+    await deliverer.handle(as_record(n))  # the redelivered record: the claim is held
+    assert mails_to(stack, n.recipient or "") == []
+    await asyncio.sleep(deliverer.settings.sending_lease_s + 0.2)
+    assert await deliverer.retry_due() >= 1
+    assert len(mails_to(stack, n.recipient or "")) == 1
+    assert await deliverer.log.status(n.notification_id) == "sent"
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+async def test_webhook_verifies_with_an_independent_standard_webhooks_implementation(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    n = notification("webhook", priority="high")
+    await deliverer.handle(as_record(n))
+    [hit] = hooks_for(stack, n.notification_id)
+    assert hit["path"] == "/it-csm"
+    headers = hit["headers"]
+    body = hit["body"].encode()
+    verified = Webhook(SECRET).verify(body, headers)
+    assert verified["notification_id"] == n.notification_id
+    assert verified["explanation"]["churn_probability"] == 0.9
+    assert verified["priority"] == "high" and verified["owner_csm"] == "csm7@example.com"
+    assert headers["webhook-id"] == n.notification_id
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+
+    tampered = body.replace(b"0.9", b"0.1")
+    assert tampered != body
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(tampered, headers)
+    stale_ts = int(time.time()) - 3600
+    stale = webhook_headers(SECRET, n.notification_id, stale_ts, body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, stale)
+    other_key = "whsec_" + base64.b64encode(b"another-key-0123456789abcd").decode()
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other_key).verify(body, headers)
+
+
+async def test_transient_webhook_errors_are_retried_with_the_same_id(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    clock = FakeClock(START)
+    flaky = f"http://127.0.0.1:{stack.ports.webhooks}/flaky/2/it-{uuid.uuid4().hex[:6]}"
+    d = replace(with_settings(deliverer, webhook_escalation_url=flaky), clock=clock)
+    n = notification("webhook", recipient="escalation", step="escalation")
+    await d.handle(as_record(n))
+    for _ in range(2):
+        clock.advance(timedelta(hours=1))
+        await d.retry_due()
+    hits = hooks_for(stack, n.notification_id)
+    assert [h["status"] for h in hits] == [503, 503, 200]
+    assert {h["headers"]["webhook-id"] for h in hits} == {n.notification_id}
+    for hit in hits:
+        Webhook(SECRET).verify(hit["body"].encode(), hit["headers"])
+    assert await d.log.status(n.notification_id) == "sent"
+
+
+async def test_routes_per_csm_and_slack_bodies(deliverer: Deliverer, stack: Stack) -> None:
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    d = with_settings(
+        deliverer,
+        webhook_endpoints={
+            "csm:csm7@example.com": {"url": f"{hooks}/it-ana-slack"},
+            "team:emea": {"url": f"{hooks}/it-emea"},
+        },
+        webhook_slack_targets=("csm:csm7@example.com",),
+    )
+    mine = notification("webhook")
+    team = notification("webhook")
+    team = team.model_copy(
+        update={"context": {**team.context, "owner_csm": "bob@example.com", "team": "emea"}}
+    )
+    await d.handle(as_record(mine))
+    await d.handle(as_record(team))
+    [slack] = hooks_for(stack, mine.notification_id)
+    [emea] = hooks_for(stack, team.notification_id)
+    assert slack["path"] == "/it-ana-slack" and emea["path"] == "/it-emea"
+    body = Webhook(SECRET).verify(slack["body"].encode(), slack["headers"])
+    assert body["text"].startswith("Retention call: Ana") and body["blocks"]
+    assert body["tenure"]["explanation"]["churn_probability"] == 0.9
+
+
+async def test_private_addresses_are_refused_unless_allowed(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    strict = replace(
+        deliverer,
+        webhooks=WebhookSender(deliverer.webhooks.client, SECRET, allow=()),
+    )
+    for url in (
+        f"http://127.0.0.1:{stack.ports.webhooks}/it-ssrf",
+        f"http://localhost:{stack.ports.webhooks}/it-ssrf",
+        "http://169.254.169.254/latest/meta-data/",
+    ):
+        n = notification("webhook")
+        await with_settings(strict, webhook_csm_url=url).handle(as_record(n))
+        assert await deliverer.log.status(n.notification_id) == "dead", url
+        assert hooks_for(stack, n.notification_id) == []
+        reason = (await dead_letters(common, n.notification_id))[n.notification_id]
+        assert reason.startswith("permanent: webhook refused") and "address" in reason
+
+
+# -- exactly once in effect -----------------------------------------------------------------
+
+
+async def test_records_replayed_three_times_through_kafka_are_delivered_once(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    batch = [notification("email"), notification("webhook"), notification("in_app")]
+    batch += [notification("email") for _ in range(3)]
+    topic = topic_name(Topic.NOTIFICATIONS, common.topic_prefix)
+    async with KafkaPublisher(common, client_id="it-replay") as publisher:
+        for _ in range(3):
+            for n in batch:
+                await publisher.publish(topic, n.customer_id, n)
+    consumer = make_consumer(
+        common, [Topic.NOTIFICATIONS], group_id=f"it-replay-{uuid.uuid4().hex[:6]}"
+    )
+    await consumer.start()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(
+        consume(consumer, deliverer.handle, deliverer.dead_letters, stop=stop, concurrency=4)
+    )
+    ids = {n.notification_id for n in batch}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            async with create_engine(common.database_url).connect() as conn:
+                done = await conn.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM deliveries WHERE notification_id = ANY(:ids) "
+                        "AND status = 'sent' AND reported_at IS NOT NULL"
+                    ),
+                    {"ids": list(ids)},
+                )
+            if done == len(batch):
+                break
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)  # let the replays of the last records go through too
+    finally:
+        stop.set()
+        await loop
+        await consumer.stop()
+    for n in batch:
+        if n.channel == "email":
+            assert len(mails_to(stack, n.recipient or "")) == 1
+        elif n.channel == "webhook":
+            assert len(hooks_for(stack, n.notification_id)) == 1
+        else:
+            messages = await deliverer.inbox.list(n.customer_id, limit=10)
+            assert [m.notification_id for m in messages] == [n.notification_id]
+    published = await outcomes(common, *ids)
+    assert all(statuses == ["sent"] for statuses in published.values()), published

@@ -57,3 +57,52 @@ def webhook_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> di
         "webhook-timestamp": str(timestamp),
         "webhook-signature": f"v1,{signature.decode()}",
     }
+
+
+def purpose_key(secret: bytes, purpose: str) -> bytes:
+    """A key for one kind of token only, so a click token can never unsubscribe."""
+    return hmac.new(secret, f"tenure:{purpose}".encode(), hashlib.sha256).digest()
+
+
+# --- in-app inbox tokens ----------------------------------------------------------------
+#
+# ``<base64url(customer_id)>.<expiry unix seconds>.<base64url(HMAC-SHA256)>``, where the
+# MAC covers the first two parts joined by a dot. The product backend signs them with the
+# shared inbox secret; any language can make one in three lines.
+
+
+def issue_inbox_token(customer_id: str, expires_at: int, secret: bytes) -> str:
+    """A token giving access to ``customer_id``'s inbox until ``expires_at`` (unix s)."""
+    head = f"{_b64(customer_id.encode())}.{expires_at}"
+    mac = hmac.new(secret, head.encode(), hashlib.sha256).digest()
+    return f"{head}.{_b64(mac)}"
+
+
+def verify_inbox_token(token: str, secret: bytes, *, now: int, max_ttl_s: int) -> str:
+    """The customer id of a valid token; raises :class:`BadSignature` saying why not.
+
+    Checked in constant time; refused when expired, or valid for longer than
+    ``max_ttl_s`` from ``now`` (a token that never expires is a leaked password).
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise BadSignature("malformed token: expected <customer>.<expiry>.<signature>")
+    encoded, expiry, mac = parts
+    expected = hmac.new(secret, f"{encoded}.{expiry}".encode(), hashlib.sha256).digest()
+    try:
+        given = _unb64(mac)
+    except ValueError:
+        raise BadSignature("malformed token signature") from None
+    if not hmac.compare_digest(given, expected):
+        raise BadSignature("token signature mismatch")
+    if not expiry.isdigit():
+        raise BadSignature("malformed token expiry")
+    expires_at = int(expiry)
+    if expires_at <= now:
+        raise BadSignature("token expired")
+    if expires_at - now > max_ttl_s:
+        raise BadSignature(f"token valid for more than {max_ttl_s} s")
+    try:
+        return _unb64(encoded).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise BadSignature("malformed token customer") from None

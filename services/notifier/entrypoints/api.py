@@ -1,32 +1,77 @@
-"""The notifier's HTTP API: tracking links (click, open pixel), health and metrics."""
+"""The notifier's HTTP API.
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import RedirectResponse, Response
+- ``/t/click/{token}``, ``/t/open/{token}``: tracked links and the open pixel.
+- ``/u/{token}``: one-click unsubscribe (RFC 8058): ``POST`` with the form field
+  ``List-Unsubscribe=One-Click`` unsubscribes; ``GET`` shows a page whose button posts it
+  (a GET never unsubscribes, so link scanners cannot unsubscribe anyone).
+- ``/v1/inbox``: the in-app inbox for product frontends: list, mark read, dismiss, and a
+  server-sent-events stream of new messages. Every route needs a per-customer token
+  (``Authorization: Bearer <token>``, or ``?token=`` where headers cannot be set, as with
+  ``EventSource``) and only ever touches that customer's messages.
+- ``/healthz``, ``/metrics``.
+"""
+
+
+import asyncio
+import html
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from common.clock import Clock
+from common.db import create_engine
 from common.http import ops_router
 from common.kafka import Publisher
-from common.messages import Delivery
+from common.messages import Delivery, DeliveryStatus
+from common.runtime import sleep_or_stop
 from common.topics import Topic
 from notifier import metrics
-from notifier.domain.signing import BadSignature, verify_token
+from notifier.adapters.inbox import Inbox, InboxMessage
+from notifier.adapters.suppressions import Suppressions
+from notifier.domain.signing import BadSignature, purpose_key, verify_inbox_token, verify_token
 from notifier.settings import NotifierSettings
 
 PIXEL = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
 )
+ONE_CLICK = ("List-Unsubscribe", "One-Click")
 
 
-def create_api(settings: NotifierSettings, publisher: Publisher, clock: Clock) -> FastAPI:
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'</head><body style="font-family: sans-serif; max-width: 480px; margin: 2em auto">'
+        f"{body}</body></html>"
+    )
+
+
+def create_api(
+    settings: NotifierSettings,
+    publisher: Publisher,
+    clock: Clock,
+    *,
+    suppressions: Suppressions | None = None,
+    inbox: Inbox | None = None,
+    stop: asyncio.Event | None = None,
+) -> FastAPI:
+    """The notifier's ASGI app. Nothing connects until a request needs the database."""
     app = FastAPI(title="Tenure notifier", version="1")
     app.include_router(ops_router())
     secret = settings.link_secret.get_secret_value().encode()
+    unsubscribe_key = purpose_key(secret, "unsubscribe")
+    if suppressions is None or inbox is None:
+        engine = create_engine(settings.common.database_url)
+        suppressions = suppressions or Suppressions(engine)
+        inbox = inbox or Inbox(engine)
+    suppression_list: Suppressions = suppressions
+    messages: Inbox = inbox
+    stopping = stop or asyncio.Event()
 
-    async def track(token: str, status: str) -> None:
-        try:
-            data = verify_token(token, secret)
-        except BadSignature:
-            raise HTTPException(404, "unknown link") from None
+    async def report(data: dict[str, Any], status: DeliveryStatus, **extra: Any) -> None:
         await publisher.publish(
             Topic.DELIVERIES,
             data["c"],
@@ -39,18 +84,177 @@ def create_api(settings: NotifierSettings, publisher: Publisher, clock: Clock) -
                 channel=data.get("ch", "email"),
                 status=status,
                 occurred_at=clock.now(),
-            ),  # type: ignore[arg-type]
+                **extra,
+            ),
         )
         metrics.TRACKED.labels(status=status).inc()
 
+    # -- tracking ---------------------------------------------------------------------
+    def tracked(token: str) -> dict[str, Any]:
+        try:
+            return verify_token(token, secret)
+        except BadSignature:
+            raise HTTPException(404, "unknown link") from None
+
     @app.get("/t/click/{token}")
     async def click(token: str) -> RedirectResponse:
-        await track(token, "clicked")
+        await report(tracked(token), "clicked")
         return RedirectResponse(settings.landing_url, status_code=302)
 
     @app.get("/t/open/{token}")
     async def open_pixel(token: str) -> Response:
-        await track(token, "opened")
+        await report(tracked(token), "opened")
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
+
+    # -- one-click unsubscribe (RFC 8058) ----------------------------------------------
+    def unsubscribe_claims(token: str) -> dict[str, Any]:
+        try:
+            data = verify_token(token, unsubscribe_key)
+        except BadSignature:
+            raise HTTPException(404, "unknown unsubscribe link") from None
+        if not data.get("a") or not data.get("c"):
+            raise HTTPException(404, "unknown unsubscribe link")
+        return data
+
+    @app.get("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        data = unsubscribe_claims(token)
+        return _page(
+            "Unsubscribe",
+            f"<p>Stop marketing email to <strong>{html.escape(data['a'])}</strong>?</p>"
+            f'<form method="post"><input type="hidden" name="{ONE_CLICK[0]}" '
+            f'value="{ONE_CLICK[1]}"><button type="submit">Unsubscribe</button></form>',
+        )
+
+    @app.post("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+        data = unsubscribe_claims(token)
+        form = await request.form()
+        if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
+            raise HTTPException(
+                400, "body must carry List-Unsubscribe=One-Click (RFC 8058), as form data"
+            )
+        new = await suppression_list.add(
+            data["a"], customer_id=data["c"], reason="unsubscribed", notification_id=data["n"]
+        )
+        # Published on every accepted request: a retried POST after a failed publish
+        # still reaches the orchestrator (its handling is idempotent).
+        await report({**data, "ch": "email"}, "unsubscribed", detail="one-click unsubscribe")
+        metrics.UNSUBSCRIBES.labels(new=str(new).lower()).inc()
+        return _page("Unsubscribed", "<p>You are unsubscribed from marketing email.</p>")
+
+    # -- in-app inbox --------------------------------------------------------------------
+    def customer_of(
+        authorization: Annotated[str | None, Header()] = None,
+        token: Annotated[str | None, Query()] = None,
+    ) -> str:
+        raw = token
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                raw = value.strip()
+        if not raw:
+            raise HTTPException(401, "missing inbox token", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return verify_inbox_token(
+                raw,
+                settings.inbox_key(),
+                now=int(time.time()),
+                max_ttl_s=settings.inbox_token_max_ttl_s,
+            )
+        except BadSignature as exc:
+            metrics.INBOX_REQUESTS.labels(action="auth", answer="unauthorized").inc()
+            raise HTTPException(
+                401, f"invalid inbox token: {exc}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+
+    Customer = Annotated[str, Depends(customer_of)]
+
+    @app.get("/v1/inbox")
+    async def list_inbox(
+        customer: Customer,
+        after: Annotated[int, Query(ge=0)] = 0,
+        unread_only: bool = False,
+    ) -> dict[str, Any]:
+        found = await messages.list(
+            customer, after_id=after, limit=settings.inbox_page_size, include_read=not unread_only
+        )
+        metrics.INBOX_REQUESTS.labels(action="list", answer="ok").inc()
+        return {
+            "messages": [m.as_json() for m in found],
+            "unread": sum(1 for m in found if m.read_at is None),
+        }
+
+    async def mark(customer: str, message_id: int, action: str) -> dict[str, Any]:
+        column, status = {"read": ("read_at", "read"), "dismiss": ("dismissed_at", "dismissed")}[
+            action
+        ]
+        result = await messages.mark(customer, message_id, column=column, at=clock.now())
+        if result is None:
+            metrics.INBOX_REQUESTS.labels(action=action, answer="not_found").inc()
+            raise HTTPException(404, "no such message")
+        message, changed = result
+        if changed:
+            await report(
+                {
+                    "n": message.notification_id,
+                    "c": message.customer_id,
+                    "j": message.journey_id,
+                    "p": message.playbook,
+                    "s": message.step,
+                    "ch": "in_app",
+                },
+                status,
+            )
+        metrics.INBOX_REQUESTS.labels(action=action, answer="ok").inc()
+        return message.as_json()
+
+    @app.post("/v1/inbox/{message_id}/read")
+    async def read(customer: Customer, message_id: int) -> dict[str, Any]:
+        return await mark(customer, message_id, "read")
+
+    @app.post("/v1/inbox/{message_id}/dismiss")
+    async def dismiss(customer: Customer, message_id: int) -> dict[str, Any]:
+        return await mark(customer, message_id, "dismiss")
+
+    @app.get("/v1/inbox/stream")
+    async def stream(
+        customer: Customer,
+        request: Request,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        if last_event_id and last_event_id.isdigit():
+            cursor = int(last_event_id)
+        else:
+            cursor = await messages.last_id(customer)
+        metrics.INBOX_REQUESTS.labels(action="stream", answer="ok").inc()
+        return StreamingResponse(
+            events(customer, cursor, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def events(customer: str, cursor: int, request: Request) -> AsyncIterator[bytes]:
+        metrics.INBOX_STREAMS.inc()
+        quiet_since = time.monotonic()
+        try:
+            yield b"retry: 3000\n\n"
+            while not stopping.is_set() and not await request.is_disconnected():
+                found: list[InboxMessage] = await messages.list(
+                    customer, after_id=cursor, limit=settings.inbox_page_size
+                )
+                for message in found:
+                    cursor = message.id
+                    data = orjson.dumps(message.as_json()).decode()
+                    yield f"id: {message.id}\nevent: message\ndata: {data}\n\n".encode()
+                if found:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= settings.inbox_heartbeat_s:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
+                if len(found) < settings.inbox_page_size:
+                    await sleep_or_stop(stopping, settings.inbox_poll_s)
+        finally:
+            metrics.INBOX_STREAMS.dec()
 
     return app

@@ -1,27 +1,94 @@
-"""Consume notifications and deliver each once in effect; report every outcome."""
+"""Deliver notifications once in effect; retry, dead-letter and report every outcome.
+
+Two ways in: :meth:`Deliverer.handle` for a record consumed from ``notifications``, and
+:meth:`Deliverer.retry_due` for attempts the delivery log says are due again (on the
+shared clock) or were left half-done by a worker that died. Both end in
+:meth:`Deliverer.attempt`, where a notification is sent, suppressed, bounced, scheduled
+again (a transient failure, with backoff, for at most ``retry_max_age_s``) or dead-lettered
+with its reason (a broken template, a missing field, a permanent refusal, or retries
+exhausted). Every final outcome is published on ``deliveries`` and counted.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import orjson
 
 from common.clock import Clock
-from common.kafka import Publisher, Record
+from common.kafka import DECODE_ERRORS, DeadLetters, Publisher, Record
 from common.messages import Delivery, Notification
-from common.topics import Topic
+from common.runtime import sleep_or_stop
+from common.topics import Topic, topic_name
 from notifier import metrics
 from notifier.adapters.delivery_log import DeliveryLog
-from notifier.adapters.mailer import Mailer, SendError
+from notifier.adapters.inbox import Inbox
+from notifier.adapters.mailer import Bounced, Mailer, PermanentSendError, SendError
+from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender
+from notifier.domain import messages
 from notifier.domain.render import Renderer, RenderError
-from notifier.domain.signing import sign_token
+from notifier.domain.retry import RetryPolicy
+from notifier.domain.signing import purpose_key, sign_token
 from notifier.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
+
+# Outcome in the log -> status on the deliveries topic.
+REPORTED = {"sent": "sent", "suppressed": "suppressed", "bounced": "bounced", "dead": "failed"}
+
+
+def retry_policy(settings: NotifierSettings) -> RetryPolicy:
+    return RetryPolicy(
+        base=timedelta(seconds=settings.retry_base_s),
+        cap=timedelta(seconds=settings.retry_cap_s),
+        jitter=settings.retry_jitter,
+        max_age=timedelta(seconds=settings.retry_max_age_s),
+    )
+
+
+class Links:
+    """Signed links: click and open tracking, one-click unsubscribe."""
+
+    def __init__(self, settings: NotifierSettings) -> None:
+        secret = settings.link_secret.get_secret_value().encode()
+        self.settings = settings
+        self.track_key = secret
+        self.unsubscribe_key = purpose_key(secret, "unsubscribe")
+
+    def for_notification(self, n: Notification) -> messages.Links:
+        claims = {
+            "n": n.notification_id,
+            "c": n.customer_id,
+            "j": n.journey_id,
+            "p": n.playbook,
+            "s": n.step,
+            "ch": n.channel,
+        }
+        token = sign_token(claims, self.track_key)
+        base = self.settings.public_url
+        unsubscribe = sign_token(
+            {"n": n.notification_id, "c": n.customer_id, "a": n.recipient or ""},
+            self.unsubscribe_key,
+        )
+        return messages.Links(
+            offer_url=f"{base}/t/click/{token}",
+            open_url=f"{base}/t/open/{token}",
+            unsubscribe_url=f"{base}/u/{unsubscribe}",
+            app_url=self.settings.app_url,
+        )
+
+
+class Suppressed(Exception):
+    """Not sent on purpose (suppression list or withheld consent); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -33,86 +100,175 @@ class Deliverer:
     renderer: Renderer
     publisher: Publisher
     clock: Clock
+    suppressions: Suppressions
+    inbox: Inbox
+    dead_letters: DeadLetters
+    uniform: Callable[[], float] = field(default=random.random)
 
-    def tracking_url(self, kind: str, n: Notification) -> str:
-        token = sign_token(
-            {
-                "n": n.notification_id,
-                "c": n.customer_id,
-                "j": n.journey_id,
-                "p": n.playbook,
-                "s": n.step,
-                "ch": n.channel,
-            },
-            self.settings.link_secret.get_secret_value().encode(),
-        )
-        return f"{self.settings.public_url}/t/{kind}/{token}"
+    @property
+    def links(self) -> Links:
+        return Links(self.settings)
 
-    def context(self, n: Notification) -> dict[str, Any]:
-        return {
-            **n.context,
-            "customer_id": n.customer_id,
-            "variant": n.variant,
-            "offer_url": self.tracking_url("click", n),
-            "open_url": self.tracking_url("open", n),
-        }
+    @property
+    def policy(self) -> RetryPolicy:
+        return retry_policy(self.settings)
 
-    async def _send(self, n: Notification) -> None:
-        if n.channel == "email":
-            if not n.recipient:
-                raise SendError("no email address")
-            email = self.renderer.email(n.template, self.context(n))
-            await self.mailer.send(
-                to=n.recipient,
-                email=email,
-                headers={"X-Tenure-Notification-Id": n.notification_id},
-            )
-        elif n.channel == "webhook":
-            url = {
-                "csm": self.settings.webhook_csm_url,
-                "escalation": self.settings.webhook_escalation_url,
-            }.get(n.recipient or "")
-            if url is None:
-                raise SendError(f"no webhook endpoint for recipient {n.recipient!r}")
-            body = orjson.dumps(
-                {
-                    "type": "csm_task",
-                    "notification_id": n.notification_id,
-                    "customer_id": n.customer_id,
-                    "playbook": n.playbook,
-                    "step": n.step,
-                    "priority": n.priority,
-                    "owner_csm": n.context.get("owner_csm"),
-                    "title": self.renderer.text(n.template, self.context(n)),
-                    "explanation": n.context.get("score"),
-                }
-            )
-            await self.webhooks.post(url, msg_id=n.notification_id, body=body)
-        else:
-            raise SendError(f"channel {n.channel} is not delivered by this release")
-
+    # -- entry points ---------------------------------------------------------------
     async def handle(self, record: Record) -> None:
+        """Deliver one record of ``notifications`` unless its id was seen before.
+
+        Raises a decode error (-> the consumer's dead-letter topic) for a record that is
+        not a valid notification; a Kafka or database outage propagates (retried by the
+        consumer loop, offsets uncommitted).
+        """
         n = Notification.model_validate_json(record.value)
-        if not await self.log.claim(n.notification_id, n.customer_id, n.channel):
+        now = self.clock.now()
+        existing = await self.log.claim(
+            notification_id=n.notification_id,
+            customer_id=n.customer_id,
+            channel=n.channel,
+            payload=record.value,
+            now=now,
+        )
+        if existing is not None:
             metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="duplicate").inc()
+            if existing.status in REPORTED and not existing.reported:
+                # The outcome was logged but never reached Kafka (a crash in between).
+                await self._report(n, existing.status, existing.detail)
             return
+        await self.attempt(n, attempts=1, first_attempt_at=now, raw=record.value)
+
+    async def retry_due(self) -> int:
+        """Attempt every notification due again now; how many were attempted."""
+        claims = await self.log.claim_due(
+            now=self.clock.now(),
+            limit=self.settings.retry_batch,
+            lease=timedelta(seconds=self.settings.sending_lease_s),
+        )
+        for claim in claims:
+            try:
+                n = Notification.model_validate_json(claim.payload)
+            except DECODE_ERRORS as exc:  # a payload stored by an older release
+                await self.log.finish(claim.notification_id, "dead", f"undecodable: {exc}")
+                continue
+            await self.attempt(
+                n,
+                attempts=claim.attempts,
+                first_attempt_at=claim.first_attempt_at,
+                raw=claim.payload,
+            )
+        return len(claims)
+
+    # -- one attempt ----------------------------------------------------------------
+    async def attempt(
+        self, n: Notification, *, attempts: int, first_attempt_at: datetime, raw: bytes
+    ) -> str:
+        """Try ``n`` once; the status the log now holds for it."""
         started = time.perf_counter()
         try:
             await self._send(n)
-        except (SendError, RenderError) as exc:
-            await self.log.finish(n.notification_id, "failed", str(exc)[:2000])
-            await self.report(n, "failed", str(exc)[:500])
-            metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="failed").inc()
-            log.warning(
-                "delivery failed: %s", str(exc)[:300], extra={"notification_id": n.notification_id}
+        except Suppressed as exc:
+            return await self._final(n, "suppressed", str(exc))
+        except Bounced as exc:
+            metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="permanent").inc()
+            return await self._final(n, "bounced", str(exc))
+        except (RenderError, messages.NoRoute) as exc:
+            metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="render").inc()
+            return await self._dead(n, raw, "render", str(exc))
+        except PermanentSendError as exc:
+            metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="permanent").inc()
+            return await self._dead(n, raw, "permanent", str(exc))
+        except SendError as exc:
+            metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="transient").inc()
+            due = self.policy.next_attempt(
+                first_attempt_at=first_attempt_at,
+                now=self.clock.now(),
+                failed_attempts=attempts,
+                u=self.uniform(),
             )
-            return
+            if due is None:
+                return await self._dead(
+                    n, raw, "expired", f"gave up after {attempts} attempts: {exc}"
+                )
+            await self.log.retry_at(n.notification_id, due, str(exc)[:2000])
+            metrics.RETRIES_SCHEDULED.labels(channel=n.channel).inc()
+            log.warning(
+                "delivery failed, retrying at %s: %s",
+                due.isoformat(),
+                str(exc)[:300],
+                extra={"notification_id": n.notification_id, "attempt": attempts},
+            )
+            return "retrying"
         metrics.SEND_SECONDS.labels(channel=n.channel).observe(time.perf_counter() - started)
-        await self.log.finish(n.notification_id, "sent")
-        await self.report(n, "sent")
-        metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="sent").inc()
+        return await self._final(n, "sent", None)
 
-    async def report(self, n: Notification, status: str, detail: str | None = None) -> None:
+    async def _send(self, n: Notification) -> None:
+        links = self.links.for_notification(n)
+        context = messages.template_context(n, links)
+        if n.channel == "email":
+            if not n.recipient:
+                raise PermanentSendError("no email address")
+            if messages.is_marketing(n):
+                if messages.withheld_consent(n, "email_marketing"):
+                    raise Suppressed("no email-marketing consent")
+                reason = await self.suppressions.reason(n.recipient)
+                if reason is not None:
+                    raise Suppressed(f"address suppressed: {reason}")
+            email = self.renderer.email(n.template, context)
+            await self.mailer.send(
+                to=n.recipient,
+                email=email,
+                headers=messages.email_headers(n, links.unsubscribe_url),
+            )
+        elif n.channel == "in_app":
+            if messages.is_marketing(n) and messages.withheld_consent(n, "in_app"):
+                raise Suppressed("no in-app consent")
+            message = self.renderer.in_app(n.template, context)
+            await self.inbox.store(
+                notification_id=n.notification_id,
+                customer_id=n.customer_id,
+                journey_id=n.journey_id,
+                playbook=n.playbook,
+                step=n.step,
+                title=message.title,
+                body=message.body,
+                created_at=self.clock.now(),
+            )
+        else:
+            routes = self.settings.routes()
+            endpoint = routes[messages.route_for(n, routes)]
+            title = self.renderer.text(n.template, context)
+            body = orjson.dumps(messages.csm_task_body(n, title, endpoint.format))
+            await self.webhooks.post(endpoint.url, msg_id=n.notification_id, body=body)
+
+    async def _final(self, n: Notification, status: str, detail: str | None) -> str:
+        await self.log.finish(n.notification_id, status, detail[:2000] if detail else None)
+        metrics.NOTIFICATIONS.labels(channel=n.channel, outcome=status).inc()
+        await self._report(n, status, detail)
+        return status
+
+    async def _dead(self, n: Notification, raw: bytes, reason: str, detail: str) -> str:
+        """Give up: the record goes to the notifications dead-letter topic with the reason."""
+        log.error(
+            "delivery dead-lettered (%s): %s",
+            reason,
+            detail[:300],
+            extra={"notification_id": n.notification_id},
+        )
+        record = Record(
+            topic=topic_name(Topic.NOTIFICATIONS, self.settings.common.topic_prefix),
+            partition=-1,
+            offset=-1,
+            key=n.customer_id,
+            value=raw,
+            headers=(("dlq.reason", reason.encode()),),
+            timestamp_ms=int(time.time() * 1000),
+        )
+        await self.dead_letters.send(record, f"{reason}: {detail}")
+        metrics.DEAD_LETTERS.labels(channel=n.channel, reason=reason).inc()
+        return await self._final(n, "dead", f"{reason}: {detail}")
+
+    async def _report(self, n: Notification, status: str, detail: str | None) -> None:
         await self.publisher.publish(
             Topic.DELIVERIES,
             n.customer_id,
@@ -123,8 +279,80 @@ class Deliverer:
                 playbook=n.playbook,
                 step=n.step,
                 channel=n.channel,
-                status=status,
-                occurred_at=self.clock.now(),  # type: ignore[arg-type]
-                detail=detail,
+                status=REPORTED[status],
+                occurred_at=self.clock.now(),
+                detail=detail[:500] if detail else None,
             ),
         )
+        await self.log.mark_reported(n.notification_id)
+
+
+class Consumer(Protocol):
+    """What :func:`consume` needs of a Kafka consumer (``common.kafka.make_consumer``)."""
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]: ...
+
+    async def commit(self) -> None: ...
+
+
+async def consume(
+    consumer: Consumer,
+    handle: Callable[[Record], object],
+    dead_letters: DeadLetters,
+    *,
+    stop: asyncio.Event,
+    concurrency: int,
+    max_attempts: int = 5,
+    backoff_s: float = 0.2,
+) -> None:
+    """Consume ``notifications`` until ``stop``: customers in parallel, each in order.
+
+    A polled batch is split by key (customer); up to ``concurrency`` customers are
+    delivered at once, one customer's records one after the other. Offsets are committed
+    after the whole batch was handled (at-least-once; the delivery log makes handling
+    idempotent). An undecodable record goes to the dead-letter topic; any other error is
+    retried with backoff, then propagates with the offsets uncommitted.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(record: Record) -> None:
+        for attempt in range(1, max_attempts + 1):
+            try:
+                await handle(record)  # type: ignore[misc]
+                return
+            except DECODE_ERRORS as exc:
+                await dead_letters.send(record, exc)
+                return
+            except Exception:
+                if attempt == max_attempts:
+                    raise
+                log.exception("delivery handler failed, retrying", extra={"attempt": attempt})
+                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+
+    async def customer(records: list[Record]) -> None:
+        async with gate:
+            for record in records:
+                await one(record)
+
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=200, max_records=500)
+        by_key: dict[str | None, list[Record]] = defaultdict(list)
+        for records in batches.values():
+            for raw in records:
+                record = Record.from_consumer(raw)
+                by_key[record.key].append(record)
+        if by_key:
+            await asyncio.gather(*(customer(rs) for rs in by_key.values()))
+            await consumer.commit()
+
+
+async def retry_loop(deliverer: Deliverer, *, stop: asyncio.Event) -> None:
+    """Poll the retry schedule every ``retry_poll_s`` real seconds until ``stop``."""
+    while not stop.is_set():
+        try:
+            attempted = await deliverer.retry_due()
+        except Exception:
+            log.exception("retry poll failed")
+            attempted = 0
+        if attempted < deliverer.settings.retry_batch:
+            await sleep_or_stop(stop, deliverer.settings.retry_poll_s)

@@ -67,6 +67,7 @@ def test_offer_email_renders_every_variant(variant: str) -> None:
             "variant": variant,
             "offer_url": "http://x/t/click/tok",
             "open_url": "http://x/t/open/tok",
+            "unsubscribe_url": "http://x/u/tok",
         },
     )
     assert email.subject.startswith("Ana,")
@@ -83,6 +84,7 @@ def test_html_escapes_customer_fields() -> None:
             "variant": None,
             "offer_url": "u",
             "open_url": "o",
+            "unsubscribe_url": "u",
         },
     )
     assert "<script>" not in email.html and "&lt;script&gt;" in email.html

@@ -1,0 +1,53 @@
+"""The suppression list: addresses that get no marketing email (PostgreSQL)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+TS = sa.TIMESTAMP(timezone=True)
+suppressions = sa.Table(
+    "suppressions",
+    sa.MetaData(),
+    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("notification_id", sa.Text),
+    sa.Column("created_at", TS),
+)
+
+
+def normalise(address: str) -> str:
+    return address.strip().lower()
+
+
+class Suppressions:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def add(
+        self, address: str, *, customer_id: str | None, reason: str, notification_id: str | None
+    ) -> bool:
+        """Suppress ``address``; True if it was not suppressed before. Idempotent."""
+        stmt = (
+            insert(suppressions)
+            .values(
+                address=normalise(address),
+                customer_id=customer_id,
+                reason=reason,
+                notification_id=notification_id,
+            )
+            .on_conflict_do_nothing(index_elements=["address"])
+            .returning(suppressions.c.address)
+        )
+        async with self.engine.begin() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def reason(self, address: str) -> str | None:
+        """Why ``address`` is suppressed, or None if it may get marketing email."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(
+                sa.select(suppressions.c.reason).where(suppressions.c.address == normalise(address))
+            )
+        return None if value is None else str(value)

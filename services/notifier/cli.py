@@ -1,0 +1,196 @@
+"""``tenure templates``: list, check and preview the notifier's message templates.
+
+``tenure templates render PLAYBOOK STEP --customer SPEC`` prints what a customer would
+get from that step: subject, text and HTML of an email, title and body of an in-app
+message, or the text and JSON body of a CSM webhook. ``SPEC`` is a JSON object, the path
+of a JSON file, or ``key=value`` pairs separated by commas; unspecified fields come from
+a sample customer. Links are placeholders (nothing is signed or tracked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from common.messages import Channel, Notification
+from notifier.domain import messages
+from notifier.domain.render import TEMPLATES, Renderer, RenderError
+
+SAMPLE: dict[str, Any] = {
+    "first_name": "Ana",
+    "email": "ana@example.com",
+    "plan": "basic",
+    "owner_csm": "csm@example.com",
+    "variant": None,
+    "day": 0,
+    "due_at": "2026-01-05T09:00:00+00:00",
+    "score": {
+        "churn_probability": 0.91,
+        "tier": "high",
+        "risk_score": 63.3,
+        "signals": [
+            {
+                "name": "competitor_trial",
+                "group": "competition",
+                "value": 1,
+                "threshold": 1,
+                "contribution": 12.9,
+            }
+        ],
+        "red_flags": [],
+    },
+}
+PREVIEW = "http://127.0.0.1:8082"
+PREVIEW_LINKS = messages.Links(
+    offer_url=f"{PREVIEW}/t/click/preview",
+    open_url=f"{PREVIEW}/t/open/preview",
+    unsubscribe_url=f"{PREVIEW}/u/preview",
+    app_url="https://app.tenure.example",
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix, reported as one line."""
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def parse_customer(spec: str | None) -> dict[str, Any]:
+    """The sample customer overridden by ``spec`` (JSON, a JSON file, or k=v,k=v)."""
+    if not spec:
+        return dict(SAMPLE)
+    text = spec.strip()
+    if not text.startswith("{") and Path(text).is_file():
+        text = Path(text).read_text()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--customer: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise CliError("--customer: must be a JSON object")
+        return {**SAMPLE, **data}
+    fields: dict[str, Any] = {}
+    for pair in text.split(","):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--customer: expected key=value, got {pair!r}")
+        fields[key.strip()] = value.strip()
+    return {**SAMPLE, **fields}
+
+
+def preview(renderer: Renderer, playbook: str, step: str, customer: dict[str, Any]) -> str:
+    """The rendered step for ``customer``, as text; raises :class:`RenderError`."""
+    template = f"{playbook}/{step}"
+    kind = renderer.kind(template)
+    channel: Channel = kind
+    n = Notification(
+        notification_id="preview",
+        customer_id=str(customer.get("customer_id", "preview-customer")),
+        journey_id="preview",
+        playbook=playbook,
+        step=step,
+        channel=channel,
+        template=template,
+        variant=customer.get("variant"),
+        recipient=customer.get("email") if channel == "email" else "csm",
+        created_at="2026-01-05T09:00:00Z",  # type: ignore[arg-type]
+        context={k: v for k, v in customer.items() if k != "customer_id"},
+    )
+    context = messages.template_context(n, PREVIEW_LINKS)
+    if kind == "email":
+        email = renderer.email(template, context)
+        headers = messages.email_headers(n, PREVIEW_LINKS.unsubscribe_url)
+        head = "\n".join(f"{k}: {v}" for k, v in headers.items())
+        return (
+            f"To: {n.recipient}\nSubject: {email.subject}\n{head}\n\n"
+            f"--- text/plain ---\n{email.text}\n\n--- text/html ---\n{email.html}"
+        )
+    if kind == "in_app":
+        message = renderer.in_app(template, context)
+        return f"Title: {message.title}\n\n{message.body}"
+    title = renderer.text(template, context)
+    body = messages.csm_task_body(n, title)
+    return (
+        f"{title}\n\n--- webhook body ---\n"
+        + orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+    )
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    renderer = Renderer(args.templates)
+    customer = parse_customer(args.customer)
+    if args.variant is not None:
+        customer["variant"] = args.variant
+    try:
+        _write(preview(renderer, args.playbook, args.step, customer))
+    except RenderError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    renderer = Renderer(args.templates)
+    for template in renderer.templates():
+        _write(f"{template}\t{renderer.kind(template)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    renderer = Renderer(args.templates)
+    failures = 0
+    for template in renderer.templates():
+        playbook, step = template.split("/")
+        try:
+            preview(renderer, playbook, step, dict(SAMPLE))
+        except RenderError as exc:
+            failures += 1
+            sys.stderr.write(f"{template}: {exc}\n")
+    _write(f"{len(renderer.templates()) - failures} templates render, {failures} fail")
+    return 1 if failures else 0
+
+
+def register_templates(parser: argparse.ArgumentParser) -> None:
+    """List, check and preview the notifier's message templates."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--templates", type=Path, default=TEMPLATES, metavar="DIR", help="template folder"
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    render = actions.add_parser(
+        "render", parents=[common], help="print a step as a customer would get it"
+    )
+    render.add_argument("playbook", metavar="PLAYBOOK")
+    render.add_argument("step", metavar="STEP")
+    render.add_argument(
+        "--customer",
+        metavar="SPEC",
+        help="JSON object, JSON file, or key=value,... (default: a sample customer)",
+    )
+    render.add_argument("--variant", help="offer variant (retention_offer)")
+    render.set_defaults(run=_guarded(cmd_render))
+    listing = actions.add_parser("list", parents=[common], help="every step with templates")
+    listing.set_defaults(run=_guarded(cmd_list))
+    check = actions.add_parser(
+        "check", parents=[common], help="render every template with the sample customer"
+    )
+    check.set_defaults(run=_guarded(cmd_check))
+
+
+def _guarded(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            status: int = fn(args)
+        except CliError as exc:
+            sys.stderr.write(f"tenure: error: {exc}\n")
+            return 1
+        return status
+
+    return run

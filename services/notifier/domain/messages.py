@@ -1,0 +1,155 @@
+"""What a notification becomes: template context, email headers, CSM task bodies (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from common.messages import Notification
+
+WebhookFormat = Literal["standard", "slack"]
+
+
+class NoRoute(Exception):
+    """A webhook notification names a target no endpoint is configured for."""
+
+
+@dataclass(frozen=True)
+class Links:
+    """The signed links of one message."""
+
+    offer_url: str
+    open_url: str
+    unsubscribe_url: str
+    app_url: str
+
+
+def is_marketing(n: Notification) -> bool:
+    """Email and in-app customer messages are marketing; CSM tasks are not.
+
+    A notification may say otherwise with ``context["marketing"] = False`` (transactional).
+    """
+    return n.channel in ("email", "in_app") and n.context.get("marketing") is not False
+
+
+def withheld_consent(n: Notification, kind: Literal["email_marketing", "in_app"]) -> bool:
+    """Whether the notification's context says consent ``kind`` was withheld.
+
+    The orchestrator decides consent when the step is due; this catches a context that
+    carries ``consent`` (``{"email_marketing": false}``) all the same.
+    """
+    consent = n.context.get("consent")
+    return isinstance(consent, Mapping) and consent.get(kind) is False
+
+
+def template_context(n: Notification, links: Links) -> dict[str, Any]:
+    """The variables templates see: the notification's context, its ids and its links."""
+    return {
+        **n.context,
+        "customer_id": n.customer_id,
+        "playbook": n.playbook,
+        "step": n.step,
+        "variant": n.variant,
+        "priority": n.priority,
+        "offer_url": links.offer_url,
+        "open_url": links.open_url,
+        "unsubscribe_url": links.unsubscribe_url,
+        "app_url": links.app_url,
+    }
+
+
+def email_headers(n: Notification, unsubscribe_url: str) -> dict[str, str]:
+    """Headers of an email; marketing email gets RFC 8058 one-click unsubscribe."""
+    headers = {"X-Tenure-Notification-Id": n.notification_id}
+    if is_marketing(n):
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def route_for(n: Notification, routes: Mapping[str, object]) -> str:
+    """The route name a webhook notification goes to; raises :class:`NoRoute`.
+
+    ``csm`` tries the owner CSM's own endpoint (``csm:<owner_csm>``), then their team's
+    (``team:<team>``), then the default ``csm`` route; any other recipient is a route name.
+    """
+    target = n.recipient or ""
+    candidates = [target]
+    if target == "csm":
+        team = n.context.get("team")
+        owner = n.context.get("owner_csm")
+        candidates = [
+            *([f"csm:{owner}"] if owner else []),
+            *([f"team:{team}"] if team else []),
+            "csm",
+        ]
+    for name in candidates:
+        if name in routes:
+            return name
+    raise NoRoute(f"no webhook endpoint for recipient {target!r} (tried {', '.join(candidates)})")
+
+
+def _percent(value: object) -> str:
+    return f"{float(value) * 100:.0f}%" if isinstance(value, int | float) else "unknown"
+
+
+def csm_task_body(n: Notification, title: str, fmt: WebhookFormat = "standard") -> dict[str, Any]:
+    """The JSON body of a CSM task: the task, the customer and the score explanation.
+
+    ``standard`` is Tenure's own shape; ``slack`` is an incoming-webhook message (``text``
+    and ``blocks``) that also carries the standard fields under ``tenure``.
+    """
+    score = n.context.get("score")
+    task: dict[str, Any] = {
+        "type": "csm_task",
+        "notification_id": n.notification_id,
+        "customer_id": n.customer_id,
+        "journey_id": n.journey_id,
+        "playbook": n.playbook,
+        "step": n.step,
+        "priority": n.priority,
+        "owner_csm": n.context.get("owner_csm"),
+        "due_at": n.context.get("due_at"),
+        "title": title,
+        "explanation": score,
+    }
+    if fmt == "standard":
+        return task
+    score = score if isinstance(score, Mapping) else {}
+    signals = [s for s in score.get("signals", ()) if isinstance(s, Mapping)]
+    flags = [f.get("name") for f in score.get("red_flags", ()) if isinstance(f, Mapping)]
+    why = (
+        ", ".join(f"{s.get('name')} ({s.get('value')} vs {s.get('threshold')})" for s in signals)
+        or "no active signal"
+    )
+    priority = ":rotating_light: high priority" if n.priority == "high" else "normal priority"
+    return {
+        "text": title,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}},
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*Customer*\n{n.customer_id}"},
+                    {"type": "mrkdwn", "text": f"*Playbook*\n{n.playbook} / {n.step}"},
+                    {
+                        "type": "mrkdwn",
+                        "text": f"*Churn probability*\n{_percent(score.get('churn_probability'))}",
+                    },
+                    {"type": "mrkdwn", "text": f"*Priority*\n{priority}"},
+                ],
+            },
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"Why: {why}"
+                        + (f"; red flags: {', '.join(map(str, flags))}" if flags else ""),
+                    }
+                ],
+            },
+        ],
+        "tenure": task,
+    }

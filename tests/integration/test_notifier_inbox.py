@@ -1,0 +1,248 @@
+"""The in-app inbox over real HTTP (uvicorn), PostgreSQL and Kafka.
+
+A token for customer A lists, marks and streams A's messages only: never B's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from common.clock import FakeClock
+from common.db import create_engine
+from common.kafka import DeadLetters, KafkaPublisher, ensure_topics
+from common.runtime import serve_http
+from common.settings import CommonSettings
+from common.topics import Topic
+from devstack.procs import free_port
+from devstack.stack import Stack
+from notifier.adapters.delivery_log import DeliveryLog
+from notifier.adapters.inbox import Inbox
+from notifier.adapters.mailer import SmtpMailer
+from notifier.adapters.suppressions import Suppressions
+from notifier.adapters.webhooks import WebhookSender
+from notifier.domain.render import Renderer
+from notifier.domain.signing import issue_inbox_token
+from notifier.entrypoints.api import create_api
+from notifier.entrypoints.deliver import Deliverer
+from tests.integration.test_notifier import (
+    SECRET,
+    START,
+    as_record,
+    notification,
+    notifier_settings,
+    outcomes,
+)
+
+
+@pytest.fixture(scope="module")
+def database_url(stack: Stack) -> str:
+    return stack.new_database("it_notifier_inbox")
+
+
+@pytest.fixture(scope="module")
+async def common(database_url: str, common_settings: CommonSettings) -> CommonSettings:
+    common = common_settings.model_copy(
+        update={"database_url": database_url, "topic_prefix": f"it-inbox-{uuid.uuid4().hex[:6]}."}
+    )
+    await ensure_topics(common, [Topic.DELIVERIES, Topic.NOTIFICATIONS])
+    return common
+
+
+@pytest.fixture(scope="module")
+async def served(stack: Stack, common: CommonSettings) -> AsyncIterator[tuple[Deliverer, str]]:
+    settings = notifier_settings(
+        stack, common, inbox_secret="backend-shared-secret", inbox_poll_s=0.1
+    )
+    engine = create_engine(common.database_url)
+    stop = asyncio.Event()
+    port = free_port()
+    async with httpx.AsyncClient() as http, KafkaPublisher(common, client_id="it") as publisher:
+        deliverer = Deliverer(
+            settings=settings,
+            log=DeliveryLog(engine),
+            mailer=SmtpMailer(settings),
+            webhooks=WebhookSender(http, SECRET, allow=settings.webhook_allow_hosts),
+            renderer=Renderer(),
+            publisher=publisher,
+            clock=FakeClock(START),
+            suppressions=Suppressions(engine),
+            inbox=Inbox(engine),
+            dead_letters=DeadLetters(publisher, consumer_name="it-inbox"),
+        )
+        app = create_api(
+            settings,
+            publisher,
+            deliverer.clock,
+            suppressions=deliverer.suppressions,
+            inbox=deliverer.inbox,
+            stop=stop,
+        )
+        server = asyncio.create_task(serve_http(app, host="127.0.0.1", port=port, stop=stop))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                await http.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        try:
+            yield deliverer, f"http://127.0.0.1:{port}"
+        finally:
+            stop.set()
+            await server
+    await engine.dispose()
+
+
+def token(customer_id: str, ttl_s: int = 600, key: bytes = b"backend-shared-secret") -> str:
+    return issue_inbox_token(customer_id, int(time.time()) + ttl_s, key)
+
+
+def auth(customer_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(customer_id)}"}
+
+
+async def deliver_in_app(d: Deliverer, customer_id: str, template: str) -> str:
+    playbook, step = template.split("/")
+    n = notification(
+        "in_app", customer_id=customer_id, playbook=playbook, step=step, template=template
+    )
+    await d.handle(as_record(n))
+    return n.notification_id
+
+
+async def test_a_customer_sees_marks_and_dismisses_only_its_own_messages(
+    served: tuple[Deliverer, str], common: CommonSettings
+) -> None:
+    d, base = served
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    na = await deliver_in_app(d, a, "re_engagement/premium_trial")
+    nb = await deliver_in_app(d, b, "upsell_need/plan_in_app")
+    async with httpx.AsyncClient(base_url=base) as client:
+        listed_a = (await client.get("/v1/inbox", headers=auth(a))).json()
+        listed_b = (await client.get("/v1/inbox", headers=auth(b))).json()
+        assert [m["title"] for m in listed_a["messages"]] == ["It has been two weeks"]
+        assert listed_a["unread"] == 1
+        assert "7 days" in listed_a["messages"][0]["body"]
+        assert [m["title"] for m in listed_b["messages"]] == [
+            "You have reached a limit of your plan"
+        ]
+        id_a = listed_a["messages"][0]["id"]
+        id_b = listed_b["messages"][0]["id"]
+
+        # A's token cannot touch B's message: not found, as if it did not exist.
+        for action in ("read", "dismiss"):
+            answer = await client.post(f"/v1/inbox/{id_b}/{action}", headers=auth(a))
+            assert answer.status_code == 404, answer.text
+        assert (await client.get("/v1/inbox", headers=auth(b))).json()["unread"] == 1
+
+        read = await client.post(f"/v1/inbox/{id_a}/read", headers=auth(a))
+        assert read.status_code == 200 and read.json()["read_at"] is not None
+        again = await client.post(f"/v1/inbox/{id_a}/read", headers=auth(a))
+        assert again.status_code == 200
+        unread = (await client.get("/v1/inbox?unread_only=true", headers=auth(a))).json()
+        assert unread["messages"] == []
+        assert (await client.post(f"/v1/inbox/{id_a}/dismiss", headers=auth(a))).status_code == 200
+        assert (await client.get("/v1/inbox", headers=auth(a))).json()["messages"] == []
+
+    published = await outcomes(common, na, nb)
+    assert published[na] == ["sent", "read", "dismissed"]  # the second read is not news
+    assert published[nb] == ["sent"]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda c: None, "missing inbox token"),
+        (lambda c: token(c, ttl_s=-1), "expired"),
+        (lambda c: token(c, key=b"not-the-shared-secret"), "mismatch"),
+        (lambda c: token(c, ttl_s=10 * 86_400), "valid for more than"),
+        (lambda c: token(c)[:-2] + "xx", "mismatch"),
+    ],
+)
+async def test_bad_tokens_are_refused(
+    served: tuple[Deliverer, str], make: Any, reason: str
+) -> None:
+    _, base = served
+    raw = make("a-1")
+    headers = {"Authorization": f"Bearer {raw}"} if raw else {}
+    async with httpx.AsyncClient(base_url=base) as client:
+        for method, path in (
+            ("GET", "/v1/inbox"),
+            ("POST", "/v1/inbox/1/read"),
+            ("POST", "/v1/inbox/1/dismiss"),
+            ("GET", "/v1/inbox/stream"),
+        ):
+            answer = await client.request(method, path, headers=headers)
+            assert answer.status_code == 401, (path, answer.text)
+            assert reason in answer.json()["detail"]
+            assert answer.headers["www-authenticate"] == "Bearer"
+
+
+async def read_events(
+    response: httpx.Response, want: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The first ``want`` SSE ``message`` events of a streaming response."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, str] = {}
+
+    async def pump() -> None:
+        async for line in response.aiter_lines():
+            if line == "":
+                if current.get("event") == "message":
+                    events.append({"id": current["id"], **json.loads(current["data"])})
+                    if len(events) >= want:
+                        return
+                current.clear()
+            elif not line.startswith(":") and ":" in line:
+                field, _, value = line.partition(":")
+                current[field] = value.lstrip(" ")
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pump(), timeout_s)
+    return events
+
+
+async def test_stream_pushes_new_messages_to_their_customer_only(
+    served: tuple[Deliverer, str],
+) -> None:
+    d, base = served
+    a, b = f"sa-{uuid.uuid4().hex[:6]}", f"sb-{uuid.uuid4().hex[:6]}"
+    await deliver_in_app(d, a, "upsell_usage/next_plan_in_app")  # before the stream: old
+    # EventSource cannot set headers: the token may come as a query parameter.
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        client.stream("GET", f"/v1/inbox/stream?token={token(a)}") as stream_a,
+        client.stream("GET", "/v1/inbox/stream", headers=auth(b)) as stream_b,
+    ):
+        assert stream_a.status_code == 200 and stream_b.status_code == 200
+        assert stream_a.headers["content-type"].startswith("text/event-stream")
+        await asyncio.sleep(0.3)
+        await deliver_in_app(d, b, "downgrade_save/value_in_app")
+        await deliver_in_app(d, a, "re_engagement/premium_trial")
+        await deliver_in_app(d, a, "upsell_need/plan_in_app")
+        got_a = await read_events(stream_a, want=2, timeout_s=5)
+        got_b = await read_events(stream_b, want=2, timeout_s=1.5)
+    assert [e["title"] for e in got_a] == [
+        "It has been two weeks",
+        "You have reached a limit of your plan",
+    ]
+    assert [e["title"] for e in got_b] == ["Before you downgrade"]
+
+    # Reconnecting with Last-Event-ID resumes after the last message seen.
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        client.stream(
+            "GET", "/v1/inbox/stream", headers={**auth(a), "Last-Event-ID": got_a[0]["id"]}
+        ) as resumed,
+    ):
+        again = await read_events(resumed, want=1, timeout_s=5)
+    assert [e["title"] for e in again] == ["You have reached a limit of your plan"]
