@@ -1,0 +1,329 @@
+"""The scoring worker as a process, on the real broker.
+
+A scripted customer history in → the expected signal changes and final snapshot out;
+time-driven signals without new events; aborted transactional writes never counted
+(read_committed); SIGKILL in the middle of a stream → state recovered from the
+changelog, nothing counted twice (compared with an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from common.clock import ScaledClock
+from common.kafka import ensure_topics
+from common.settings import CommonSettings
+from common.topics import Topic, dlq_name, events_topic, topic_name
+from devstack.procs import free_port, spawn, stop
+from devstack.stack import REPO, Stack
+
+SCALE = 3600.0  # an hour of the worker's clock per real second
+DAY = timedelta(days=1)
+
+
+@dataclass
+class Env:
+    stack: Stack
+    settings: CommonSettings
+    clock: ScaledClock
+    root: Path
+
+    def worker(self, app_id: str, data_dir: Path, **extra: str) -> subprocess.Popen[bytes]:
+        env = {
+            **self.stack.env(),
+            "TENURE_TOPIC_PREFIX": self.settings.topic_prefix,
+            "TENURE_TIME_SCALE": str(SCALE),
+            "TENURE_CLOCK_EPOCH": self.clock.epoch.isoformat(),
+            "TENURE_LOG_FORMAT": "text",
+            "TENURE_SCORING_APP_ID": app_id,
+            "TENURE_SCORING_DATA_DIR": str(data_dir),
+            "TENURE_SCORING_METRICS_PORT": str(free_port()),
+            "TENURE_SCORING_SWEEP_INTERVAL_S": "0.5",
+            **extra,
+        }
+        log = self.root / f"{app_id}-{time.monotonic_ns()}.log"
+        return spawn([sys.executable, "-m", "scoring"], env=env, cwd=REPO, log_path=log)
+
+    def name(self, topic: Topic) -> str:
+        return topic_name(topic, self.settings.topic_prefix)
+
+
+@pytest.fixture(scope="module")
+def env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    prefix = f"sc{uuid.uuid4().hex[:6]}."
+    settings = stack.common_settings().model_copy(update={"topic_prefix": prefix})
+    asyncio.run(ensure_topics(settings))
+    clock = ScaledClock(scale=SCALE, epoch=datetime.now(UTC))
+    yield Env(stack, settings, clock, tmp_path_factory.mktemp("scoring"))
+
+
+@pytest.fixture(scope="module")
+def worker(env: Env) -> Iterator[subprocess.Popen[bytes]]:
+    proc = env.worker("it-scoring", env.root / "main-worker")
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def event(clock: ScaledClock, customer: str, kind: str, type_: str, ago: timedelta, **fields: Any):
+    body = {
+        "event_id": str(uuid.uuid4()),
+        "customer_id": customer,
+        "occurred_at": (clock.now() - ago).isoformat(),
+        "kind": kind,
+        "type": type_,
+        **fields,
+    }
+    return body
+
+
+async def produce(settings: CommonSettings, events: list[dict[str, Any]], **options: Any) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", **options)
+    await producer.start()
+    try:
+        for body in events:
+            topic = topic_name(events_topic(body["kind"]), settings.topic_prefix)
+            await producer.send(
+                topic, key=body["customer_id"].encode(), value=json.dumps(body).encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_until(
+    settings: CommonSettings,
+    topic: str,
+    done: Callable[[list[Any]], bool],
+    timeout: float,
+    *,
+    isolation_level: str = "read_uncommitted",
+) -> list[Any]:
+    """Every record of ``topic`` from the start, until ``done(records)`` or the timeout."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + 10
+        while not partitions and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for items in batch.values():
+                records.extend(items)
+            if done(records):
+                return records
+        raise AssertionError(f"{topic}: condition not met in {timeout:.0f}s ({len(records)} read)")
+    finally:
+        await consumer.stop()
+
+
+def values(records: list[Any], customer: str | None = None) -> list[dict[str, Any]]:
+    out = [json.loads(r.value) for r in records if r.value is not None]
+    return [v for v in out if customer is None or v.get("customer_id") == customer]
+
+
+def snapshot_with(customer: str, check: Callable[[dict[str, Any]], bool]):
+    def done(records: list[Any]) -> bool:
+        snaps = values(records, customer)
+        return bool(snaps) and check(snaps[-1])
+
+    return done
+
+
+async def test_a_scripted_history_gives_the_expected_changes_and_snapshot(
+    env: Env, worker: subprocess.Popen[bytes]
+) -> None:
+    c = env.clock
+    cid = f"hist-{uuid.uuid4().hex[:6]}"
+    # Phase 1, on three topics (no order between them): who the customer is, and an NPS of 4.
+    await produce(
+        env.settings,
+        [
+            event(c, cid, "profile", "identify", 40 * DAY, plan="pro", mrr=99.0),
+            event(c, cid, "payment", "subscription_started", 40 * DAY, plan="pro", mrr_after=99.0),
+            event(c, cid, "support", "nps_response", 3 * DAY, score=4),
+        ],
+    )
+    await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        snapshot_with(cid, lambda s: s["plan"] == "pro" and s["tier"] == "medium"),
+        timeout=90,
+    )
+    # Phase 2, on one topic and partition (in order): the competition signals.
+    trial = event(c, cid, "intent", "competitor_trial", 10 * DAY)
+    await produce(
+        env.settings,
+        [
+            trial,
+            event(c, cid, "intent", "alternative_search", 5 * DAY),
+            trial,  # sent twice: counted once
+            event(c, cid, "intent", "contract_review", 2 * DAY),
+            event(c, cid, "intent", "referral", 1 * DAY),
+        ],
+    )
+    scores = await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        snapshot_with(cid, lambda s: s["loyalty_points"] == 125),
+        timeout=60,
+    )
+    signals = await read_until(
+        env.settings,
+        env.name(Topic.SIGNALS),
+        lambda rs: any(v["name"] == "contract_review" for v in values(rs, cid)),
+        timeout=30,
+    )
+    changes = [
+        (v["change"], v["name"], v.get("current"))
+        for v in values(signals, cid)
+        if v["change"] in ("signal_on", "signal_off", "tier_changed")
+    ]
+    assert sorted(changes[:3], key=str) == [
+        ("signal_on", "nps_low", None),
+        ("signal_on", "usage_reduced", None),  # 0 of the plan's 10 features in 30 days
+        ("tier_changed", "tier", "medium"),
+    ]
+    assert changes[3:] == [
+        ("signal_on", "competitor_trial", None),
+        ("tier_changed", "tier", "high"),
+        ("signal_on", "alternative_search", None),
+        ("signal_on", "contract_review", None),
+    ]
+    segment = [v for v in values(signals, cid) if v["change"] == "segment_changed"]
+    assert [(v["previous"], v["current"]) for v in segment] == [(None, "medium")]
+    final = values(scores, cid)[-1]
+    assert final["events_counted"] == 7  # 8 sent, one twice
+    assert final["tier"] == "high"
+    assert final["churn_probability"] >= 0.90
+    assert {f["name"] for f in final["red_flags"]} == {
+        "trial_and_search",
+        "contract_and_search",
+        "detractor_low_usage",
+    }
+    explained = {s["name"]: s for s in final["signals"]}
+    assert set(explained) == {
+        "nps_low",
+        "usage_reduced",
+        "competitor_trial",
+        "alternative_search",
+        "contract_review",
+    }
+    assert explained["nps_low"]["value"] == 4 and explained["nps_low"]["threshold"] == 7
+    assert explained["competitor_trial"]["contribution"] == 9.0
+    assert final["risk_score"] == pytest.approx(sum(s["contribution"] for s in final["signals"]))
+    assert final["clv"] == pytest.approx(99 * 0.8 * 20 * 1.2)
+    assert final["clv_segment"] == "medium"
+    assert final["feature_adoption"] == 0.0
+    assert final["health_band"] in ("low", "at_risk")
+
+
+async def test_a_time_driven_signal_turns_on_without_a_new_event(
+    env: Env, worker: subprocess.Popen[bytes]
+) -> None:
+    cid = f"late-{uuid.uuid4().hex[:6]}"
+    # 7 days late now: "more than 7 days" becomes true minutes of the worker's clock later
+    overdue = event(env.clock, cid, "payment", "invoice_overdue", timedelta(0), days_late=7)
+    overdue["invoice_id"] = "inv-1"
+    sent_at = env.clock.now()
+    await produce(env.settings, [overdue])
+    signals = await read_until(
+        env.settings,
+        env.name(Topic.SIGNALS),
+        lambda rs: any(v["name"] == "payment_late" for v in values(rs, cid)),
+        timeout=90,
+    )
+    [late] = [v for v in values(signals, cid) if v["name"] == "payment_late"]
+    assert late["change"] == "signal_on" and late["value"] > 7
+    assert (
+        datetime.fromisoformat(late["occurred_at"]) > sent_at
+    )  # the clock's time, not the event's
+
+
+async def test_dead_letters_with_the_error_and_the_worker_goes_on(
+    env: Env, worker: subprocess.Popen[bytes]
+) -> None:
+    cid = f"dlq-{uuid.uuid4().hex[:6]}"
+    topic = env.name(Topic.EVENTS_INTENT)
+    producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=cid.encode(), value=b'{"kind": "intent"}')
+    finally:
+        await producer.stop()
+    await produce(env.settings, [event(env.clock, cid, "intent", "competitor_trial", DAY)])
+    dead = await read_until(
+        env.settings,
+        dlq_name(topic),
+        lambda rs: any(r.key == cid.encode() for r in rs),
+        timeout=60,
+    )
+    [record] = [r for r in dead if r.key == cid.encode()]
+    headers = dict(record.headers)
+    assert b"event_id" in headers["dlq.error"] and headers["dlq.topic"] == topic.encode()
+    await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        snapshot_with(cid, lambda s: s["events_counted"] == 1),
+        timeout=60,
+    )
+
+
+async def test_an_aborted_transaction_is_never_counted_and_a_committed_one_is(
+    env: Env, worker: subprocess.Popen[bytes]
+) -> None:
+    cid = f"txn-{uuid.uuid4().hex[:6]}"
+    topic = env.name(Topic.EVENTS_INTENT)
+    aborted = event(env.clock, cid, "intent", "competitor_trial", DAY)
+    committed = event(env.clock, cid, "intent", "alternative_search", DAY)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=env.settings.kafka_bootstrap, transactional_id=f"it-{cid}"
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, key=cid.encode(), value=json.dumps(aborted).encode())
+        await producer.abort_transaction()
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, key=cid.encode(), value=json.dumps(committed).encode())
+        await producer.commit_transaction()
+    finally:
+        await producer.stop()
+    # The aborted record is in the log: a read_uncommitted reader sees both.
+    raw = await read_until(env.settings, topic, lambda rs: len(values(rs, cid)) == 2, timeout=30)
+    assert {v["type"] for v in values(raw, cid)} == {"competitor_trial", "alternative_search"}
+    scores = await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        snapshot_with(cid, lambda s: s["events_counted"] >= 1),
+        timeout=60,
+    )
+    final = values(scores, cid)[-1]
+    assert final["events_counted"] == 1
+    assert [s["name"] for s in final["signals"]] == ["alternative_search"]
