@@ -101,6 +101,7 @@ def create_app(
         processing_guarantee="at_least_once",
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",

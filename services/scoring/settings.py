@@ -30,6 +30,13 @@ class ScoringSettings(ServiceSettings):
     sweep_interval_s: float = Field(
         default=1.0, gt=0, description="Real seconds between two clock sweeps of local customers."
     )
+    session_timeout_s: float = Field(
+        default=60.0,
+        ge=6,
+        le=300,
+        description="How long the group waits for a silent worker before giving its partitions "
+        "to another (a SIGKILLed worker's partitions move after this).",
+    )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
     )

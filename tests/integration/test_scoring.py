@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -327,3 +328,81 @@ async def test_an_aborted_transaction_is_never_counted_and_a_committed_one_is(
     final = values(scores, cid)[-1]
     assert final["events_counted"] == 1
     assert [s["name"] for s in final["signals"]] == ["alternative_search"]
+
+
+def history_of(clock: ScaledClock, customers: int, per_customer: int) -> list[dict[str, Any]]:
+    """A deterministic mix of events: every kind the rules count, spread over 20 days."""
+    shapes: list[tuple[str, str, dict[str, Any]]] = [
+        ("login", "login", {"user_id": "u1"}),
+        ("usage", "feature_used", {"feature": "reports", "user_id": "u2"}),
+        ("usage", "quota_consumed", {"metric": "documents", "quantity": 40}),
+        ("intent", "competitor_visit", {}),
+        ("support", "ticket_opened", {"sentiment": 0.2}),
+        ("support", "nps_response", {"score": 6}),
+        ("intent", "referral", {}),
+        ("login", "login", {"user_id": "u3"}),
+    ]
+    out = []
+    for i in range(per_customer):
+        for c in range(customers):
+            kind, type_, fields = shapes[(i + c) % len(shapes)]
+            ago = timedelta(hours=(per_customer - i) * 20 * 24 / per_customer)
+            out.append(event(clock, f"kill-{c:03d}", kind, type_, ago, **fields))
+    return out
+
+
+def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.value is not None:
+            latest[r.key.decode()] = json.loads(r.value)
+    return latest
+
+
+COMPARED = ("events_counted", "counters", "latest", "levels", "loyalty_points", "users", "features")
+
+
+async def test_sigkill_mid_stream_recovers_from_the_changelog_and_counts_nothing_twice(
+    env: Env,
+) -> None:
+    customers, per_customer = 40, 30
+    events = history_of(env.clock, customers, per_customer)
+    tag = uuid.uuid4().hex[:6]
+    victim, reference = f"it-kill-{tag}", f"it-ref-{tag}"
+    fast = {"TENURE_SCORING_SESSION_TIMEOUT_S": "8"}
+    ref_proc = env.worker(reference, env.root / reference, **fast)
+    proc = env.worker(victim, env.root / f"{victim}-1", **fast)
+    changelog = f"{victim}-customer-state-changelog"
+    try:
+        half = len(events) // 2
+        await produce(env.settings, events[:half])
+        # wait until the victim is in the middle of the stream, then kill it
+        await read_until(env.settings, changelog, lambda rs: len(rs) >= 100, timeout=120)
+        stop(proc, sig=signal.SIGKILL)
+        assert proc.returncode == -signal.SIGKILL
+        before = latest_by_key(await read_until(env.settings, changelog, bool, timeout=10))
+        assert sum(s["events_counted"] for s in before.values()) < len(events)
+        await produce(env.settings, events[half:])
+        # a fresh data folder: RocksDB files are gone, the state must come from the changelog
+        proc = env.worker(victim, env.root / f"{victim}-2", **fast)
+
+        def complete(records: list[Any]) -> bool:
+            states = latest_by_key(records)
+            return len(states) == customers and all(
+                s["events_counted"] >= per_customer for s in states.values()
+            )
+
+        recovered = latest_by_key(await read_until(env.settings, changelog, complete, timeout=180))
+        uninterrupted = latest_by_key(
+            await read_until(
+                env.settings, f"{reference}-customer-state-changelog", complete, timeout=120
+            )
+        )
+    finally:
+        stop(proc)
+        stop(ref_proc)
+    assert {s["events_counted"] for s in recovered.values()} == {per_customer}
+    for customer, state in uninterrupted.items():
+        mine = recovered[customer]
+        assert {k: mine[k] for k in COMPARED} == {k: state[k] for k in COMPARED}, customer
+        assert sorted(mine["seen"]) == sorted(state["seen"])
