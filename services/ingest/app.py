@@ -179,6 +179,7 @@ def create_app(
         transaction_timeout_ms=int(settings.transaction_timeout_s * 1000),
         commit_reserve_s=settings.commit_reserve_s,
         max_group_records=settings.max_transaction_events,
+        committers=settings.transaction_producers,
     )
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)

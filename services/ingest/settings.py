@@ -42,6 +42,13 @@ class IngestSettings(ServiceSettings):
         description="Part of publish_timeout_s kept for the commit: records not "
         "acknowledged before publish_timeout_s - commit_reserve_s are aborted.",
     )
+    transaction_producers: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Transactional producers taking turns: one transaction at a time each, "
+        "so more of them overlap one group's commit with the next groups' sends.",
+    )
     max_transaction_events: int = Field(
         default=5_000, ge=1, description="Most events committed in one group transaction."
     )
