@@ -253,6 +253,16 @@ def decide_step(
     return StepDecision("send")
 
 
+def recipient(step: Step, email: str | None) -> str | None:
+    """The notification's recipient: the address for email, the webhook target name (csm,
+    escalation) for a CSM task, none for in-app (the inbox is the customer's)."""
+    if step.channel == "email":
+        return email
+    if step.channel == "webhook":
+        return step.recipient
+    return None
+
+
 def step_context(
     profile: dict[str, Any],
     score: dict[str, Any] | None,

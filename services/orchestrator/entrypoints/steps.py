@@ -71,7 +71,7 @@ async def fire_step(
             template=step.template,
             variant=timer.variant,
             priority=step.priority,
-            recipient=customer.email if step.recipient == "customer" else step.recipient,
+            recipient=decisions.recipient(step, customer.email),
             created_at=now,
             context=decisions.step_context(profile, score, timer.variant, timer.due_at, step),
         )

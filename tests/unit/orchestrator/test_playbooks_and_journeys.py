@@ -259,3 +259,12 @@ def test_schema_errors_name_the_field(tmp_path: Path) -> None:
         bad.write_text(text.replace(old, new))
         with pytest.raises(PlaybookError, match=pattern):
             load_playbook(bad)
+
+
+def test_recipient_per_channel() -> None:
+    books = load_playbooks(SHIPPED)
+    step = books["re_engagement"].step
+    assert decisions.recipient(step("summary"), "a@b.example") == "a@b.example"
+    assert decisions.recipient(step("premium_trial"), "a@b.example") is None
+    assert decisions.recipient(step("csm_help"), "a@b.example") == "csm"
+    assert decisions.recipient(RETENTION.step("escalation"), None) == "escalation"
