@@ -283,8 +283,8 @@ class TransactionalPublisher:
 
     Three outcomes per call, all within ``timeout_s``: committed (None), not written
     (the transaction was aborted or never began), or unknown, when the commit request
-    itself did not come back in time (``commit_reserve_s`` is kept for it; counted by
-    :attr:`unknown_commits`).
+    itself did not come back in time (``commit_reserve_s`` is kept for it; counted in
+    :attr:`outcomes` as ``unknown``).
     """
 
     def __init__(
@@ -297,6 +297,7 @@ class TransactionalPublisher:
         commit_reserve_s: float = 1.0,
         max_group_records: int = 5_000,
         committers: int = 2,
+        observe: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> None:
         self._prefix = settings.topic_prefix
@@ -319,8 +320,9 @@ class TransactionalPublisher:
         self._queue: collections.deque[_Request] = collections.deque()
         self._wakeup = asyncio.Event()
         self._committers: list[asyncio.Task[None]] = []
-        self.unknown_commits = 0
-        self.transactions = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        """Transactions by outcome: committed, aborted, failed (the commit), unknown."""
+        self._observe = observe
 
     def name(self, topic: Topic | str) -> str:
         return topic_name(topic, self._prefix) if isinstance(topic, Topic) else topic
@@ -466,20 +468,22 @@ class TransactionalPublisher:
         if error is not None:
             for request in group:
                 request.answer(error)
+            self._count("aborted")
             await self._abort(slot, began)
             return
         commit = asyncio.ensure_future(producer.commit_transaction())
         try:
             await asyncio.wait_for(asyncio.shield(commit), max(0.0, deadline - loop.time()))
-            self.transactions += 1
+            self._count("committed")
             for request in group:
                 request.answer(None)
             return
         except TimeoutError:
-            self.unknown_commits += 1
+            self._count("unknown")
             for request in group:
                 request.answer(PublishError("commit outcome unknown: Kafka did not answer"))
         except KafkaError as exc:
+            self._count("failed")
             for request in group:
                 request.answer(PublishError(f"commit failed: {exc!r}"))
         try:
@@ -487,6 +491,11 @@ class TransactionalPublisher:
         except KafkaError as exc:
             log.warning("transaction commit failed: %r", exc)
             await self._abort(slot, began=True)
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        if self._observe is not None:
+            self._observe(outcome)
 
     async def _abort(self, slot: int, began: bool) -> None:
         """End the current transaction; a producer left unusable is replaced."""

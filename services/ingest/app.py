@@ -180,6 +180,7 @@ def create_app(
         commit_reserve_s=settings.commit_reserve_s,
         max_group_records=settings.max_transaction_events,
         committers=settings.transaction_producers,
+        observe=lambda outcome: metrics.TRANSACTIONS.labels(outcome=outcome).inc(),
     )
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)

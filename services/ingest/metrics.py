@@ -39,3 +39,10 @@ PRODUCER_BUFFER_USAGE = gauge(
     "Events in flight / TENURE_INGEST_MAX_INFLIGHT_EVENTS (1 = new events get 503).",
     multiprocess_mode="max",  # each worker has its own buffer: the fullest one matters
 )
+TRANSACTIONS = counter(
+    SERVICE,
+    "transactions",
+    "Kafka transactions by outcome: committed, aborted (not acknowledged in time: the "
+    "events got 503), failed (commit refused), unknown (no answer to the commit).",
+    ["outcome"],
+)
