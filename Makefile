@@ -6,10 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := .stack
 KAFKA_LIBS := $(STACK)/kafka/libs
+PROMETHEUS := $(STACK)/prometheus
 
-.PHONY: run test bench schemas lint typecheck deps kafka clean
+.PHONY: run test bench schemas lint typecheck deps kafka prometheus clean
 
-deps: $(VENV)/.installed kafka
+deps: $(VENV)/.installed kafka prometheus
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,17 @@ $(KAFKA_LIBS)/.fetched: deploy/kafka/pom.xml
 	mvn --batch-mode --quiet -f deploy/kafka/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
 	@touch $@
+
+# Debian's prometheus package, unpacked without installing it (no root needed):
+# promtool checks deploy/prometheus in the tests, prometheus runs in `make run`.
+# Without the package index or the network this only warns; the promtool test skips.
+prometheus: $(PROMETHEUS)/.fetched
+
+$(PROMETHEUS)/.fetched:
+	@mkdir -p $(PROMETHEUS)
+	@if (cd $(PROMETHEUS) && apt-get download --quiet prometheus >/dev/null 2>&1 \
+	     && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb); then touch $@; \
+	 else echo "warning: Debian's prometheus package could not be fetched"; fi
 
 run: deps
 	$(PY) -m devstack run
