@@ -14,81 +14,43 @@ tests).
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
-from typing import Any
 
-import httpx
 import pytest
-import sqlalchemy as sa
 
-from common.clock import ScaledClock
-from common.db import create_engine
-from devstack.stack import SERVICES, Stack
+from devstack.stack import Stack
 from orchestrator.domain import decisions
-from orchestrator.domain.playbook import SHIPPED, load_playbooks
+from tests.e2e.journeys import (
+    LATE,
+    days,
+    journeys,
+    new_customer,
+    notifications,
+    post,
+    query,
+    sent,
+    start_services,
+    stop_services,
+    wait_for,
+)
 
 SCALE = 43_200.0  # two simulated days per real second
-DAY_S = 86_400 / SCALE
-FAST = {
-    "TENURE_TIME_SCALE": str(SCALE),
-    "TENURE_ORCHESTRATOR_QUIET_START": "00:00",
-    "TENURE_ORCHESTRATOR_QUIET_END": "00:00",  # an empty window: no quiet hours
-    "TENURE_ORCHESTRATOR_TIMER_POLL_S": "0.05",
-    "TENURE_ORCHESTRATOR_TRIGGER_POLL_S": "0.05",
-}
-BOOKS = load_playbooks(SHIPPED)
-LATE = 0.5  # days a step may fire after its due instant (polls, relays, two shared cores)
 
 
 @pytest.fixture(scope="module")
 def services(stack: Stack) -> Iterator[Stack]:
-    for name in SERVICES:
-        stack.start_service(name, FAST)
-    stack.wait_ready()
+    start_services(stack, SCALE)
     try:
         yield stack
     finally:
-        for name in SERVICES:
-            stack.stop_service(name)
-
-
-def clock(stack: Stack) -> ScaledClock:
-    return ScaledClock(scale=SCALE, epoch=stack.epoch)
-
-
-def new_customer(prefix: str) -> str:
-    """A customer id in the treatment arm of every playbook (the holdout sends nothing)."""
-    while True:
-        customer = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        if all(decisions.assign_arm(b, customer) == decisions.TREATMENT for b in BOOKS.values()):
-            return customer
-
-
-def post(stack: Stack, customer: str, kind: str, type_: str, **fields: Any) -> None:
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "customer_id": customer,
-        "occurred_at": clock(stack).now().isoformat(),
-        "kind": kind,
-        "type": type_,
-        **fields,
-    }
-    response = httpx.post(
-        f"http://127.0.0.1:{stack.ports.ingest}/v1/events",
-        json=event,
-        headers={"X-API-Key": stack.api_key},
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
+        stop_services(stack)
 
 
 def sign_up(stack: Stack, customer: str) -> None:
     post(
         stack,
+        SCALE,
         customer,
         "profile",
         "identify",
@@ -100,65 +62,7 @@ def sign_up(stack: Stack, customer: str) -> None:
         owner_csm={"id": "csm-7", "email": "csm7@example.com"},
     )
     time.sleep(0.5)  # the profile is projected before the first step is decided
-    post(stack, customer, "payment", "subscription_started", plan="free")
-
-
-def query(stack: Stack, sql: str, **params: Any) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_engine(stack.database_url or "", pool_size=1)
-        try:
-            async with engine.connect() as conn:
-                return list((await conn.execute(sa.text(sql), params)).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def journeys(stack: Stack, customer: str) -> dict[str, Any]:
-    rows = query(
-        stack,
-        "SELECT journey_id, playbook, state, exit_reason, started_at FROM journeys "
-        "WHERE customer_id = :c",
-        c=customer,
-    )
-    return {r.playbook: r for r in rows}
-
-
-def sent(stack: Stack, journey_id: str) -> dict[str, datetime]:
-    """Step -> when it was sent (the journey's history)."""
-    rows = query(
-        stack,
-        "SELECT detail->>'step' AS step, at FROM journey_transitions "
-        "WHERE journey_id = :j AND event = 'step_sent'",
-        j=journey_id,
-    )
-    return {r.step: r.at for r in rows}
-
-
-def notifications(stack: Stack, customer: str) -> list[dict[str, Any]]:
-    """The notification records the outbox relay published, in order."""
-    rows = query(
-        stack,
-        "SELECT convert_from(payload, 'UTF8')::jsonb AS n FROM outbox "
-        "WHERE key = :c AND published_at IS NOT NULL ORDER BY id",
-        c=customer,
-    )
-    return [r.n for r in rows]
-
-
-def wait_for(predicate: Any, days: float, what: str) -> Any:
-    deadline = time.monotonic() + days * DAY_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {days} simulated days waiting for {what}")
-
-
-def days(delta: timedelta) -> float:
-    return delta / timedelta(days=1)
+    post(stack, SCALE, customer, "payment", "subscription_started", plan="free")
 
 
 def test_re_engagement_timeline_and_exit_on_login(services: Stack) -> None:
@@ -166,16 +70,34 @@ def test_re_engagement_timeline_and_exit_on_login(services: Stack) -> None:
     for customer in (silent, returning):
         sign_up(services, customer)
 
-    onboarding = wait_for(lambda: journeys(services, silent).get("onboarding"), 5, "onboarding")
+    onboarding = wait_for(
+        lambda: journeys(services, silent).get("onboarding"),
+        5,
+        "onboarding",
+        scale=SCALE,
+    )
     # engagement_low on after two unopened onboarding emails (day 3), held 14 days
-    wait_for(lambda: journeys(services, returning).get("re_engagement"), 25, "re_engagement")
+    wait_for(
+        lambda: journeys(services, returning).get("re_engagement"),
+        25,
+        "re_engagement",
+        scale=SCALE,
+    )
     back = journeys(services, returning)["re_engagement"]
-    wait_for(lambda: "summary" in sent(services, back.journey_id), 3, "the summary")
-    post(services, returning, "login", "login", user_id="u-1")
+    wait_for(lambda: "summary" in sent(services, back.journey_id), 3, "the summary", scale=SCALE)
+    post(services, SCALE, returning, "login", "login", user_id="u-1")
 
-    quiet = wait_for(lambda: journeys(services, silent).get("re_engagement"), 5, "re_engagement")
+    quiet = wait_for(
+        lambda: journeys(services, silent).get("re_engagement"),
+        5,
+        "re_engagement",
+        scale=SCALE,
+    )
     steps = wait_for(
-        lambda: (s := sent(services, quiet.journey_id)) and len(s) == 3 and s, 8, "three steps"
+        lambda: (s := sent(services, quiet.journey_id)) and len(s) == 3 and s,
+        8,
+        "three steps",
+        scale=SCALE,
     )
     start = quiet.started_at
     assert 17 <= days(start - onboarding.started_at) < 17 + 1.5
@@ -189,11 +111,17 @@ def test_re_engagement_timeline_and_exit_on_login(services: Stack) -> None:
     for step, offset in (("summary", 0), ("premium_trial", 2), ("csm_help", 4)):
         assert offset <= days(steps[step] - start) < offset + LATE, (step, steps[step] - start)
     wait_for(
-        lambda: journeys(services, silent)["re_engagement"].state == "completed", 2, "completion"
+        lambda: journeys(services, silent)["re_engagement"].state == "completed",
+        2,
+        "completion",
+        scale=SCALE,
     )
 
     records = wait_for(
-        lambda: (n := notifications(services, silent)) and len(n) >= 7 and n, 3, "the records"
+        lambda: (n := notifications(services, silent)) and len(n) >= 7 and n,
+        3,
+        "the records",
+        scale=SCALE,
     )
     mine = [n for n in records if n["playbook"] == "re_engagement"]
     assert [(n["step"], n["channel"], n["recipient"]) for n in mine] == [

@@ -1,0 +1,131 @@
+"""Win-back end to end: from a cancellation posted to ingest to the notification records.
+
+One customer never comes back: "we miss you" on day 30, the 50 % offer on day 37,
+the CSM's personal call on day 45 and the last chance on day 60. Another reactivates
+after the offer: the journey exits and nothing more is sent.
+
+The services run at one simulated day per real second (win-back's 60 days in about a
+minute), with quiet hours switched off so that the days are exact.
+"""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import Stack
+from orchestrator.domain import decisions
+from tests.e2e.journeys import (
+    LATE,
+    days,
+    journeys,
+    new_customer,
+    notifications,
+    post,
+    sent,
+    start_services,
+    stop_services,
+    wait_for,
+)
+
+SCALE = 86_400.0  # one simulated day per real second
+
+
+@pytest.fixture(scope="module")
+def services(stack: Stack) -> Iterator[Stack]:
+    start_services(stack, SCALE)
+    try:
+        yield stack
+    finally:
+        stop_services(stack)
+
+
+def cancel(stack: Stack, customer: str) -> None:
+    post(
+        stack,
+        SCALE,
+        customer,
+        "profile",
+        "identify",
+        email=f"{customer}@example.com",
+        first_name="Ana",
+        plan="pro",
+        time_zone="UTC",
+        consent={"email_marketing": True, "in_app": True},
+        owner_csm={"id": "csm-7", "email": "csm7@example.com"},
+    )
+    post(stack, SCALE, customer, "payment", "subscription_cancelled", plan="pro")
+
+
+def emails_to(folder: Path, address: str) -> list[email.message.Message]:
+    found = []
+    for path in sorted(folder.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes())
+        if message["To"] == address:
+            found.append(message)
+    return found
+
+
+def test_win_back_timeline_and_exit_on_reactivation(services: Stack) -> None:
+    gone, returning = new_customer("e2e-gone"), new_customer("e2e-return")
+    for customer in (gone, returning):
+        cancel(services, customer)
+
+    back = wait_for(
+        lambda: journeys(services, returning).get("win_back"), 3, "win_back", scale=SCALE
+    )
+    wait_for(
+        lambda: "offer" in sent(services, back.journey_id), 40, "the day-37 offer", scale=SCALE
+    )
+    post(services, SCALE, returning, "payment", "subscription_reactivated", plan="pro")
+
+    journey = wait_for(lambda: journeys(services, gone).get("win_back"), 3, "win_back", scale=SCALE)
+    steps = wait_for(
+        lambda: (s := sent(services, journey.journey_id)) and len(s) == 4 and s,
+        30,
+        "4 steps",
+        scale=SCALE,
+    )
+    for step, offset in (("we_miss_you", 30), ("offer", 37), ("personal_call", 45)):
+        at = days(steps[step] - journey.started_at)
+        assert offset <= at < offset + LATE, (step, at)
+    at = days(steps["last_chance"] - journey.started_at)
+    assert 60 <= at < 60 + LATE, ("last_chance", at)
+    wait_for(
+        lambda: journeys(services, gone)["win_back"].state == "completed",
+        2,
+        "completed",
+        scale=SCALE,
+    )
+
+    records = wait_for(
+        lambda: (n := notifications(services, gone)) and len(n) == 4 and n,
+        3,
+        "the records",
+        scale=SCALE,
+    )
+    assert [(n["step"], n["channel"], n["recipient"]) for n in records] == [
+        ("we_miss_you", "email", f"{gone}@example.com"),
+        ("offer", "email", f"{gone}@example.com"),
+        ("personal_call", "webhook", "csm"),
+        ("last_chance", "email", f"{gone}@example.com"),
+    ]
+    assert records[1]["context"]["offer_discount_pct"] == 50
+    assert records[1]["context"]["offer_months"] == 3
+    assert {n["notification_id"] for n in records} == {
+        decisions.notification_id(journey.journey_id, s) for s in steps
+    }
+    mails = wait_for(
+        lambda: len(m := emails_to(services.mail_dir, f"{gone}@example.com")) == 3 and m,
+        3,
+        "three emails",
+        scale=SCALE,
+    )
+    assert all(m["X-Tenure-Notification-Id"] for m in mails)
+
+    ended = journeys(services, returning)["win_back"]
+    assert (ended.state, ended.exit_reason) == ("exited", "reactivated")
+    assert [n["step"] for n in notifications(services, returning)] == ["we_miss_you", "offer"]
