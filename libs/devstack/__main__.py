@@ -22,8 +22,13 @@ class RunSettings(TenureSettings):
     time_scale: float = Field(default=1440.0, gt=0, description="1440: a simulated day a minute.")
 
 
-def banner(stack: Stack) -> str:
+def banner(stack: Stack, *, with_prometheus: bool) -> str:
     p = stack.ports
+    prometheus = (
+        f"http://127.0.0.1:{p.prometheus}/graph"
+        if with_prometheus
+        else "not started (`make prometheus` could not fetch Debian's package)"
+    )
     return f"""
 Tenure is running (a simulated day passes every {86400 / stack.time_scale:.0f} s).
 
@@ -32,6 +37,7 @@ Tenure is running (a simulated day passes every {86400 / stack.time_scale:.0f} s
                        scoring      http://127.0.0.1:{p.scoring_metrics}/metrics
                        orchestrator http://127.0.0.1:{p.orchestrator}/metrics
                        notifier     http://127.0.0.1:{p.notifier}/metrics
+  Prometheus           {prometheus}
   Kafka                {stack.kafka.bootstrap}
   PostgreSQL           {stack.database_url}
   Emails (.eml)        {stack.mail_dir}
@@ -66,7 +72,8 @@ def run() -> int:
         print("Starting the services and the simulator...", flush=True)
         stack.start_services()
         stack.start_service("simulator")
-        print(banner(stack), flush=True)
+        with_prometheus = stack.start_prometheus()
+        print(banner(stack, with_prometheus=with_prometheus), flush=True)
         print(f"(ready in {time.monotonic() - started:.1f} s)", flush=True)
         while not stopping:
             dead = stack.dead()

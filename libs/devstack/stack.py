@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from common.db import upgrade
 from common.kafka import ensure_topics
 from common.settings import CommonSettings
+from devstack import prometheus
 from devstack.kafka import KafkaBroker
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, require_free, spawn, stop, wait_for_port
@@ -41,6 +43,7 @@ class Ports:
     orchestrator: int = 8081
     notifier: int = 8082
     scoring_metrics: int = 9102
+    prometheus: int = 9090
 
     @classmethod
     def free(cls) -> Ports:
@@ -236,6 +239,20 @@ class Stack:
         for name in names:
             self.start_service(name)
         self.wait_ready()
+
+    def start_prometheus(self) -> bool:
+        """Prometheus scraping the services, if `make prometheus` could fetch it."""
+        if not prometheus.BINARY.exists():
+            return False
+        require_free(self.ports.prometheus, what="Prometheus")
+        home = self.root / "prometheus"
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "prometheus.yml"
+        config.write_text(yaml.safe_dump(prometheus.local_config(self.service_ports())))
+        argv = prometheus.command(config, home / "data", self.ports.prometheus)
+        self.procs["prometheus"] = spawn(argv, log_path=self.log_dir / "prometheus.log", cwd=home)
+        wait_for_port(self.ports.prometheus, timeout=30, proc=self.procs["prometheus"])
+        return True
 
     def stop_service(self, name: str, *, kill: bool = False) -> None:
         import signal

@@ -1,0 +1,36 @@
+"""Prometheus for the local stack: the binary of `make prometheus`, scraping the services.
+
+The scrape jobs are those of ``deploy/prometheus/prometheus.yml`` (one source of truth),
+pointed at the stack's loopback ports instead of compose host names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = REPO / ".stack" / "prometheus" / "usr" / "bin" / "prometheus"
+DEPLOY_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def local_config(service_ports: dict[str, int], scrape_interval_s: int = 5) -> dict[str, Any]:
+    """The deploy config with every job's target replaced by ``127.0.0.1:<port>``."""
+    config: dict[str, Any] = yaml.safe_load(DEPLOY_CONFIG.read_text())
+    config["global"]["scrape_interval"] = f"{scrape_interval_s}s"
+    for job in config["scrape_configs"]:
+        port = service_ports[job["job_name"]]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+    return config
+
+
+def command(config_path: Path, data_dir: Path, port: int) -> list[str]:
+    return [
+        str(BINARY),
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=1d",
+    ]
