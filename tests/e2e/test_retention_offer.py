@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from common.clock import ScaledClock
 from common.db import create_engine
 from devstack.stack import SERVICES, Stack
+from tests.e2e.journeys import new_customer
 
 DAY_S = 6.0  # real seconds per simulated day (tests/conftest.py E2E_TIME_SCALE)
 
@@ -138,7 +139,7 @@ def sim_day(stack: Stack, real_ts: float) -> float:
 
 
 def test_no_response_escalates_on_day_three(services: Stack) -> None:
-    customer = f"e2e-silent-{uuid.uuid4().hex[:6]}"
+    customer = new_customer("e2e-silent")  # in the treatment arm (the holdout sends nothing)
     address = f"{customer}@example.com"
     triggered = time.time()
     churning_customer(services, customer)
@@ -182,7 +183,7 @@ def test_no_response_escalates_on_day_three(services: Stack) -> None:
 
 
 def test_click_before_day_three_stops_the_escalation(services: Stack) -> None:
-    customer = f"e2e-clicker-{uuid.uuid4().hex[:6]}"
+    customer = new_customer("e2e-clicker")
     address = f"{customer}@example.com"
     churning_customer(services, customer)
 
