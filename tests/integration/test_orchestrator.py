@@ -5,6 +5,7 @@ Time is a FakeClock: the retention_offer journey is lived through in millisecond
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,16 +17,18 @@ from common.db import create_engine
 from common.events import EXAMPLES
 from common.kafka import (
     DECODE_ERRORS,
+    DeadLetters,
     InvalidRecord,
     KafkaPublisher,
     Record,
     encode,
     ensure_topics,
     make_consumer,
+    run_consumer,
 )
 from common.messages import Delivery, Notification, ScoreSnapshot, SignalChange
 from common.settings import CommonSettings
-from common.topics import Topic, topic_name
+from common.topics import Topic, dlq_name, topic_name
 from devstack.stack import Stack
 from orchestrator.adapters import journeys as repo
 from orchestrator.domain import decisions
@@ -651,3 +654,89 @@ async def test_undecodable_records_raise_decode_errors_for_the_dead_letter_topic
     garbage = record(settings, Topic.DELIVERIES, "c-1", b"{not json")
     with pytest.raises(DECODE_ERRORS):
         await handle(garbage)
+
+
+async def test_the_consumer_loop_on_kafka_applies_signals_and_dead_letters_poison(env) -> None:
+    """Real topics: a poison signal goes to signals.dlq with the error, the loop goes on
+    and the valid records behind it start their journeys."""
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
+    signals_topic = topic_name(Topic.SIGNALS, settings.topic_prefix)
+    payments_topic = topic_name(Topic.EVENTS_PAYMENT, settings.topic_prefix)
+    async with KafkaPublisher(settings, client_id="it-orch-loop") as publisher:
+        await publisher.publish(signals_topic, customer, b'{"customer_id": "x", "change": 1}')
+        await publisher.publish(
+            signals_topic, customer, encode(signal(customer, "power_user", True, T0))
+        )
+        started = event(customer, "payment", "subscription_started", T0)
+        await publisher.publish(payments_topic, customer, encode(started))
+        consumer = make_consumer(
+            settings, [Topic.SIGNALS, Topic.EVENTS_PAYMENT], group_id=f"g-{uuid.uuid4().hex[:6]}"
+        )
+        await consumer.start()
+        stop = asyncio.Event()
+        loop = asyncio.create_task(
+            run_consumer(
+                consumer, router(deps), DeadLetters(publisher, consumer_name="it"), stop=stop
+            )
+        )
+        try:
+            for _ in range(100):
+                if len(await journeys_of(deps, customer)) == 2:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await loop
+            await consumer.stop()
+    assert sorted(j[0] for j in await journeys_of(deps, customer)) == [
+        "onboarding",
+        "upsell_usage",
+    ]
+    dead = make_consumer(settings, [dlq_name(signals_topic)], group_id=f"d-{uuid.uuid4().hex[:6]}")
+    await dead.start()
+    try:
+        found = []
+        for _ in range(20):
+            batches = await dead.getmany(timeout_ms=500)
+            found += [r for rs in batches.values() for r in rs if r.key == customer.encode()]
+            if found:
+                break
+    finally:
+        await dead.stop()
+    [poison] = found
+    error = dict(poison.headers)["dlq.error"].decode()
+    assert error.startswith("ValidationError") and "change" in error
+
+
+async def test_projections_are_idempotent_and_never_go_back_in_time(env) -> None:
+    settings, deps, _ = env
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0 + timedelta(days=2), plan="pro")
+    await identify_at(settings, deps, customer, T0 + timedelta(days=1), plan="free")  # late
+    await identify_at(settings, deps, customer, T0 + timedelta(days=2), plan="pro")  # replay
+    [profile] = await rows(deps, "SELECT plan FROM customers WHERE customer_id=:c", c=customer)
+    assert profile.plan == "pro"
+    newer = snapshot(customer, 0.2, T0 + timedelta(days=2))
+    older = snapshot(customer, 0.3, T0 + timedelta(days=1))
+    for snap in (newer, older, newer):
+        await handle(record(settings, Topic.SCORES, customer, snap))
+    [score] = await rows(
+        deps, "SELECT churn_probability FROM scores WHERE customer_id=:c", c=customer
+    )
+    assert score.churn_probability == 0.2
+    upgrade = event(
+        customer, "payment", "subscription_upgraded", T0 + timedelta(days=3), plan="enterprise"
+    )
+    stale = event(
+        customer, "payment", "subscription_downgraded", T0 + timedelta(days=1), plan="basic"
+    )
+    buy = event(customer, "payment", "purchase", T0, product="course")
+    for e in (upgrade, stale, buy, buy):
+        await handle(record(settings, Topic.EVENTS_PAYMENT, customer, e))
+    async with deps.engine.connect() as conn:
+        facts = await repo.customer_facts(conn, customer)
+    assert facts.plan == "enterprise" and facts.products == frozenset({"course"})
