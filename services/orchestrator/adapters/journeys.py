@@ -89,14 +89,19 @@ async def last_ended_at(conn: AsyncConnection, customer_id: str, playbook: str) 
     ).scalar()
 
 
-async def live_journeys(conn: AsyncConnection, customer_id: str) -> list[sa.Row[Any]]:
-    """Every live (active or paused) journey of a customer, locked for update."""
+async def live_journeys(
+    conn: AsyncConnection, customer_id: str, *, lock: bool = True
+) -> list[sa.Row[Any]]:
+    """Every live (active or paused) journey of a customer; locked for update unless
+    ``lock`` is false (the timer worker only reads them, so that it never takes journey
+    locks in the opposite order to the consumers)."""
     query = (
         sa.select(journeys)
         .where(journeys.c.customer_id == customer_id, journeys.c.ended_at.is_(None))
         .order_by(journeys.c.started_at)
-        .with_for_update()
     )
+    if lock:
+        query = query.with_for_update()
     return list((await conn.execute(query)).all())
 
 

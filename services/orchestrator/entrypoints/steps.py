@@ -43,7 +43,7 @@ async def fire_step(
         return
     step = playbook.step(timer.step)
     customer = await repo.customer_facts(conn, timer.customer_id)
-    live = await repo.live_journeys(conn, timer.customer_id)
+    live = await repo.live_journeys(conn, timer.customer_id, lock=False)
     situation = decisions.Situation(
         customer=customer,
         arm=timer.arm or decisions.TREATMENT,

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
 from orchestrator.domain.engine import Engine
-from orchestrator.domain.playbook import SHIPPED, load_playbooks
+from orchestrator.domain.playbook import SHIPPED, Playbook, load_playbooks
 from orchestrator.settings import OrchestratorSettings
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # a Monday, 12:00 in Madrid
@@ -461,3 +461,67 @@ def test_holdout_arm_lives_the_timeline_and_sends_nothing() -> None:
         ("skipped", "last_chance", "holdout", 60),
         ("finish", None, None, 60),
     ]
+
+
+# --- wait-for-event branches -----------------------------------------------------------------
+
+
+def waiting_book(on_event: str) -> Playbook:
+    """A playbook whose day-3 reminder waits for the day-0 email to be opened."""
+    return Playbook.model_validate(
+        {
+            "name": "nudge",
+            "lane": "lifecycle",
+            "priority": 1,
+            "goal": "opened",
+            "attribution_window": "P14D",
+            "cooldown": "P30D",
+            "holdout": 0,
+            "trigger": {"source": "event", "types": ["subscription_started"]},
+            "steps": [
+                {"id": "hello", "after": "P0D", "channel": "email", "template": "nudge/hello"},
+                {
+                    "id": "reminder",
+                    "after": "P3D",
+                    "channel": "email",
+                    "template": "nudge/reminder",
+                    "wait": {"for": ["opened"], "on_event": on_event, "reason": "opened"},
+                },
+                {"id": "tips", "after": "P5D", "channel": "email", "template": "nudge/tips"},
+            ],
+        }
+    )
+
+
+def nudge(on_event: str, facts: list[tuple[float, FactAt]]) -> list[tuple[str, str | None, float]]:
+    engine = Engine({"nudge": waiting_book(on_event)}, CUSTOMER, RULES, T0)
+    engine.receive(D.EventFact("subscription_started", T0))
+    for day, fact in facts:
+        engine.receive(fact(at(day)))
+    engine.advance_to(at(30))
+    return [(e.kind, e.step or e.reason, (e.at - T0) / timedelta(days=1)) for e in engine.log]
+
+
+def test_wait_times_out_and_the_step_is_sent() -> None:
+    # an open of another journey's message is not this journey's event
+    log = nudge("skip", [(1, delivery("opened", "someone-else"))])
+    assert [(k, s, d) for k, s, d in log if k == "sent"] == [
+        ("sent", "hello", 0),
+        ("sent", "reminder", 3),
+        ("sent", "tips", 5),
+    ]
+
+
+def test_wait_event_takes_the_skip_branch() -> None:
+    log = nudge("skip", [(1, delivery("opened", "nudge-1"))])
+    assert log[1:] == [
+        ("sent", "hello", 0),
+        ("skipped", "reminder", 3),
+        ("sent", "tips", 5),
+        ("finish", None, 5),
+    ]
+
+
+def test_wait_event_takes_the_exit_branch() -> None:
+    log = nudge("exit", [(1, delivery("opened", "nudge-1"))])
+    assert log[1:] == [("sent", "hello", 0), ("exit", "opened", 3)]
