@@ -69,8 +69,16 @@ PROFILES: dict[str, dict[str, float]] = {
         "alternative_search": 1.0,
         "competitor_trial": 0.7,
         "contract_review": 0.3,
+        "cancel": 0.03,  # a cancellation starts win_back
     },
 }
+# Lifecycle events (rates per simulated day) that exercise the event-triggered playbooks.
+LIFECYCLE: dict[str, dict[str, float]] = {
+    "healthy": {"purchase_course": 0.01},
+    "slipping": {"downgrade_request": 0.02},
+    "churning": {},
+}
+REACTIVATE_PER_DAY = 0.003  # cancelled customers coming back (win-back: 10-20 % in 60 days)
 PLANS = ("basic", "pro", "enterprise")
 FEATURES = ("reports", "dashboards", "exports", "api", "automations", "sso", "alerts")
 FIRST_NAMES = ("Ana", "Bruno", "Carla", "Diego", "Elena", "Farid", "Greta", "Hugo", "Iris", "Jon")
@@ -83,6 +91,7 @@ class Customer:
     plan: str
     first_name: str
     invoice: int = 0
+    cancelled: bool = False
 
 
 @dataclass
@@ -138,8 +147,15 @@ class Simulator:
         }
 
     def events_for(self, c: Customer, now: datetime, days: float) -> list[dict[str, Any]]:
+        if c.cancelled:
+            if self.rng.random() < REACTIVATE_PER_DAY * days:
+                c.cancelled = False
+                return [
+                    {**self.base(c, "payment", "subscription_reactivated", now), "plan": c.plan}
+                ]
+            return []
         out = []
-        for what, rate in PROFILES[c.profile].items():
+        for what, rate in {**PROFILES[c.profile], **LIFECYCLE[c.profile]}.items():
             n = sum(1 for _ in range(8) if self.rng.random() < rate * days / 8)
             for _ in range(n):
                 out.append(self.event(c, what, now))
@@ -174,6 +190,18 @@ class Simulator:
                 **self.base(c, "support", "comment", now),
                 "sentiment": round(r.uniform(0.05, 0.28), 2),
                 "text": "The new version keeps timing out",
+            }
+        if what == "cancel":
+            c.cancelled = True
+            return {**self.base(c, "payment", "subscription_cancelled", now), "plan": c.plan}
+        if what == "downgrade_request":
+            return {**self.base(c, "payment", "downgrade_requested", now), "plan": c.plan}
+        if what == "purchase_course":
+            return {
+                **self.base(c, "payment", "purchase", now),
+                "product": "course",
+                "amount": 49.0,
+                "currency": "EUR",
             }
         if what == "overdue":
             c.invoice += 1
@@ -234,6 +262,10 @@ class Simulator:
         now = self.clock.now()
         for c in self.customers:
             await self.post(self.identify(c, now))
+            # a new subscription: the onboarding playbook starts for everyone
+            await self.post(
+                {**self.base(c, "payment", "subscription_started", now), "plan": c.plan}
+            )
         last = now
         started = asyncio.get_running_loop().time()
         while not stop.is_set():
