@@ -6,6 +6,8 @@ under a temporary folder, and stopped at the end of the session.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +29,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    # Not under pytest's tmp_path: pytest resets /tmp/pytest-of-<user> to mode 0700 at
+    # every session start, which locks PostgreSQL's own user (pgserver) out of a data
+    # directory another session is using; a folder of its own avoids that.
+    root = Path(tempfile.mkdtemp(prefix="tenure-test-stack-"))
     st = Stack(
         root=root,
         ports=Ports.free(),
@@ -41,6 +46,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield st
     finally:
         st.stop()
+        if request.session.testsfailed:
+            print(f"\nthe stack's logs and data are kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
