@@ -58,6 +58,7 @@ async def run(
                 poll_s=settings.timer_poll_s,
                 batch=settings.timer_batch,
                 lease=lease_from_settings(settings),
+                concurrency=settings.timer_concurrency,
             ),
             run_held_triggers(
                 deps, stop=stop, poll_s=settings.trigger_poll_s, batch=settings.timer_batch

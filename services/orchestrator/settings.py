@@ -32,6 +32,12 @@ class OrchestratorSettings(ServiceSettings):
     timer_max_attempts: int = Field(
         default=5, ge=1, description="Claims of a timer that fails before it is marked failed."
     )
+    timer_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Transactions a replica fires a batch in at once (split by customer).",
+    )
     keys_refresh_s: float = Field(
         default=30.0, gt=0, lt=60, description="A revoked operator key stops working within this."
     )

@@ -56,8 +56,17 @@ class Lease:
     max_attempts: int
 
 
-async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) -> list[int]:
-    """Lease up to ``limit`` timers due at ``now`` that nobody holds; their ids, earliest first.
+@dataclass(frozen=True)
+class Claimed:
+    """A timer leased by :func:`claim`: its id, its customer and when it was due."""
+
+    id: int
+    customer_id: str
+    due_at: datetime
+
+
+async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) -> list[Claimed]:
+    """Lease up to ``limit`` timers due at ``now`` that nobody holds, earliest first.
 
     Only timers of active journeys are claimed (a paused or ended journey fires
     nothing). Each claim counts as an attempt. Commit promptly: the lease starts now.
@@ -80,11 +89,12 @@ async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) 
     until = sa.func.clock_timestamp() + sa.literal(timedelta(seconds=lease.seconds), sa.Interval)
     rows = await conn.execute(
         timers.update()
-        .where(timers.c.id.in_(candidates))
+        .where(timers.c.id.in_(candidates), timers.c.journey_id == journeys.c.journey_id)
         .values(lease_owner=lease.owner, lease_until=until, attempts=timers.c.attempts + 1)
-        .returning(timers.c.id, timers.c.due_at)
+        .returning(timers.c.id, journeys.c.customer_id, timers.c.due_at)
     )
-    return [row.id for row in sorted(rows, key=lambda r: (r.due_at, r.id))]
+    found = [Claimed(r.id, r.customer_id, r.due_at) for r in rows]
+    return sorted(found, key=lambda c: (c.due_at, c.id))
 
 
 async def take_leased(conn: AsyncConnection, lease: Lease, ids: list[int]) -> list[sa.Row[Any]]:

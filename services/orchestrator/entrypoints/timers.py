@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import uuid
+import zlib
 from datetime import datetime
 from typing import Any
 
@@ -60,17 +61,34 @@ def _default_lease() -> Lease:
     return _DEFAULT_LEASE
 
 
-async def fire_batch(deps: Deps, *, limit: int, lease: Lease) -> list[sa.Row[Any]]:
+async def fire_batch(
+    deps: Deps, *, limit: int, lease: Lease, concurrency: int = 1
+) -> list[sa.Row[Any]]:
     """Claim and fire up to ``limit`` due timers; the timers fired (or cancelled) by this call.
 
-    Idempotent and safe to run concurrently from any number of processes.
+    With ``concurrency`` > 1 the claimed timers are split by customer into that many
+    groups, each fired in its own transaction on its own connection at the same time:
+    a customer's timers stay in one group, in due order, so two groups never touch the
+    same journey. Idempotent and safe to run concurrently from any number of processes.
     """
     now = deps.clock.now()
     async with deps.engine.begin() as conn:
-        ids = await timer_store.claim(conn, lease, now, limit)
-    if not ids:
+        claimed = await timer_store.claim(conn, lease, now, limit)
+    if not claimed:
         return []
     topic = topic_name(Topic.NOTIFICATIONS, deps.topic_prefix)
+    groups: dict[int, list[int]] = {}
+    for timer in claimed:
+        groups.setdefault(zlib.crc32(timer.customer_id.encode()) % concurrency, []).append(timer.id)
+    fired = await asyncio.gather(
+        *(_fire_group(deps, ids, now, topic, lease) for ids in groups.values())
+    )
+    return [row for group in fired for row in group]
+
+
+async def _fire_group(
+    deps: Deps, ids: list[int], now: datetime, topic: str, lease: Lease
+) -> list[sa.Row[Any]]:
     try:
         async with deps.engine.begin() as conn:
             taken = await timer_store.take_leased(conn, lease, ids)
@@ -105,9 +123,12 @@ async def _fire_each(
     return fired
 
 
-async def fire_due(deps: Deps, *, limit: int, lease: Lease | None = None) -> int:
+async def fire_due(
+    deps: Deps, *, limit: int, lease: Lease | None = None, concurrency: int = 1
+) -> int:
     """Fire up to ``limit`` due timers; returns how many were handled."""
-    return len(await fire_batch(deps, limit=limit, lease=lease or _default_lease()))
+    lease = lease or _default_lease()
+    return len(await fire_batch(deps, limit=limit, lease=lease, concurrency=concurrency))
 
 
 async def run_timers(
@@ -117,13 +138,14 @@ async def run_timers(
     poll_s: float,
     batch: int,
     lease: Lease | None = None,
+    concurrency: int = 1,
 ) -> None:
     """Fire due timers until ``stop``: back to back while batches come full, else poll."""
     lease = lease or _default_lease()
     log.info("timer worker started", extra={"lease_owner": lease.owner})
     while not stop.is_set():
         try:
-            fired = await fire_due(deps, limit=batch, lease=lease)
+            fired = await fire_due(deps, limit=batch, lease=lease, concurrency=concurrency)
         except Exception:
             log.exception("timer batch failed; will retry")
             fired = 0
