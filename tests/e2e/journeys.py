@@ -19,7 +19,9 @@ from orchestrator.domain import decisions
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
 
 BOOKS = load_playbooks(SHIPPED)
-LATE = 0.5  # days a step may fire after its due instant (polls, relays, two shared cores)
+# Simulated days a step may fire after its due instant: polls and relays, on two cores
+# that other test sessions share (a real second at one simulated day per second).
+LATE = 1.0
 
 
 def fast_env(scale: float) -> dict[str, str]:

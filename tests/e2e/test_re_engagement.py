@@ -100,13 +100,17 @@ def test_re_engagement_timeline_and_exit_on_login(services: Stack) -> None:
         scale=SCALE,
     )
     start = quiet.started_at
-    assert 17 <= days(start - onboarding.started_at) < 17 + 1.5
+    # engagement_low turned on when the second onboarding email was sent (day 3), and the
+    # journey started 14 days later
+    first_success = sent(services, onboarding.journey_id)["first_success"]
+    assert 3 <= days(first_success - onboarding.started_at) < 3 + LATE
     [held] = query(
         services,
         "SELECT due_at, status FROM held_triggers WHERE customer_id = :c "
         "AND playbook = 're_engagement'",
         c=silent,
     )
+    assert 14 <= days(held.due_at - first_success) < 14 + LATE  # delivery -> scoring -> signal
     assert held.status == "fired" and 0 <= days(start - held.due_at) < LATE
     for step, offset in (("summary", 0), ("premium_trial", 2), ("csm_help", 4)):
         assert offset <= days(steps[step] - start) < offset + LATE, (step, steps[step] - start)
