@@ -32,6 +32,8 @@ from common.topics import Topic, dlq_name, topic_name
 from devstack.stack import Stack
 from orchestrator.adapters import journeys as repo
 from orchestrator.domain import decisions
+from orchestrator.domain import rules as R
+from orchestrator.domain.engine import Engine
 from orchestrator.domain.journey import IllegalTransition, State
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
 from orchestrator.entrypoints.consumers import fire_due_triggers, router
@@ -740,3 +742,151 @@ async def test_projections_are_idempotent_and_never_go_back_in_time(env) -> None
     async with deps.engine.connect() as conn:
         facts = await repo.customer_facts(conn, customer)
     assert facts.plan == "enterprise" and facts.products == frozenset({"course"})
+
+
+# --- parity: the PostgreSQL path lives the same timelines as the pure engine ----------------
+
+P0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # the unit timelines' start (noon in Madrid)
+
+
+def fact_record(settings: CommonSettings, customer: str, fact: decisions.Fact) -> Record:
+    if isinstance(fact, decisions.SignalFact):
+        return record(
+            settings, Topic.SIGNALS, customer, signal(customer, fact.name, fact.on, fact.at)
+        )
+    if isinstance(fact, decisions.ScoreFact):
+        snap = ScoreSnapshot(
+            customer_id=customer,
+            as_of=fact.at,
+            risk_score=10,
+            tier=fact.tier or "low",
+            churn_probability=fact.values.get("churn_probability", 0.1),
+            feature_adoption=fact.values.get("feature_adoption"),
+        )
+        return record(settings, Topic.SCORES, customer, snap)
+    assert isinstance(fact, decisions.EventFact)
+    if fact.type in ("login", "session_started"):
+        return record(
+            settings,
+            Topic.EVENTS_LOGIN,
+            customer,
+            event(customer, "login", fact.type, fact.at, user_id="u"),
+        )
+    fields = {k: v for k, v in (("plan", fact.plan), ("product", fact.product)) if v}
+    return record(
+        settings,
+        Topic.EVENTS_PAYMENT,
+        customer,
+        event(customer, "payment", fact.type, fact.at, **fields),
+    )
+
+
+async def next_due(deps: Deps, customer: str) -> datetime | None:
+    [row] = await rows(
+        deps,
+        "SELECT least("
+        " (SELECT min(t.due_at) FROM timers t JOIN journeys j USING (journey_id)"
+        "  WHERE j.customer_id = :c AND t.status = 'pending' AND j.state = 'active'),"
+        " (SELECT min(due_at) FROM held_triggers WHERE customer_id = :c AND status = 'pending')"
+        ") AS due",
+        c=customer,
+    )
+    return row.due
+
+
+async def advance(deps: Deps, clock: FakeClock, customer: str, until: datetime) -> None:
+    """Move the clock to every due instant of the customer up to ``until``, firing there."""
+    while (due := await next_due(deps, customer)) is not None and due <= until:
+        clock.set(due)
+        await fire_all(deps)
+    clock.set(until)
+
+
+async def db_log(deps: Deps, customer: str) -> list[tuple[str, str, str | None, float]]:
+    kinds = {
+        "start": "start",
+        "step_sent": "sent",
+        "step_skipped": "skipped",
+        "step_deferred": "deferred",
+        "exit": "exit",
+        "finish": "finish",
+    }
+    history = await rows(
+        deps,
+        "SELECT j.playbook, t.event, t.detail, t.at FROM journey_transitions t "
+        "JOIN journeys j USING (journey_id) WHERE j.customer_id = :c ORDER BY t.at, t.id",
+        c=customer,
+    )
+    return sorted(
+        (
+            h.playbook,
+            kinds[h.event],
+            h.detail.get("step"),
+            round((h.at - P0) / timedelta(days=1), 4),
+        )
+        for h in history
+    )
+
+
+def S(name: str, on: bool = True):
+    return lambda t: decisions.SignalFact(name, on, t)
+
+
+def E(type_: str, **kw: object):
+    return lambda t: decisions.EventFact(type_, t, **kw)  # type: ignore[arg-type]
+
+
+PARITY = {
+    "re_engagement": [(0, S("engagement_low"))],
+    "re_engagement then login": [(0, S("engagement_low")), (15.5, E("login"))],
+    "success_coaching": [
+        (0, S("usage_reduced")),
+        (35, lambda t: decisions.ScoreFact({"feature_adoption": 0.6}, t)),
+    ],
+    "retention_offer": [(0, lambda t: decisions.ScoreFact({"churn_probability": 0.9}, t))],
+    "win_back": [(0, E("subscription_cancelled")), (40, E("subscription_reactivated"))],
+    "expansion at night": [
+        (11 / 24, S("power_user")),
+        (11 / 24, S("limit_reached")),
+        (11 / 24, S("roi_proven")),
+        (11 / 24, S("cross_sell_ready")),
+    ],
+    "onboarding": [(0, E("subscription_started")), (10, E("subscription_cancelled"))],
+    "re-engaged upsells with the cap": [(0, S("engagement_low")), (15, E("login"))],
+    "downgrade_save": [(0, E("downgrade_requested"))],
+}
+
+
+@pytest.mark.parametrize("scenario", list(PARITY))
+async def test_postgres_path_matches_the_pure_engine(env, scenario: str) -> None:
+    settings, deps, clock = env
+    customer = new_customer()
+    clock.set(P0 - timedelta(hours=1))
+    await identify_at(
+        settings, deps, customer, P0 - timedelta(hours=1), time_zone="Europe/Madrid", plan="basic"
+    )
+    model = Engine(
+        BOOKS,
+        R.Customer(
+            customer,
+            email=f"{customer}@example.com",
+            time_zone="Europe/Madrid",
+            plan="basic",
+            consent_email=True,
+        ),
+        deps.rules,
+        P0,
+    )
+    handle = router(deps)
+    for day, make in PARITY[scenario]:
+        fact = make(P0 + timedelta(days=day))
+        model.receive(fact)
+        await advance(deps, clock, customer, fact.at)
+        await handle(fact_record(settings, customer, fact))
+    model.advance_to(P0 + timedelta(days=90))
+    await advance(deps, clock, customer, P0 + timedelta(days=90))
+    expected = sorted(
+        (e.playbook, e.kind, e.step, round((e.at - P0) / timedelta(days=1), 4)) for e in model.log
+    )
+    assert expected, "the scenario must do something"
+    assert await db_log(deps, customer) == expected

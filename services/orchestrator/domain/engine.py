@@ -108,9 +108,9 @@ class Engine:
             due = self._next_due()
             if due is None or due[0] > instant:
                 break
-            at, _, kind, name, step = due
+            at, kind, _, _, name, step = due
             self.now = max(self.now, at)
-            if kind == "trigger":
+            if kind == 0:
                 del self.armed[name]
                 self._try_start(self.playbooks[name], "held")
             else:
@@ -137,18 +137,19 @@ class Engine:
         self._note(journey, "pause" if action is Event.PAUSE else "resume")
 
     # -- internals ----------------------------------------------------------------------
-    def _next_due(self) -> tuple[datetime, int, str, str, str | None] | None:
-        candidates: list[tuple[datetime, int, str, str, str | None]] = [
-            (at, -self.playbooks[name].priority, "trigger", name, None)
+    def _next_due(self) -> tuple[datetime, int, int, int, str, str | None] | None:
+        """The next thing to fire. At one instant: held triggers first, then steps in the
+        order their journeys started and their playbook lists them (the order in which
+        the service's timer rows were written, which is the order it fires them in)."""
+        candidates: list[tuple[datetime, int, int, int, str, str | None]] = [
+            (at, 0, -self.playbooks[name].priority, 0, name, None)
             for name, at in self.armed.items()
         ]
-        for j in self.journeys:
+        for index, j in enumerate(self.journeys):
             if j.state is State.ACTIVE and j.playbook.name not in self.paused_playbooks:
                 order = {s.id: i for i, s in enumerate(j.playbook.steps)}
                 for step, at in j.timers.items():
-                    candidates.append(
-                        (at, -j.playbook.priority, f"step{order[step]:03d}", j.playbook.name, step)
-                    )
+                    candidates.append((at, 1, index, order[step], j.playbook.name, step))
         return min(candidates, default=None)
 
     def _update_customer(self, fact: D.Fact) -> None:
