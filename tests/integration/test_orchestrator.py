@@ -384,6 +384,15 @@ async def test_held_signal_starts_re_engagement_and_a_login_chains_course_upsell
     await fire_all(deps)
     assert await journeys_of(deps, customer) == [("re_engagement", "active", None)]
     assert await sent_steps(deps, customer) == ["re_engagement/summary"]
+    rearmed = await rows(
+        deps,
+        "SELECT due_at, status FROM held_triggers WHERE customer_id=:c ORDER BY id",
+        c=customer,
+    )  # still held: checked again one hold later (re-entry after the cooldown)
+    assert [(a.due_at, a.status) for a in rearmed] == [
+        (T0 + timedelta(days=14), "fired"),
+        (T0 + timedelta(days=28), "pending"),
+    ]
     clock.set(T0 + timedelta(days=15))
     login = event(customer, "login", "login", clock.now(), user_id="u-1")
     await handle(record(settings, Topic.EVENTS_LOGIN, customer, login))

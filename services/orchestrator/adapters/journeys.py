@@ -485,7 +485,8 @@ async def arm_trigger(
         )
         .on_conflict_do_nothing(
             index_elements=["customer_id", "playbook"],
-            index_where=held_triggers.c.status == "pending",
+            # a literal, not a parameter: PostgreSQL must match it to the partial index
+            index_where=sa.text("status = 'pending'"),
         )
         .returning(held_triggers.c.id)
     )

@@ -111,6 +111,21 @@ def held_for(playbook: Playbook) -> timedelta:
     return playbook.trigger.held if isinstance(playbook.trigger, SignalTrigger) else timedelta(0)
 
 
+def rearm_at(
+    playbook: Playbook, block: str | None, *, now: datetime, last_ended_at: datetime | None
+) -> datetime:
+    """When a held trigger that just fired is due again, its signal still being on.
+
+    A held signal keeps one pending trigger while it stays on (its signal_off cancels
+    it), so that a customer still in that state re-enters once the cooldown allows:
+    after a start, or any other block, it is checked again one hold period later;
+    blocked by the cooldown, when the cooldown ends.
+    """
+    if block == "cooldown" and last_ended_at is not None:
+        return last_ended_at + playbook.cooldown
+    return now + held_for(playbook)
+
+
 def start_block(
     playbook: Playbook,
     customer: R.Customer,

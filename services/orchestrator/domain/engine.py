@@ -111,8 +111,11 @@ class Engine:
             at, kind, _, _, name, step = due
             self.now = max(self.now, at)
             if kind == 0:
-                del self.armed[name]
-                self._try_start(self.playbooks[name], "held")
+                book = self.playbooks[name]
+                block = self._try_start(book, "held")
+                self.armed[name] = D.rearm_at(
+                    book, block, now=self.now, last_ended_at=self.last_ended_at(name)
+                )
             else:
                 journey = self.live(name)
                 assert journey is not None and step is not None
@@ -165,7 +168,8 @@ class Engine:
                 c = replace(c, products=c.products | {fact.product})
         self.customer = c
 
-    def _try_start(self, book: Playbook, why: str) -> None:
+    def _try_start(self, book: Playbook, why: str) -> str | None:
+        """Start a journey of ``book`` unless a rule blocks it; the block, or None."""
         live = self.live(book.name)
         block = D.start_block(
             book,
@@ -177,7 +181,7 @@ class Engine:
             now=self.now,
         )
         if block:
-            return
+            return block
         journey = Journey(
             journey_id=f"{book.name}-{len(self.journeys) + 1}",
             playbook=book,
@@ -189,6 +193,7 @@ class Engine:
         )
         self.journeys.append(journey)
         self._note(journey, "start", reason=why)
+        return None
 
     def _fire(self, journey: Journey, step_id: str) -> None:
         book = journey.playbook

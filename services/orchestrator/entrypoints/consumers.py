@@ -94,8 +94,9 @@ async def try_start(
     playbook: Playbook,
     now: datetime,
     detail: dict[str, Any],
-) -> str | None:
-    """Start a journey of ``playbook`` unless a rule blocks it; its id, or None."""
+) -> tuple[str | None, str | None]:
+    """Start a journey of ``playbook`` unless a rule blocks it: (its id, None), or
+    (None, the block)."""
     live = await repo.live_journeys(conn, customer_id)
     block = D.start_block(
         playbook,
@@ -109,7 +110,7 @@ async def try_start(
         now=now,
     )
     if block:
-        return None
+        return None, block
     started = await repo.start_journey(
         conn,
         customer_id=customer_id,
@@ -120,9 +121,10 @@ async def try_start(
         now=now,
         detail=detail,
     )
-    if started:
-        metrics.JOURNEYS_STARTED.labels(playbook=playbook.name).inc()
-    return started
+    if started is None:
+        return None, "journey already live"
+    metrics.JOURNEYS_STARTED.labels(playbook=playbook.name).inc()
+    return started, None
 
 
 # --- one handler per topic ----------------------------------------------------------------
@@ -247,7 +249,9 @@ async def fire_due_triggers(deps: Deps, *, limit: int) -> int:
 
     The signal_off that would have disarmed a trigger commits before or after this
     transaction, never in the middle (the row is locked), so a trigger fires only if
-    its signal stayed on. Safe to run from any number of replicas (SKIP LOCKED).
+    its signal stayed on. While the signal stays on, the trigger is armed again
+    (:func:`decisions.rearm_at`): a customer still in that state re-enters after the
+    cooldown. Safe to run from any number of replicas (SKIP LOCKED).
     """
     now = deps.clock.now()
     async with deps.engine.begin() as conn:
@@ -255,9 +259,19 @@ async def fire_due_triggers(deps: Deps, *, limit: int) -> int:
         for trigger in due:
             await repo.mark_trigger_fired(conn, trigger.id)
             playbook = deps.playbooks.get(trigger.playbook)
-            if playbook is not None:
-                detail = {"trigger": "signal_held", "signal": trigger.signal}
-                await try_start(conn, deps, trigger.customer_id, playbook, now, detail)
+            if playbook is None:
+                continue
+            detail = {"trigger": "signal_held", "signal": trigger.signal}
+            _, block = await try_start(conn, deps, trigger.customer_id, playbook, now, detail)
+            ended = await repo.last_ended_at(conn, trigger.customer_id, playbook.name)
+            await repo.arm_trigger(
+                conn,
+                customer_id=trigger.customer_id,
+                playbook=playbook.name,
+                signal=trigger.signal,
+                now=now,
+                due_at=D.rearm_at(playbook, block, now=now, last_ended_at=ended),
+            )
     return len(due)
 
 

@@ -85,7 +85,7 @@ def test_the_test_customer_is_in_every_treatment_arm() -> None:
 
 
 def test_re_engagement_full_timeline() -> None:
-    log = live(["re_engagement"], [(0, on("engagement_low"))], until=60)
+    log = live(["re_engagement"], [(0, on("engagement_low"))], until=45)
     assert log == [
         ("re_engagement", "start", "held", 14),
         ("re_engagement", "sent", "summary", 14),
@@ -93,6 +93,22 @@ def test_re_engagement_full_timeline() -> None:
         ("re_engagement", "sent", "csm_help", 18),
         ("re_engagement", "finish", None, 18),
     ]
+
+
+def test_a_signal_still_held_re_enters_after_the_cooldown() -> None:
+    # Ended on day 18; the signal never turned off: day 28 falls in the cooldown, so the
+    # trigger comes back when the cooldown ends (day 48) and starts a second journey.
+    log = live(["re_engagement"], [(0, on("engagement_low"))], until=60)
+    assert [(k, d) for _, k, _, d in log if k in ("start", "finish")] == [
+        ("start", 14),
+        ("finish", 18),
+        ("start", 48),
+        ("finish", 52),
+    ]
+    # once the signal turns off, it does not come back
+    facts = [(0, on("engagement_low")), (30, off("engagement_low"))]
+    log = live(["re_engagement"], facts, until=90)
+    assert [(k, d) for _, k, _, d in log if k == "start"] == [("start", 14)]
 
 
 def test_re_engagement_not_held_14_days_never_starts_then_rearms() -> None:
@@ -110,7 +126,7 @@ def test_re_engagement_not_held_14_days_never_starts_then_rearms() -> None:
     ids=["login", "open", "signal_off"],
 )
 def test_re_engagement_exits_when_engagement_recovers(recovery: FactAt) -> None:
-    log = live(["re_engagement"], [(0, on("engagement_low")), (15.5, recovery)], until=60)
+    log = live(["re_engagement"], [(0, on("engagement_low")), (15.5, recovery)], until=45)
     assert log == [
         ("re_engagement", "start", "held", 14),
         ("re_engagement", "sent", "summary", 14),
