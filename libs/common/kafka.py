@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -231,6 +231,31 @@ class KafkaPublisher:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise PublishError(f"publish failed: {exc!r}") from exc
+
+    async def publish_batch(self, records: Sequence[OutgoingRecord]) -> dict[tuple[str, int], int]:
+        """Like :meth:`publish_many`; returns per (topic, partition) the offset after them.
+
+        Not atomic: on error some records may be written (see :class:`FencedProducer`).
+        """
+        try:
+            futures = [
+                await self.producer.send(
+                    self.name(topic), encode(value), key=key.encode(), headers=list(headers)
+                )
+                for topic, key, value, headers in records
+            ]
+            written = await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise PublishError(f"publish failed: {exc!r}") from exc
+        return _offsets_after(written)
+
+
+def _offsets_after(written: Iterable[Any]) -> dict[tuple[str, int], int]:
+    after: dict[tuple[str, int], int] = {}
+    for meta in written:
+        where = (meta.topic, meta.partition)
+        after[where] = max(after.get(where, 0), meta.offset + 1)
+    return after
 
 
 @dataclass(eq=False)
@@ -511,6 +536,138 @@ class TransactionalPublisher:
             log.warning("transaction abort failed, replacing the producer: %r", exc)
         await self._close(producer)
         self._producers[slot] = await self._new_producer(slot)
+
+
+class FencedProducer:
+    """The one transactional producer of a single-writer role (e.g. the outbox relay).
+
+    All instances share ``transactional_id``: starting one fences every earlier one,
+    the broker aborting the transaction it left open and refusing its later writes, so
+    after :meth:`start` returns, what an earlier instance wrote is final (committed or
+    aborted for good). :meth:`publish_batch` writes records all or nothing.
+    """
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        client_id: str,
+        transactional_id: str,
+        transaction_timeout_ms: int = 30_000,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap,
+            "client_id": client_id,
+            "transactional_id": transactional_id,
+            "transaction_timeout_ms": transaction_timeout_ms,
+            "acks": "all",
+            "linger_ms": settings.producer_linger_ms,
+            "request_timeout_ms": settings.producer_request_timeout_ms,
+        }
+        self._prefix = settings.topic_prefix
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Start and fence earlier instances. Raises ``PublishError`` if Kafka is unreachable."""
+        producer = AIOKafkaProducer(**self._options)
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise PublishError(f"transactional producer cannot start: {exc!r}") from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self._producer.stop()
+            self._producer = None
+
+    async def publish_batch(self, records: Sequence[OutgoingRecord]) -> dict[tuple[str, int], int]:
+        """Write ``records`` in one transaction; per (topic, partition) the offset after them.
+
+        Returns once committed. Raises ``PublishError`` when the transaction could not
+        commit (then nothing of it is visible to ``read_committed`` readers, or it will
+        be aborted when the next instance starts).
+        """
+        if self._producer is None:
+            raise PublishError("producer not started")
+        producer = self._producer
+        try:
+            async with producer.transaction():
+                sent = [
+                    await producer.send(
+                        topic_name(topic, self._prefix) if isinstance(topic, Topic) else topic,
+                        encode(value),
+                        key=key.encode(),
+                        headers=list(headers),
+                    )
+                    for topic, key, value, headers in records
+                ]
+                written = [await ack for ack in sent]
+        except KafkaError as exc:
+            raise PublishError(f"transaction failed: {exc!r}") from exc
+        return _offsets_after(written)
+
+
+async def committed_headers(
+    settings: CommonSettings,
+    topic: str,
+    start: dict[int, int] | None,
+    header: str,
+    *,
+    timeout_s: float = 60.0,
+) -> tuple[list[bytes], dict[int, int]]:
+    """Values of ``header`` on the committed records of ``topic`` from ``start`` to its end.
+
+    ``start`` maps partition to offset (a partition missing from it is read from its
+    beginning); ``None`` reads nothing and only returns the end offsets. Returns the
+    values and the end offsets read up to. Reads with ``read_committed``: records of
+    open or aborted transactions are not seen. Raises
+    ``TimeoutError`` if the end is not reached within ``timeout_s``.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(
+        p["partition"]
+        for t in described
+        if t["topic"] == topic and not t["error_code"]
+        for p in t["partitions"]
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        ends = await consumer.end_offsets(assigned)
+        if start is None:
+            return [], {tp.partition: ends[tp] for tp in assigned}
+        for tp in assigned:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        values: list[bytes] = []
+        left = {tp for tp in assigned if await consumer.position(tp) < ends[tp]}
+        async with asyncio.timeout(timeout_s):
+            while left:
+                batches = await consumer.getmany(*left, timeout_ms=1000)
+                for tp, records in batches.items():
+                    for record in records:
+                        if record.offset < ends[tp]:
+                            values += [v for k, v in record.headers if k == header]
+                left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+        return values, {tp.partition: ends[tp] for tp in assigned}
+    finally:
+        await consumer.stop()
 
 
 @dataclass(frozen=True)

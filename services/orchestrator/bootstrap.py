@@ -65,10 +65,11 @@ async def run(
             ),
             run_relay(
                 engine,
-                publisher,
+                common,
                 stop=stop,
                 poll_s=settings.relay_poll_s,
                 batch=settings.relay_batch,
+                transactional_id=f"{common.topic_prefix}orchestrator-relay",
             ),
             run_consumer(
                 outcomes,

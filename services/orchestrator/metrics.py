@@ -26,4 +26,9 @@ TIMER_FAILURES = counter(
     ["outcome"],
 )
 OUTBOX_PUBLISHED = counter(SERVICE, "outbox_published", "Outbox records published to Kafka.")
+OUTBOX_RECOVERED = counter(
+    SERVICE,
+    "outbox_recovered",
+    "Outbox rows a relay found already on Kafka when it took over (published, not marked).",
+)
 RECORDS = counter(SERVICE, "records", "Kafka records consumed, by topic.", ["topic"])

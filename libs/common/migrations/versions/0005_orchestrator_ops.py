@@ -12,6 +12,9 @@
 - The operator API: ``outbox (key, id)`` to list a customer's messages, and
   ``message_outcomes``, every outcome the notifier reported for a notification
   (projected from the deliveries topic; one row per status, the first seen).
+- ``relay_checkpoint``: per topic partition, the offset after the last batch the outbox
+  relay marked published, committed with the mark; a new relay reads the topic from
+  there to find a batch its predecessor published but did not mark.
 
 Revision ID: 0005
 Revises: 0004
@@ -41,6 +44,12 @@ def upgrade() -> None:
     )
     op.create_index("outbox_customer", "outbox", ["key", "id"])
     op.create_table(
+        "relay_checkpoint",
+        sa.Column("topic", sa.Text, primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("next_offset", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
         "message_outcomes",
         sa.Column("notification_id", sa.Text, primary_key=True),
         sa.Column("status", sa.Text, primary_key=True),
@@ -51,6 +60,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("relay_checkpoint")
     op.drop_table("message_outcomes")
     op.drop_index("outbox_customer", table_name="outbox")
     op.drop_index("outbox_one_per_notification", table_name="outbox")
