@@ -28,7 +28,6 @@ from orchestrator.adapters.tables import (
 from orchestrator.domain import rules as R
 from orchestrator.domain.decisions import StepDecision
 from orchestrator.domain.journey import (
-    LIVE,
     Event,
     Facts,
     IllegalTransition,
@@ -188,23 +187,6 @@ async def end_journey(
         .where(timers.c.journey_id == journey.journey_id, timers.c.status == "pending")
         .values(status="cancelled")
     )
-
-
-async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> list[sa.Row[Any]]:
-    """Lock up to ``limit`` due timers that no other replica holds (FOR UPDATE SKIP LOCKED)."""
-    query = (
-        sa.select(timers.c.id, timers.c.step, timers.c.due_at, journeys)
-        .join(journeys, journeys.c.journey_id == timers.c.journey_id)
-        .where(
-            timers.c.status == "pending",
-            timers.c.due_at <= now,
-            journeys.c.state == State.ACTIVE.value,
-        )
-        .order_by(timers.c.due_at)
-        .limit(limit)
-        .with_for_update(of=timers, skip_locked=True)
-    )
-    return list((await conn.execute(query)).all())
 
 
 async def customer_view(
@@ -661,7 +643,3 @@ async def resume_playbook(
         await resume_journey(conn, journey_id, now, by=by)
         count += 1
     return count
-
-
-def is_live(state: str) -> bool:
-    return State(state) in LIVE
