@@ -1,5 +1,7 @@
 """Run the scoring worker: ``python -m scoring``."""
 
+import sys
+
 import faust
 
 from common.logging import configure_logging
@@ -11,6 +13,9 @@ from scoring.settings import ScoringSettings
 
 def main() -> None:
     settings = ScoringSettings()
+    # faust runs its Kafka consumer in a thread; with the default 5 ms GIL switch interval
+    # every producer socket write waited for that thread (see docs/BENCHMARKS.md).
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     model = load_model(settings.model_path)  # fails fast, naming file and field
     configure_logging("scoring", settings.common.log_level, settings.common.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,22 @@ class ScoringSettings(ServiceSettings):
         description="How long the group waits for a silent worker before giving its partitions "
         "to another (a SIGKILLed worker's partitions move after this).",
     )
+    sweep_min_age_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Simulated seconds since a customer's last evaluation before the sweep "
+        "looks at it again (events re-evaluate it anyway).",
+    )
+    producer_linger_ms: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="How long the worker's producer gathers records into one request: the "
+        "worker yields between events, so a short linger meant a request per event or two.",
+    )
+    gil_switch_interval_s: float = Field(
+        default=0.0005, gt=0, le=0.1, description="sys.setswitchinterval for the worker process."
+    )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
     )

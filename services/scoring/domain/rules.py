@@ -522,6 +522,7 @@ def _reevaluate_in_place(
     state: CustomerState, model: ScoringModel, now: datetime, cohort: CohortStats | None
 ) -> Outcome:
     prune(state, model, now)
+    state.evaluated_at = now.isoformat()
     ev = evaluate(state, model, now, cohort)
     lifecycle = dict(ev.expansion)
     for name, reached_at in state.milestones.items():

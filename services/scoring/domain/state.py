@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,7 @@ class CustomerState:
     segment: str | None = None
     loyalty_tier: str = "bronze"
     last_snapshot: str | None = None  # fingerprint of the last emitted snapshot
+    evaluated_at: str | None = None  # when the state was last evaluated (ISO)
 
     def clone(self) -> CustomerState:
         """A copy that shares nothing mutable with this state (much faster than deepcopy)."""
@@ -75,7 +76,8 @@ class CustomerState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """A JSON-ready dict (what the table stores). Field by field: ``asdict`` is slow."""
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["counters"] = {k: {str(d): n for d, n in v.items()} for k, v in self.counters.items()}
         data["latest"] = {k: list(v) for k, v in self.latest.items()}
         data["levels"] = {k: list(v) for k, v in self.levels.items()}
@@ -84,8 +86,7 @@ class CustomerState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CustomerState:
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
+        data = {k: v for k, v in data.items() if k in _FIELDS}
         data["counters"] = {
             k: {int(d): float(n) for d, n in v.items()} for k, v in data.get("counters", {}).items()
         }
@@ -93,3 +94,6 @@ class CustomerState:
         data["levels"] = {k: (v[0], float(v[1])) for k, v in data.get("levels", {}).items()}
         data["loyalty_days"] = {int(d): list(v) for d, v in data.get("loyalty_days", {}).items()}
         return cls(**data)
+
+
+_FIELDS = tuple(f.name for f in fields(CustomerState))
