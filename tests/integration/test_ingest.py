@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 
@@ -19,7 +20,12 @@ async def test_every_202_can_be_read_back_with_key_and_headers(
     common_settings: CommonSettings,
 ) -> None:
     common = common_settings.model_copy(
-        update={"topic_prefix": f"it-ingest-{uuid.uuid4().hex[:6]}."}
+        # real time: the session's scaled clock would make the fixed example dates too old
+        update={
+            "topic_prefix": f"it-ingest-{uuid.uuid4().hex[:6]}.",
+            "time_scale": 1.0,
+            "clock_epoch": None,
+        }
     )
     await ensure_topics(common)
     sent: dict[str, dict[str, object]] = {}
@@ -33,7 +39,12 @@ async def test_every_202_can_be_read_back_with_key_and_headers(
             transport=httpx.ASGITransport(app=app), base_url="http://ingest"
         ) as c:
             for i, kind in enumerate(sorted(EXAMPLES) * 5):
-                event = {**EXAMPLES[kind], "event_id": f"it-{i}", "customer_id": f"cust-{i % 7}"}
+                event = {
+                    **EXAMPLES[kind],
+                    "event_id": f"it-{i}",
+                    "customer_id": f"cust-{i % 7}",
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                }
                 response = await c.post("/v1/events", json=event, headers={"X-API-Key": "k"})
                 assert response.status_code == 202
                 sent[event["event_id"]] = event  # type: ignore[index]

@@ -31,7 +31,12 @@ async def test_created_key_works_and_revocation_takes_effect(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     common = common_settings.model_copy(
-        update={"database_url": database_url, "topic_prefix": f"it-keys-{uuid.uuid4().hex[:6]}."}
+        update={  # real time: the session's scaled clock would age the example dates
+            "database_url": database_url,
+            "topic_prefix": f"it-keys-{uuid.uuid4().hex[:6]}.",
+            "time_scale": 1.0,
+            "clock_epoch": None,
+        }
     )
     await ensure_topics(common, Topic.events())
     engine = create_engine(database_url)

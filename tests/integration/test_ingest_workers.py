@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,8 @@ async def test_two_workers_log_json_and_report_metrics_together(
         "TENURE_INGEST_KEYS_FROM_DATABASE": "false",
         "TENURE_INGEST_API_KEY": "workers-key",
         "TENURE_LOG_FORMAT": "json",
+        "TENURE_TIME_SCALE": "1",  # the session's scaled clock would age the example dates
+        "TENURE_CLOCK_EPOCH": "",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = tmp_path / "ingest.log"
@@ -47,7 +50,12 @@ async def test_two_workers_log_json_and_report_metrics_together(
         wait_for_port(port, timeout=60, proc=proc, what="ingest")
         url = f"http://127.0.0.1:{port}"
         for i in range(EVENTS):  # a new connection each time: both workers get some
-            event = {**EXAMPLES["login"], "event_id": f"w-{i}", "customer_id": f"c-{i % 5}"}
+            event = {
+                **EXAMPLES["login"],
+                "event_id": f"w-{i}",
+                "customer_id": f"c-{i % 5}",
+                "occurred_at": datetime.now(UTC).isoformat(),
+            }
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 for _ in range(60):  # the second worker may still be starting
                     response = await client.post(
