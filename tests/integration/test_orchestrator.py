@@ -39,6 +39,7 @@ from orchestrator.domain.playbook import SHIPPED, load_playbooks
 from orchestrator.entrypoints.consumers import fire_due_triggers, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.relay import relay_once
+from orchestrator.entrypoints.steps import fire_step
 from orchestrator.entrypoints.timers import fire_due
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -899,3 +900,53 @@ async def test_postgres_path_matches_the_pure_engine(env, scenario: str) -> None
     )
     assert expected, "the scenario must do something"
     assert await db_log(deps, customer) == expected
+
+
+async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
+    """Two replicas fire two of one customer's marketing steps at once, with two messages
+    already sent this week: the second waits for the first's commit, counts its message
+    and is deferred, so the cap of three holds."""
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
+    await handle(
+        record(settings, Topic.SIGNALS, customer, signal(customer, "limit_reached", True, T0))
+    )
+    while await fire_due(deps, limit=50):
+        pass
+    assert len(await sent_steps(deps, customer)) == 2  # in-app + email
+    clock.set(T0 + timedelta(hours=1))
+    for name in ("roi_proven", "cross_sell_ready"):
+        await handle(
+            record(settings, Topic.SIGNALS, customer, signal(customer, name, True, clock.now()))
+        )
+    due = await rows(
+        deps,
+        "SELECT t.id FROM timers t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c AND t.status='pending' ORDER BY t.id",
+        c=customer,
+    )
+    assert len(due) == 2
+    topic = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
+    take = sa.text(
+        "SELECT t.id, t.step, t.due_at, j.* FROM timers t JOIN journeys j USING (journey_id) "
+        "WHERE t.id = :id FOR UPDATE OF t"
+    )
+
+    async def fire_alone(timer_id: int) -> None:
+        async with deps.engine.begin() as conn:
+            timer = (await conn.execute(take, {"id": timer_id})).one()
+            await fire_step(conn, deps, timer, clock.now(), topic)
+            await asyncio.sleep(0.3)  # not committed yet: the other decision must wait
+
+    await asyncio.gather(*(fire_alone(t.id) for t in due))
+    assert len(await sent_steps(deps, customer)) == 3
+    [deferred] = await rows(
+        deps,
+        "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c AND t.event='step_deferred'",
+        c=customer,
+    )
+    assert deferred.detail["reason"] == "frequency cap"

@@ -367,6 +367,17 @@ async def customer_facts(conn: AsyncConnection, customer_id: str) -> R.Customer:
     )
 
 
+async def lock_customer_messages(conn: AsyncConnection, customer_id: str) -> None:
+    """Serialise the frequency-cap decisions of one customer until the transaction ends.
+
+    Two replicas firing two of a customer's marketing steps at once would otherwise both
+    count the same sent messages and together pass the cap. Blocks while another
+    transaction holds the customer's lock (a transaction-scoped advisory lock).
+    """
+    key = sa.func.hashtextextended(sa.literal("tenure-cap:") + customer_id, 0)
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
 async def marketing_sent(
     conn: AsyncConnection, customer_id: str, since: datetime
 ) -> list[datetime]:

@@ -42,6 +42,8 @@ async def fire_step(
         await repo.pause_journey(conn, timer.journey_id, now, by="playbook")
         return
     step = playbook.step(timer.step)
+    if step.marketing:
+        await repo.lock_customer_messages(conn, timer.customer_id)
     customer = await repo.customer_facts(conn, timer.customer_id)
     live = await repo.live_journeys(conn, timer.customer_id, lock=False)
     situation = decisions.Situation(
