@@ -8,6 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from orchestrator.domain import rules as R
 from orchestrator.domain.playbook import Eligibility
@@ -150,3 +152,29 @@ def test_attribution_window_after_the_last_step() -> None:
     assert R.attributed(utc(2026, 6, 19), start, last, window)
     assert not R.attributed(utc(2026, 6, 19, 0, 1), start, last, window)
     assert not R.attributed(utc(2026, 5, 31), start, last, window)
+
+
+ZONES = ["Europe/Madrid", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
+
+
+@given(
+    instant=st.datetimes(
+        min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
+    ),
+    zone=st.sampled_from(ZONES),
+)
+@example(instant=datetime(2026, 10, 24, 19, 0, tzinfo=UTC), zone="Europe/Madrid")  # 12 h night
+@example(instant=datetime(2026, 3, 28, 20, 0, tzinfo=UTC), zone="Europe/Madrid")  # 10 h night
+@example(instant=datetime(2026, 4, 4, 10, 0, tzinfo=UTC), zone="Australia/Lord_Howe")
+def test_quiet_hours_property(instant: datetime, zone: str) -> None:
+    """Whatever the instant and zone (half-hour DST in Lord Howe included): a message due
+    in quiet hours moves forward to 08:00 local, at most a night later; otherwise it stays."""
+    until = R.quiet_until(instant, zone, RULES)
+    local = instant.astimezone(ZoneInfo(zone)).time()
+    in_quiet = local >= RULES.quiet_start or local < RULES.quiet_end
+    assert (until is not None) == in_quiet
+    if until is not None:
+        # 11 hours of night, 12 on the night the clocks go back
+        assert instant < until <= instant + timedelta(hours=12)
+        assert until.astimezone(ZoneInfo(zone)).time() == RULES.quiet_end
+        assert R.quiet_until(until, zone, RULES) is None
