@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import RESULT_KEYS, Context, Result, ingest, kafka_producer
+from bench import RESULT_KEYS, Context, Result, ingest, kafka_producer, notifier
 from devstack.kafka import KafkaBroker
 from devstack.procs import free_port
 
@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ingest_batch_two_workers": ingest.run_batch,  # its baseline is the 1-worker figure
     "ingest_single_latency_p50": ingest.run_latency,
     "ingest_single_latency_p99": ingest.run_latency,  # p50 and p99 of the same requests
+    "notifier_email_throughput": notifier.run_email,
+    "notifier_webhook_throughput": notifier.run_webhook,
 }
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -32,14 +32,19 @@ async def run(
     consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=settings.group_id)
     suppressions = Suppressions(engine)
     inbox = Inbox(engine)
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as http:
+    mailer = SmtpMailer(settings)
+    limits = httpx.Limits(
+        max_connections=settings.webhook_max_connections,
+        max_keepalive_connections=settings.webhook_max_connections,
+    )
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=limits) as http:
         await publisher.start()
         await consumer.start()
         dead_letters = DeadLetters(publisher, consumer_name="notifier")
         deliverer = Deliverer(
             settings=settings,
             log=DeliveryLog(engine),
-            mailer=SmtpMailer(settings),
+            mailer=mailer,
             webhooks=WebhookSender(
                 http,
                 settings.webhook_secret.get_secret_value(),
@@ -78,6 +83,7 @@ async def run(
                 stop=stop,
             )
         finally:
+            await mailer.aclose()
             await consumer.stop()
             await publisher.stop()
             await engine.dispose()

@@ -44,6 +44,16 @@ class NotifierSettings(ServiceSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 10.0
+    smtp_pool_size: int = Field(default=16, ge=1, le=500, description="Open SMTP connections.")
+    smtp_idle_s: float = Field(
+        default=10.0, gt=0, description="A connection idle longer than this is not reused."
+    )
+    smtp_messages_per_connection: int = Field(
+        default=100, ge=1, description="Messages sent over one connection before a new one."
+    )
+    smtp_local_hostname: str = Field(
+        default="tenure.local", description="Name given in EHLO (none = a DNS lookup each time)."
+    )
     mail_from: str = "Tenure <success@tenure.example>"
     link_secret: SecretStr = Field(description="HMAC key of tracking and unsubscribe links.")
     webhook_secret: SecretStr = Field(description="Standard Webhooks key, whsec_<base64>.")
@@ -58,6 +68,9 @@ class NotifierSettings(ServiceSettings):
         default=(), description="Route names (csm, escalation, team:x) that get a Slack body."
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_connections: int = Field(
+        default=16, ge=1, le=1000, description="Open HTTP connections to webhook receivers."
+    )
     webhook_allow_hosts: tuple[str, ...] = Field(
         default=(),
         description="Hosts (host or host:port) or networks (CIDR) webhooks may reach even when "
@@ -82,7 +95,12 @@ class NotifierSettings(ServiceSettings):
         "be taken again.",
     )
     delivery_concurrency: int = Field(
-        default=16, ge=1, le=1000, description="Notifications delivered at once by one worker."
+        default=256,
+        ge=1,
+        le=5000,
+        description="Notifications in flight at once in one worker (they wait for an SMTP or "
+        "HTTP connection, the delivery log's group commit and Kafka; the connections are "
+        "bounded separately).",
     )
 
     # In-app inbox.

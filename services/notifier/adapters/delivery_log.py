@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifier.adapters.batching import Batcher
+from notifier.adapters.suppressions import normalise
 
 TS = sa.TIMESTAMP(timezone=True)
 deliveries = sa.Table(
@@ -56,56 +58,173 @@ class Existing:
     reported: bool
 
 
+@dataclass(frozen=True)
+class Claimed:
+    existing: Existing | None
+    suppressed: str | None
+
+
+@dataclass(frozen=True)
+class _ClaimRequest:
+    notification_id: str
+    customer_id: str
+    channel: str
+    payload: bytes
+    now: datetime
+    address: str | None
+
+
+@dataclass(frozen=True)
+class _Finish:
+    notification_id: str
+    status: str
+    detail: str | None
+    reported: bool
+
+
+# Claims and their suppression lookups, many at once: one statement, one commit. The outer
+# SELECT does not see the rows the CTE inserts (same snapshot): a new claim reads no status.
+_CLAIM = sa.text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:nids AS text[]), CAST(:cids AS text[]), CAST(:channels AS text[]),
+            CAST(:payloads AS bytea[]), CAST(:nows AS timestamptz[]), CAST(:addresses AS text[])
+        ) WITH ORDINALITY AS t(nid, cid, channel, payload, now, address, i)
+    ),
+    claimed AS (
+        INSERT INTO deliveries
+            (notification_id, customer_id, channel, status, attempts, payload, first_attempt_at)
+        SELECT nid, cid, channel, 'sending', 1, payload, now FROM input ORDER BY i
+        ON CONFLICT (notification_id) DO NOTHING
+        RETURNING notification_id
+    )
+    SELECT
+        input.i,
+        c.notification_id IS NOT NULL AS claimed,
+        s.reason AS suppressed,
+        d.status, d.detail, d.reported_at
+    FROM input
+    LEFT JOIN claimed AS c ON c.notification_id = input.nid
+    LEFT JOIN suppressions AS s ON s.address = input.address
+    LEFT JOIN deliveries AS d ON d.notification_id = input.nid
+    ORDER BY input.i
+    """
+)
+
+_FINISH = sa.text(
+    """
+    UPDATE deliveries AS d SET
+        status = u.status, detail = u.detail, next_attempt_at = NULL, updated_at = now(),
+        reported_at = CASE WHEN u.reported THEN now() END
+    FROM unnest(
+        CAST(:nids AS text[]), CAST(:statuses AS text[]), CAST(:details AS text[]),
+        CAST(:reported AS boolean[])
+    ) AS u(nid, status, detail, reported)
+    WHERE d.notification_id = u.nid
+    """
+)
+
+
 class DeliveryLog:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self.engine = engine
+        # Claims and outcomes are single statements, atomic on their own: in autocommit they
+        # cost one round trip instead of three (BEGIN, the statement, COMMIT).
+        self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._claims: Batcher[_ClaimRequest, Claimed] = Batcher(
+            self._claim_many, max_batch=max_batch
+        )
+        self._finishes: Batcher[_Finish, None] = Batcher(self._finish_many, max_batch=max_batch)
 
     async def claim(
-        self, *, notification_id: str, customer_id: str, channel: str, payload: bytes, now: datetime
-    ) -> Existing | None:
-        """Claim a notification seen on Kafka: None if it is new (now ``sending``, attempt 1).
+        self,
+        *,
+        notification_id: str,
+        customer_id: str,
+        channel: str,
+        payload: bytes,
+        now: datetime,
+        address: str | None = None,
+    ) -> Claimed:
+        """Claim a notification seen on Kafka; with ``address``, also read its suppression.
 
-        Otherwise the existing row: a replay or redelivery, never sent again from here.
-        Idempotent; blocks on one round trip.
+        New (``existing`` is None): the row is now ``sending``, attempt 1, and this worker
+        sends it. Otherwise ``existing`` is the row: a replay or redelivery, never sent again
+        from here. Idempotent. Concurrent claims share one statement and one commit.
         """
-        stmt = (
-            insert(deliveries)
-            .values(
-                notification_id=notification_id,
-                customer_id=customer_id,
-                channel=channel,
-                status="sending",
-                attempts=1,
-                payload=payload,
-                first_attempt_at=now,
+        return await self._claims.submit(
+            _ClaimRequest(
+                notification_id,
+                customer_id,
+                channel,
+                payload,
+                now,
+                normalise(address) if address else None,
             )
-            .on_conflict_do_nothing(index_elements=["notification_id"])
-            .returning(deliveries.c.notification_id)
         )
-        async with self.engine.begin() as conn:
-            if (await conn.execute(stmt)).first() is not None:
-                return None
-            row = (
-                await conn.execute(
-                    sa.select(
-                        deliveries.c.status, deliveries.c.detail, deliveries.c.reported_at
-                    ).where(deliveries.c.notification_id == notification_id)
-                )
-            ).one()
-        return Existing(row.status, row.detail, row.reported_at is not None)
 
-    async def finish(self, notification_id: str, status: str, detail: str | None = None) -> None:
-        """Record a terminal outcome (sent, suppressed, bounced, dead)."""
+    async def _claim_many(self, requests: list[_ClaimRequest]) -> list[Claimed]:
+        # The same id twice in one batch: the first claims it, the others see it held.
+        first: dict[str, int] = {}
+        unique = [r for i, r in enumerate(requests) if first.setdefault(r.notification_id, i) == i]
+        async with self._single.connect() as conn:
+            rows = (
+                await conn.execute(
+                    _CLAIM,
+                    {
+                        "nids": [r.notification_id for r in unique],
+                        "cids": [r.customer_id for r in unique],
+                        "channels": [r.channel for r in unique],
+                        "payloads": [r.payload for r in unique],
+                        "nows": [r.now for r in unique],
+                        "addresses": [r.address for r in unique],
+                    },
+                )
+            ).all()
+        by_id = {
+            r.notification_id: Claimed(
+                existing=None
+                if row.claimed
+                else Existing(row.status, row.detail, row.reported_at is not None),
+                suppressed=row.suppressed,
+            )
+            for r, row in zip(unique, rows, strict=True)
+        }
+        held = Existing("sending", None, False)
+        return [
+            by_id[r.notification_id]
+            if first[r.notification_id] == i
+            else Claimed(existing=held, suppressed=by_id[r.notification_id].suppressed)
+            for i, r in enumerate(requests)
+        ]
+
+    async def finish(
+        self,
+        notification_id: str,
+        status: str,
+        detail: str | None = None,
+        *,
+        reported: bool = False,
+    ) -> None:
+        """Record a terminal outcome (sent, suppressed, bounced, dead), and whether it is
+        already on the deliveries topic. Concurrent calls share one statement and commit."""
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status}")
-        async with self.engine.begin() as conn:
+        await self._finishes.submit(_Finish(notification_id, status, detail, reported))
+
+    async def _finish_many(self, items: list[_Finish]) -> list[None]:
+        async with self._single.connect() as conn:
             await conn.execute(
-                deliveries.update()
-                .where(deliveries.c.notification_id == notification_id)
-                .values(
-                    status=status, detail=detail, next_attempt_at=None, updated_at=sa.func.now()
-                )
+                _FINISH,
+                {
+                    "nids": [f.notification_id for f in items],
+                    "statuses": [f.status for f in items],
+                    "details": [f.detail for f in items],
+                    "reported": [f.reported for f in items],
+                },
             )
+        return [None] * len(items)
 
     async def mark_reported(self, notification_id: str) -> None:
         async with self.engine.begin() as conn:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +18,8 @@ from notifier.domain.ssrf import UnsafeUrl, check_target, parse_target
 
 async def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (empty when it does not resolve)."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]  # a literal address: nothing to look up
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -11,7 +11,6 @@
 - ``/healthz``, ``/metrics``.
 """
 
-
 import asyncio
 import html
 import time

@@ -87,6 +87,13 @@ class Links:
         )
 
 
+class Unchecked:
+    """The suppression list was not read with the claim (a retry): read it when sending."""
+
+
+UNCHECKED = Unchecked()
+
+
 class Suppressed(Exception):
     """Not sent on purpose (suppression list or withheld consent); the message says why."""
 
@@ -123,20 +130,26 @@ class Deliverer:
         """
         n = Notification.model_validate_json(record.value)
         now = self.clock.now()
-        existing = await self.log.claim(
+        check = n.channel == "email" and bool(n.recipient) and messages.is_marketing(n)
+        claimed = await self.log.claim(
             notification_id=n.notification_id,
             customer_id=n.customer_id,
             channel=n.channel,
             payload=record.value,
             now=now,
+            address=n.recipient if check else None,
         )
+        existing = claimed.existing
         if existing is not None:
             metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="duplicate").inc()
             if existing.status in REPORTED and not existing.reported:
-                # The outcome was logged but never reached Kafka (a crash in between).
+                # The outcome was logged but never reached Kafka (a publish failed).
                 await self._report(n, existing.status, existing.detail)
+                await self.log.mark_reported(n.notification_id)
             return
-        await self.attempt(n, attempts=1, first_attempt_at=now, raw=record.value)
+        await self.attempt(
+            n, attempts=1, first_attempt_at=now, raw=record.value, suppressed=claimed.suppressed
+        )
 
     async def retry_due(self) -> int:
         """Attempt every notification due again now; how many were attempted."""
@@ -161,12 +174,21 @@ class Deliverer:
 
     # -- one attempt ----------------------------------------------------------------
     async def attempt(
-        self, n: Notification, *, attempts: int, first_attempt_at: datetime, raw: bytes
+        self,
+        n: Notification,
+        *,
+        attempts: int,
+        first_attempt_at: datetime,
+        raw: bytes,
+        suppressed: str | Unchecked | None = UNCHECKED,
     ) -> str:
-        """Try ``n`` once; the status the log now holds for it."""
+        """Try ``n`` once; the status the log now holds for it.
+
+        ``suppressed`` is the address's suppression as read with the claim, if it was.
+        """
         started = time.perf_counter()
         try:
-            await self._send(n)
+            await self._send(n, suppressed)
         except Suppressed as exc:
             return await self._final(n, "suppressed", str(exc))
         except Bounced as exc:
@@ -202,7 +224,7 @@ class Deliverer:
         metrics.SEND_SECONDS.labels(channel=n.channel).observe(time.perf_counter() - started)
         return await self._final(n, "sent", None)
 
-    async def _send(self, n: Notification) -> None:
+    async def _send(self, n: Notification, suppressed: str | Unchecked | None) -> None:
         links = self.links.for_notification(n)
         context = messages.template_context(n, links)
         if n.channel == "email":
@@ -211,7 +233,11 @@ class Deliverer:
             if messages.is_marketing(n):
                 if messages.withheld_consent(n, "email_marketing"):
                     raise Suppressed("no email-marketing consent")
-                reason = await self.suppressions.reason(n.recipient)
+                reason = (
+                    await self.suppressions.reason(n.recipient)
+                    if isinstance(suppressed, Unchecked)
+                    else suppressed
+                )
                 if reason is not None:
                     raise Suppressed(f"address suppressed: {reason}")
             email = self.renderer.email(n.template, context)
@@ -242,9 +268,20 @@ class Deliverer:
             await self.webhooks.post(endpoint.url, msg_id=n.notification_id, body=body)
 
     async def _final(self, n: Notification, status: str, detail: str | None) -> str:
-        await self.log.finish(n.notification_id, status, detail[:2000] if detail else None)
+        """Publish the outcome, then log it with ``reported`` set: one write, not two.
+
+        If the publish fails, the outcome is logged unreported (a replay re-publishes it)
+        and the error propagates. A crash between the send and this write leaves the row
+        ``sending``: the retry worker sends it again after the lease (docs/decisions.md).
+        """
+        kept = detail[:2000] if detail else None
         metrics.NOTIFICATIONS.labels(channel=n.channel, outcome=status).inc()
-        await self._report(n, status, detail)
+        try:
+            await self._report(n, status, detail)
+        except Exception:
+            await self.log.finish(n.notification_id, status, kept, reported=False)
+            raise
+        await self.log.finish(n.notification_id, status, kept, reported=True)
         return status
 
     async def _dead(self, n: Notification, raw: bytes, reason: str, detail: str) -> str:
@@ -284,7 +321,6 @@ class Deliverer:
                 detail=detail[:500] if detail else None,
             ),
         )
-        await self.log.mark_reported(n.notification_id)
 
 
 class Consumer(Protocol):

@@ -1,0 +1,411 @@
+"""``notifier_email_throughput`` and ``notifier_webhook_throughput``: the notifier's delivery path.
+
+Each measures notifications per second **from the notifications topic to the local sink**,
+through the real notifier code (``Deliverer`` and its consumer loop): decode, claim in the
+delivery log (PostgreSQL), render the templates, send (SMTP with the RFC 8058 headers; or a
+Standard-Webhooks-signed POST after the SSRF check), mark the log, publish the outcome on
+``deliveries`` and mark it reported. The clock stops when the last outcome is acknowledged
+by Kafka. Its peer, measured side by side in the same run against the same sink:
+
+- email: raw ``aiosmtplib`` ``sendmail`` of the same number of **pre-rendered** messages
+  (bytes) over as many persistent connections as the notifier's SMTP pool
+  (``smtp_pool_size``), one sender per connection;
+- webhooks: bare ``httpx`` POSTs of pre-serialised JSON bodies to the same receiver path,
+  from one client with as many connections (and senders) as the notifier's client
+  (``webhook_max_connections``): no signing, no SSRF check, no log, no Kafka.
+
+The environment is the run's Kafka broker, an embedded PostgreSQL (pgserver, migrated) and
+the project's sinks (``python -m devstack sinks``: aiosmtpd and a uvicorn receiver that store
+every message as a file) in their own process. Every round sends ``WARMUP`` uncounted
+notifications first (connections, template cache, JIT-less but warm paths), then ``COUNT``
+timed ones; the configurations are interleaved over ``ROUNDS`` rounds with the order rotated
+and the median kept. The sink's files are counted afterwards, so a measurement that lost
+messages fails instead of looking fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import aiosmtplib
+import httpx
+import orjson
+from pydantic import BaseModel
+
+from bench import Context, Result
+from common.clock import ScaledClock
+from common.db import create_engine, upgrade
+from common.kafka import (
+    DeadLetters,
+    Headers,
+    KafkaPublisher,
+    ensure_topics,
+    make_consumer,
+)
+from common.messages import Notification
+from common.settings import CommonSettings
+from common.topics import Topic, topic_name
+from devstack.postgres import EmbeddedPostgres
+from devstack.procs import free_port, spawn, stop, wait_for_port
+from notifier.adapters.delivery_log import DeliveryLog
+from notifier.adapters.inbox import Inbox
+from notifier.adapters.mailer import SmtpMailer, build_message, flatten
+from notifier.adapters.suppressions import Suppressions
+from notifier.adapters.webhooks import WebhookSender
+from notifier.domain import messages
+from notifier.domain.render import Renderer
+from notifier.entrypoints.deliver import Deliverer, Links, consume
+from notifier.settings import NotifierSettings
+
+COUNT = 1_500  # timed notifications per measurement
+WARMUP = 150  # per measurement, before the timed ones
+ROUNDS = 3
+SECRET = "whsec_" + base64.b64encode(b"bench-webhook-key-0123456789abcdef").decode()
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Env:
+    ctx: Context
+    database_url: str
+    smtp_port: int
+    webhook_port: int
+    mail_dir: Path
+    webhook_dir: Path
+
+    def settings(self, prefix: str) -> NotifierSettings:
+        common = CommonSettings(
+            kafka_bootstrap=self.ctx.bootstrap,
+            topic_prefix=prefix,
+            database_url=self.database_url,
+        )
+        hooks = f"http://127.0.0.1:{self.webhook_port}"
+        return NotifierSettings(
+            common=common,
+            smtp_port=self.smtp_port,
+            link_secret="bench-link-secret",
+            webhook_secret=SECRET,
+            webhook_csm_url=f"{hooks}/bench-csm",
+            webhook_escalation_url=f"{hooks}/bench-escalation",
+            webhook_allow_hosts=(f"127.0.0.1:{self.webhook_port}",),
+        )
+
+
+@contextlib.asynccontextmanager
+async def environment(ctx: Context) -> AsyncIterator[Env]:
+    with tempfile.TemporaryDirectory(prefix="tenure-bench-notifier-", dir="/tmp") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)  # pgserver runs PostgreSQL as its own user when we are root
+        pg = EmbeddedPostgres(root / "pg", delete_on_stop=True)
+        url = await asyncio.to_thread(pg.start)
+        await asyncio.to_thread(upgrade, url)
+        smtp_port, webhook_port = free_port(), free_port()
+        env = Env(ctx, url, smtp_port, webhook_port, root / "mail", root / "webhooks")
+        sinks = spawn(
+            [
+                str(REPO / ".venv" / "bin" / "python"),
+                "-m",
+                "devstack",
+                "sinks",
+                "--mail-dir",
+                str(env.mail_dir),
+                "--smtp-port",
+                str(smtp_port),
+                "--webhook-dir",
+                str(env.webhook_dir),
+                "--webhook-port",
+                str(webhook_port),
+            ],
+            cwd=REPO,
+            log_path=root / "sinks.log",
+        )
+        try:
+            wait_for_port(smtp_port, timeout=20, proc=sinks, what="SMTP sink")
+            wait_for_port(webhook_port, timeout=20, proc=sinks, what="webhook receiver")
+            yield env
+        finally:
+            stop(sinks)
+            await asyncio.to_thread(pg.stop)
+
+
+class CountingPublisher:
+    """Wraps the real publisher; notes when the n-th outcome was acknowledged."""
+
+    def __init__(self, inner: KafkaPublisher, marks: Sequence[int]) -> None:
+        self.inner = inner
+        self.count = 0
+        self.reached: dict[int, float] = {}
+        self.marks = set(marks)
+        self.done = asyncio.Event()
+        self.last = max(marks)
+
+    async def publish(
+        self,
+        topic: Topic | str,
+        key: str,
+        value: BaseModel | dict[str, Any] | bytes,
+        headers: Headers | None = None,
+    ) -> None:
+        await self.inner.publish(topic, key, value, headers)
+        if topic == Topic.DELIVERIES:
+            self.count += 1
+            if self.count in self.marks:
+                self.reached[self.count] = time.perf_counter()
+            if self.count >= self.last:
+                self.done.set()
+
+    async def publish_each(self, records: Any, *, timeout_s: float) -> Any:
+        return await self.inner.publish_each(records, timeout_s=timeout_s)
+
+    async def ready(self, timeout_s: float) -> str | None:
+        return await self.inner.ready(timeout_s)
+
+
+def notifications(channel: str, n: int, label: str) -> list[Notification]:
+    out = []
+    for i in range(n):
+        nid = f"{label}-{i}-{uuid.uuid4().hex[:8]}"
+        customer = f"bench-{label}-{i}"
+        email = channel == "email"
+        out.append(
+            Notification(
+                notification_id=nid,
+                customer_id=customer,
+                journey_id=f"j-{nid}",
+                playbook="retention_offer",
+                step="offer" if email else "retention_call",
+                channel="email" if email else "webhook",
+                template="retention_offer/offer" if email else "retention_offer/retention_call",
+                variant="discount_30_3_months",
+                priority="normal" if email else "high",
+                recipient=f"{customer}@example.com" if email else "csm",
+                created_at=datetime(2026, 1, 5, tzinfo=UTC),
+                context={
+                    "first_name": "Ana",
+                    "email": f"{customer}@example.com",
+                    "plan": "pro",
+                    "owner_csm": "csm@example.com",
+                    "score": {
+                        "churn_probability": 0.91,
+                        "tier": "high",
+                        "signals": [
+                            {"name": "competitor_trial", "value": 1, "threshold": 1},
+                            {"name": "alternative_search", "value": 1, "threshold": 1},
+                        ],
+                        "red_flags": [{"name": "trial_and_search"}],
+                    },
+                },
+            )
+        )
+    return out
+
+
+async def pipeline(env: Env, channel: str) -> float:
+    """Notifications per second through the notifier, from Kafka to the sink."""
+    prefix = env.ctx.fresh_name(f"notifier-{channel}") + "."
+    settings = env.settings(prefix)
+    common = settings.common
+    await ensure_topics(common, [Topic.NOTIFICATIONS, Topic.DELIVERIES])
+    batch = notifications(channel, WARMUP + COUNT, prefix.split(".")[-2])
+    engine = create_engine(common.database_url)
+    async with KafkaPublisher(common, client_id="bench-notifier") as producer:
+        topic = topic_name(Topic.NOTIFICATIONS, prefix)
+        # The warm-up records first, acknowledged before the timed ones are written.
+        await producer.publish_many((topic, n.customer_id, n, ()) for n in batch[:WARMUP])
+        await producer.publish_many((topic, n.customer_id, n, ()) for n in batch[WARMUP:])
+        counting = CountingPublisher(producer, [WARMUP, WARMUP + COUNT])
+        consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=f"{prefix}notifier")
+        limits = httpx.Limits(
+            max_connections=settings.webhook_max_connections,
+            max_keepalive_connections=settings.webhook_max_connections,
+        )
+        async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=limits) as http:
+            deliverer = Deliverer(
+                settings=settings,
+                log=DeliveryLog(engine),
+                mailer=SmtpMailer(settings),
+                webhooks=WebhookSender(http, SECRET, allow=settings.webhook_allow_hosts),
+                renderer=Renderer(),
+                publisher=counting,
+                clock=ScaledClock(),
+                suppressions=Suppressions(engine),
+                inbox=Inbox(engine),
+                dead_letters=DeadLetters(counting, consumer_name="bench"),
+            )
+            await consumer.start()
+            stopping = asyncio.Event()
+            loop = asyncio.create_task(
+                consume(
+                    consumer,
+                    deliverer.handle,
+                    deliverer.dead_letters,
+                    stop=stopping,
+                    concurrency=settings.delivery_concurrency,
+                )
+            )
+            try:
+                await asyncio.wait_for(counting.done.wait(), timeout=300)
+            finally:
+                stopping.set()
+                await loop
+                await consumer.stop()
+    await engine.dispose()
+    if counting.count != WARMUP + COUNT:
+        raise RuntimeError(f"{counting.count} outcomes for {WARMUP + COUNT} notifications")
+    return COUNT / (counting.reached[WARMUP + COUNT] - counting.reached[WARMUP])
+
+
+async def _concurrently(n: int, workers: int, one: Callable[[int], Awaitable[None]]) -> None:
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for i in queue:
+            await one(i)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def raw_smtp(env: Env, _channel: str) -> float:
+    """Pre-rendered messages per second with bare aiosmtplib, same concurrency."""
+    settings = env.settings("bench-raw.")
+    renderer = Renderer()
+    links = Links(settings)
+    batch = notifications("email", WARMUP + COUNT, f"raw-{uuid.uuid4().hex[:6]}")
+    rendered = []
+    for n in batch:
+        link = links.for_notification(n)
+        email = renderer.email(n.template, messages.template_context(n, link))
+        message = build_message(
+            settings.mail_from,
+            n.recipient or "",
+            email,
+            messages.email_headers(n, link.unsubscribe_url),
+        )
+        rendered.append((n.recipient or "", flatten(message)))
+
+    workers = settings.smtp_pool_size  # as many connections as the notifier's pool
+    clients = [
+        aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=env.smtp_port,
+            timeout=settings.smtp_timeout_s,
+            local_hostname=settings.smtp_local_hostname,
+        )
+        for _ in range(workers)
+    ]
+    await asyncio.gather(*(c.connect() for c in clients))
+    free = list(clients)
+
+    async def send(i: int) -> None:
+        to, data = rendered[i]
+        client = free.pop()
+        try:
+            await client.sendmail("success@tenure.example", [to], data)
+        finally:
+            free.append(client)
+
+    try:
+        await _concurrently(WARMUP, workers, send)
+        started = time.perf_counter()
+        await _concurrently(COUNT, workers, lambda i: send(WARMUP + i))
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        await asyncio.gather(*(c.quit() for c in clients), return_exceptions=True)
+
+
+async def raw_httpx(env: Env, _channel: str) -> float:
+    """Pre-serialised JSON bodies per second with bare httpx, same concurrency."""
+    settings = env.settings("bench-raw.")
+    batch = notifications("webhook", WARMUP + COUNT, f"raw-{uuid.uuid4().hex[:6]}")
+    bodies = [orjson.dumps(messages.csm_task_body(n, "Retention call", "standard")) for n in batch]
+    url = settings.webhook_csm_url
+    workers = settings.webhook_max_connections  # as many connections as the notifier's client
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=limits) as client:
+
+        async def post(i: int) -> None:
+            response = await client.post(
+                url, content=bodies[i], headers={"content-type": "application/json"}
+            )
+            response.raise_for_status()
+
+        await _concurrently(WARMUP, workers, post)
+        started = time.perf_counter()
+        await _concurrently(COUNT, workers, lambda i: post(WARMUP + i))
+        return COUNT / (time.perf_counter() - started)
+
+
+Measure = Callable[[Env, str], Awaitable[float]]
+
+
+async def _compare(ctx: Context, channel: str, configs: dict[str, Measure]) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in configs}
+    async with environment(ctx) as env:
+        names = list(configs)
+        for r in range(ROUNDS):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                rate = await configs[name](env, channel)
+                samples[name].append(rate)
+                print(f"  round {r + 1} {name:>10}: {rate:>8,.0f} {channel}s/s", flush=True)
+        sent = _count_sink(env, channel)
+    expected = ROUNDS * len(configs) * (WARMUP + COUNT)
+    if sent != expected:
+        raise RuntimeError(f"the sink holds {sent} {channel}s, expected {expected}")
+    return {name: median(values) for name, values in samples.items()}
+
+
+def _count_sink(env: Env, channel: str) -> int:
+    if channel == "email":
+        return sum(1 for _ in env.mail_dir.glob("*.eml"))
+    hits = 0
+    for path in env.webhook_dir.glob("*.json"):
+        if json.loads(path.read_text())["path"] == "/bench-csm":
+            hits += 1
+    return hits
+
+
+async def run_email(ctx: Context) -> list[Result]:
+    rates = await _compare(ctx, "email", {"notifier": pipeline, "aiosmtplib": raw_smtp})
+    return [
+        Result(
+            name="notifier_email_throughput",
+            metric=f"emails/s from the notifications topic to the local SMTP sink through the "
+            f"notifier (render, RFC 8058 headers, delivery log, outcome on Kafka); "
+            f"{COUNT} per round, median of {ROUNDS}",
+            value=rates["notifier"],
+            unit="emails/s",
+            baseline="raw aiosmtplib sendmail of the same messages pre-rendered, over as many "
+            "persistent connections as the notifier's pool, same sink, same run",
+            baseline_value=rates["aiosmtplib"],
+        )
+    ]
+
+
+async def run_webhook(ctx: Context) -> list[Result]:
+    rates = await _compare(ctx, "webhook", {"notifier": pipeline, "httpx": raw_httpx})
+    return [
+        Result(
+            name="notifier_webhook_throughput",
+            metric=f"CSM webhooks/s from the notifications topic to the local receiver through "
+            f"the notifier (render, SSRF check, Standard Webhooks signature, delivery log, "
+            f"outcome on Kafka); {COUNT} per round, median of {ROUNDS}",
+            value=rates["notifier"],
+            unit="webhooks/s",
+            baseline="bare httpx POSTs of pre-serialised bodies over as many connections as "
+            "the notifier's client, same receiver, same run",
+            baseline_value=rates["httpx"],
+        )
+    ]
