@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.clock import Clock, clock_from_settings
 from common.events import CustomerId, UtcDatetime, parse_event
-from common.kafka import encode
+from common.kafka import KeyPartitioner, encode
 from common.messages import Delivery
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
@@ -106,6 +106,7 @@ def create_app(
         processing_guarantee="at_least_once",
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000,
+        producer_partitioner=KeyPartitioner(),  # murmur2 as everywhere, memoised per key
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         web_enabled=False,

@@ -352,9 +352,10 @@ def history_of(clock: ScaledClock, customers: int, per_customer: int) -> list[di
 
 
 def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
+    """The last state of each of this test's customers (the topics hold other tests' too)."""
     latest: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.value is not None:
+        if r.value is not None and r.key.startswith(b"kill-"):
             latest[r.key.decode()] = json.loads(r.value)
     return latest
 
