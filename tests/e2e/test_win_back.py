@@ -60,6 +60,10 @@ def cancel(stack: Stack, customer: str) -> None:
     post(stack, SCALE, customer, "payment", "subscription_cancelled", plan="pro")
 
 
+def win_back_records(stack: Stack, customer: str) -> list[dict[str, object]]:
+    return [n for n in notifications(stack, customer) if n["playbook"] == "win_back"]
+
+
 def emails_to(folder: Path, address: str) -> list[email.message.Message]:
     found = []
     for path in sorted(folder.glob("*.eml")):
@@ -102,7 +106,7 @@ def test_win_back_timeline_and_exit_on_reactivation(services: Stack) -> None:
     )
 
     records = wait_for(
-        lambda: (n := notifications(services, gone)) and len(n) == 4 and n,
+        lambda: (n := win_back_records(services, gone)) and len(n) == 4 and n,
         3,
         "the records",
         scale=SCALE,
@@ -129,3 +133,7 @@ def test_win_back_timeline_and_exit_on_reactivation(services: Stack) -> None:
     ended = journeys(services, returning)["win_back"]
     assert (ended.state, ended.exit_reason) == ("exited", "reactivated")
     assert [n["step"] for n in notifications(services, returning)] == ["we_miss_you", "offer"]
+    # unopened win-back emails may turn engagement_low on: a cancelled customer still
+    # gets no re-engagement campaign (nor anything but win-back)
+    assert {n["playbook"] for n in notifications(services, gone)} == {"win_back"}
+    assert set(journeys(services, gone)) == {"win_back"}

@@ -864,6 +864,12 @@ PARITY = {
     "onboarding": [(0, E("subscription_started")), (10, E("subscription_cancelled"))],
     "re-engaged upsells with the cap": [(0, S("engagement_low")), (15, E("login"))],
     "downgrade_save": [(0, E("downgrade_requested"))],
+    "cancelled: win-back alone": [
+        (0, E("subscription_cancelled")),
+        (37.5, S("engagement_low")),
+        (38, S("power_user")),
+        (70, E("subscription_reactivated")),
+    ],
 }
 
 

@@ -364,6 +364,7 @@ async def customer_facts(conn: AsyncConnection, customer_id: str) -> R.Customer:
         consent_in_app=bool(profile.consent_in_app) if profile else True,
         unsubscribed=unsubscribed,
         products=frozenset(extra.products or ()) if extra else frozenset(),
+        subscription=(extra.subscription if extra and extra.subscription else "active"),
     )
 
 
@@ -433,6 +434,28 @@ async def note_plan(conn: AsyncConnection, customer_id: str, plan: str, at: date
             index_elements=["customer_id"],
             set_={"plan": stmt.excluded.plan, "plan_at": stmt.excluded.plan_at},
             where=sa.or_(customer_state.c.plan_at.is_(None), customer_state.c.plan_at <= at),
+        )
+    )
+
+
+async def note_subscription(
+    conn: AsyncConnection, customer_id: str, state: str, at: datetime
+) -> None:
+    """The subscription state from a payment event; an older one never overwrites a newer."""
+    stmt = insert(customer_state).values(
+        customer_id=customer_id, subscription=state, subscription_at=at
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={
+                "subscription": stmt.excluded.subscription,
+                "subscription_at": stmt.excluded.subscription_at,
+            },
+            where=sa.or_(
+                customer_state.c.subscription_at.is_(None),
+                customer_state.c.subscription_at <= at,
+            ),
         )
     )
 

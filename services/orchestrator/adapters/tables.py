@@ -97,6 +97,8 @@ customer_state = sa.Table(
     sa.Column("plan", sa.Text),
     sa.Column("plan_at", TS),
     sa.Column("unsubscribed_at", TS),
+    sa.Column("subscription", sa.Text),
+    sa.Column("subscription_at", TS),
     sa.Column("products", ARRAY(sa.Text)),
 )
 

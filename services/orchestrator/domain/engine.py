@@ -166,6 +166,8 @@ class Engine:
                 c = replace(c, plan=fact.plan)
             if fact.type == "purchase" and fact.product:
                 c = replace(c, products=c.products | {fact.product})
+            if fact.type in R.SUBSCRIPTION_STATES:
+                c = replace(c, subscription=R.SUBSCRIPTION_STATES[fact.type])
         self.customer = c
 
     def _try_start(self, book: Playbook, why: str) -> str | None:

@@ -141,6 +141,9 @@ class Eligibility(_Strict):
     not_purchased: tuple[Name, ...] = Field(
         default=(), description="Products the customer must not have bought."
     )
+    subscription: tuple[Literal["active", "cancelled"], ...] = Field(
+        default=(), description="Subscription states allowed (from payment events)."
+    )
 
 
 class Wait(_Strict):

@@ -41,6 +41,7 @@ class Customer:
     consent_in_app: bool = True
     unsubscribed: bool = False
     products: frozenset[str] = field(default_factory=frozenset)
+    subscription: str = "active"  # cancelled after subscription_cancelled, until it restarts
 
     @property
     def may_email(self) -> bool:
@@ -130,6 +131,8 @@ def ineligible(rule: Eligibility, customer: Customer) -> str | None:
         return "no email consent"
     if "in_app" in rule.consent and not customer.consent_in_app:
         return "no in-app consent"
+    if rule.subscription and customer.subscription not in rule.subscription:
+        return f"subscription {customer.subscription}"
     bought = sorted(customer.products.intersection(rule.not_purchased))
     if bought:
         return f"already purchased {bought}"
@@ -173,3 +176,11 @@ def attributed(
     """Whether a conversion counts for a journey: after its start, within the attribution
     window after its last step."""
     return started_at <= conversion_at <= last_step_at + window
+
+
+# Payment events that change the subscription state (the rest leave it as it is).
+SUBSCRIPTION_STATES: dict[str, str] = {
+    "subscription_cancelled": "cancelled",
+    "subscription_started": "active",
+    "subscription_reactivated": "active",
+}

@@ -26,6 +26,7 @@ from common.topics import Topic, topic_name
 from orchestrator import metrics
 from orchestrator.adapters import journeys as repo
 from orchestrator.domain import decisions as D
+from orchestrator.domain import rules as R
 from orchestrator.domain.journey import Event
 from orchestrator.domain.playbook import Playbook
 from orchestrator.entrypoints.deps import Deps
@@ -198,6 +199,9 @@ async def on_payment(record: Record, deps: Deps) -> None:
             await repo.note_plan(conn, event.customer_id, event.plan, event.occurred_at)
         if event.type == "purchase" and event.product:
             await repo.note_purchase(conn, event.customer_id, event.product)
+        if event.type in R.SUBSCRIPTION_STATES:
+            state = R.SUBSCRIPTION_STATES[event.type]
+            await repo.note_subscription(conn, event.customer_id, state, event.occurred_at)
         fact = D.EventFact(event.type, event.occurred_at, event.plan, event.product)
         await apply_fact(conn, deps, event.customer_id, fact)
 

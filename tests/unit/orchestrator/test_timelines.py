@@ -541,3 +541,19 @@ def test_wait_event_takes_the_skip_branch() -> None:
 def test_wait_event_takes_the_exit_branch() -> None:
     log = nudge("exit", [(1, delivery("opened", "nudge-1"))])
     assert log[1:] == [("sent", "hello", 0), ("exit", "opened", 3)]
+
+
+def test_a_cancelled_customer_is_win_backs_alone() -> None:
+    # Unopened win-back emails turn engagement_low on; a cancelled customer still gets no
+    # re-engagement campaign, and no upsell, until the subscription is active again.
+    facts = [
+        (0, event("subscription_cancelled")),
+        (37.5, on("engagement_low")),
+        (38, on("power_user")),
+        (70, event("subscription_reactivated")),
+    ]
+    log = live(["win_back", "re_engagement", "upsell_usage"], facts, until=100)
+    assert [(b, d) for b, k, _, d in log if k == "start"] == [
+        ("win_back", 0),
+        ("re_engagement", 79.5),  # held since 37.5, re-checked every 14 days: 51.5, 65.5, 79.5
+    ]

@@ -5,7 +5,7 @@
   journey; ``journeys.paused_by``: operator or playbook, while paused.
 - ``customer_state``: what the orchestrator learns about a customer besides its
   profile: CLV segment and loyalty tier (signals), an unsubscribe (deliveries),
-  products bought and the latest plan change (payment events).
+  products bought, the latest plan change and subscription state (payment events).
 - ``held_triggers``: a signal that must stay on for a while before its playbook
   starts ("engagement_low held 14 days"); a durable timer, cancelled by signal_off.
 - ``paused_playbooks``: playbooks an operator paused (no new journeys, steps wait).
@@ -51,6 +51,8 @@ def upgrade() -> None:
         sa.Column("plan", sa.Text),
         sa.Column("plan_at", TS),
         sa.Column("unsubscribed_at", TS),
+        sa.Column("subscription", sa.Text),
+        sa.Column("subscription_at", TS),
         sa.Column("products", ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'")),
     )
     op.create_table(
