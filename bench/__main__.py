@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import RESULT_KEYS, Context, Result, ingest, kafka_producer, notifier
+from bench import RESULT_KEYS, Context, Result, ingest, kafka_producer, notifier, orchestrator
 from devstack.kafka import KafkaBroker
 from devstack.procs import free_port
 
@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ingest_single_latency_p99": ingest.run_latency,  # p50 and p99 of the same requests
     "notifier_email_throughput": notifier.run_email,
     "notifier_webhook_throughput": notifier.run_webhook,
+    "orchestrator_timers_one_replica": orchestrator.run,
+    "orchestrator_timers_two_replicas": orchestrator.run,  # its baseline is the 1-replica figure
+    "orchestrator_timer_lateness_p50": orchestrator.run,
+    "orchestrator_timer_lateness_p99": orchestrator.run,  # at Procrastinate's measured rate
 }
 
 BENCH_DIR = Path(__file__).resolve().parent

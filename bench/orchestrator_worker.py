@@ -1,0 +1,133 @@
+"""One timer-firing process of the orchestrator benchmark (started by ``bench.orchestrator``).
+
+``python -m bench.orchestrator_worker tenure|procrastinate DATABASE_URL [--until N]``
+
+The process connects, warms up, prints ``ready`` and waits for a line ``go`` on stdin,
+so that imports and connections are not timed. Then:
+
+- ``tenure``: one orchestrator replica's timer worker (``fire_batch`` with the project's
+  settings: batch, lease, poll interval), each due timer fired with its state change,
+  history row and outbox row in one transaction;
+- ``procrastinate``: a Procrastinate worker with its defaults (all queues, concurrency 1,
+  polling interval, ``delete_jobs="never"``) executing a no-op task. (Naming its queue
+  made each fetch scan the 1,000,000 pending jobs of that queue: about 3 jobs/s.)
+
+Without ``--until`` it stops once no due item is left (a backlog); with it, once it has
+fired N items (items coming due over time). It prints one JSON line: how many it fired,
+when it began and ended (``time.time()``), and each item's lateness in seconds (commit or
+start time minus due time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def _ready() -> None:
+    print("ready", flush=True)
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        raise SystemExit(f"expected 'go', got {line!r}")
+
+
+async def tenure(url: str, until: int | None) -> dict[str, Any]:
+    from common.clock import ScaledClock
+    from common.db import create_engine
+    from orchestrator.adapters import timer_store
+    from orchestrator.domain.playbook import SHIPPED, load_playbooks
+    from orchestrator.entrypoints.deps import Deps
+    from orchestrator.entrypoints.timers import fire_batch, lease_from_settings
+    from orchestrator.settings import OrchestratorSettings
+
+    settings = OrchestratorSettings()
+    engine = create_engine(url)
+    clock = ScaledClock(scale=1.0)
+    deps = Deps(
+        engine=engine,
+        playbooks=load_playbooks(SHIPPED),
+        clock=clock,
+        topic_prefix="bench.",
+        rules=settings.rules(),
+    )
+    lease = lease_from_settings(settings)
+    async with engine.connect() as conn:  # connect and load the catalog before timing
+        await timer_store.pending_due(conn, clock.now())
+    _ready()
+    began = time.time()
+    lateness: list[float] = []
+    ended = began
+    while until is None or len(lateness) < until:
+        fired = await fire_batch(
+            deps, limit=settings.timer_batch, lease=lease, concurrency=settings.timer_concurrency
+        )
+        if fired:
+            ended = time.time()
+            lateness += [ended - row.due_at.timestamp() for row in fired]
+        if len(fired) < settings.timer_batch:
+            if until is None:
+                async with engine.connect() as conn:
+                    if not await timer_store.pending_due(conn, clock.now()):
+                        break  # the backlog is gone (another replica may hold the rest)
+            await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
+    await engine.dispose()
+    return {"fired": len(lateness), "began": began, "ended": ended, "lateness": lateness}
+
+
+async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
+    import procrastinate as pc
+
+    from common.db import async_url
+
+    dsn = sa.make_url(async_url(url)).set(drivername="postgresql").render_as_string(False)
+    app = pc.App(connector=pc.PsycopgConnector(conninfo=dsn))
+    lateness: list[float] = []
+    done = asyncio.Event()
+    ended = [0.0]
+
+    @app.task(name="noop", queue="bench", pass_context=True)
+    async def noop(context: pc.JobContext) -> None:
+        now = time.time()
+        scheduled = context.job.scheduled_at
+        lateness.append(now - scheduled.timestamp() if scheduled is not None else 0.0)
+        ended[0] = now
+        if until is not None and len(lateness) >= until:
+            done.set()
+
+    async with app.open_async():
+        await app.check_connection_async()
+        _ready()
+        began = time.time()
+        if until is None:
+            await app.run_worker_async(wait=False, install_signal_handlers=False)
+        else:
+            worker = asyncio.create_task(app.run_worker_async(install_signal_handlers=False))
+            await done.wait()
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+    return {"fired": len(lateness), "began": began, "ended": ended[0], "lateness": lateness}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.orchestrator_worker")
+    parser.add_argument("kind", choices=["tenure", "procrastinate"])
+    parser.add_argument("url")
+    parser.add_argument("--until", type=int, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    run = tenure if args.kind == "tenure" else procrastinate
+    result = asyncio.run(run(args.url, args.until))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
