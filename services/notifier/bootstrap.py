@@ -33,6 +33,7 @@ async def run(
     suppressions = Suppressions(engine)
     inbox = Inbox(engine)
     mailer = SmtpMailer(settings)
+    log = DeliveryLog(engine)
     limits = httpx.Limits(
         max_connections=settings.webhook_max_connections,
         max_keepalive_connections=settings.webhook_max_connections,
@@ -43,7 +44,7 @@ async def run(
         dead_letters = DeadLetters(publisher, consumer_name="notifier")
         deliverer = Deliverer(
             settings=settings,
-            log=DeliveryLog(engine),
+            log=log,
             mailer=mailer,
             webhooks=WebhookSender(
                 http,
@@ -74,6 +75,7 @@ async def run(
                         clock,
                         suppressions=suppressions,
                         inbox=inbox,
+                        log=log,
                         stop=stop,
                     ),
                     host=settings.host,

@@ -55,6 +55,12 @@ class NotifierSettings(ServiceSettings):
         default="tenure.local", description="Name given in EHLO (none = a DNS lookup each time)."
     )
     mail_from: str = "Tenure <success@tenure.example>"
+    reply_domain: str | None = Field(
+        default=None,
+        description="Domain of signed Reply-To addresses (reply+<id>.<mac>@domain); its "
+        "inbound mail webhook posts to /v1/inbound/reply, which reports `replied`. None = "
+        "no Reply-To.",
+    )
     link_secret: SecretStr = Field(description="HMAC key of tracking and unsubscribe links.")
     webhook_secret: SecretStr = Field(description="Standard Webhooks key, whsec_<base64>.")
     webhook_csm_url: str = Field(description="Where CSM tasks go when no finer route matches.")

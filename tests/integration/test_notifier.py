@@ -316,6 +316,36 @@ async def test_one_click_unsubscribe_by_rfc_8058_post_is_honoured(
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
+async def test_a_reply_to_the_signed_reply_address_reports_replied(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    d = with_settings(deliverer, reply_domain="reply.tenure.example")
+    n = notification()
+    await d.handle(as_record(n))
+    [message] = mails_to(stack, n.recipient or "")
+    reply_to = message["Reply-To"]
+    assert reply_to.startswith(f"reply+{n.notification_id}.")
+    assert reply_to.endswith("@reply.tenure.example")
+    app = create_api(
+        d.settings, d.publisher, d.clock, suppressions=d.suppressions, inbox=d.inbox, log=d.log
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://notifier"
+    ) as client:
+        # As an inbound-mail webhook posts it: form fields, the address inside a header.
+        answer = await client.post(
+            "/v1/inbound/reply", data={"to": f"Tenure <{reply_to}>", "from": n.recipient}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"replied": [n.notification_id]}
+        local, domain = reply_to.split("@")
+        forged = f"{local[:-1]}{'a' if local[-1] != 'a' else 'b'}@{domain}"  # another MAC
+        refused = await client.post("/v1/inbound/reply", json={"recipient": forged})
+        assert refused.status_code == 404
+    published = await outcomes(common, n.notification_id)
+    assert published[n.notification_id] == ["sent", "replied"]
+
+
 async def test_consent_withheld_in_context_sends_nothing(
     deliverer: Deliverer, stack: Stack
 ) -> None:

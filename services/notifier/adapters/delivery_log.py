@@ -289,6 +289,16 @@ class DeliveryLog:
             rows = (await conn.execute(stmt)).all()
         return [Claim(r.notification_id, r.payload, r.attempts, r.first_attempt_at) for r in rows]
 
+    async def notification(self, notification_id: str) -> bytes | None:
+        """The notification record as first seen (None if unknown)."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(
+                sa.select(deliveries.c.payload).where(
+                    deliveries.c.notification_id == notification_id
+                )
+            )
+        return None if value is None else bytes(value)
+
     async def status(self, notification_id: str) -> str | None:
         async with self.engine.connect() as conn:
             value = await conn.scalar(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import secrets
 import time
 from dataclasses import dataclass
 from email.charset import QP, Charset
@@ -13,9 +14,9 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import compat32
+from email.policy import Compat32
 from email.utils import make_msgid, parseaddr
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 
@@ -57,7 +58,8 @@ _UTF8_QP.body_encoding = QP
 
 def build_message(sender: str, to: str, email: RenderedEmail, headers: dict[str, str]) -> Message:
     """A multipart/alternative message: the plain-text part, then the HTML part."""
-    message = MIMEMultipart("alternative")
+    # A random boundary set here spares the generator a regex compiled for every message.
+    message = MIMEMultipart("alternative", boundary=f"=_tenure_{secrets.token_hex(16)}")
     message["From"] = _header(sender)
     message["To"] = to
     message["Subject"] = _header(email.subject)
@@ -69,11 +71,21 @@ def build_message(sender: str, to: str, email: RenderedEmail, headers: dict[str,
     return message
 
 
+class _Unfolded(Compat32):
+    """compat32 that writes a prepared ASCII header as is, without folding it."""
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if isinstance(value, str) and value.isascii() and "\n" not in value and "\r" not in value:
+            return f"{name}: {value}{self.linesep}"
+        return str(super()._fold(name, value, sanitize))  # type: ignore[misc]
+
+
 # Headers are not folded: a folded List-Unsubscribe URL could be broken or encoded where
 # no mailbox provider would find the link, and aiosmtplib would flatten a message object
 # with its own folding policy; so messages are flattened here and handed over as bytes.
-# (compat32 with prepared values: the modern email policy spent ~2.5 ms per message here.)
-POLICY = compat32.clone(linesep="\r\n", max_line_length=998)
+# Values are prepared by _header (RFC 2047 for non-ASCII), so nothing is left to parse:
+# the modern email policy spent ~2.5 ms per message here, compat32 ~0.7, this ~0.35.
+POLICY = _Unfolded(linesep="\r\n", max_line_length=998)
 
 
 def flatten(message: Message) -> bytes:

@@ -23,6 +23,7 @@ class Links:
     open_url: str
     unsubscribe_url: str
     app_url: str
+    reply_to: str | None = None
 
 
 def is_marketing(n: Notification) -> bool:
@@ -59,9 +60,13 @@ def template_context(n: Notification, links: Links) -> dict[str, Any]:
     }
 
 
-def email_headers(n: Notification, unsubscribe_url: str) -> dict[str, str]:
+def email_headers(
+    n: Notification, unsubscribe_url: str, reply_to: str | None = None
+) -> dict[str, str]:
     """Headers of an email; marketing email gets RFC 8058 one-click unsubscribe."""
     headers = {"X-Tenure-Notification-Id": n.notification_id}
+    if reply_to:
+        headers["Reply-To"] = reply_to
     if is_marketing(n):
         headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

@@ -106,3 +106,34 @@ def verify_inbox_token(token: str, secret: bytes, *, now: int, max_ttl_s: int) -
         return _unb64(encoded).decode()
     except (ValueError, UnicodeDecodeError):
         raise BadSignature("malformed token customer") from None
+
+
+# --- reply addresses ---------------------------------------------------------------------
+#
+# ``reply+<notification id>.<16 hex MAC>@<reply domain>``: lower-case hex, because some mail
+# systems lower-case local parts, and short enough for the 64-character local-part limit
+# with the orchestrator's UUID notification ids.
+
+REPLY_PREFIX = "reply+"
+_LOCAL_PART_MAX = 64
+
+
+def reply_address(notification_id: str, secret: bytes, domain: str) -> str | None:
+    """The Reply-To address of a notification, or None if its id makes it too long."""
+    mac = hmac.new(secret, notification_id.encode(), hashlib.sha256).hexdigest()[:16]
+    local = f"{REPLY_PREFIX}{notification_id}.{mac}"
+    if len(local) > _LOCAL_PART_MAX or not all(c.isalnum() or c in "-_." for c in notification_id):
+        return None
+    return f"{local}@{domain}"
+
+
+def verify_reply_address(address: str, secret: bytes) -> str:
+    """The notification id of a reply address; raises :class:`BadSignature`."""
+    local = address.strip().strip("<>").rsplit("@", 1)[0]
+    if not local.lower().startswith(REPLY_PREFIX):
+        raise BadSignature("not a reply address")
+    notification_id, _, mac = local[len(REPLY_PREFIX) :].rpartition(".")
+    expected = hmac.new(secret, notification_id.encode(), hashlib.sha256).hexdigest()[:16]
+    if not notification_id or not hmac.compare_digest(mac.lower(), expected):
+        raise BadSignature("reply address signature mismatch")
+    return notification_id

@@ -13,6 +13,7 @@
 
 import asyncio
 import html
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -25,19 +26,27 @@ from common.clock import Clock
 from common.db import create_engine
 from common.http import ops_router
 from common.kafka import Publisher
-from common.messages import Delivery, DeliveryStatus
+from common.messages import Delivery, DeliveryStatus, Notification
 from common.runtime import sleep_or_stop
 from common.topics import Topic
 from notifier import metrics
+from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox, InboxMessage
 from notifier.adapters.suppressions import Suppressions
-from notifier.domain.signing import BadSignature, purpose_key, verify_inbox_token, verify_token
+from notifier.domain.signing import (
+    BadSignature,
+    purpose_key,
+    verify_inbox_token,
+    verify_reply_address,
+    verify_token,
+)
 from notifier.settings import NotifierSettings
 
 PIXEL = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
 )
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+REPLY_ADDRESS = re.compile(r"reply\+[A-Za-z0-9._-]+@[A-Za-z0-9.-]+", re.IGNORECASE)
 
 
 def _page(title: str, body: str) -> HTMLResponse:
@@ -55,6 +64,7 @@ def create_api(
     *,
     suppressions: Suppressions | None = None,
     inbox: Inbox | None = None,
+    log: DeliveryLog | None = None,
     stop: asyncio.Event | None = None,
 ) -> FastAPI:
     """The notifier's ASGI app. Nothing connects until a request needs the database."""
@@ -62,12 +72,15 @@ def create_api(
     app.include_router(ops_router())
     secret = settings.link_secret.get_secret_value().encode()
     unsubscribe_key = purpose_key(secret, "unsubscribe")
-    if suppressions is None or inbox is None:
+    if suppressions is None or inbox is None or log is None:
         engine = create_engine(settings.common.database_url)
         suppressions = suppressions or Suppressions(engine)
         inbox = inbox or Inbox(engine)
+        log = log or DeliveryLog(engine)
     suppression_list: Suppressions = suppressions
     messages: Inbox = inbox
+    delivery_log: DeliveryLog = log
+    reply_key = purpose_key(secret, "reply")
     stopping = stop or asyncio.Event()
 
     async def report(data: dict[str, Any], status: DeliveryStatus, **extra: Any) -> None:
@@ -141,6 +154,47 @@ def create_api(
         await report({**data, "ch": "email"}, "unsubscribed", detail="one-click unsubscribe")
         metrics.UNSUBSCRIBES.labels(new=str(new).lower()).inc()
         return _page("Unsubscribed", "<p>You are unsubscribed from marketing email.</p>")
+
+    # -- replies (an inbound mail webhook) ------------------------------------------------
+    @app.post("/v1/inbound/reply")
+    async def inbound_reply(request: Request) -> dict[str, Any]:
+        """Called by the inbound mail service of ``reply_domain`` for each received mail.
+
+        Takes JSON or form data and looks for signed reply addresses in ``to``,
+        ``recipient`` or ``envelope``; each valid one publishes ``replied``. The signed
+        address is the credential: only the notification's recipient has it.
+        """
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await request.json()
+            fields = body if isinstance(body, dict) else {}
+        else:
+            fields = dict(await request.form())
+        text = " ".join(str(fields.get(name, "")) for name in ("to", "recipient", "envelope", "To"))
+        replied: list[str] = []
+        for address in REPLY_ADDRESS.findall(text):
+            try:
+                notification_id = verify_reply_address(address, reply_key)
+            except BadSignature:
+                continue
+            raw = await delivery_log.notification(notification_id)
+            if raw is None or notification_id in replied:
+                continue
+            n = Notification.model_validate_json(raw)
+            await report(
+                {
+                    "n": n.notification_id,
+                    "c": n.customer_id,
+                    "j": n.journey_id,
+                    "p": n.playbook,
+                    "s": n.step,
+                    "ch": n.channel,
+                },
+                "replied",
+            )
+            replied.append(notification_id)
+        if not replied:
+            raise HTTPException(404, "no signed reply address of a known notification")
+        return {"replied": replied}
 
     # -- in-app inbox --------------------------------------------------------------------
     def customer_of(

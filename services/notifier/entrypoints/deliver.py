@@ -37,7 +37,7 @@ from notifier.adapters.webhooks import WebhookSender
 from notifier.domain import messages
 from notifier.domain.render import Renderer, RenderError
 from notifier.domain.retry import RetryPolicy
-from notifier.domain.signing import purpose_key, sign_token
+from notifier.domain.signing import purpose_key, reply_address, sign_token
 from notifier.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Links:
         self.settings = settings
         self.track_key = secret
         self.unsubscribe_key = purpose_key(secret, "unsubscribe")
+        self.reply_key = purpose_key(secret, "reply")
 
     def for_notification(self, n: Notification) -> messages.Links:
         claims = {
@@ -84,6 +85,9 @@ class Links:
             open_url=f"{base}/t/open/{token}",
             unsubscribe_url=f"{base}/u/{unsubscribe}",
             app_url=self.settings.app_url,
+            reply_to=reply_address(n.notification_id, self.reply_key, self.settings.reply_domain)
+            if self.settings.reply_domain and n.channel == "email"
+            else None,
         )
 
 
@@ -244,7 +248,7 @@ class Deliverer:
             await self.mailer.send(
                 to=n.recipient,
                 email=email,
-                headers=messages.email_headers(n, links.unsubscribe_url),
+                headers=messages.email_headers(n, links.unsubscribe_url, links.reply_to),
             )
         elif n.channel == "in_app":
             if messages.is_marketing(n) and messages.withheld_consent(n, "in_app"):

@@ -215,3 +215,19 @@ def test_inbox_token_round_trip_and_refusals() -> None:
     for garbage in ("", "a.b", "a.b.c.d", "a.b.!!"):
         with pytest.raises(BadSignature):
             verify_inbox_token(garbage, key, now=1_000_000, max_ttl_s=3600)
+
+
+def test_reply_addresses_are_signed_short_and_case_tolerant() -> None:
+    from notifier.domain.signing import reply_address, verify_reply_address
+
+    nid = "3f2b8c1e-9a4d-5e6f-8a7b-1c2d3e4f5a6b"  # uuid5, like the orchestrator's
+    address = reply_address(nid, b"k", "reply.example")
+    assert address is not None and address.endswith("@reply.example")
+    assert len(address.split("@")[0]) <= 64
+    assert verify_reply_address(address, b"k") == nid
+    assert verify_reply_address(f"<{address.upper()}>".lower(), b"k") == nid
+    with pytest.raises(BadSignature):
+        verify_reply_address(address, b"other")
+    with pytest.raises(BadSignature):
+        verify_reply_address(address.replace(nid, nid[:-1] + "c"), b"k")
+    assert reply_address("x" * 60, b"k", "reply.example") is None  # would not fit
