@@ -355,8 +355,9 @@ def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
     """The last state of each of this test's customers (the topics hold other tests' too)."""
     latest: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.value is not None and r.key.startswith(b"kill-"):
-            latest[r.key.decode()] = json.loads(r.value)
+        key = r.key.decode().strip('"')  # the table's keys are JSON strings
+        if r.value is not None and key.startswith("kill-"):
+            latest[key] = json.loads(r.value)
     return latest
 
 
@@ -387,13 +388,25 @@ async def test_sigkill_mid_stream_recovers_from_the_changelog_and_counts_nothing
         # a fresh data folder: RocksDB files are gone, the state must come from the changelog
         proc = env.worker(victim, env.root / f"{victim}-2", **fast)
 
+        last: dict[str, int] = {}
+
         def complete(records: list[Any]) -> bool:
             states = latest_by_key(records)
+            last.clear()
+            last.update({k: s["events_counted"] for k, s in states.items()})
             return len(states) == customers and all(
                 s["events_counted"] >= per_customer for s in states.values()
             )
 
-        recovered = latest_by_key(await read_until(env.settings, changelog, complete, timeout=180))
+        try:
+            recovered = latest_by_key(
+                await read_until(env.settings, changelog, complete, timeout=180)
+            )
+        except AssertionError as exc:
+            short = {k: n for k, n in sorted(last.items()) if n != per_customer}
+            raise AssertionError(
+                f"{exc}; {len(last)} customers, not at {per_customer}: {short}"
+            ) from exc
         uninterrupted = latest_by_key(
             await read_until(
                 env.settings, f"{reference}-customer-state-changelog", complete, timeout=120
