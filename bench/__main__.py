@@ -22,7 +22,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import RESULT_KEYS, Context, Result, ingest, kafka_producer, notifier, orchestrator
+from bench import (
+    RESULT_KEYS,
+    Context,
+    Result,
+    ingest,
+    kafka_producer,
+    notifier,
+    orchestrator,
+    scoring,
+)
 from devstack.kafka import KafkaBroker
 from devstack.procs import free_port
 
@@ -40,6 +49,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ingest_single_latency_p99": ingest.run_latency,  # p50 and p99 of the same requests
     "notifier_email_throughput": notifier.run_email,
     "notifier_webhook_throughput": notifier.run_webhook,
+    "scoring_throughput": scoring.run_throughput,
+    "scoring_latency_p50": scoring.run_latency,
+    "scoring_latency_p99": scoring.run_latency,  # p50 and p99 of the same events
+    "scoring_state_bytes_1m": scoring.run_state,
+    "scoring_state_rss_1m": scoring.run_state,  # bytes and memory of the same loads
     "orchestrator_timers_one_replica": orchestrator.run,
     "orchestrator_timers_two_replicas": orchestrator.run,  # its baseline is the 1-replica figure
     "orchestrator_timer_lateness_p50": orchestrator.run,
