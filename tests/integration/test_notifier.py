@@ -31,6 +31,7 @@ from common.db import create_engine
 from common.kafka import (
     DeadLetters,
     KafkaPublisher,
+    PublishError,
     Record,
     ensure_topics,
     make_consumer,
@@ -464,6 +465,27 @@ async def test_a_claim_left_by_a_crashed_worker_is_taken_again(
     assert await deliverer.retry_due() >= 1
     assert len(mails_to(stack, n.recipient or "")) == 1
     assert await deliverer.log.status(n.notification_id) == "sent"
+
+
+async def test_an_outcome_whose_publish_failed_is_published_later(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    class Down:
+        async def publish(self, *args: object, **kwargs: object) -> None:
+            raise PublishError("broker unreachable")
+
+    n = notification()
+    broken = replace(deliverer, publisher=Down())  # type: ignore[arg-type]
+    with pytest.raises(PublishError):
+        await broken.handle(as_record(n))
+    assert len(mails_to(stack, n.recipient or "")) == 1
+    assert await deliverer.log.status(n.notification_id) == "sent"  # logged, not reported
+    await asyncio.sleep(deliverer.settings.sending_lease_s + 0.2)
+    assert await deliverer.retry_due() == 0  # nothing to send again
+    assert await deliverer.report_unreported() == 1
+    assert await deliverer.report_unreported() == 0  # reported now
+    assert (await outcomes(common, n.notification_id))[n.notification_id] == ["sent"]
+    assert len(mails_to(stack, n.recipient or "")) == 1
 
 
 # -- webhooks ---------------------------------------------------------------------------------

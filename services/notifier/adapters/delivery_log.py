@@ -50,6 +50,16 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Unreported:
+    """A terminal outcome that never reached the deliveries topic."""
+
+    notification_id: str
+    payload: bytes
+    status: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
 class Existing:
     """What the log already knows about a notification id seen again."""
 
@@ -288,6 +298,27 @@ class DeliveryLog:
         async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
         return [Claim(r.notification_id, r.payload, r.attempts, r.first_attempt_at) for r in rows]
+
+    async def unreported(self, *, limit: int, quiet: timedelta) -> list[Unreported]:
+        """Terminal outcomes not yet on the deliveries topic, untouched for ``quiet``."""
+        query = (
+            sa.select(
+                deliveries.c.notification_id,
+                deliveries.c.payload,
+                deliveries.c.status,
+                deliveries.c.detail,
+            )
+            .where(
+                deliveries.c.status.in_(TERMINAL),
+                deliveries.c.reported_at.is_(None),
+                deliveries.c.payload.is_not(None),
+                deliveries.c.updated_at < sa.func.now() - quiet,
+            )
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Unreported(r.notification_id, bytes(r.payload), r.status, r.detail) for r in rows]
 
     async def notification(self, notification_id: str) -> bytes | None:
         """The notification record as first seen (None if unknown)."""

@@ -176,6 +176,19 @@ class Deliverer:
             )
         return len(claims)
 
+    async def report_unreported(self) -> int:
+        """Publish outcomes logged but never published (a publish that failed), once their
+        row has been quiet for the sending lease; how many were published."""
+        rows = await self.log.unreported(
+            limit=self.settings.retry_batch,
+            quiet=timedelta(seconds=self.settings.sending_lease_s),
+        )
+        for row in rows:
+            n = Notification.model_validate_json(row.payload)
+            await self._report(n, row.status, row.detail)
+            await self.log.mark_reported(n.notification_id)
+        return len(rows)
+
     # -- one attempt ----------------------------------------------------------------
     async def attempt(
         self,
@@ -391,6 +404,7 @@ async def retry_loop(deliverer: Deliverer, *, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             attempted = await deliverer.retry_due()
+            await deliverer.report_unreported()
         except Exception:
             log.exception("retry poll failed")
             attempted = 0

@@ -57,9 +57,19 @@ def upgrade() -> None:
         ["next_attempt_at"],
         postgresql_where=sa.text("status = 'retrying'"),
     )
+    # Outcomes whose publish failed, re-published by the retry worker: normally none.
+    op.create_index(
+        "deliveries_unreported",
+        "deliveries",
+        ["updated_at"],
+        postgresql_where=sa.text(
+            "reported_at IS NULL AND status IN ('sent', 'suppressed', 'bounced', 'dead')"
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("deliveries_unreported", table_name="deliveries")
     op.drop_index("deliveries_retry_due", table_name="deliveries")
     for column in ("reported_at", "next_attempt_at", "first_attempt_at", "payload"):
         op.drop_column("deliveries", column)
