@@ -40,7 +40,8 @@ class NotifierSettings(ServiceSettings):
     group_id: str = "tenure-notifier"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=1, le=65535)
-    smtp_tls: bool = False
+    smtp_tls: bool = Field(default=False, description="Require STARTTLS (port 587).")
+    smtp_implicit_tls: bool = Field(default=False, description="TLS from the start (port 465).")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 10.0
@@ -156,6 +157,8 @@ class NotifierSettings(ServiceSettings):
     def _retry_bounds(self) -> NotifierSettings:
         if self.retry_cap_s < self.retry_base_s:
             raise ValueError("retry_cap_s must be at least retry_base_s")
+        if self.smtp_tls and self.smtp_implicit_tls:
+            raise ValueError("smtp_tls (STARTTLS) and smtp_implicit_tls exclude each other")
         return self
 
     def routes(self) -> dict[str, WebhookEndpoint]:

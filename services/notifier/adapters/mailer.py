@@ -122,7 +122,9 @@ class SmtpMailer:
         client = aiosmtplib.SMTP(
             hostname=s.smtp_host,
             port=s.smtp_port,
-            start_tls=s.smtp_tls or None,
+            use_tls=s.smtp_implicit_tls,
+            # STARTTLS required when asked, never over implicit TLS, else used when offered.
+            start_tls=True if s.smtp_tls else False if s.smtp_implicit_tls else None,
             username=s.smtp_username,
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             timeout=s.smtp_timeout_s,
