@@ -96,13 +96,13 @@ def test_red_flag_floors_always_hold(history: list[tuple[int, int]]) -> None:
 )
 def test_adding_an_active_signal_never_lowers_risk(active: set[str], extra: str) -> None:
     def risk_and_probability(names: set[str]) -> tuple[float, float]:
-        risk = sum(MODEL.contribution(n) for n in names)
+        risk = sum(MODEL.contribution(n) for n in sorted(names))
         return risk, probability_for(tier_for(len(names), MODEL), risk, MODEL)
 
     before = risk_and_probability(active)
     after = risk_and_probability(active | {extra})
-    assert after[0] >= before[0]
-    assert after[1] >= before[1]
+    assert after[0] >= before[0] - 1e-9  # float sums in another order differ in the last bit
+    assert after[1] >= before[1] - 1e-9
 
 
 @settings(max_examples=50, deadline=None)
