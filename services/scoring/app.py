@@ -17,6 +17,7 @@ dead-letter topic with the error, and the agent goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -108,6 +109,9 @@ def create_app(
         producer_linger=settings.producer_linger_ms / 1000,
         producer_partitioner=KeyPartitioner(),  # murmur2 as everywhere, memoised per key
         consumer_auto_offset_reset="earliest",
+        # faust creates the changelog and ticks topics at start-up; a short metadata age lets
+        # the consumer see them (and rebalance onto them) in seconds, not 5 minutes
+        consumer_metadata_max_age_ms=settings.metadata_max_age_ms,
         broker_session_timeout=settings.session_timeout_s,
         web_enabled=False,
         key_serializer="raw",
@@ -144,8 +148,26 @@ def create_app(
         await out.send(dlq_name(topic), message.key, message.value, headers)
         log.warning("record sent to dead-letter topic", extra={"topic": topic, "error": reason})
 
+    changelog_name = states.changelog_topic.get_topic_name()
+    changelog_known = [False]
+
+    async def wait_for_changelog() -> None:
+        """Block until the consumer knows the table's changelog topic.
+
+        On a fresh cluster faust creates the changelog at start-up, after the consumer
+        subscribed; until the consumer's metadata shows it, faust's first table write
+        fails (``PartitionsMismatch``: "changelog has 0 partitions") and kills the agent.
+        """
+        while not changelog_known[0]:
+            if app.consumer.topic_partitions(changelog_name) != 0:  # None: not running (tests)
+                changelog_known[0] = True
+                return
+            log.info("waiting for the changelog topic's metadata", extra={"topic": changelog_name})
+            await asyncio.sleep(0.5)
+
     async def apply(customer_id: str, rule: Callable[[CustomerState], Outcome]) -> Outcome:
         """Read the state, apply ``rule``, write the state, publish what changed."""
+        await wait_for_changelog()
         started = time.perf_counter()
         outcome = rule(load_state(states.get(customer_id), customer_id))
         metrics.SCORE_SECONDS.observe(time.perf_counter() - started)

@@ -53,6 +53,9 @@ class ScoringSettings(ServiceSettings):
     gil_switch_interval_s: float = Field(
         default=0.0005, gt=0, le=0.1, description="sys.setswitchinterval for the worker process."
     )
+    metadata_max_age_ms: int = Field(
+        default=5_000, ge=500, description="How often the consumer refreshes topic metadata."
+    )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
     )
