@@ -134,6 +134,29 @@ async def test_a_lease_keeps_other_replicas_off_until_it_runs_out(env) -> None:
     )
 
 
+async def test_a_replica_hung_inside_its_fire_transaction_loses_its_timers(env) -> None:
+    _, deps = env
+    journeys = await seed(deps, 3)
+    hung = Lease(owner=f"hung-{uuid.uuid4().hex[:6]}", seconds=1.0, max_attempts=5)
+    other = Lease(owner=f"other-{uuid.uuid4().hex[:6]}", seconds=30.0, max_attempts=5)
+    async with deps.engine.begin() as conn:
+        claimed = [c.id for c in await timer_store.claim(conn, hung, deps.clock.now(), 100)]
+    stuck = await deps.engine.connect()
+    try:
+        await stuck.begin()
+        assert len(await timer_store.take_leased(stuck, hung, claimed)) >= 3  # rows locked
+        assert await fire_due(deps, limit=100, lease=other) == 0  # leased and locked
+        await asyncio.sleep(2.0)  # the replica hangs, idle in its transaction
+        assert await fire_due(deps, limit=100, lease=other) >= 3
+        with pytest.raises(sa.exc.DBAPIError):  # the server ended the hung session
+            await stuck.execute(sa.text("SELECT 1"))
+    finally:
+        await stuck.invalidate()
+        await stuck.close()
+    rows = await timer_rows(deps, journeys)
+    assert [(r.status, r.lease_owner) for r in rows] == [("fired", other.owner)] * 3
+
+
 async def test_a_timer_that_cannot_fire_is_retried_after_its_lease_then_marked_failed(env) -> None:
     _, deps = env
     good = await seed(deps, 3)
@@ -230,7 +253,7 @@ async def test_a_batch_on_kafka_but_not_marked_is_found_by_the_next_relay_not_re
 
 TIMERS = 10_000
 KILLS = 5
-LEASE_S = 2.0
+LEASE_S = 5.0
 
 
 def replica(stack: Stack, settings: CommonSettings, log_dir: Path, name: str):

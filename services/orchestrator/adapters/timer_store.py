@@ -103,10 +103,21 @@ async def take_leased(conn: AsyncConnection, lease: Lease, ids: list[int]) -> li
     A timer whose lease went to another replica, or that was fired or cancelled
     meanwhile, is left out: firing what this returns can never fire a timer twice.
     Blocks while another transaction holds one of the rows (it is firing or claiming
-    it), then re-checks the conditions against the committed row.
+    it), then re-checks the conditions against the committed row. Sets the
+    transaction's idle timeout to the lease.
     """
     if not ids:
         return []
+    # A replica that hangs *inside* this transaction holds these row locks, which the
+    # lease cannot take back: the server ends a session idle in a transaction for longer
+    # than the lease, releasing them (a slow but working replica is not affected).
+    await conn.execute(
+        sa.select(
+            sa.func.set_config(
+                "idle_in_transaction_session_timeout", f"{int(lease.seconds * 1000)}ms", True
+            )
+        )
+    )
     query = (
         sa.select(timers.c.id, timers.c.step, timers.c.due_at, timers.c.attempts, journeys)
         .join(journeys, journeys.c.journey_id == timers.c.journey_id)
