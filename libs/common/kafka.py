@@ -332,19 +332,26 @@ class TransactionalPublisher:
             "transaction_timeout_ms": transaction_timeout_ms,
             "partitioner": KeyPartitioner(),
             "acks": "all",
-            "linger_ms": settings.producer_linger_ms,
+            # A group is a batch already: waiting to fill one only delays its commit.
+            "linger_ms": 0,
             "request_timeout_ms": settings.producer_request_timeout_ms,
             **overrides,
         }
         self._commit_reserve_s = commit_reserve_s
         self._max_group_records = max_group_records
-        # One producer per committer (a producer runs one transaction at a time); two
-        # let one group's commit overlap the next group's sends.
+        # One producer per committer (a producer runs one transaction at a time); several
+        # let one group's commit overlap the next groups' sends. Idle ones wait in
+        # ``_idle``, longest idle first: a producer that begins a transaction right after
+        # committing one is told to wait (Kafka's CONCURRENT_TRANSACTIONS while it writes
+        # the commit markers, and aiokafka then sleeps 20 ms), so the one that has rested
+        # longest takes the next group.
         self._ids = [f"{transactional_id}-{i}" for i in range(committers)]
         self._producers: list[AIOKafkaProducer | None] = [None] * committers
+        self._idle: collections.deque[int] = collections.deque(range(committers))
         self._queue: collections.deque[_Request] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._committers: list[asyncio.Task[None]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._commits: set[asyncio.Task[None]] = set()
         self.outcomes: collections.Counter[str] = collections.Counter()
         """Transactions by outcome: committed, aborted, failed (the commit), unknown."""
         self._observe = observe
@@ -355,17 +362,14 @@ class TransactionalPublisher:
     async def start(self) -> None:
         for slot in range(len(self._ids)):
             self._producers[slot] = await self._new_producer(slot)
-        self._committers = [
-            asyncio.create_task(self._run(slot), name=f"txn-committer-{slot}")
-            for slot in range(len(self._ids))
-        ]
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="txn-dispatcher")
 
     async def stop(self) -> None:
-        for task in self._committers:
+        for task in [*self._commits, *([self._dispatcher] if self._dispatcher else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._committers = []
+        self._dispatcher = None
         for request in self._queue:
             request.answer(PublishError("publisher stopped"))
         self._queue.clear()
@@ -412,7 +416,7 @@ class TransactionalPublisher:
 
     async def ready(self, timeout_s: float) -> str | None:
         producer = self._producers[0]
-        if producer is None or not self._committers or any(t.done() for t in self._committers):
+        if producer is None or self._dispatcher is None or self._dispatcher.done():
             return "transactional producer not running"
         try:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
@@ -442,12 +446,30 @@ class TransactionalPublisher:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("producer did not stop cleanly: %r", exc)
 
-    async def _run(self, slot: int) -> None:
+    async def _dispatch(self) -> None:
+        """Hand each group of waiting requests to the producer idle the longest."""
         while True:
-            while group := self._take_group():
-                await self._commit(slot, group)
-            self._wakeup.clear()  # no await since the queue was found empty: no lost wakeup
             await self._wakeup.wait()
+            self._wakeup.clear()  # before looking: a request arriving later sets it again
+            while self._queue and self._idle:
+                group = self._take_group()
+                if not group:
+                    break
+                slot = self._idle.popleft()
+                task = asyncio.create_task(self._commit_and_release(slot, group))
+                self._commits.add(task)
+                task.add_done_callback(self._commits.discard)
+
+    async def _commit_and_release(self, slot: int, group: list[_Request]) -> None:
+        try:
+            await self._commit(slot, group)
+        except Exception as exc:  # a bug, not a broker failure: answer, never hang a caller
+            log.exception("transaction of %d requests failed unexpectedly", len(group))
+            for request in group:
+                request.answer(PublishError(f"internal error: {exc!r}"))
+        finally:
+            self._idle.append(slot)
+            self._wakeup.set()
 
     def _take_group(self) -> list[_Request]:
         now = asyncio.get_running_loop().time()

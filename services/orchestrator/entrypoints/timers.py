@@ -92,7 +92,10 @@ async def _fire_group(
     try:
         async with deps.engine.begin() as conn:
             taken = await timer_store.take_leased(conn, lease, ids)
-            for timer in taken:
+            # Customers in one order everywhere: a step takes its customer's cap lock, and
+            # two replicas locking customers in opposite orders would deadlock. A
+            # customer's own timers stay in due order.
+            for timer in sorted(taken, key=lambda t: (t.customer_id, t.due_at, t.id)):
                 await fire_step(conn, deps, timer, now, topic)
         return taken
     except Exception:
