@@ -21,7 +21,7 @@ from common.apikeys import ApiKey, Authenticator, KeyCache, KeyRepository, Scope
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
 from common.events import EVENT_MODELS, EXAMPLES, SCHEMA_VERSION, Event, event_adapter
-from common.http import ops_router
+from common.http import AccessDenied, check_access, ops_router
 from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher
 from common.logging import configure_logging
 from common.topics import events_topic, topic_name
@@ -242,17 +242,10 @@ def create_app(
     app.add_middleware(ObserveRequests)
 
     async def require_writer(request: Request) -> ApiKey:
-        supplied = request.headers.get("x-api-key")
-        header = request.headers.get("authorization", "")
-        if supplied is None and header[:7].lower() == "bearer ":
-            supplied = header[7:].strip()
-        key = auth.authenticate(supplied) if supplied else None
-        if key is None:
-            raise ApiError(
-                401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if Scope("events:write") not in key.scopes:
-            raise ApiError(403, "this API key lacks the events:write scope")
+        try:
+            key = check_access(auth, request.headers, Scope.EVENTS_WRITE)
+        except AccessDenied as denied:
+            raise ApiError(denied.status, denied.error, headers=denied.headers) from None
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ApiError(415, "content type must be application/json")
