@@ -4,8 +4,10 @@ and reads of journeys and notification records from PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +48,16 @@ def stop_services(stack: Stack) -> None:
         stack.stop_service(name)
 
 
+@contextlib.contextmanager
+def running_services(stack: Stack, scale: float) -> Iterator[Stack]:
+    """The four services on a clock of ``scale``, for one test module."""
+    start_services(stack, scale)
+    try:
+        yield stack
+    finally:
+        stop_services(stack)
+
+
 def clock(stack: Stack, scale: float) -> ScaledClock:
     return ScaledClock(scale=scale, epoch=stack.epoch)
 
@@ -74,6 +86,23 @@ def post(stack: Stack, scale: float, customer: str, kind: str, type_: str, **fie
         timeout=10,
     )
     assert response.status_code == 202, response.text
+
+
+def identify(stack: Stack, scale: float, customer: str, *, plan: str) -> None:
+    """The profile every journey test starts from: email consent, a CSM, UTC."""
+    post(
+        stack,
+        scale,
+        customer,
+        "profile",
+        "identify",
+        email=f"{customer}@example.com",
+        first_name="Ana",
+        plan=plan,
+        time_zone="UTC",
+        consent={"email_marketing": True, "in_app": True},
+        owner_csm={"id": "csm-7", "email": "csm7@example.com"},
+    )
 
 
 def query(stack: Stack, sql: str, **params: Any) -> list[Any]:

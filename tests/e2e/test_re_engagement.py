@@ -24,14 +24,14 @@ from orchestrator.domain import decisions
 from tests.e2e.journeys import (
     LATE,
     days,
+    identify,
     journeys,
     new_customer,
     notifications,
     post,
     query,
+    running_services,
     sent,
-    start_services,
-    stop_services,
     wait_for,
 )
 
@@ -40,27 +40,12 @@ SCALE = 43_200.0  # two simulated days per real second
 
 @pytest.fixture(scope="module")
 def services(stack: Stack) -> Iterator[Stack]:
-    start_services(stack, SCALE)
-    try:
+    with running_services(stack, SCALE):
         yield stack
-    finally:
-        stop_services(stack)
 
 
 def sign_up(stack: Stack, customer: str) -> None:
-    post(
-        stack,
-        SCALE,
-        customer,
-        "profile",
-        "identify",
-        email=f"{customer}@example.com",
-        first_name="Ana",
-        plan="free",
-        time_zone="UTC",
-        consent={"email_marketing": True, "in_app": True},
-        owner_csm={"id": "csm-7", "email": "csm7@example.com"},
-    )
+    identify(stack, SCALE, customer, plan="free")
     time.sleep(0.5)  # the profile is projected before the first step is decided
     post(stack, SCALE, customer, "payment", "subscription_started", plan="free")
 

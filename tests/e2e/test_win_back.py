@@ -21,13 +21,13 @@ from orchestrator.domain import decisions
 from tests.e2e.journeys import (
     LATE,
     days,
+    identify,
     journeys,
     new_customer,
     notifications,
     post,
+    running_services,
     sent,
-    start_services,
-    stop_services,
     wait_for,
 )
 
@@ -36,27 +36,12 @@ SCALE = 86_400.0  # one simulated day per real second
 
 @pytest.fixture(scope="module")
 def services(stack: Stack) -> Iterator[Stack]:
-    start_services(stack, SCALE)
-    try:
+    with running_services(stack, SCALE):
         yield stack
-    finally:
-        stop_services(stack)
 
 
 def cancel(stack: Stack, customer: str) -> None:
-    post(
-        stack,
-        SCALE,
-        customer,
-        "profile",
-        "identify",
-        email=f"{customer}@example.com",
-        first_name="Ana",
-        plan="pro",
-        time_zone="UTC",
-        consent={"email_marketing": True, "in_app": True},
-        owner_csm={"id": "csm-7", "email": "csm7@example.com"},
-    )
+    identify(stack, SCALE, customer, plan="pro")
     post(stack, SCALE, customer, "payment", "subscription_cancelled", plan="pro")
 
 
