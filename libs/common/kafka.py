@@ -118,6 +118,17 @@ class FakePublisher:
         return None
 
 
+async def _cluster_ready(producer: AIOKafkaProducer, timeout_s: float) -> str | None:
+    """None if the cluster answers ``producer``'s metadata request in time, else why not."""
+    try:
+        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return f"Kafka metadata request failed: {exc!r}"
+    if not producer.client.cluster.brokers():
+        return "no broker known"
+    return None
+
+
 class KafkaPublisher:
     """The real :class:`Publisher`: one idempotent aiokafka producer."""
 
@@ -208,13 +219,7 @@ class KafkaPublisher:
     async def ready(self, timeout_s: float) -> str | None:
         if self._producer is None:
             return "producer not started"
-        try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            return f"Kafka metadata request failed: {exc!r}"
-        if not self._producer.client.cluster.brokers():
-            return "no broker known"
-        return None
+        return await _cluster_ready(self._producer, timeout_s)
 
     async def publish_many(
         self,
@@ -418,13 +423,7 @@ class TransactionalPublisher:
         producer = self._producers[0]
         if producer is None or self._dispatcher is None or self._dispatcher.done():
             return "transactional producer not running"
-        try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            return f"Kafka metadata request failed: {exc!r}"
-        if not producer.client.cluster.brokers():
-            return "no broker known"
-        return None
+        return await _cluster_ready(producer, timeout_s)
 
     async def _new_producer(self, slot: int) -> AIOKafkaProducer:
         """A started producer; retried until the broker answers (its id needs the broker)."""
