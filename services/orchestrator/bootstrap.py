@@ -36,6 +36,7 @@ async def run(
         clock=clock or clock_from_settings(common.time_scale, common.clock_epoch),
         topic_prefix=common.topic_prefix,
         rules=settings.rules(),
+        default_currency=settings.default_currency,
     )
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)

@@ -32,3 +32,9 @@ OUTBOX_RECOVERED = counter(
     "Outbox rows a relay found already on Kafka when it took over (published, not marked).",
 )
 RECORDS = counter(SERVICE, "records", "Kafka records consumed, by topic.", ["topic"])
+ATTRIBUTIONS = counter(
+    SERVICE,
+    "attributions",
+    "Payment events attributed to a journey as a conversion of its goal, by playbook and arm.",
+    ["playbook", "arm"],
+)

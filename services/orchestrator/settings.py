@@ -48,6 +48,11 @@ class OrchestratorSettings(ServiceSettings):
         default=("cancelled", "downgraded"),
         description="Exit reasons that are not a conversion of the playbook's goal.",
     )
+    default_currency: str = Field(
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="Currency of attributed revenue when a payment event names none.",
+    )
     relay_poll_s: float = Field(default=0.1, gt=0)
     relay_batch: int = Field(default=500, ge=1)
     # Rules across playbooks (DOMAIN section 7).

@@ -314,8 +314,9 @@ async def test_playbook_detail_counts_conversions_and_uplift_against_the_holdout
             # Its only step happened two days after the start: the window runs from there.
             await conn.execute(
                 sa.text(
-                    "INSERT INTO journey_transitions (journey_id, from_state, to_state, event, at)"
-                    " VALUES (:j, 'active', 'active', :ev, :at)"
+                    "INSERT INTO journey_transitions (journey_id, from_state, to_state, event,"
+                    " at, detail) VALUES (:j, 'active', 'active', :ev, :at,"
+                    ' \'{"step": "first_month_free"}\')'
                 ),
                 {
                     "j": jid,
@@ -332,8 +333,12 @@ async def test_playbook_detail_counts_conversions_and_uplift_against_the_holdout
     assert "upgraded" in body["conversion_reasons"]
     assert "cancelled" not in body["conversion_reasons"]
     assert body["journeys"] == {"active": 8, "exited": 7}
-    assert body["arms"]["treatment"] == {"journeys": 10, "converted": 4, "conversion_rate": 0.4}
-    assert body["arms"]["control"] == {"journeys": 5, "converted": 1, "conversion_rate": 0.2}
+    treatment, control = body["arms"]["treatment"], body["arms"]["control"]
+    assert (treatment["journeys"], treatment["converted"]) == (10, 4)
+    assert treatment["conversion_rate"] == 0.4
+    assert (control["journeys"], control["converted"], control["conversion_rate"]) == (5, 1, 0.2)
+    assert treatment["messages_sent"] == 10 and control["messages_sent"] == 0
+    assert treatment["revenue"] == {} and body["revenue_per_message"] == {}
     assert body["uplift"] == pytest.approx(0.2)
     assert body["relative_uplift"] == pytest.approx(1.0)
     assert (await client.get("/v1/playbooks/nope", headers=auth(keys["reader"]))).status_code == 404

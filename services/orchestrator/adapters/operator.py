@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.messages import Delivery
 from orchestrator.adapters.tables import (
+    attributions,
     customer_state,
     customers,
     journey_transitions,
@@ -205,24 +207,34 @@ async def journeys_by_state(
 
 
 @dataclass(frozen=True)
-class ArmCounts:
+class GroupCounts:
+    """One (arm, variant) group of a playbook's journeys: how many, and how many converted."""
+
+    arm: str
+    variant: str | None
     journeys: int = 0
     converted: int = 0
 
 
 @dataclass(frozen=True)
-class Conversions:
-    """Journeys of one playbook and those that converted, by arm (treatment, control)."""
+class Results:
+    """What the playbook endpoints report on, by (arm, variant)."""
 
-    arms: dict[str, ArmCounts] = field(default_factory=dict)
+    groups: list[GroupCounts] = field(default_factory=list)
+    # (arm, variant, currency) -> (revenue, attributed conversions)
+    revenue: dict[tuple[str, str | None, str], tuple[Decimal, int]] = field(default_factory=dict)
+    # (arm, variant, step) -> steps sent
+    sent: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
 
-async def conversions(
+async def results(
     conn: AsyncConnection, playbook: str, *, goal_reasons: Iterable[str], window: timedelta
-) -> Conversions:
-    """Count, per arm, the journeys of ``playbook`` and those that converted.
+) -> Results:
+    """Journeys of ``playbook``, conversions, attributed revenue and steps sent, per
+    (arm, variant).
 
-    A journey converted when it exited for one of ``goal_reasons`` no later than
+    A journey converted when a payment meeting its goal was attributed to it
+    (``attributions``), or when it exited for one of ``goal_reasons`` no later than
     ``window`` after its last step (sent or skipped; its start when it had none): the
     attribution window of the playbook. Control journeys live through the same steps
     (skipped) and the same exits, so the two arms are counted alike.
@@ -236,22 +248,77 @@ async def conversions(
         .scalar_subquery()
     )
     deadline = sa.func.coalesce(last_step, journeys.c.started_at) + sa.literal(window, sa.Interval)
-    converted = sa.and_(
-        journeys.c.state == "exited",
-        journeys.c.exit_reason.in_(list(goal_reasons)),
-        journeys.c.ended_at <= deadline,
+    attributed = (
+        sa.select(attributions.c.event_id)
+        .where(
+            attributions.c.journey_id == journeys.c.journey_id,
+            attributions.c.playbook == playbook,
+        )
+        .exists()
     )
+    converted = sa.or_(
+        sa.and_(
+            journeys.c.state == "exited",
+            journeys.c.exit_reason.in_(list(goal_reasons)),
+            journeys.c.ended_at <= deadline,
+        ),
+        attributed,
+    )
+    arm = sa.func.coalesce(journeys.c.arm, "treatment")
+    groups = [
+        GroupCounts(str(a), v, int(n), int(c))
+        for a, v, n, c in await conn.execute(
+            sa.select(arm, journeys.c.variant, sa.func.count(), sa.func.count().filter(converted))
+            .where(journeys.c.playbook == playbook)
+            .group_by(arm, journeys.c.variant)
+        )
+    ]
+    revenue = {
+        (str(a), v, str(cur)): (Decimal(total), int(n))
+        for a, v, cur, total, n in await conn.execute(
+            sa.select(
+                attributions.c.arm,
+                attributions.c.variant,
+                attributions.c.currency,
+                sa.func.sum(attributions.c.revenue),
+                sa.func.count(),
+            )
+            .where(attributions.c.playbook == playbook)
+            .group_by(attributions.c.arm, attributions.c.variant, attributions.c.currency)
+        )
+    }
+    step = journey_transitions.c.detail["step"].astext
+    sent = {
+        (str(a), v, str(name)): int(n)
+        for a, v, name, n in await conn.execute(
+            sa.select(arm, journeys.c.variant, step, sa.func.count())
+            .select_from(
+                journey_transitions.join(
+                    journeys, journeys.c.journey_id == journey_transitions.c.journey_id
+                )
+            )
+            .where(
+                journeys.c.playbook == playbook,
+                journey_transitions.c.event == Event.STEP_SENT.value,
+            )
+            .group_by(arm, journeys.c.variant, step)
+        )
+    }
+    return Results(groups=groups, revenue=revenue, sent=sent)
+
+
+async def revenue_by_playbook(
+    conn: AsyncConnection, arm: str = "treatment"
+) -> dict[str, dict[str, Decimal]]:
+    """Playbook -> currency -> revenue attributed to the journeys of ``arm``."""
     query = (
         sa.select(
-            journeys.c.arm,
-            sa.func.count(),
-            sa.func.count().filter(converted),
+            attributions.c.playbook, attributions.c.currency, sa.func.sum(attributions.c.revenue)
         )
-        .where(journeys.c.playbook == playbook)
-        .group_by(journeys.c.arm)
+        .where(attributions.c.arm == arm)
+        .group_by(attributions.c.playbook, attributions.c.currency)
     )
-    arms = {
-        str(arm): ArmCounts(journeys=int(n), converted=int(c))
-        for arm, n, c in await conn.execute(query)
-    }
-    return Conversions(arms=arms)
+    found: dict[str, dict[str, Decimal]] = {}
+    for name, currency, total in await conn.execute(query):
+        found.setdefault(name, {})[currency] = Decimal(total)
+    return found

@@ -123,3 +123,20 @@ paused_playbooks = sa.Table(
     sa.Column("paused_at", TS),
     sa.Column("paused_by", sa.Text),
 )
+
+# 0006: conversions attributed to a journey, with their revenue (one per event and playbook).
+attributions = sa.Table(
+    "attributions",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("playbook", sa.Text, primary_key=True),
+    sa.Column("journey_id", sa.Text),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("arm", sa.Text),
+    sa.Column("variant", sa.Text),
+    sa.Column("event_type", sa.Text),
+    sa.Column("revenue", sa.Numeric(14, 2)),
+    sa.Column("currency", sa.Text),
+    sa.Column("converted_at", TS),
+    sa.Column("recorded_at", TS),
+)

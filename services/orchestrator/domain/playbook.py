@@ -146,6 +146,25 @@ class Eligibility(_Strict):
     )
 
 
+Revenue = Literal["amount", "mrr_delta", "mrr_after", "none"]
+
+
+class Conversion(_Strict):
+    """The payment events that meet the playbook's goal, and the revenue each one brings.
+
+    ``types`` (narrowed by ``plans`` / ``products`` as for exits) are matched against the
+    payment events the orchestrator consumes. ``revenue``: the event's ``amount`` (a
+    purchase, an invoice), ``mrr_delta`` (``mrr_after - mrr_before`` of an upgrade, or
+    ``amount`` when the MRR fields are missing), ``mrr_after`` (the MRR won back), or
+    ``none`` (the conversion is counted without revenue).
+    """
+
+    types: tuple[Name, ...] = Field(min_length=1)
+    plans: tuple[Name, ...] = ()
+    products: tuple[Name, ...] = ()
+    revenue: Revenue = "amount"
+
+
 class Wait(_Strict):
     """Wait-for-event before a step: the step's offset is the timeout.
 
@@ -189,6 +208,10 @@ class Playbook(_Strict):
     priority: int = Field(ge=0, le=1000)
     goal: Name
     attribution_window: timedelta = Field(description="After the last step.")
+    conversion: Conversion | None = Field(
+        default=None,
+        description="Payment events that meet the goal, attributed with their revenue.",
+    )
     cooldown: timedelta
     holdout: float = Field(ge=0, lt=1, description="Share of eligible customers in control.")
     trigger: Trigger
@@ -208,6 +231,8 @@ class Playbook(_Strict):
         for step in self.steps:
             if not step.template.startswith(f"{self.name}/"):
                 raise ValueError(f"step {step.id}: template must start with {self.name}/")
+        if self.attribution_window < timedelta(0):
+            raise ValueError("attribution_window must not be negative")
         if isinstance(self.trigger, JourneyTrigger) and self.trigger.playbook == self.name:
             raise ValueError("trigger.playbook: a playbook cannot be triggered by itself")
         return self

@@ -9,8 +9,9 @@ a valid key, 403 with a key that lacks the scope.
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' dependency
 # aliases (``Reader``, ``Admin``, local to create_api) from evaluated annotations.
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,6 +22,7 @@ from common.apikeys import ApiKey, Authenticator, Scope
 from common.http import AccessDenied, check_access, ops_router
 from orchestrator.adapters import journeys as repo
 from orchestrator.adapters import operator as views
+from orchestrator.domain import attribution as A
 from orchestrator.domain.journey import IllegalTransition, State
 from orchestrator.domain.playbook import Playbook
 from orchestrator.entrypoints.deps import Deps
@@ -135,6 +137,9 @@ class Customer360(BaseModel):
     messages: list[Message]
 
 
+Money = dict[str, float]
+
+
 class PlaybookSummary(BaseModel):
     name: str
     lane: str
@@ -143,12 +148,31 @@ class PlaybookSummary(BaseModel):
     paused: bool
     steps: list[str]
     journeys: dict[str, int] = Field(description="Journeys by state.")
+    revenue: Money = Field(
+        default={},
+        description="Revenue attributed to the treatment arm's journeys, by currency.",
+    )
 
 
 class Arm(BaseModel):
+    """Results of a group of journeys: an arm (treatment, control) or a variant."""
+
     journeys: int
-    converted: int
+    converted: int = Field(
+        description="Journeys with a conversion of the goal attributed (a payment) or an "
+        "exit for a conversion reason, inside the attribution window."
+    )
     conversion_rate: float | None
+    revenue: Money = Field(default={}, description="Revenue attributed, by currency.")
+    revenue_per_journey: Money | None = Field(
+        default=None, description="Revenue / journeys, by currency."
+    )
+    messages_sent: int = Field(
+        default=0, description="Customer messages sent (email, in-app); CSM tasks not counted."
+    )
+    revenue_per_message: Money | None = Field(
+        default=None, description="Revenue / messages sent, by currency; null without messages."
+    )
 
 
 class PlaybookDetail(BaseModel):
@@ -161,10 +185,29 @@ class PlaybookDetail(BaseModel):
         description="Exit reasons that count as a conversion (within the attribution window)."
     )
     arms: dict[str, Arm] = Field(description="treatment and control (the holdout).")
+    variants: dict[str, Arm] = Field(
+        default={}, description="The treatment arm by A/B variant (playbooks with variants)."
+    )
+    revenue: Money = Field(
+        default={},
+        description="Revenue attributed to the treatment arm's journeys, by currency.",
+    )
+    revenue_per_message: Money | None = Field(
+        default=None, description="Treatment revenue / customer messages sent, by currency."
+    )
     uplift: float | None = Field(
         description="Conversion rate of treatment minus that of control (absolute)."
     )
     relative_uplift: float | None = Field(description="uplift / control conversion rate.")
+    revenue_per_journey_uplift: Money | None = Field(
+        default=None,
+        description="Revenue per treatment journey minus revenue per control journey.",
+    )
+    incremental_revenue: Money | None = Field(
+        default=None,
+        description="revenue_per_journey_uplift x treatment journeys: revenue the messages "
+        "added over the holdout.",
+    )
 
 
 class PlaybookPause(BaseModel):
@@ -196,8 +239,55 @@ def conversion_reasons(playbook: Playbook, loss_reasons: tuple[str, ...]) -> lis
     return sorted(reasons - set(loss_reasons))
 
 
-def _rate(arm: views.ArmCounts | None) -> float | None:
-    return arm.converted / arm.journeys if arm is not None and arm.journeys else None
+def _money(value: Mapping[str, Decimal] | None) -> Money | None:
+    return None if value is None else {cur: float(v) for cur, v in sorted(value.items())}
+
+
+def _arm(tally: A.Tally) -> Arm:
+    return Arm(
+        journeys=tally.journeys,
+        converted=tally.converted,
+        conversion_rate=A.rate(tally),
+        revenue=_money(tally.revenue) or {},
+        revenue_per_journey=_money(A.per(tally.revenue, tally.journeys)),
+        messages_sent=tally.messages,
+        revenue_per_message=_money(A.per(tally.revenue, tally.messages)),
+    )
+
+
+def tallies(
+    playbook: Playbook, found: views.Results
+) -> tuple[dict[str, A.Tally], dict[str, A.Tally]]:
+    """The results by arm, and the treatment arm's by variant."""
+    customer_steps = {s.id for s in playbook.steps if s.channel != "webhook"}
+    by_arm: dict[str, A.Tally] = {}
+    by_variant: dict[str, A.Tally] = {}
+
+    def add(into: dict[str, A.Tally], key: str, more: A.Tally) -> None:
+        old = into.get(key, A.Tally())
+        into[key] = A.Tally(
+            journeys=old.journeys + more.journeys,
+            converted=old.converted + more.converted,
+            revenue=A.add_money(old.revenue, more.revenue),
+            messages=old.messages + more.messages,
+        )
+
+    for group in found.groups:
+        revenue = {
+            cur: total
+            for (arm, variant, cur), (total, _) in found.revenue.items()
+            if (arm, variant) == (group.arm, group.variant)
+        }
+        messages = sum(
+            n
+            for (arm, variant, step), n in found.sent.items()
+            if (arm, variant) == (group.arm, group.variant) and step in customer_steps
+        )
+        tally = A.Tally(group.journeys, group.converted, revenue, messages)
+        add(by_arm, group.arm, tally)
+        if group.arm == "treatment" and group.variant is not None:
+            add(by_variant, group.variant, tally)
+    return by_arm, by_variant
 
 
 def create_api(
@@ -295,6 +385,7 @@ def create_api(
         async with deps.engine.connect() as conn:
             counts = await views.journeys_by_state(conn)
             paused = await views.paused(conn)
+            revenue = await views.revenue_by_playbook(conn)
         return [
             PlaybookSummary(
                 name=p.name,
@@ -304,6 +395,7 @@ def create_api(
                 paused=p.name in paused,
                 steps=[s.id for s in p.steps],
                 journeys=counts.get(p.name, {}),
+                revenue=_money(revenue.get(p.name, {})) or {},
             )
             for p in sorted(deps.playbooks.values(), key=lambda p: p.name)
         ]
@@ -317,12 +409,12 @@ def create_api(
         async with deps.engine.connect() as conn:
             counts = await views.journeys_by_state(conn, name)
             paused = await views.paused(conn)
-            result = await views.conversions(
+            found = await views.results(
                 conn, name, goal_reasons=reasons, window=playbook.attribution_window
             )
-        treatment = _rate(result.arms.get("treatment"))
-        control = _rate(result.arms.get("control"))
-        uplift = treatment - control if treatment is not None and control is not None else None
+        by_arm, by_variant = tallies(playbook, found)
+        treatment = by_arm.get("treatment", A.Tally())
+        holdout = A.compare(treatment, by_arm.get("control", A.Tally()))
         return PlaybookDetail(
             name=name,
             paused=name in paused,
@@ -330,12 +422,14 @@ def create_api(
             definition=playbook.model_dump(mode="json"),
             journeys=counts.get(name, {}),
             conversion_reasons=reasons,
-            arms={
-                arm: Arm(journeys=c.journeys, converted=c.converted, conversion_rate=_rate(c))
-                for arm, c in sorted(result.arms.items())
-            },
-            uplift=uplift,
-            relative_uplift=uplift / control if uplift is not None and control else None,
+            arms={arm: _arm(tally) for arm, tally in sorted(by_arm.items())},
+            variants={v: _arm(tally) for v, tally in sorted(by_variant.items())},
+            revenue=_money(treatment.revenue) or {},
+            revenue_per_message=_money(A.per(treatment.revenue, treatment.messages)),
+            uplift=holdout.uplift,
+            relative_uplift=holdout.relative_uplift,
+            revenue_per_journey_uplift=_money(holdout.revenue_per_journey_uplift),
+            incremental_revenue=_money(holdout.incremental_revenue),
         )
 
     async def change_journey(

@@ -24,7 +24,9 @@ from common.messages import Delivery, ScoreSnapshot, SignalChange
 from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
 from orchestrator import metrics
+from orchestrator.adapters import attribution as attribution_store
 from orchestrator.adapters import journeys as repo
+from orchestrator.domain import attribution as A
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
 from orchestrator.domain.journey import Event
@@ -202,8 +204,43 @@ async def on_payment(record: Record, deps: Deps) -> None:
         if event.type in R.SUBSCRIPTION_STATES:
             state = R.SUBSCRIPTION_STATES[event.type]
             await repo.note_subscription(conn, event.customer_id, state, event.occurred_at)
+        # Before the exits: a conversion counts for the journeys as they were when it came.
+        await attribute_payment(conn, deps, event)
         fact = D.EventFact(event.type, event.occurred_at, event.plan, event.product)
         await apply_fact(conn, deps, event.customer_id, fact)
+
+
+async def attribute_payment(conn: AsyncConnection, deps: Deps, event: PaymentEvent) -> None:
+    """Attribute a payment that meets playbook goals to the customer's journeys (idempotent
+    on the event id: a replayed record adds nothing)."""
+    payment = A.Payment(
+        event_id=event.event_id,
+        type=event.type,
+        at=event.occurred_at,
+        plan=event.plan,
+        product=event.product,
+        amount=event.amount,
+        currency=event.currency,
+        mrr_before=event.mrr_before,
+        mrr_after=event.mrr_after,
+    )
+    goals = [
+        book
+        for book in deps.playbooks.values()
+        if book.conversion is not None and A.meets_goal(book.conversion, payment)
+    ]
+    if not goals:
+        return
+    spans = await attribution_store.journey_spans(
+        conn,
+        event.customer_id,
+        [book.name for book in goals],
+        at=payment.at,
+        longest_window=max(book.attribution_window for book in goals),
+    )
+    found = A.attribute(payment, spans, deps.playbooks, default_currency=deps.default_currency)
+    for recorded in await attribution_store.record(conn, event.customer_id, found):
+        metrics.ATTRIBUTIONS.labels(playbook=recorded.playbook, arm=recorded.arm).inc()
 
 
 async def on_login(record: Record, deps: Deps) -> None:

@@ -23,3 +23,4 @@ class Deps:
     clock: Clock
     topic_prefix: str
     rules: Rules = field(default_factory=_default_rules)  # the cross-playbook rules' numbers
+    default_currency: str = "EUR"  # of attributed revenue when a payment names none
