@@ -32,7 +32,7 @@ from orchestrator import metrics
 from orchestrator.adapters import timer_store
 from orchestrator.adapters.timer_store import Lease
 from orchestrator.entrypoints.deps import Deps
-from orchestrator.entrypoints.steps import fire_step
+from orchestrator.entrypoints.steps import fire_step, fire_steps
 from orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ async def _fire_group(
             # Customers in one order everywhere: a step takes its customer's cap lock, and
             # two replicas locking customers in opposite orders would deadlock. A
             # customer's own timers stay in due order.
-            for timer in sorted(taken, key=lambda t: (t.customer_id, t.due_at, t.id)):
-                await fire_step(conn, deps, timer, now, topic)
+            ordered = sorted(taken, key=lambda t: (t.customer_id, t.due_at, t.id))
+            await fire_steps(conn, deps, ordered, now, topic)
         return taken
     except Exception:
         log.exception("firing a batch of %d timers failed; firing them one by one", len(ids))

@@ -1,0 +1,270 @@
+"""What firing a group of due steps reads and writes, in a few set-based statements.
+
+The timer worker fires a group of timers in one transaction. Instead of a dozen
+statements per step (customer facts, live journeys, the frequency cap's messages, the
+history row, the outbox row, the timer...), it reads everything the step decisions need
+for all the group's customers in one statement (:func:`gather`), decides in memory, and
+writes what the steps did with one statement per table (:class:`Writes`). Statements
+are plain SQL sent with ``exec_driver_sql`` (no SQL compilation per call; asyncpg
+prepares and caches them), inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.domain import rules as R
+
+# One row per customer: profile, learned state, latest score, the marketing messages the
+# frequency cap counts, the live journeys (with their pending steps), and the paused
+# playbooks (the same on every row).
+_GATHER = """
+SELECT c.id,
+       p.customer_id IS NOT NULL AS has_profile, p.email, p.first_name, p.time_zone, p.plan,
+       p.owner_csm_email, p.consent_email, p.consent_in_app, p.profile_at,
+       s.customer_id IS NOT NULL AS has_state, s.segment, s.plan AS state_plan, s.plan_at,
+       s.unsubscribed_at, s.products, s.subscription,
+       sc.tier, sc.snapshot,
+       ARRAY(SELECT jt.at FROM journey_transitions jt
+             JOIN journeys j ON j.journey_id = jt.journey_id
+             WHERE j.customer_id = c.id AND jt.event = 'step_sent' AND jt.at > $2
+               AND (jt.detail->>'marketing')::boolean) AS sent,
+       ARRAY(SELECT j.journey_id FROM journeys j
+             WHERE j.customer_id = c.id AND j.ended_at IS NULL
+             ORDER BY j.started_at) AS live_ids,
+       ARRAY(SELECT j.playbook FROM journeys j
+             WHERE j.customer_id = c.id AND j.ended_at IS NULL
+             ORDER BY j.started_at) AS live_playbooks,
+       ARRAY(SELECT (SELECT count(*) FROM timers t
+                     WHERE t.journey_id = j.journey_id AND t.status = 'pending')
+             FROM journeys j
+             WHERE j.customer_id = c.id AND j.ended_at IS NULL
+             ORDER BY j.started_at) AS live_pending,
+       ARRAY(SELECT playbook FROM paused_playbooks) AS paused
+FROM unnest($1::text[]) AS c(id)
+LEFT JOIN customers p ON p.customer_id = c.id
+LEFT JOIN customer_state s ON s.customer_id = c.id
+LEFT JOIN scores sc ON sc.customer_id = c.id
+"""
+
+# Transaction-scoped advisory locks on the customers' frequency caps, in the order given.
+_LOCK_CAPS = """
+SELECT pg_advisory_xact_lock(hashtextextended('tenure-cap:' || c.id, 0))
+FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) ORDER BY c.n
+"""
+
+_INSERT_OUTBOX = """
+INSERT INTO outbox (topic, key, payload, headers)
+SELECT o.topic, o.key, o.payload, o.headers::jsonb
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) WITH ORDINALITY
+     AS o(topic, key, payload, headers, n)
+ORDER BY o.n
+"""
+
+_INSERT_TRANSITIONS = """
+INSERT INTO journey_transitions (journey_id, from_state, to_state, event, at, detail)
+SELECT x.journey_id, x.from_state, x.to_state, x.event, x.at, x.detail::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+     WITH ORDINALITY AS x(journey_id, from_state, to_state, event, at, detail, n)
+ORDER BY x.n
+"""
+
+_FIRE_TIMERS = "UPDATE timers SET status = 'fired', fired_at = $2 WHERE id = ANY($1::bigint[])"
+_CANCEL_TIMERS = "UPDATE timers SET status = 'cancelled' WHERE id = ANY($1::bigint[])"
+# A deferred timer is due again later and gives its lease back, so that it can be claimed
+# as soon as it is due.
+_DEFER_TIMERS = """
+UPDATE timers t SET due_at = d.until, lease_owner = NULL, lease_until = NULL
+FROM unnest($1::bigint[], $2::timestamptz[]) AS d(id, until) WHERE t.id = d.id
+"""
+_FINISH_JOURNEYS = """
+UPDATE journeys SET state = 'completed', ended_at = $2, exit_reason = 'completed'
+WHERE journey_id = ANY($1::text[])
+"""
+
+
+@dataclass
+class LiveJourney:
+    journey_id: str
+    playbook: str
+    pending: int  # its step timers still pending
+
+
+@dataclass
+class CustomerFacts:
+    """What the step decisions of one customer need, kept up to date while a group fires."""
+
+    customer: R.Customer
+    profile: dict[str, Any]  # for the notification's context
+    score: dict[str, Any] | None
+    sent: list[datetime]  # marketing messages in the cap window (and those sent since)
+    live: list[LiveJourney]
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def customer_from(
+    customer_id: str,
+    profile: dict[str, Any] | None,
+    state: dict[str, Any] | None,
+    tier: str | None,
+) -> R.Customer:
+    """The customer as the rules see it, from its profile row, learned state and tier.
+
+    The plan is the later of the profile's and the last plan-changing payment's. An
+    unsubscribe (a ``deliveries`` record) withdraws email marketing consent for good: a
+    later profile that still says "consent" (product backends resend profiles for other
+    reasons) does not undo it.
+    """
+    plan = profile["plan"] if profile else None
+    if (
+        state is not None
+        and state["plan"]
+        and (
+            profile is None
+            or state["plan_at"] is None
+            or profile["profile_at"] is None
+            or state["plan_at"] >= profile["profile_at"]
+        )
+    ):
+        plan = state["plan"]
+    return R.Customer(
+        customer_id=customer_id,
+        email=profile["email"] if profile else None,
+        time_zone=profile["time_zone"] if profile else None,
+        plan=plan,
+        segment=state["segment"] if state else None,
+        tier=tier,
+        consent_email=bool(profile["consent_email"]) if profile else False,
+        consent_in_app=bool(profile["consent_in_app"]) if profile else True,
+        unsubscribed=state is not None and state["unsubscribed_at"] is not None,
+        products=frozenset(state["products"] or ()) if state else frozenset(),
+        subscription=(state["subscription"] if state and state["subscription"] else "active"),
+    )
+
+
+async def lock_caps(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
+    """Serialise the frequency-cap decisions of these customers until the transaction ends.
+
+    Two replicas firing two of a customer's marketing steps at once would otherwise both
+    count the same sent messages and together pass the cap. Takes the locks in sorted
+    order (two groups locking the same customers never deadlock); blocks while another
+    transaction holds one. Must run before :func:`gather`, whose snapshot must see the
+    messages of the transaction that held the lock.
+    """
+    ids = sorted(set(customer_ids))
+    if ids:
+        await conn.exec_driver_sql(_LOCK_CAPS, (ids,))
+
+
+async def gather(
+    conn: AsyncConnection, customer_ids: Iterable[str], *, cap_since: datetime
+) -> tuple[dict[str, CustomerFacts], frozenset[str]]:
+    """The facts of every customer of ``customer_ids`` and the paused playbooks, in one
+    statement."""
+    ids = sorted(set(customer_ids))
+    found: dict[str, CustomerFacts] = {}
+    paused: frozenset[str] = frozenset()
+    if not ids:
+        return found, paused
+    rows = (await conn.exec_driver_sql(_GATHER, (ids, cap_since))).mappings().all()
+    for row in rows:
+        profile = (
+            {
+                "customer_id": row["id"],
+                "email": row["email"],
+                "first_name": row["first_name"],
+                "time_zone": row["time_zone"],
+                "plan": row["plan"],
+                "owner_csm_email": row["owner_csm_email"],
+                "consent_email": row["consent_email"],
+                "consent_in_app": row["consent_in_app"],
+                "profile_at": row["profile_at"],
+            }
+            if row["has_profile"]
+            else None
+        )
+        state = (
+            {
+                "segment": row["segment"],
+                "plan": row["state_plan"],
+                "plan_at": row["plan_at"],
+                "unsubscribed_at": row["unsubscribed_at"],
+                "products": row["products"],
+                "subscription": row["subscription"],
+            }
+            if row["has_state"]
+            else None
+        )
+        found[row["id"]] = CustomerFacts(
+            customer=customer_from(row["id"], profile, state, row["tier"]),
+            profile=profile or {},
+            score=_json(row["snapshot"]),
+            sent=list(row["sent"]),
+            live=[
+                LiveJourney(j, p, int(n))
+                for j, p, n in zip(
+                    row["live_ids"], row["live_playbooks"], row["live_pending"], strict=True
+                )
+            ],
+        )
+        paused = frozenset(row["paused"])
+    return found, paused
+
+
+@dataclass
+class Writes:
+    """The rows a group of fired steps writes, flushed with one statement per kind."""
+
+    outbox: list[tuple[str, str, bytes, str]] = field(default_factory=list)
+    transitions: list[tuple[str, str | None, str, str, datetime, str]] = field(default_factory=list)
+    fired: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    deferred: list[tuple[int, datetime]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+    def transition(
+        self,
+        journey_id: str,
+        from_state: str | None,
+        to_state: str,
+        event: str,
+        at: datetime,
+        detail: dict[str, Any],
+    ) -> None:
+        self.transitions.append(
+            (journey_id, from_state, to_state, event, at, orjson.dumps(detail).decode())
+        )
+
+    async def flush(self, conn: AsyncConnection, now: datetime) -> None:
+        """Write what was collected, in the order a step-by-step firing would have, and
+        start over. History rows keep their order (ids are assigned in it)."""
+        if self.outbox:
+            topic, key, payload, headers = (list(c) for c in zip(*self.outbox, strict=True))
+            await conn.exec_driver_sql(_INSERT_OUTBOX, (topic, key, payload, headers))
+        if self.transitions:
+            columns = tuple(list(c) for c in zip(*self.transitions, strict=True))
+            await conn.exec_driver_sql(_INSERT_TRANSITIONS, columns)
+        if self.fired:
+            await conn.exec_driver_sql(_FIRE_TIMERS, (self.fired, now))
+        if self.cancelled:
+            await conn.exec_driver_sql(_CANCEL_TIMERS, (self.cancelled,))
+        if self.deferred:
+            ids, until = (list(c) for c in zip(*self.deferred, strict=True))
+            await conn.exec_driver_sql(_DEFER_TIMERS, (ids, until))
+        if self.finished:
+            await conn.exec_driver_sql(_FINISH_JOURNEYS, (self.finished, now))
+        self.outbox.clear()
+        self.transitions.clear()
+        self.fired.clear()
+        self.cancelled.clear()
+        self.deferred.clear()
+        self.finished.clear()
