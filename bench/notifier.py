@@ -61,7 +61,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, spawn, stop, wait_for_port
 from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox
-from notifier.adapters.mailer import SmtpMailer, build_message, flatten
+from notifier.adapters.mailer import SmtpMailer, message_bytes
 from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender
 from notifier.domain import messages
@@ -231,11 +231,12 @@ async def pipeline(env: Env, channel: str) -> float:
             max_connections=settings.webhook_max_connections,
             max_keepalive_connections=settings.webhook_max_connections,
         )
+        mailer = SmtpMailer(settings)
         async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=limits) as http:
             deliverer = Deliverer(
                 settings=settings,
                 log=DeliveryLog(engine),
-                mailer=SmtpMailer(settings),
+                mailer=mailer,
                 webhooks=WebhookSender(http, SECRET, allow=settings.webhook_allow_hosts),
                 renderer=Renderer(),
                 publisher=counting,
@@ -261,6 +262,8 @@ async def pipeline(env: Env, channel: str) -> float:
                 stopping.set()
                 await loop
                 await consumer.stop()
+                await deliverer.log.aclose()
+                await mailer.aclose()
     await engine.dispose()
     if counting.count != WARMUP + COUNT:
         raise RuntimeError(f"{counting.count} outcomes for {WARMUP + COUNT} notifications")
@@ -287,13 +290,13 @@ async def raw_smtp(env: Env, _channel: str) -> float:
     for n in batch:
         link = links.for_notification(n)
         email = renderer.email(n.template, messages.template_context(n, link))
-        message = build_message(
+        data = message_bytes(
             settings.mail_from,
             n.recipient or "",
             email,
             messages.email_headers(n, link.unsubscribe_url),
         )
-        rendered.append((n.recipient or "", flatten(message)))
+        rendered.append((n.recipient or "", data))
 
     workers = settings.smtp_pool_size  # as many connections as the notifier's pool
     clients = [

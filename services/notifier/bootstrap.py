@@ -86,6 +86,7 @@ async def run(
             )
         finally:
             await mailer.aclose()
+            await log.aclose()
             await consumer.stop()
             await publisher.stop()
             await engine.dispose()

@@ -94,9 +94,10 @@ async def deliverer(stack: Stack, common: CommonSettings) -> AsyncIterator[Deliv
     settings = notifier_settings(stack, common)
     engine = create_engine(common.database_url)
     async with httpx.AsyncClient() as http, KafkaPublisher(common, client_id="it") as publisher:
+        log = DeliveryLog(engine)
         yield Deliverer(
             settings=settings,
-            log=DeliveryLog(engine),
+            log=log,
             mailer=SmtpMailer(settings),
             webhooks=WebhookSender(http, SECRET, allow=settings.webhook_allow_hosts),
             renderer=Renderer(),
@@ -107,6 +108,7 @@ async def deliverer(stack: Stack, common: CommonSettings) -> AsyncIterator[Deliv
             dead_letters=DeadLetters(publisher, consumer_name="it-notifier"),
             uniform=lambda: 0.0,
         )
+        await log.aclose()
     await engine.dispose()
 
 

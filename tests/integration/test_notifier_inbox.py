@@ -99,6 +99,7 @@ async def served(stack: Stack, common: CommonSettings) -> AsyncIterator[tuple[De
         finally:
             stop.set()
             await server
+            await deliverer.log.aclose()
     await engine.dispose()
 
 

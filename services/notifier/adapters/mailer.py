@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
-import io
 import secrets
 import time
 from dataclasses import dataclass
-from email.charset import QP, Charset
-from email.generator import BytesGenerator
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.policy import Compat32
 from email.utils import make_msgid, parseaddr
 from typing import Any, Protocol
@@ -46,29 +41,15 @@ class Mailer(Protocol):
 
 
 def _header(value: str) -> str:
-    """A header value as is when ASCII, else RFC 2047-encoded UTF-8 (never folded)."""
+    """A header value as is when ASCII, else RFC 2047-encoded UTF-8 (never folded).
+
+    Line breaks become spaces: a value can never start another header.
+    """
+    if "\r" in value or "\n" in value:
+        value = " ".join(value.splitlines())
     if value.isascii():
         return value
     return Header(value, "utf-8").encode(maxlinelen=998)
-
-
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
-
-
-def build_message(sender: str, to: str, email: RenderedEmail, headers: dict[str, str]) -> Message:
-    """A multipart/alternative message: the plain-text part, then the HTML part."""
-    # A random boundary set here spares the generator a regex compiled for every message.
-    message = MIMEMultipart("alternative", boundary=f"=_tenure_{secrets.token_hex(16)}")
-    message["From"] = _header(sender)
-    message["To"] = to
-    message["Subject"] = _header(email.subject)
-    message["Message-ID"] = make_msgid(domain="tenure.local")
-    for name, value in headers.items():
-        message[name] = _header(value)
-    message.attach(MIMEText(email.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
-    message.attach(MIMEText(email.html, "html", _UTF8_QP))  # type: ignore[arg-type]
-    return message
 
 
 class _Unfolded(Compat32):
@@ -82,16 +63,47 @@ class _Unfolded(Compat32):
 
 # Headers are not folded: a folded List-Unsubscribe URL could be broken or encoded where
 # no mailbox provider would find the link, and aiosmtplib would flatten a message object
-# with its own folding policy; so messages are flattened here and handed over as bytes.
-# Values are prepared by _header (RFC 2047 for non-ASCII), so nothing is left to parse:
-# the modern email policy spent ~2.5 ms per message here, compat32 ~0.7, this ~0.35.
+# with its own folding policy; so messages are serialised here and handed over as bytes.
 POLICY = _Unfolded(linesep="\r\n", max_line_length=998)
 
 
-def flatten(message: Message) -> bytes:
-    out = io.BytesIO()
-    BytesGenerator(out, policy=POLICY, maxheaderlen=0).flatten(message)
-    return out.getvalue()
+def _quoted_printable(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends, by ``binascii`` (C)."""
+    crlf = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    return binascii.b2a_qp(crlf.encode(), istext=True)
+
+
+def message_bytes(sender: str, to: str, email: RenderedEmail, headers: dict[str, str]) -> bytes:
+    """The whole message for SMTP DATA: multipart/alternative, the plain-text part then
+    the HTML part, each UTF-8 quoted-printable; CRLF line ends.
+
+    Header values are prepared by :func:`_header` and written by the compat32 policy
+    above; the two-part body is framed here. Building it as a tree of ``email.message``
+    objects and flattening it with the email generator cost 0.6 ms per message (the
+    generator writes a line at a time, ``email.quoprimime`` encodes in Python), about a
+    third of the notifier's own CPU per email; this costs under 0.1 ms.
+    """
+    boundary = f"=_tenure_{secrets.token_hex(16)}"
+    fields = [
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+        ("From", _header(sender)),
+        ("To", _header(to)),
+        ("Subject", _header(email.subject)),
+        ("Message-ID", make_msgid(domain="tenure.local")),
+        *((name, _header(value)) for name, value in headers.items()),
+    ]
+    out = [POLICY.fold_binary(name, value) for name, value in fields]
+    out.append(b"\r\n")
+    for subtype, text in (("plain", email.text), ("html", email.html)):
+        out.append(
+            f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode()
+        )
+        out.append(_quoted_printable(text))
+        out.append(b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out)
 
 
 @dataclass
@@ -154,7 +166,7 @@ class SmtpMailer:
             await self._close(self._idle.pop())
 
     async def send(self, *, to: str, email: RenderedEmail, headers: dict[str, str]) -> None:
-        data = flatten(build_message(self.settings.mail_from, to, email, headers))
+        data = message_bytes(self.settings.mail_from, to, email, headers)
         async with self._slots:
             conn: _Connection | None = None
             try:

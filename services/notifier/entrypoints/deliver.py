@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
@@ -38,7 +39,7 @@ from notifier.domain import messages
 from notifier.domain.render import Renderer, RenderError
 from notifier.domain.retry import RetryPolicy
 from notifier.domain.signing import purpose_key, reply_address, sign_token
-from notifier.settings import NotifierSettings
+from notifier.settings import NotifierSettings, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,18 @@ class Deliverer:
     dead_letters: DeadLetters
     uniform: Callable[[], float] = field(default=random.random)
 
-    @property
+    # Built once from the (frozen) settings, not for every message.
+    @cached_property
     def links(self) -> Links:
         return Links(self.settings)
 
-    @property
+    @cached_property
     def policy(self) -> RetryPolicy:
         return retry_policy(self.settings)
+
+    @cached_property
+    def routes(self) -> dict[str, WebhookEndpoint]:
+        return self.settings.routes()
 
     # -- entry points ---------------------------------------------------------------
     async def handle(self, record: Record) -> None:
@@ -278,7 +284,7 @@ class Deliverer:
                 created_at=self.clock.now(),
             )
         else:
-            routes = self.settings.routes()
+            routes = self.routes
             endpoint = routes[messages.route_for(n, routes)]
             title = self.renderer.text(n.template, context)
             body = orjson.dumps(messages.csm_task_body(n, title, endpoint.format))

@@ -1,0 +1,72 @@
+"""The bytes handed to SMTP: parsed back with the standard library's modern policy."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from email.message import EmailMessage
+
+from notifier.adapters.mailer import message_bytes
+from notifier.domain.render import RenderedEmail
+
+UNSUBSCRIBE = "<https://n.example/u/" + "a" * 300 + ">"
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def build(**over: str) -> bytes:
+    rendered = RenderedEmail(
+        subject=over.get("subject", "Ana, 30 % off — for three months"),
+        text=over.get("text", "Hi Ana,\n\n.a line with a dot\nFrom here on, é and ü " + "x" * 120),
+        html=over.get("html", '<p>Hi Ana, <a href="https://x.example/?a=1&b=2">go</a> é</p>'),
+    )
+    headers = {
+        "List-Unsubscribe": UNSUBSCRIBE,
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "X-Tenure-Notification-Id": over.get("nid", "n-1"),
+    }
+    return message_bytes("Tenure <success@tenure.example>", "ana@example.com", rendered, headers)
+
+
+def test_two_parts_decode_to_the_rendered_text() -> None:
+    message = parse(build())
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p["Content-Transfer-Encoding"] == "quoted-printable" for p in parts)
+    text = parts[0].get_content().replace("\r\n", "\n")
+    assert text.rstrip("\n") == (
+        "Hi Ana,\n\n.a line with a dot\nFrom here on, é and ü " + "x" * 120
+    )
+    assert "https://x.example/?a=1&amp;b=2" not in parts[1].get_content()  # not escaped twice
+    assert 'href="https://x.example/?a=1&b=2"' in parts[1].get_content()
+
+
+def test_every_line_is_crlf_terminated_and_short() -> None:
+    data = build()
+    assert data.endswith(b"--\r\n")
+    lines = data.split(b"\r\n")
+    assert b"\n" not in b"".join(lines)
+    # Body lines stay under the 78-character quoted-printable limit; headers unfolded.
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def test_headers_are_unfolded_and_non_ascii_subject_encoded() -> None:
+    data = build()
+    assert f"List-Unsubscribe: {UNSUBSCRIBE}\r\n".encode() in data
+    message = parse(data)
+    assert message["Subject"] == "Ana, 30 % off — for three months"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"].endswith("@tenure.local>")
+    assert message["MIME-Version"] == "1.0"
+
+
+def test_a_line_break_in_a_value_cannot_add_a_header() -> None:
+    message = parse(build(nid="n-1\r\nBcc: eve@example.com", subject="Hi\nBcc: eve@example.com"))
+    assert message["Bcc"] is None
+    assert message["X-Tenure-Notification-Id"] == "n-1 Bcc: eve@example.com"
