@@ -49,6 +49,13 @@ class IngestSettings(ServiceSettings):
         description="Transactional producers taking turns: one transaction at a time each, "
         "so more of them overlap one group's commit with the next groups' sends.",
     )
+    transaction_rest_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="A producer rests this long after a commit before its next transaction "
+        "(Kafka refuses to begin one while it still writes the last one's commit markers).",
+    )
     max_transaction_events: int = Field(
         default=5_000, ge=1, description="Most events committed in one group transaction."
     )

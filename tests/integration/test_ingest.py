@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import httpx
 
 from common.events import EXAMPLES
-from common.kafka import Record, TransactionalPublisher, ensure_topics, make_consumer
+from common.kafka import Record, ensure_topics, make_consumer
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
-from ingest.app import create_app
+from ingest.app import create_app, make_publisher
 from ingest.settings import IngestSettings
 
 
@@ -30,11 +30,10 @@ async def test_every_202_can_be_read_back_with_key_and_headers(
     await ensure_topics(common)
     sent: dict[str, dict[str, object]] = {}
     # The publisher ingest builds for itself: group commit in transactions.
-    publisher = TransactionalPublisher(
-        common, client_id="it-ingest", transactional_id=f"it-ingest-{uuid.uuid4().hex[:6]}"
-    )
+    settings = IngestSettings(common=common, api_key="k")
+    publisher = make_publisher(settings, transactional_id=f"it-ingest-{uuid.uuid4().hex[:6]}")
     async with publisher:
-        app = create_app(IngestSettings(common=common, api_key="k"), publisher=publisher)
+        app = create_app(settings, publisher=publisher)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://ingest"
         ) as c:

@@ -19,13 +19,13 @@ import pytest
 
 from common.apikeys import ApiKey, FakeAuthenticator, Scope
 from common.events import EXAMPLES
-from common.kafka import TransactionalPublisher, ensure_topics, make_consumer
+from common.kafka import ensure_topics, make_consumer
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 from devstack.kafka import KafkaBroker
 from devstack.procs import free_port
 from devstack.stack import REPO
-from ingest.app import create_app
+from ingest.app import create_app, make_publisher
 from ingest.settings import IngestSettings
 
 PUBLISH_TIMEOUT_S = 2.0
@@ -64,12 +64,8 @@ async def test_outage_gives_503_then_recovers_and_kafka_holds_exactly_the_202s(
     answers: dict[str, int] = {}
     phases: dict[str, str] = {}
 
-    publisher = TransactionalPublisher(
-        common,
-        client_id="outage",
-        transactional_id=f"outage-{uuid.uuid4().hex[:6]}",
-        commit_reserve_s=settings.commit_reserve_s,
-        request_timeout_ms=3000,
+    publisher = make_publisher(
+        settings, transactional_id=f"outage-{uuid.uuid4().hex[:6]}", request_timeout_ms=3000
     )
     async with publisher:
         app = create_app(
