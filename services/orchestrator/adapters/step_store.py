@@ -59,33 +59,41 @@ SELECT pg_advisory_xact_lock(hashtextextended('tenure-cap:' || c.id, 0))
 FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) ORDER BY c.n
 """
 
-_INSERT_OUTBOX = """
-INSERT INTO outbox (topic, key, payload, headers)
-SELECT o.topic, o.key, o.payload, o.headers::jsonb
-FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) WITH ORDINALITY
-     AS o(topic, key, payload, headers, n)
-ORDER BY o.n
-"""
-
-_INSERT_TRANSITIONS = """
-INSERT INTO journey_transitions (journey_id, from_state, to_state, event, at, detail)
-SELECT x.journey_id, x.from_state, x.to_state, x.event, x.at, x.detail::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-     WITH ORDINALITY AS x(journey_id, from_state, to_state, event, at, detail, n)
-ORDER BY x.n
-"""
-
-_FIRE_TIMERS = "UPDATE timers SET status = 'fired', fired_at = $2 WHERE id = ANY($1::bigint[])"
-_CANCEL_TIMERS = "UPDATE timers SET status = 'cancelled' WHERE id = ANY($1::bigint[])"
-# A deferred timer is due again later and gives its lease back, so that it can be claimed
-# as soon as it is due.
-_DEFER_TIMERS = """
-UPDATE timers t SET due_at = d.until, lease_owner = NULL, lease_until = NULL
-FROM unnest($1::bigint[], $2::timestamptz[]) AS d(id, until) WHERE t.id = d.id
-"""
-_FINISH_JOURNEYS = """
-UPDATE journeys SET state = 'completed', ended_at = $2, exit_reason = 'completed'
-WHERE journey_id = ANY($1::text[])
+# Everything a group of fired steps writes, in one statement: data-modifying CTEs, each on
+# rows no other one touches (PostgreSQL runs them all on one snapshot). History rows are
+# inserted in the order given (their ids follow it). A deferred timer is due again later
+# and gives its lease back, so that it can be claimed as soon as it is due.
+_WRITE = """
+WITH outbox_rows AS (
+  INSERT INTO outbox (topic, key, payload, headers)
+  SELECT o.topic, o.key, o.payload, o.headers::jsonb
+  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) WITH ORDINALITY
+       AS o(topic, key, payload, headers, n)
+  ORDER BY o.n
+  RETURNING 1
+), history AS (
+  INSERT INTO journey_transitions (journey_id, from_state, to_state, event, at, detail)
+  SELECT x.journey_id, x.from_state, x.to_state, x.event, x.at, x.detail::jsonb
+  FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+       WITH ORDINALITY AS x(journey_id, from_state, to_state, event, at, detail, n)
+  ORDER BY x.n
+  RETURNING 1
+), fired AS (
+  UPDATE timers SET status = 'fired', fired_at = $12 WHERE id = ANY($11::bigint[]) RETURNING 1
+), cancelled AS (
+  UPDATE timers SET status = 'cancelled' WHERE id = ANY($13::bigint[]) RETURNING 1
+), deferred AS (
+  UPDATE timers t SET due_at = d.until, lease_owner = NULL, lease_until = NULL
+  FROM unnest($14::bigint[], $15::timestamptz[]) AS d(id, until) WHERE t.id = d.id
+  RETURNING 1
+), finished AS (
+  UPDATE journeys SET state = 'completed', ended_at = $12, exit_reason = 'completed'
+  WHERE journey_id = ANY($16::text[])
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM outbox_rows), (SELECT count(*) FROM history),
+       (SELECT count(*) FROM fired), (SELECT count(*) FROM cancelled),
+       (SELECT count(*) FROM deferred), (SELECT count(*) FROM finished)
 """
 
 
@@ -245,26 +253,33 @@ class Writes:
         )
 
     async def flush(self, conn: AsyncConnection, now: datetime) -> None:
-        """Write what was collected, in the order a step-by-step firing would have, and
-        start over. History rows keep their order (ids are assigned in it)."""
-        if self.outbox:
-            topic, key, payload, headers = (list(c) for c in zip(*self.outbox, strict=True))
-            await conn.exec_driver_sql(_INSERT_OUTBOX, (topic, key, payload, headers))
-        if self.transitions:
-            columns = tuple(list(c) for c in zip(*self.transitions, strict=True))
-            await conn.exec_driver_sql(_INSERT_TRANSITIONS, columns)
-        if self.fired:
-            await conn.exec_driver_sql(_FIRE_TIMERS, (self.fired, now))
-        if self.cancelled:
-            await conn.exec_driver_sql(_CANCEL_TIMERS, (self.cancelled,))
-        if self.deferred:
-            ids, until = (list(c) for c in zip(*self.deferred, strict=True))
-            await conn.exec_driver_sql(_DEFER_TIMERS, (ids, until))
-        if self.finished:
-            await conn.exec_driver_sql(_FINISH_JOURNEYS, (self.finished, now))
+        """Write what was collected, in one statement, and start over. History rows keep
+        their order (ids are assigned in it)."""
+        if not (self.outbox or self.transitions or self.fired or self.cancelled or self.deferred):
+            return
+        outbox = _columns(self.outbox, 4)
+        history = _columns(self.transitions, 6)
+        deferred = _columns(self.deferred, 2)
+        await conn.exec_driver_sql(
+            _WRITE,
+            (
+                *outbox,
+                *history,
+                self.fired,
+                now,
+                self.cancelled,
+                *deferred,
+                self.finished,
+            ),
+        )
         self.outbox.clear()
         self.transitions.clear()
         self.fired.clear()
         self.cancelled.clear()
         self.deferred.clear()
         self.finished.clear()
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to one list per column (``width`` empty lists when there is no row)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]

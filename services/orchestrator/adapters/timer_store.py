@@ -111,15 +111,19 @@ async def take_leased(conn: AsyncConnection, lease: Lease, ids: list[int]) -> li
     # A replica that hangs *inside* this transaction holds these row locks, which the
     # lease cannot take back: the server ends a session idle in a transaction for longer
     # than the lease, releasing them (a slow but working replica is not affected).
-    await conn.execute(
-        sa.select(
-            sa.func.set_config(
-                "idle_in_transaction_session_timeout", f"{int(lease.seconds * 1000)}ms", True
-            )
-        )
+    # Set by the same statement (once per row taken: no row taken, no lock held).
+    idle_timeout = sa.func.set_config(
+        "idle_in_transaction_session_timeout", f"{int(lease.seconds * 1000)}ms", True
     )
     query = (
-        sa.select(timers.c.id, timers.c.step, timers.c.due_at, timers.c.attempts, journeys)
+        sa.select(
+            timers.c.id,
+            timers.c.step,
+            timers.c.due_at,
+            timers.c.attempts,
+            journeys,
+            idle_timeout.label("idle_timeout"),
+        )
         .join(journeys, journeys.c.journey_id == timers.c.journey_id)
         .where(
             timers.c.id.in_(ids),

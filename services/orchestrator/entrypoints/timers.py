@@ -72,7 +72,9 @@ async def fire_batch(
     same journey. Idempotent and safe to run concurrently from any number of processes.
     """
     now = deps.clock.now()
-    async with deps.engine.begin() as conn:
+    async with deps.engine.connect() as conn:
+        # One statement, atomic on its own: no BEGIN and COMMIT round trips around it.
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         claimed = await timer_store.claim(conn, lease, now, limit)
     if not claimed:
         return []
