@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -351,7 +351,17 @@ class Consumer(Protocol):
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]: ...
 
-    async def commit(self) -> None: ...
+    async def commit(self, offsets: dict[Any, int] | None = None) -> None: ...
+
+    def assignment(self) -> set[Any]: ...
+
+
+@dataclass
+class _Batch:
+    """One polled batch in flight: all its customers' tasks, and the offsets after it."""
+
+    offsets: dict[Any, int]
+    done: asyncio.Future[list[None]]
 
 
 async def consume(
@@ -363,16 +373,25 @@ async def consume(
     concurrency: int,
     max_attempts: int = 5,
     backoff_s: float = 0.2,
+    poll_records: int = 500,
+    batches_in_flight: int = 2,
 ) -> None:
     """Consume ``notifications`` until ``stop``: customers in parallel, each in order.
 
     A polled batch is split by key (customer); up to ``concurrency`` customers are
-    delivered at once, one customer's records one after the other. Offsets are committed
-    after the whole batch was handled (at-least-once; the delivery log makes handling
-    idempotent). An undecodable record goes to the dead-letter topic; any other error is
-    retried with backoff, then propagates with the offsets uncommitted.
+    delivered at once, one customer's records one after the other, also across batches.
+    The next batch is polled while the previous one is still being delivered (up to
+    ``batches_in_flight``), so that the tail of one batch (its last, slowest sends) does
+    not leave the connections idle. A batch's offsets are committed once it and every
+    batch before it were handled (at-least-once; the delivery log makes handling
+    idempotent), for the partitions still assigned. An undecodable record goes to the
+    dead-letter topic; any other error is retried with backoff, then propagates with the
+    offsets of its batch and of every later one uncommitted (their tasks are cancelled).
+    On ``stop`` the batches in flight are finished and committed first.
     """
     gate = asyncio.Semaphore(concurrency)
+    tails: dict[str | None, asyncio.Task[None]] = {}  # each customer's latest task
+    in_flight: deque[_Batch] = deque()
 
     async def one(record: Record) -> None:
         for attempt in range(1, max_attempts + 1):
@@ -388,21 +407,60 @@ async def consume(
                 log.exception("delivery handler failed, retrying", extra={"attempt": attempt})
                 await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
 
-    async def customer(records: list[Record]) -> None:
+    async def customer(records: list[Record], after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.wait([after])
+            if after.cancelled() or after.exception() is not None:
+                return  # its batch fails and is delivered again, this one with it, in order
         async with gate:
             for record in records:
                 await one(record)
 
-    while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=200, max_records=500)
-        by_key: dict[str | None, list[Record]] = defaultdict(list)
-        for records in batches.values():
-            for raw in records:
-                record = Record.from_consumer(raw)
-                by_key[record.key].append(record)
-        if by_key:
-            await asyncio.gather(*(customer(rs) for rs in by_key.values()))
-            await consumer.commit()
+    def forget(key: str | None, task: asyncio.Task[None]) -> None:
+        if tails.get(key) is task:
+            del tails[key]
+
+    async def settle_oldest() -> None:
+        batch = in_flight[0]
+        await batch.done  # the first handler error, if any (the batch stays for `finally`)
+        in_flight.popleft()
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in assigned}
+        if offsets:
+            await consumer.commit(offsets)
+
+    try:
+        while not stop.is_set():
+            while in_flight and in_flight[0].done.done():
+                await settle_oldest()
+            if len(in_flight) >= batches_in_flight:
+                await settle_oldest()
+                continue
+            polled = await consumer.getmany(timeout_ms=200, max_records=poll_records)
+            by_key: dict[str | None, list[Record]] = defaultdict(list)
+            offsets: dict[Any, int] = {}
+            for tp, records in polled.items():
+                if records:
+                    offsets[tp] = records[-1].offset + 1
+                for raw in records:
+                    record = Record.from_consumer(raw)
+                    by_key[record.key].append(record)
+            if not by_key:
+                continue
+            tasks = []
+            for key, records in by_key.items():
+                task = asyncio.create_task(customer(records, tails.get(key)))
+                tails[key] = task
+                task.add_done_callback(lambda t, k=key: forget(k, t))  # type: ignore[misc]
+                tasks.append(task)
+            in_flight.append(_Batch(offsets, asyncio.gather(*tasks)))
+        while in_flight:
+            await settle_oldest()
+    finally:
+        # After an error (or a cancellation): stop what is still running, uncommitted.
+        for batch in in_flight:
+            batch.done.cancel()
+        await asyncio.gather(*(batch.done for batch in in_flight), return_exceptions=True)
 
 
 async def retry_loop(deliverer: Deliverer, *, stop: asyncio.Event) -> None:
