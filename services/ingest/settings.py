@@ -50,7 +50,7 @@ class IngestSettings(ServiceSettings):
         "so more of them overlap one group's commit with the next groups' sends.",
     )
     transaction_rest_ms: float = Field(
-        default=0.0,
+        default=10.0,
         ge=0,
         le=1000,
         description="A producer rests this long after a commit before its next transaction "
