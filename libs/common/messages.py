@@ -84,6 +84,16 @@ class ScoreSnapshot(Message):
     milestones: tuple[str, ...] = Field(default=(), description="Onboarding milestones reached.")
     clv: float | None = Field(default=None, ge=0)
     clv_segment: ClvSegment | None = None
+    clv_monthly_churn: float | None = Field(
+        default=None, gt=0, le=1, description="Monthly churn rate the CLV used."
+    )
+    clv_expansion_rate: float | None = Field(
+        default=None, ge=0, description="Expansion rate the CLV used."
+    )
+    clv_rates_observed: bool = Field(
+        default=False,
+        description="True: the plan cohort's observed rates; false: the configured defaults.",
+    )
     loyalty_points: int = 0
     loyalty_tier: LoyaltyTier = "bronze"
 

@@ -9,6 +9,14 @@ Three agents share one table, all keyed by ``customer_id`` and co-partitioned:
   sweep) and sends a tick for each whose evaluation would change; the tick goes
   through a stream because faust writes a table (and its changelog) only from one.
 
+A fourth, ``score_cohorts``, works across customers: the per-customer agents send the
+plan-cohort deltas of what they scored (a customer counted at a month's start, lost,
+upgraded) to the internal ``cohorts`` topic keyed by plan; it sums them in a table keyed
+by plan and, when a plan's pooled counts change, publishes them on the compacted
+one-partition ``cohort-stats`` topic. Every worker follows that topic from its start
+(a consumer outside the group, ``follow_cohort_stats``) into the dict its rules read
+for the CLV of its customers.
+
 Each agent: decode → pure rule (``scoring.domain.rules``) → write the state → publish
 the edge-triggered changes on ``signals`` and, when the score changed, a snapshot on
 ``scores``. A record that cannot be decoded or validated goes to its topic's
@@ -25,18 +33,27 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import faust
-from pydantic import BaseModel, ConfigDict, ValidationError
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.clock import Clock, clock_from_settings
 from common.events import CustomerId, UtcDatetime, parse_event
-from common.kafka import KeyPartitioner, encode
+from common.kafka import KeyPartitioner, encode, make_consumer
 from common.messages import Delivery
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
 from scoring.adapters.transport import use_read_committed
+from scoring.domain.cohorts import (
+    CohortDelta,
+    fold_delta,
+    pooled,
+    stats_from_dict,
+    stats_to_dict,
+)
 from scoring.domain.model import ScoringModel
 from scoring.domain.rules import Outcome, reevaluate, score, score_delivery
 from scoring.domain.state import CustomerState
+from scoring.domain.value import CohortStats
 from scoring.settings import ScoringSettings
 
 log = logging.getLogger(__name__)
@@ -49,6 +66,22 @@ class Tick(BaseModel):
 
     customer_id: CustomerId
     at: UtcDatetime
+
+
+class CohortRecord(BaseModel):
+    """One plan-cohort delta (internal ``cohorts`` topic, keyed by plan)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plan: str = Field(min_length=1, max_length=200)
+    month: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+    customers: int = Field(ge=-1, le=1)
+    lost: int = Field(ge=-1, le=1)
+    mrr: float
+    expansion: float = Field(ge=0)
+
+    def delta(self) -> CohortDelta:
+        return CohortDelta(**self.model_dump())
 
 
 Headers = Sequence[tuple[str, bytes]]
@@ -86,6 +119,12 @@ class FaustSink:
 
 def load_state(raw: Any, customer_id: str) -> CustomerState:
     return CustomerState.from_dict(raw) if raw else CustomerState(customer_id)
+
+
+def decode_stats(value: bytes | None) -> CohortStats | None:
+    """A ``cohort-stats`` record's value: the pooled counts, or None (JSON null, tombstone)."""
+    data = orjson.loads(value) if value else None
+    return stats_from_dict(data) if data is not None else None
 
 
 def create_app(
@@ -127,7 +166,9 @@ def create_app(
     ticks = app.topic(ticks_name, partitions=common.topic_partitions, internal=True)
     signals = topic_name(Topic.SIGNALS, prefix)
     scores = topic_name(Topic.SCORES, prefix)
-    sources = {*event_topics, deliveries_name, ticks_name}
+    cohorts_name = f"{prefix}{settings.cohorts_topic}"
+    cohort_deltas = app.topic(cohorts_name, partitions=common.topic_partitions, internal=True)
+    sources = {*event_topics, deliveries_name, ticks_name, cohorts_name}
     out: Sink = sink or FaustSink(app)
     states = app.Table(
         "customer-state",
@@ -135,6 +176,21 @@ def create_app(
         partitions=common.topic_partitions,
         options={"block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024},
     )
+
+    cohort_rows = app.Table("cohorts", default=None, partitions=common.topic_partitions)
+    # Every worker needs every plan's pooled counts: they are few and change rarely, so a
+    # compacted one-partition topic that each worker reads whole (see docs/decisions.md).
+    stats_name = f"{prefix}{settings.cohort_stats_topic}"
+    stats_topic = app.topic(
+        stats_name, partitions=1, internal=True, compacting=True, deleting=False
+    )
+    cohorts: dict[str, CohortStats] = {}  # what the rules read, by plan
+    declared = [sink is not None]  # a test sink needs no topic
+
+    async def declare_stats_topic() -> None:
+        if not declared[0]:
+            await stats_topic.maybe_declare()
+            declared[0] = True
 
     async def dead_letter(message: Any, error: Exception, fallback_topic: str) -> None:
         reason = f"{type(error).__name__}: {error}"[:4000]
@@ -148,19 +204,19 @@ def create_app(
         await out.send(dlq_name(topic), message.key, message.value, headers)
         log.warning("record sent to dead-letter topic", extra={"topic": topic, "error": reason})
 
-    changelog_name = states.changelog_topic.get_topic_name()
-    changelog_known = [False]
+    changelogs_known: set[str] = set()
 
-    async def wait_for_changelog() -> None:
+    async def wait_for_changelog(table: Any = states) -> None:
         """Block until the consumer knows the table's changelog topic.
 
         On a fresh cluster faust creates the changelog at start-up, after the consumer
         subscribed; until the consumer's metadata shows it, faust's first table write
         fails (``PartitionsMismatch``: "changelog has 0 partitions") and kills the agent.
         """
-        while not changelog_known[0]:
+        changelog_name = table.changelog_topic.get_topic_name()
+        while changelog_name not in changelogs_known:
             if app.consumer.topic_partitions(changelog_name) != 0:  # None: not running (tests)
-                changelog_known[0] = True
+                changelogs_known.add(changelog_name)
                 return
             log.info("waiting for the changelog topic's metadata", extra={"topic": changelog_name})
             await asyncio.sleep(0.5)
@@ -181,6 +237,8 @@ def create_app(
         if outcome.snapshot is not None:
             metrics.SNAPSHOTS.inc()
             await out.send(scores, key, encode(outcome.snapshot))
+        for delta in outcome.cohort:
+            await out.send(cohorts_name, delta.plan.encode(), orjson.dumps(delta.to_dict()))
         return outcome
 
     @app.agent(source)
@@ -194,7 +252,8 @@ def create_app(
                 await dead_letter(message, exc, event_topics[0])
                 continue
             outcome = await apply(
-                parsed.customer_id, lambda s, e=parsed: score(s, e, model, now=clock.now())
+                parsed.customer_id,
+                lambda s, e=parsed: score(s, e, model, now=clock.now(), cohorts=cohorts),
             )
             outcome_label = "duplicate" if outcome.duplicate else "scored"
             metrics.EVENTS.labels(kind=parsed.kind, outcome=outcome_label).inc()
@@ -211,7 +270,7 @@ def create_app(
                 continue
             outcome = await apply(
                 delivery.customer_id,
-                lambda s, d=delivery: score_delivery(s, d, model, now=clock.now()),
+                lambda s, d=delivery: score_delivery(s, d, model, now=clock.now(), cohorts=cohorts),
             )
             metrics.DELIVERIES.labels(outcome="duplicate" if outcome.duplicate else "scored").inc()
 
@@ -228,10 +287,64 @@ def create_app(
             if states.get(tick.customer_id) is None:
                 continue  # nothing known of this customer: a tick never creates state
             outcome = await apply(
-                tick.customer_id, lambda s, t=tick: reevaluate(s, model, max(t.at, clock.now()))
+                tick.customer_id,
+                lambda s, t=tick: reevaluate(s, model, max(t.at, clock.now()), cohorts),
             )
             changed = bool(outcome.changes) or outcome.snapshot is not None
             metrics.TICKS.labels(outcome="changed" if changed else "unchanged").inc()
+
+    @app.agent(cohort_deltas)
+    async def score_cohorts(stream: faust.StreamT[bytes]) -> None:
+        """Sum each plan's deltas; publish its pooled counts when they change."""
+        async for event in stream.events():
+            message = event.message
+            try:
+                delta = CohortRecord.model_validate_json(message.value).delta()
+            except (ValidationError, ValueError) as exc:
+                metrics.COHORT_DELTAS.labels(outcome="invalid").inc()
+                await dead_letter(message, exc, cohorts_name)
+                continue
+            await wait_for_changelog(cohort_rows)
+            row = cohort_rows.get(delta.plan) or {"months": {}, "published": None}
+            aggregate = fold_delta(row["months"], delta, model.clv)
+            stats = pooled(aggregate, clock.now(), model.clv)
+            current = stats_to_dict(stats) if stats is not None else None
+            cohort_rows[delta.plan] = {"months": aggregate, "published": current}
+            if row["published"] != current:
+                await declare_stats_topic()
+                await out.send(stats_name, delta.plan.encode(), orjson.dumps(current))
+                if stats is None:
+                    cohorts.pop(delta.plan, None)
+                else:
+                    cohorts[delta.plan] = stats  # this worker at once; the others by the topic
+                metrics.COHORT_UPDATES.inc()
+            metrics.COHORT_DELTAS.labels(outcome="counted").inc()
+
+    @app.task
+    async def follow_cohort_stats() -> None:
+        """Read ``cohort-stats`` from its start and keep following it (every worker)."""
+        await declare_stats_topic()
+        consumer = make_consumer(
+            common, [stats_name], group_id=None, isolation_level="read_uncommitted"
+        )
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        plan = record.key.decode() if record.key else ""
+                        try:
+                            stats = decode_stats(record.value)
+                        except (ValueError, KeyError, TypeError) as exc:
+                            log.warning("invalid cohort-stats record", extra={"error": str(exc)})
+                            continue
+                        if stats is None:
+                            cohorts.pop(plan, None)
+                        else:
+                            cohorts[plan] = stats
+        finally:
+            await consumer.stop()
 
     cursor: list[Iterator[tuple[Any, Any]] | None] = [None]
     last_pass: list[datetime | None] = [None]  # when the current (or last) pass began
@@ -259,8 +372,8 @@ def create_app(
             if not raw or (raw.get("evaluated_at") or "") > fresh:
                 continue  # evaluated recently (an event or a tick): not due yet
             metrics.SWEPT.inc()
-            out = reevaluate(CustomerState.from_dict(raw), model, now)
-            if out.changes or out.snapshot is not None:
+            out = reevaluate(CustomerState.from_dict(raw), model, now, cohorts)
+            if out.changes or out.snapshot is not None or out.cohort:
                 found.append(key if isinstance(key, str) else key.decode())
         return found
 
@@ -276,6 +389,9 @@ def create_app(
         "events": score_events,
         "deliveries": score_deliveries,
         "ticks": score_ticks,
+        "cohorts": score_cohorts,
     }
+    app.tenure_cohorts = cohort_rows  # type: ignore[attr-defined]
+    app.tenure_cohort_stats = cohorts  # type: ignore[attr-defined]
     app.tenure_due = due  # type: ignore[attr-defined]
     return app

@@ -30,3 +30,12 @@ SIGNAL_CHANGES = counter(
 )
 SNAPSHOTS = counter(SERVICE, "snapshots", "Score snapshots emitted on the scores topic.")
 SCORE_SECONDS = histogram(SERVICE, "score_seconds", "Time to fold and evaluate one input.")
+COHORT_DELTAS = counter(
+    SERVICE,
+    "cohort_deltas",
+    "Plan-cohort deltas summed by the cohort agent, by outcome (counted, invalid).",
+    ["outcome"],
+)
+COHORT_UPDATES = counter(
+    SERVICE, "cohort_updates", "Changes of a plan's pooled cohort counts (what CLV reads)."
+)

@@ -56,6 +56,14 @@ class ScoringSettings(ServiceSettings):
     metadata_max_age_ms: int = Field(
         default=5_000, ge=500, description="How often the consumer refreshes topic metadata."
     )
+    cohorts_topic: str = Field(
+        default="scoring.cohorts",
+        description="Internal topic (prefixed) of plan-cohort deltas, keyed by plan.",
+    )
+    cohort_stats_topic: str = Field(
+        default="scoring.cohort-stats",
+        description="Internal compacted topic (prefixed) of each plan's pooled cohort counts.",
+    )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
     )

@@ -330,6 +330,63 @@ async def test_an_aborted_transaction_is_never_counted_and_a_committed_one_is(
     assert [s["name"] for s in final["signals"]] == ["alternative_search"]
 
 
+def at(instant: datetime, cid: str, kind: str, type_: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "customer_id": cid,
+        "occurred_at": instant.isoformat(),
+        "kind": kind,
+        "type": type_,
+        **fields,
+    }
+
+
+async def test_a_cohort_with_enough_churn_changes_another_customers_clv(
+    env: Env, worker: subprocess.Popen[bytes]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    plan = f"cohort-{tag}"  # a plan of this test alone
+    now = env.clock.now()
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = (this_month - DAY).replace(day=1)
+    cids = [f"co-{tag}-{i:02d}" for i in range(30)]  # 30 customer-months: the model's minimum
+    # who they are first (their profile long before), then last month's activity, on two
+    # topics (no order between them): half of them cancel during last month, churn 0.5
+    profiles = [
+        at(last_month - 20 * DAY, cid, "profile", "identify", plan=plan, mrr=29.0) for cid in cids
+    ]
+    await produce(env.settings, profiles)
+    await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        lambda rs: {v["customer_id"] for v in values(rs)} >= set(cids),
+        timeout=90,
+    )
+    events = [at(last_month + DAY, cid, "login", "login", user_id="u1") for cid in cids]
+    events += [
+        at(last_month + 5 * DAY, cid, "payment", "subscription_cancelled") for cid in cids[:15]
+    ]
+    await produce(env.settings, events)
+    other = f"co-{tag}-other"
+    await produce(
+        env.settings,
+        [at(now - timedelta(hours=1), other, "profile", "identify", plan=plan, mrr=29.0)],
+    )
+    scores = await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        # the rates settle once every customer's events are summed (in any order)
+        snapshot_with(other, lambda s: s["clv_monthly_churn"] == pytest.approx(0.5)),
+        timeout=120,
+    )
+    final = values(scores, other)[-1]
+    assert final["clv_rates_observed"]
+    assert final["clv_monthly_churn"] == pytest.approx(0.5)  # 15 lost of 30 at the start
+    assert final["clv_expansion_rate"] == 0.0
+    assert final["clv"] == pytest.approx(29 * 0.8 * 2 * 1.0)  # not the default 556.8
+    assert final["clv_segment"] == "low"
+
+
 def history_of(clock: ScaledClock, customers: int, per_customer: int) -> list[dict[str, Any]]:
     """A deterministic mix of events: every kind the rules count, spread over 20 days."""
     shapes: list[tuple[str, str, dict[str, Any]]] = [

@@ -221,7 +221,10 @@ class Clv(_Strict):
     gross_margin: float = Field(gt=0, le=1)
     default_monthly_churn: float = Field(gt=0, le=1)
     default_expansion_rate: float = Field(ge=0)
-    min_cohort_customers: int = Field(ge=1)
+    min_cohort_customer_months: int = Field(
+        ge=1, description="observed rates replace the defaults from this many customer-months"
+    )
+    cohort_months: int = Field(ge=1, le=36, description="complete months pooled per plan")
     min_monthly_churn: float = Field(gt=0, le=1, description="floor: no infinite CLV")
     segments: ClvSegments
 

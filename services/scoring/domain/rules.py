@@ -10,6 +10,7 @@ a snapshot. The caller's state is never modified.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
@@ -23,6 +24,7 @@ from common.events import (
     UsageEvent,
 )
 from common.messages import Delivery, RedFlag, ScoreSnapshot, SignalChange, SignalExplanation, Tier
+from scoring.domain.cohorts import CohortDelta, on_cancelled, on_upgraded, register
 from scoring.domain.health import Health, HealthInputs, health
 from scoring.domain.measures import (
     adoption,
@@ -36,7 +38,13 @@ from scoring.domain.measures import (
 )
 from scoring.domain.model import ScoringModel
 from scoring.domain.state import CustomerState, day_number
-from scoring.domain.value import CohortStats, customer_clv, loyalty_tier_for, segment_for
+from scoring.domain.value import (
+    CohortStats,
+    Rates,
+    customer_clv_with_rates,
+    loyalty_tier_for,
+    segment_for,
+)
 
 COMPETITION_TYPES = frozenset(
     {
@@ -48,6 +56,7 @@ COMPETITION_TYPES = frozenset(
     }
 )
 FEEDBACK_TYPES = frozenset({"nps_response", "survey_response", "comment"})
+REACTIVATING = frozenset({"subscription_started", "subscription_reactivated"})
 ENGAGED_STATUSES = frozenset({"opened", "clicked", "replied", "read"})
 MESSAGE_CHANNELS = frozenset({"email", "in_app"})
 EXPANSION_GROUP = "expansion"
@@ -70,9 +79,11 @@ def _mark(state: CustomerState, counter: str, when: datetime) -> None:
 
 def _set_latest(state: CustomerState, source: str, when: datetime, value: float) -> None:
     previous = state.latest.get(source)
-    # Out-of-order events: the newest by event time wins, whatever the arrival order.
-    if previous is None or previous[0] <= when.isoformat():
-        state.latest[source] = (when.isoformat(), value)
+    stamp = when.isoformat()
+    # Out-of-order events: the newest by event time wins, whatever the arrival order; two
+    # answers stamped the same instant keep the lower (the cautious reading of risk).
+    if previous is None or previous[0] < stamp or (previous[0] == stamp and value < previous[1]):
+        state.latest[source] = (stamp, value)
 
 
 def _remember(table: dict[str, int], key: str, day: int, cap: int) -> None:
@@ -190,6 +201,11 @@ def fold(state: CustomerState, event: Event, model: ScoringModel) -> None:
             state.paid[invoice] = max(stamp, state.paid.get(invoice, stamp))
         if event.type == "subscription_started":
             _start(state, when)
+        cancelled = state.cancelled_at
+        if event.type == "subscription_cancelled" and (cancelled is None or stamp > cancelled):
+            state.cancelled_at = stamp
+        elif event.type in REACTIVATING and cancelled is not None and stamp > cancelled:
+            state.cancelled_at = None
         if event.type != "purchase":
             _set_plan(state, when, event.plan, event.mrr_after)
     elif isinstance(event, ProfileEvent):
@@ -239,6 +255,34 @@ def fold_delivery(state: CustomerState, delivery: Delivery) -> bool:
             state.seen.append(engaged)
             _add(state, "msg_engaged", when)
     return True
+
+
+def _register(state: CustomerState, model: ScoringModel, at: datetime) -> list[CohortDelta]:
+    return register(
+        state.cohort,
+        plan=state.plan,
+        plan_at=state.plan_at,
+        mrr=state.mrr,
+        cancelled_at=state.cancelled_at,
+        at=at,
+        model=model.clv,
+    )
+
+
+def cohort_deltas(state: CustomerState, event: Event, model: ScoringModel) -> list[CohortDelta]:
+    """What ``event`` changes in the plan cohorts; call *before* folding it (the plan and
+    MRR of the state are then those the customer had before the event). Mutates
+    ``state.cohort``."""
+    when = event.occurred_at
+    deltas = _register(state, model, when)
+    if isinstance(event, PaymentEvent):
+        if event.type == "subscription_cancelled":
+            deltas += on_cancelled(state.cohort, when)
+        elif event.type == "subscription_upgraded":
+            before = event.mrr_before if event.mrr_before is not None else state.mrr
+            if before is not None and event.mrr_after is not None:
+                deltas += on_upgraded(state.cohort, when, event.mrr_after - before)
+    return deltas
 
 
 def prune(state: CustomerState, model: ScoringModel, now: datetime) -> None:
@@ -406,15 +450,20 @@ class Evaluation:
     adoption: float | None = None
     utilisation: dict[str, float] = field(default_factory=dict)
     clv: float | None = None
+    clv_rates: Rates | None = None
     segment: str | None = None
     loyalty_tier: str = "bronze"
+
+
+Cohorts = Mapping[str, CohortStats]
+"""Each plan's pooled cohort counts (what the cohort agent observed), by plan name."""
 
 
 def evaluate(
     state: CustomerState,
     model: ScoringModel,
     now: datetime,
-    cohort: CohortStats | None = None,
+    cohorts: Cohorts | None = None,
 ) -> Evaluation:
     """Everything the scorer says about the customer at ``now``.
 
@@ -454,7 +503,8 @@ def evaluate(
         payment_late="payment_late" in active,
         invoice_overdue=bool(state.overdue),
     )
-    value = customer_clv(state.mrr, cohort, model.clv)
+    cohort = cohorts.get(state.plan) if cohorts is not None and state.plan is not None else None
+    value, rates = customer_clv_with_rates(state.mrr, cohort, model.clv)
     return Evaluation(
         signals=active,
         risk_score=risk,
@@ -466,6 +516,7 @@ def evaluate(
         adoption=used,
         utilisation=usage,
         clv=value,
+        clv_rates=rates,
         segment=segment_for(value, model.clv) if value is not None else None,
         loyalty_tier=loyalty_tier_for(state.loyalty_points, model.loyalty.tiers),
     )
@@ -477,6 +528,7 @@ class Outcome:
     changes: tuple[SignalChange, ...] = ()
     snapshot: ScoreSnapshot | None = None
     duplicate: bool = False
+    cohort: tuple[CohortDelta, ...] = ()
 
 
 def _fingerprint(ev: Evaluation, state: CustomerState) -> str:
@@ -488,6 +540,8 @@ def _fingerprint(ev: Evaluation, state: CustomerState) -> str:
         parts += [f"{ev.health.score}", *(f"{v}" for v in ev.health.components.values())]
     parts += [f"{k}={v}" for k, v in sorted(ev.utilisation.items())]
     parts += [f"{ev.adoption}|{ev.clv}|{state.plan}|{state.loyalty_points}"]
+    if ev.clv_rates is not None:
+        parts += [f"{ev.clv_rates}"]
     parts += sorted(state.milestones)
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
@@ -519,11 +573,15 @@ def _edges(
 
 
 def _reevaluate_in_place(
-    state: CustomerState, model: ScoringModel, now: datetime, cohort: CohortStats | None
+    state: CustomerState,
+    model: ScoringModel,
+    now: datetime,
+    cohorts: Cohorts | None,
+    deltas: list[CohortDelta] | None = None,
 ) -> Outcome:
     prune(state, model, now)
     state.evaluated_at = now.isoformat()
-    ev = evaluate(state, model, now, cohort)
+    ev = evaluate(state, model, now, cohorts)
     lifecycle = dict(ev.expansion)
     for name, reached_at in state.milestones.items():
         key = MILESTONE_PREFIX + name
@@ -581,10 +639,15 @@ def _reevaluate_in_place(
             milestones=tuple(sorted(state.milestones)),
             clv=ev.clv,
             clv_segment=ev.segment,  # type: ignore[arg-type]
+            clv_monthly_churn=ev.clv_rates.monthly_churn if ev.clv_rates else None,
+            clv_expansion_rate=ev.clv_rates.expansion if ev.clv_rates else None,
+            clv_rates_observed=bool(ev.clv_rates and ev.clv_rates.observed),
             loyalty_points=state.loyalty_points,
             loyalty_tier=ev.loyalty_tier,  # type: ignore[arg-type]
         )
-    return Outcome(state=state, changes=tuple(changes), snapshot=snapshot)
+    return Outcome(
+        state=state, changes=tuple(changes), snapshot=snapshot, cohort=tuple(deltas or ())
+    )
 
 
 def _at(state: CustomerState, now: datetime | None) -> datetime:
@@ -597,14 +660,18 @@ def reevaluate(
     state: CustomerState,
     model: ScoringModel,
     now: datetime,
-    cohort: CohortStats | None = None,
+    cohorts: Cohorts | None = None,
 ) -> Outcome:
     """Evaluate at ``now`` (or the newest event time, if later) with no new input.
 
     This is how time-driven conditions (an invoice getting later, a window emptying,
-    adoption held for 30 days) turn on or off without an event from the customer.
+    adoption held for 30 days) turn on or off without an event from the customer, and
+    how a silent customer is counted in its plan's cohort when a new month begins.
     """
-    return _reevaluate_in_place(state.clone(), model, _at(state, now), cohort)
+    at = _at(state, now)
+    state = state.clone()
+    deltas = _register(state, model, at)
+    return _reevaluate_in_place(state, model, at, cohorts, deltas)
 
 
 def score(
@@ -612,7 +679,7 @@ def score(
     event: Event,
     model: ScoringModel,
     now: datetime | None = None,
-    cohort: CohortStats | None = None,
+    cohorts: Cohorts | None = None,
 ) -> Outcome:
     """Fold one event and evaluate at ``now`` (the clock), or at the newest event time if later.
 
@@ -623,9 +690,10 @@ def score(
     state = state.clone()
     state.seen.append(event.event_id)
     del state.seen[: -model.dedup_ids_per_customer]
+    deltas = cohort_deltas(state, event, model)
     fold(state, event, model)
     state.events_counted += 1
-    return _reevaluate_in_place(state, model, _at(state, now), cohort)
+    return _reevaluate_in_place(state, model, _at(state, now), cohorts, deltas)
 
 
 def score_delivery(
@@ -633,7 +701,7 @@ def score_delivery(
     delivery: Delivery,
     model: ScoringModel,
     now: datetime | None = None,
-    cohort: CohortStats | None = None,
+    cohorts: Cohorts | None = None,
 ) -> Outcome:
     """Fold a notifier outcome (sent, opened, ...) and evaluate; idempotent per outcome."""
     state = state.clone()
@@ -641,4 +709,4 @@ def score_delivery(
         return Outcome(state=state, duplicate=True)
     del state.seen[: -model.dedup_ids_per_customer]
     at = _at(state, now or delivery.occurred_at)
-    return _reevaluate_in_place(state, model, max(at, delivery.occurred_at), cohort)
+    return _reevaluate_in_place(state, model, max(at, delivery.occurred_at), cohorts)

@@ -46,6 +46,8 @@ class CustomerState:
     onboarding_features: list[str] = field(default_factory=list)
     loyalty_points: int = 0
     loyalty_days: dict[int, list[str]] = field(default_factory=dict)  # day → what earned points
+    cancelled_at: str | None = None  # the subscription's cancellation (ISO), until reactivated
+    cohort: dict[str, list[Any]] = field(default_factory=dict)  # month → [plan, mrr, lost 0/1]
     # what was last emitted
     active: dict[str, Any] = field(default_factory=dict)  # churn signal → value
     lifecycle: dict[str, Any] = field(default_factory=dict)  # expansion signal → value
@@ -71,6 +73,7 @@ class CustomerState:
             milestones=dict(self.milestones),
             onboarding_features=list(self.onboarding_features),
             loyalty_days={d: list(v) for d, v in self.loyalty_days.items()},
+            cohort={m: list(v) for m, v in self.cohort.items()},
             active=dict(self.active),
             lifecycle=dict(self.lifecycle),
         )

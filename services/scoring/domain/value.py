@@ -14,7 +14,8 @@ Segment = str  # "low" | "medium" | "high"
 
 @dataclass(frozen=True)
 class CohortStats:
-    """What was observed of one plan's customers over the last complete month."""
+    """What was observed of one plan's customers over its last complete months (summed:
+    ``customers_at_start`` is then customer-months)."""
 
     customers_at_start: int
     customers_lost: int
@@ -37,8 +38,8 @@ def clv(arpu: float, gross_margin: float, monthly_churn: float, expansion_rate: 
 
 
 def cohort_rates(stats: CohortStats | None, model: Clv) -> Rates:
-    """The cohort's observed rates once it had enough customers, else the defaults."""
-    if stats is None or stats.customers_at_start < model.min_cohort_customers:
+    """The cohort's observed rates once it had enough customer-months, else the defaults."""
+    if stats is None or stats.customers_at_start < model.min_cohort_customer_months:
         return Rates(model.default_monthly_churn, model.default_expansion_rate, observed=False)
     churn = max(model.min_monthly_churn, stats.customers_lost / stats.customers_at_start)
     expansion = (
@@ -55,6 +56,16 @@ def customer_clv(mrr: float | None, stats: CohortStats | None, model: Clv) -> fl
         return None
     rates = cohort_rates(stats, model)
     return round(clv(mrr, model.gross_margin, rates.monthly_churn, rates.expansion), 2)
+
+
+def customer_clv_with_rates(
+    mrr: float | None, stats: CohortStats | None, model: Clv
+) -> tuple[float | None, Rates]:
+    """:func:`customer_clv` and the rates it used (for the explanation)."""
+    rates = cohort_rates(stats, model)
+    if mrr is None:
+        return None, rates
+    return round(clv(mrr, model.gross_margin, rates.monthly_churn, rates.expansion), 2), rates
 
 
 def segment_for(value: float, model: Clv) -> Segment:

@@ -164,3 +164,62 @@ async def test_the_clock_turns_a_signal_on_without_a_new_event(harness: Any) -> 
     ]
     assert "nobody" not in app.tenure_states
     assert app.tenure_due(clock.now(), 100) == []  # evaluated: nothing more to do
+
+
+async def test_cohort_deltas_become_rates_that_change_another_customers_clv(harness: Any) -> None:
+    app, sink, clock = harness
+    clock.set(datetime(2026, 7, 2, 12, tzinfo=UTC))  # June is complete
+
+    def delta(**fields: Any) -> bytes:
+        body = {"plan": "basic", "month": "2026-06", "customers": 0, "lost": 0, "mrr": 0.0}
+        return json.dumps({"expansion": 0.0, **body, **fields}).encode()
+
+    async with app.tenure_agents["cohorts"].test_context() as agent:
+        for _ in range(30):
+            await agent.put(delta(customers=1, mrr=29.0), key=b"basic")
+        for _ in range(15):
+            await agent.put(delta(lost=1), key=b"basic")
+        await agent.put(delta(month="2026-13"), key=b"basic")  # invalid: dead-lettered
+    published = {"customers_at_start": 30, "customers_lost": 15, "mrr_at_start": 870.0}
+    assert sink.on("t.scoring.cohort-stats")[-1] == {**published, "expansion_mrr": 0.0}
+    stats = app.tenure_cohort_stats["basic"]  # what this worker's rules read
+    assert (stats.customers_at_start, stats.customers_lost) == (30, 15)
+    # published when the pooled counts change: each of these June deltas (June is complete)
+    assert len(sink.on("t.scoring.cohort-stats")) == 45
+    async with app.tenure_agents["cohorts"].test_context() as agent:
+        await agent.put(delta(month="2026-07", customers=1, mrr=29.0), key=b"basic")
+    assert len(sink.on("t.scoring.cohort-stats")) == 45  # July is in progress: not pooled
+    assert [t for t, *_ in sink.records if t.endswith(".dlq")] == ["t.scoring.cohorts.dlq"]
+    started = event("subscription_started", kind="payment", at=clock.now(), plan="basic")
+    started = json.dumps({**json.loads(started), "mrr_after": 29.0}).encode()
+    async with app.tenure_agents["events"].test_context() as agent:
+        await agent.put(started, key=b"c-1")
+    snap = ScoreSnapshot.model_validate(sink.on("t.scores")[-1])
+    assert snap.clv_rates_observed and snap.clv_monthly_churn == 0.5
+    assert snap.clv == pytest.approx(29 * 0.8 * 2)  # not the default 29 x 0.8 x 20 x 1.2
+
+
+async def test_a_customer_counted_at_a_months_start_sends_its_delta_keyed_by_plan(
+    harness: Any,
+) -> None:
+    app, sink, clock = harness
+    may = datetime(2026, 5, 10, tzinfo=UTC)
+    started = json.loads(event("subscription_started", kind="payment", at=may, plan="pro"))
+    login = event("login", kind="login", at=clock.now(), user_id="u-1")  # June 1st
+    async with app.tenure_agents["events"].test_context() as agent:
+        await agent.put(json.dumps({**started, "mrr_after": 99.0}).encode(), key=b"c-1")
+        await agent.put(login, key=b"c-1")
+    sent = [(k, json.loads(v)) for t, k, v, _ in sink.records if t == "t.scoring.cohorts"]
+    assert sent == [
+        (
+            b"pro",
+            {
+                "plan": "pro",
+                "month": "2026-06",
+                "customers": 1,
+                "lost": 0,
+                "mrr": 99.0,
+                "expansion": 0.0,
+            },
+        )
+    ]
