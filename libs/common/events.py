@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
 )
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -68,12 +70,30 @@ class EventBase(BaseModel):
 
 class UsageEvent(EventBase):
     kind: Literal["usage"]
-    type: Literal["feature_used", "quota_consumed", "outcome_reported", "limit_blocked"]
+    type: Literal[
+        "feature_used", "quota_consumed", "outcome_reported", "limit_blocked", "reward_redeemed"
+    ]
     user_id: ShortText | None = None
     feature: ShortText | None = None
     metric: Metric | None = None
     quantity: Annotated[float, Field(ge=0, le=1e12)] | None = None
     value: Annotated[float, Field(ge=-1e6, le=1e6, description="e.g. ROI in %")] | None = None
+    # Added without a new schema version: optional, so every earlier event still validates.
+    reward: ShortText | None = Field(
+        default=None,
+        validate_default=True,
+        examples=["premium_feature"],
+        description="reward_redeemed: the loyalty reward the customer spent points on "
+        "(a name of the scoring model's redemption catalog, e.g. premium_feature, training, "
+        "priority_support, beta_access, custom_feature). Required for that type only.",
+    )
+
+    @field_validator("reward")
+    @classmethod
+    def _reward_for_redemptions(cls, reward: str | None, info: ValidationInfo) -> str | None:
+        if reward is None and info.data.get("type") == "reward_redeemed":
+            raise ValueError("required when type is reward_redeemed")
+        return reward
 
 
 class PaymentEvent(EventBase):
@@ -254,3 +274,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 """One valid example of every kind: used in the OpenAPI docs and as test fixtures."""
+
+REDEMPTION_EXAMPLE: dict[str, Any] = {
+    "event_id": "evt_redeem_1",
+    "customer_id": "acme-42",
+    "occurred_at": "2026-11-20T10:15:00Z",
+    "kind": "usage",
+    "type": "reward_redeemed",
+    "user_id": "u-7",
+    "reward": "training",
+}
+"""A loyalty redemption (a ``usage`` type): the customer spent points on a reward."""

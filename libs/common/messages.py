@@ -53,6 +53,17 @@ class RedFlag(Message):
     floor: float
 
 
+class LoyaltyRedemption(Message):
+    """One redemption of loyalty points: accepted (the points were spent) or refused."""
+
+    event_id: str
+    reward: str
+    cost: int | None = Field(description="Points the reward costs; None for an unknown reward.")
+    occurred_at: UtcDatetime
+    status: Literal["accepted", "refused"]
+    reason: str | None = Field(default=None, description="Why it was refused.")
+
+
 class ScoreSnapshot(Message):
     """The latest score of one customer, with its explanation (compacted ``scores`` topic)."""
 
@@ -94,8 +105,16 @@ class ScoreSnapshot(Message):
         default=False,
         description="True: the plan cohort's observed rates; false: the configured defaults.",
     )
-    loyalty_points: int = 0
-    loyalty_tier: LoyaltyTier = "bronze"
+    loyalty_points: int = Field(
+        default=0, description="Points the customer can spend: earned minus redeemed."
+    )
+    loyalty_tier: LoyaltyTier = Field(
+        default="bronze", description="By points earned: redeeming never lowers it."
+    )
+    loyalty_points_earned: int = Field(default=0, description="Points earned, ever.")
+    redemptions: tuple[LoyaltyRedemption, ...] = Field(
+        default=(), description="The customer's last redemptions, oldest first."
+    )
 
 
 class SignalChange(Message):

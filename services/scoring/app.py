@@ -257,6 +257,9 @@ def create_app(
             )
             outcome_label = "duplicate" if outcome.duplicate else "scored"
             metrics.EVENTS.labels(kind=parsed.kind, outcome=outcome_label).inc()
+            if parsed.type == "reward_redeemed" and not outcome.duplicate:
+                status = outcome.state.redemptions[-1]["status"]
+                metrics.REDEMPTIONS.labels(outcome=status).inc()
 
     @app.agent(deliveries)
     async def score_deliveries(stream: faust.StreamT[bytes]) -> None:

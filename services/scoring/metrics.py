@@ -39,3 +39,6 @@ COHORT_DELTAS = counter(
 COHORT_UPDATES = counter(
     SERVICE, "cohort_updates", "Changes of a plan's pooled cohort counts (what CLV reads)."
 )
+REDEMPTIONS = counter(
+    SERVICE, "redemptions", "Loyalty redemptions, by outcome (accepted, refused).", ["outcome"]
+)

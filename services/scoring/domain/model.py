@@ -254,8 +254,18 @@ class LoyaltyTiers(_Strict):
 class Loyalty(_Strict):
     points: LoyaltyPoints
     tiers: LoyaltyTiers
-    redemptions: dict[str, int]
+    redemptions: dict[str, int] = Field(description="reward → points it costs")
+    redemptions_remembered: int = Field(
+        default=20, ge=1, description="redemptions kept per customer (and in its snapshot)"
+    )
     max_features_per_day: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _positive_costs(self) -> Loyalty:
+        bad = [name for name, cost in self.redemptions.items() if cost <= 0]
+        if bad:
+            raise ValueError(f"redemption costs must be positive: {', '.join(bad)}")
+        return self
 
 
 class Limits(_Strict):

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from common.events import (
     Event,
@@ -23,7 +24,15 @@ from common.events import (
     SupportEvent,
     UsageEvent,
 )
-from common.messages import Delivery, RedFlag, ScoreSnapshot, SignalChange, SignalExplanation, Tier
+from common.messages import (
+    Delivery,
+    LoyaltyRedemption,
+    RedFlag,
+    ScoreSnapshot,
+    SignalChange,
+    SignalExplanation,
+    Tier,
+)
 from scoring.domain.cohorts import CohortDelta, on_cancelled, on_upgraded, register
 from scoring.domain.health import Health, HealthInputs, health
 from scoring.domain.measures import (
@@ -105,6 +114,38 @@ def _earn(
         return
     earned.append(what)
     state.loyalty_points += points
+
+
+def redeem(state: CustomerState, model: ScoringModel, event: UsageEvent) -> dict[str, Any]:
+    """Spend the reward's points if the balance covers them; record the outcome (in place).
+
+    The balance is what was earned minus what was spent, in arrival order (a redemption
+    is a transaction: it is judged on the points known when it arrives). A reward not
+    in the model's catalog, or one the balance cannot cover, is refused with the reason
+    and spends nothing. Returns the recorded redemption.
+    """
+    reward = event.reward or ""
+    cost = model.loyalty.redemptions.get(reward)
+    balance = state.loyalty_points - state.loyalty_spent
+    if cost is None:
+        known = ", ".join(sorted(model.loyalty.redemptions))
+        status, reason = "refused", f"unknown reward {reward!r} (known: {known})"
+    elif cost > balance:
+        status, reason = "refused", f"balance {balance} is below the cost {cost}"
+    else:
+        state.loyalty_spent += cost
+        status, reason = "accepted", None
+    entry = {
+        "event_id": event.event_id,
+        "reward": reward,
+        "cost": cost,
+        "occurred_at": event.occurred_at.isoformat(),
+        "status": status,
+        "reason": reason,
+    }
+    state.redemptions.append(entry)
+    del state.redemptions[: -model.loyalty.redemptions_remembered]
+    return entry
 
 
 def _now_of(state: CustomerState) -> datetime:
@@ -217,6 +258,8 @@ def fold(state: CustomerState, event: Event, model: ScoringModel) -> None:
         _mark(state, "active", when)
         _remember(state.users, event.user_id, day_number(when), limits.users_per_customer)
         _earn(state, model, when, "active", points.daily_active)
+    elif isinstance(event, UsageEvent) and event.type == "reward_redeemed":
+        redeem(state, model, event)  # spending points is not "active use" that earns them
     elif isinstance(event, UsageEvent):
         _mark(state, "active", when)
         _earn(state, model, when, "active", points.daily_active)
@@ -539,7 +582,8 @@ def _fingerprint(ev: Evaluation, state: CustomerState) -> str:
     if ev.health is not None:
         parts += [f"{ev.health.score}", *(f"{v}" for v in ev.health.components.values())]
     parts += [f"{k}={v}" for k, v in sorted(ev.utilisation.items())]
-    parts += [f"{ev.adoption}|{ev.clv}|{state.plan}|{state.loyalty_points}"]
+    parts += [f"{ev.adoption}|{ev.clv}|{state.plan}|{state.loyalty_points}|{state.loyalty_spent}"]
+    parts += [r["event_id"] for r in state.redemptions[-1:]]
     if ev.clv_rates is not None:
         parts += [f"{ev.clv_rates}"]
     parts += sorted(state.milestones)
@@ -642,8 +686,10 @@ def _reevaluate_in_place(
             clv_monthly_churn=ev.clv_rates.monthly_churn if ev.clv_rates else None,
             clv_expansion_rate=ev.clv_rates.expansion if ev.clv_rates else None,
             clv_rates_observed=bool(ev.clv_rates and ev.clv_rates.observed),
-            loyalty_points=state.loyalty_points,
+            loyalty_points=state.loyalty_points - state.loyalty_spent,
+            loyalty_points_earned=state.loyalty_points,
             loyalty_tier=ev.loyalty_tier,  # type: ignore[arg-type]
+            redemptions=tuple(LoyaltyRedemption.model_validate(r) for r in state.redemptions),
         )
     return Outcome(
         state=state, changes=tuple(changes), snapshot=snapshot, cohort=tuple(deltas or ())

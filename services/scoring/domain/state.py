@@ -46,6 +46,8 @@ class CustomerState:
     onboarding_features: list[str] = field(default_factory=list)
     loyalty_points: int = 0
     loyalty_days: dict[int, list[str]] = field(default_factory=dict)  # day → what earned points
+    loyalty_spent: int = 0  # points redeemed (``loyalty_points`` is what was earned)
+    redemptions: list[dict[str, Any]] = field(default_factory=list)  # the last ones, oldest first
     cancelled_at: str | None = None  # the subscription's cancellation (ISO), until reactivated
     cohort: dict[str, list[Any]] = field(default_factory=dict)  # month → [plan, mrr, lost 0/1]
     # what was last emitted
@@ -74,6 +76,7 @@ class CustomerState:
             onboarding_features=list(self.onboarding_features),
             loyalty_days={d: list(v) for d, v in self.loyalty_days.items()},
             cohort={m: list(v) for m, v in self.cohort.items()},
+            redemptions=list(self.redemptions),  # entries are never changed once written
             active=dict(self.active),
             lifecycle=dict(self.lifecycle),
         )

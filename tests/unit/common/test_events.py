@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from common.events import EVENT_MODELS, EXAMPLES, SupportEvent, parse_event
+from common.events import EVENT_MODELS, EXAMPLES, REDEMPTION_EXAMPLE, SupportEvent, parse_event
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -90,3 +90,17 @@ def test_timestamp_beyond_utc_range_is_a_validation_error(instant: str) -> None:
     assert errors_of({**EXAMPLES["usage"], "occurred_at": instant}) == [
         ("usage.occurred_at", "value_error")
     ]
+
+
+def test_a_redemption_is_a_usage_event_naming_its_reward() -> None:
+    event = parse_event(REDEMPTION_EXAMPLE)
+    assert event.kind == "usage" and event.type == "reward_redeemed"
+    assert event.reward == "training"
+    assert parse_event(event.model_dump_json()) == event
+
+
+def test_a_redemption_without_its_reward_names_the_field() -> None:
+    bad = {k: v for k, v in REDEMPTION_EXAMPLE.items() if k != "reward"}
+    assert errors_of(bad) == [("usage.reward", "value_error")]
+    # the field stays optional for every other usage type
+    assert parse_event(EXAMPLES["usage"]).reward is None

@@ -223,3 +223,18 @@ async def test_a_customer_counted_at_a_months_start_sends_its_delta_keyed_by_pla
             },
         )
     ]
+
+
+async def test_a_redemption_through_the_agent_is_in_the_snapshot(harness: Any) -> None:
+    app, sink, _ = harness
+    async with app.tenure_agents["events"].test_context() as agent:
+        for _ in range(3):
+            await agent.put(event("referral"), key=b"c-1")
+        await agent.put(event("reward_redeemed", kind="usage", reward="training"), key=b"c-1")
+        await agent.put(event("reward_redeemed", kind="usage", reward="training"), key=b"c-1")
+        await agent.put(event("reward_redeemed", kind="usage"), key=b"c-1")  # no reward: DLQ
+    snap = ScoreSnapshot.model_validate(sink.on("t.scores")[-1])
+    assert (snap.loyalty_points, snap.loyalty_points_earned) == (0, 300)
+    assert [r.status for r in snap.redemptions] == ["accepted", "refused"]
+    [(topic, headers)] = [(t, dict(h)) for t, _, _, h in sink.records if t.endswith(".dlq")]
+    assert topic == "t.events.usage.dlq" and b"reward" in headers["dlq.error"]

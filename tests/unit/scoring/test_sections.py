@@ -150,6 +150,71 @@ def test_loyalty_tier_change_is_emitted() -> None:
     assert outs[-1].snapshot is not None and outs[-1].snapshot.loyalty_tier == "silver"
 
 
+def redemption(reward: str, at: datetime = T0, event_id: str | None = None) -> Any:
+    return parse_event(
+        {
+            "event_id": event_id or str(uuid.uuid4()),
+            "customer_id": "c-1",
+            "occurred_at": at.isoformat(),
+            "kind": "usage",
+            "type": "reward_redeemed",
+            "reward": reward,
+        }
+    )
+
+
+def test_a_redemption_spends_points_and_keeps_the_tier() -> None:
+    referrals = [ev("intent", "referral", at=T0 + i * timedelta(minutes=1)) for i in range(12)]
+    state, outs = feed(*referrals)  # 1,200 points: silver
+    assert outs[-1].snapshot is not None and outs[-1].snapshot.loyalty_tier == "silver"
+    training = redemption("training", at=T0 + DAY, event_id="r-1")
+    state, outs = feed(training, state=state)
+    snap = outs[0].snapshot
+    assert snap is not None
+    assert (snap.loyalty_points, snap.loyalty_points_earned) == (900, 1200)  # 300 spent
+    assert snap.loyalty_tier == "silver"  # tiers go by points earned: spending keeps it
+    assert changes(outs, "loyalty_tier") == []
+    [done] = snap.redemptions
+    assert (done.reward, done.cost, done.status, done.reason) == ("training", 300, "accepted", None)
+    # the same event again (a redelivery) spends nothing more
+    again = score(state, training, MODEL)
+    assert again.duplicate and again.state.loyalty_spent == 300
+    # a redemption is not "daily active use": it earns nothing
+    assert state.loyalty_points == 1200
+
+
+def test_a_redemption_the_balance_cannot_cover_is_refused_with_the_reason() -> None:
+    state, _ = feed(*[ev("intent", "referral", at=T0 + i * timedelta(minutes=1)) for i in range(5)])
+    state, outs = feed(
+        redemption("custom_feature", at=T0 + DAY),  # 2,000 > 500
+        redemption("moon_trip", at=T0 + DAY),  # not in the catalog
+        redemption("premium_feature", at=T0 + DAY),  # exactly 500: accepted
+        redemption("priority_support", at=T0 + DAY),  # 0 left
+        state=state,
+    )
+    snap = outs[-1].snapshot
+    assert snap is not None and snap.loyalty_points == 0 and snap.loyalty_points_earned == 500
+    assert [(r.reward, r.status) for r in snap.redemptions] == [
+        ("custom_feature", "refused"),
+        ("moon_trip", "refused"),
+        ("premium_feature", "accepted"),
+        ("priority_support", "refused"),
+    ]
+    reasons = [r.reason for r in snap.redemptions]
+    assert reasons[0] == "balance 500 is below the cost 2000"
+    assert reasons[1] is not None and reasons[1].startswith("unknown reward 'moon_trip'")
+    assert reasons[3] == "balance 0 is below the cost 200"
+    assert state.loyalty_spent == 500
+
+
+def test_only_the_last_redemptions_are_kept() -> None:
+    state = CustomerState("c-1")
+    for i in range(MODEL.loyalty.redemptions_remembered + 5):
+        state = score(state, redemption("training", at=T0 + i * timedelta(minutes=1)), MODEL).state
+    assert len(state.redemptions) == MODEL.loyalty.redemptions_remembered
+    assert all(r["status"] == "refused" for r in state.redemptions)  # no points at all
+
+
 # -- section 3: the behaviour signals that need more than counters ----------------------------
 
 
@@ -412,6 +477,7 @@ def test_state_stays_bounded() -> None:
         ("engagement: 40,", "engagement: 45,", r"health.*weights must sum to 100"),
         ("silver: 1000,", "silver: 6000,", r"loyalty\.tiers.*silver < gold"),
         ("gross_margin: 0.80", "gross_margin: 1.5", r"clv\.gross_margin"),
+        ("training: 300,", "training: 0,", r"redemption costs must be positive: training"),
         ("threshold: 0.5, min_count: 2}", "threshold: 0.5}", r"engagement_low.*needs min_count"),
     ],
 )
