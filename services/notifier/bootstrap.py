@@ -28,10 +28,12 @@ async def run(
     common = settings.common
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     engine = create_engine(common.database_url)
-    publisher = KafkaPublisher(common, client_id="tenure-notifier")
+    publisher = KafkaPublisher(
+        common, client_id="tenure-notifier", linger_ms=settings.publish_linger_ms
+    )
     consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=settings.group_id)
     suppressions = Suppressions(engine)
-    inbox = Inbox(engine)
+    inbox = Inbox(engine, channel=settings.inbox_channel)
     mailer = SmtpMailer(settings)
     log = DeliveryLog(engine)
     limits = httpx.Limits(

@@ -101,6 +101,14 @@ class NotifierSettings(ServiceSettings):
         description="Real seconds after which a claim left 'sending' by a crashed worker can "
         "be taken again.",
     )
+    publish_linger_ms: int = Field(
+        default=25,
+        ge=0,
+        le=1000,
+        description="How long the notifier's producer waits to fill a batch of outcomes "
+        "(overrides TENURE_PRODUCER_LINGER_MS): fewer, larger produce requests; each costs "
+        "the broker more than the records in it.",
+    )
     delivery_concurrency: int = Field(
         default=256,
         ge=1,
@@ -117,8 +125,13 @@ class NotifierSettings(ServiceSettings):
         "derived from link_secret.",
     )
     inbox_page_size: int = Field(default=50, ge=1, le=500)
-    inbox_poll_s: float = Field(
-        default=0.5, gt=0, description="Real seconds between checks for new messages (SSE)."
+    inbox_channel: str = Field(
+        default="tenure_inbox",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL NOTIFY channel announcing new inbox messages to the streams.",
+    )
+    inbox_listen_retry_s: float = Field(
+        default=1.0, gt=0, description="Real seconds before a lost LISTEN connection is retried."
     )
     inbox_heartbeat_s: float = Field(default=15.0, gt=0, description="SSE keep-alive period.")
     inbox_token_max_ttl_s: int = Field(

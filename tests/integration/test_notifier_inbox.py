@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from common.clock import FakeClock
 from common.db import create_engine
@@ -25,7 +26,7 @@ from common.topics import Topic
 from devstack.procs import free_port
 from devstack.stack import Stack
 from notifier.adapters.delivery_log import DeliveryLog
-from notifier.adapters.inbox import Inbox
+from notifier.adapters.inbox import Inbox, InboxEvents
 from notifier.adapters.mailer import SmtpMailer
 from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender
@@ -59,9 +60,7 @@ async def common(database_url: str, common_settings: CommonSettings) -> CommonSe
 
 @pytest.fixture(scope="module")
 async def served(stack: Stack, common: CommonSettings) -> AsyncIterator[tuple[Deliverer, str]]:
-    settings = notifier_settings(
-        stack, common, inbox_secret="backend-shared-secret", inbox_poll_s=0.1
-    )
+    settings = notifier_settings(stack, common, inbox_secret="backend-shared-secret")
     engine = create_engine(common.database_url)
     stop = asyncio.Event()
     port = free_port()
@@ -247,3 +246,98 @@ async def test_stream_pushes_new_messages_to_their_customer_only(
     ):
         again = await read_events(resumed, want=1, timeout_s=5)
     assert [e["title"] for e in again] == ["You have reached a limit of your plan"]
+
+
+# -- LISTEN/NOTIFY ----------------------------------------------------------------------
+
+
+class RolledBack(Exception):
+    pass
+
+
+async def store(inbox: Inbox, conn: Any, customer_id: str) -> None:
+    await inbox.store_in(
+        conn,
+        notification_id=f"n-{uuid.uuid4().hex}",
+        customer_id=customer_id,
+        journey_id=None,
+        playbook="upsell_usage",
+        step="next_plan_in_app",
+        title="t",
+        body="b",
+        created_at=START,
+    )
+
+
+async def test_a_committed_message_wakes_its_customer_only_and_a_rolled_back_one_nobody(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    inbox = Inbox(engine)
+    events = InboxEvents(engine, channel=inbox.channel)
+    a, b = f"la-{uuid.uuid4().hex[:6]}", f"lb-{uuid.uuid4().hex[:6]}"
+    try:
+        async with events.subscribe(a) as woken_a, events.subscribe(b) as woken_b:
+            await asyncio.wait_for(events.listening.wait(), 10)
+            assert woken_a.is_set()  # every subscription starts with a catch-up read
+            woken_a.clear()
+            woken_b.clear()
+
+            with pytest.raises(RolledBack):
+                async with engine.begin() as conn:
+                    await store(inbox, conn, a)
+                    raise RolledBack
+            async with engine.begin() as conn:
+                await store(inbox, conn, b)
+            await asyncio.wait_for(woken_b.wait(), 5)
+            assert not woken_a.is_set()  # the rolled-back message was never announced
+
+            async with engine.begin() as conn:
+                await store(inbox, conn, a)
+                await asyncio.sleep(0.3)
+                assert not woken_a.is_set()  # not before the commit
+            await asyncio.wait_for(woken_a.wait(), 5)
+    finally:
+        await events.aclose()
+        await engine.dispose()
+
+
+async def test_a_lost_listen_connection_is_reopened_and_the_stream_catches_up(
+    served: tuple[Deliverer, str], database_url: str
+) -> None:
+    d, base = served
+    a = f"lc-{uuid.uuid4().hex[:6]}"
+    engine = create_engine(database_url)
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        client.stream("GET", "/v1/inbox/stream", headers=auth(a)) as stream,
+    ):
+        lines = stream.aiter_lines()
+
+        async def next_message() -> dict[str, Any]:
+            current: dict[str, str] = {}
+            async for line in lines:
+                if line == "" and current.get("event") == "message":
+                    return dict(json.loads(current["data"]))
+                if line == "":
+                    current.clear()
+                elif not line.startswith(":") and ":" in line:
+                    field, _, value = line.partition(":")
+                    current[field] = value.lstrip(" ")
+            raise AssertionError("the stream ended")
+
+        await deliver_in_app(d, a, "re_engagement/premium_trial")
+        first = await asyncio.wait_for(next_message(), 5)
+        async with engine.connect() as conn:
+            killed = await conn.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        assert killed == 1
+        await deliver_in_app(d, a, "upsell_need/plan_in_app")  # perhaps while nobody listens
+        second = await asyncio.wait_for(next_message(), 10)
+    await engine.dispose()
+    assert first["title"] == "It has been two weeks"
+    assert second["title"] == "You have reached a limit of your plan"

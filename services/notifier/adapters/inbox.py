@@ -1,14 +1,28 @@
-"""The in-app inbox in PostgreSQL. Every query is scoped to one customer id."""
+"""The in-app inbox in PostgreSQL. Every query is scoped to one customer id.
+
+A stored message is announced with ``NOTIFY`` in the transaction that inserts it (so only
+committed messages are announced); :class:`InboxEvents` listens and wakes the open streams
+of that customer, which then read their new messages from the table.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "tenure_inbox"
 
 TS = sa.TIMESTAMP(timezone=True)
 inbox_messages = sa.Table(
@@ -59,8 +73,9 @@ def _message(row: Any) -> InboxMessage:
 
 
 class Inbox:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, channel: str = CHANNEL) -> None:
         self.engine = engine
+        self.channel = channel
 
     async def store(
         self,
@@ -74,7 +89,38 @@ class Inbox:
         body: str,
         created_at: datetime,
     ) -> bool:
-        """Put a message in the customer's inbox; False if it is there already (idempotent)."""
+        """Put a message in the customer's inbox; False if it is there already (idempotent).
+
+        A new message is announced to the customer's open streams once committed.
+        """
+        async with self.engine.begin() as conn:
+            return await self.store_in(
+                conn,
+                notification_id=notification_id,
+                customer_id=customer_id,
+                journey_id=journey_id,
+                playbook=playbook,
+                step=step,
+                title=title,
+                body=body,
+                created_at=created_at,
+            )
+
+    async def store_in(
+        self,
+        conn: AsyncConnection,
+        *,
+        notification_id: str,
+        customer_id: str,
+        journey_id: str | None,
+        playbook: str | None,
+        step: str | None,
+        title: str,
+        body: str,
+        created_at: datetime,
+    ) -> bool:
+        """:meth:`store` inside the caller's transaction: the ``NOTIFY`` is sent by
+        PostgreSQL when that transaction commits, and never if it rolls back."""
         stmt = (
             insert(inbox_messages)
             .values(
@@ -90,8 +136,12 @@ class Inbox:
             .on_conflict_do_nothing(index_elements=["notification_id"])
             .returning(inbox_messages.c.id)
         )
-        async with self.engine.begin() as conn:
-            return (await conn.execute(stmt)).first() is not None
+        if (await conn.execute(stmt)).first() is None:
+            return False
+        await conn.execute(
+            sa.select(sa.func.pg_notify(self.channel, customer_id))  # the customer id only
+        )
+        return True
 
     async def list(
         self, customer_id: str, *, after_id: int = 0, limit: int, include_read: bool = True
@@ -150,3 +200,106 @@ class Inbox:
                 return _message(changed), True
             row = (await conn.execute(sa.select(inbox_messages).where(owned))).first()
         return None if row is None else (_message(row), False)
+
+
+class InboxEvents:
+    """Wakes the open inbox streams of a customer when a message for them is committed.
+
+    One ``LISTEN`` connection per process, opened with the first subscription and kept
+    until ``stop``; the ``NOTIFY`` payload is the customer id, and every stream of that
+    customer (on every replica: each listens) is woken. A notification is a doorbell, not
+    the message: a woken stream reads its messages after its cursor from the table, so
+    notifications that arrive together, or for a message already read, cost one read and
+    lose nothing. While the connection is down nothing is heard, so every stream is
+    woken once it is (re)established, to catch up; it is retried every ``retry_s``.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        channel: str = CHANNEL,
+        retry_s: float = 1.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.channel = channel
+        self._retry_s = retry_s
+        self._stop = stop or asyncio.Event()
+        self._subscribers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()  # set while the LISTEN connection is up
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, customer_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever a message for ``customer_id`` may have been committed
+        (clear it before reading); set once at the start, so the first read catches up."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="inbox-listen")
+        woken = asyncio.Event()
+        woken.set()
+        self._subscribers[customer_id].add(woken)
+        try:
+            yield woken
+        finally:
+            subscribers = self._subscribers.get(customer_id)
+            if subscribers is not None:
+                subscribers.discard(woken)
+                if not subscribers:
+                    del self._subscribers[customer_id]
+
+    def _wake(self, customer_id: str) -> None:
+        for woken in self._subscribers.get(customer_id, ()):
+            woken.set()
+
+    def _wake_all(self) -> None:
+        for subscribers in self._subscribers.values():
+            for woken in subscribers:
+                woken.set()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._wake(payload)
+
+    async def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._listen_once()
+            except Exception as exc:  # any failure: listen again; streams stay open
+                log.warning("inbox LISTEN connection failed: %s", exc)
+            if not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._retry_s)
+
+    async def _listen_once(self) -> None:
+        """LISTEN until the connection is lost or ``stop``."""
+        lost = asyncio.Event()
+        async with self._engine.connect() as conn:
+            try:
+                driver = (await conn.get_raw_connection()).driver_connection
+                if driver is None:
+                    raise RuntimeError("no driver connection")
+                driver.add_termination_listener(lambda _conn: lost.set())
+                await driver.add_listener(self.channel, self._on_notify)
+                self.listening.set()
+                self._wake_all()  # whatever was committed while nobody listened
+                await _first(lost, self._stop)
+                if lost.is_set():
+                    log.warning("inbox LISTEN connection lost; listening again")
+            finally:
+                self.listening.clear()
+                await conn.invalidate()  # closed: never back to the pool with a LISTEN on it
+
+    async def aclose(self) -> None:
+        """Stop listening (also done by setting ``stop``)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

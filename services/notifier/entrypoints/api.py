@@ -27,11 +27,10 @@ from common.db import create_engine
 from common.http import ops_router
 from common.kafka import Publisher
 from common.messages import Delivery, DeliveryStatus, Notification
-from common.runtime import sleep_or_stop
 from common.topics import Topic
 from notifier import metrics
 from notifier.adapters.delivery_log import DeliveryLog
-from notifier.adapters.inbox import Inbox, InboxMessage
+from notifier.adapters.inbox import Inbox, InboxEvents, InboxMessage
 from notifier.adapters.suppressions import Suppressions
 from notifier.domain.signing import (
     BadSignature,
@@ -65,6 +64,7 @@ def create_api(
     suppressions: Suppressions | None = None,
     inbox: Inbox | None = None,
     log: DeliveryLog | None = None,
+    inbox_events: InboxEvents | None = None,
     stop: asyncio.Event | None = None,
 ) -> FastAPI:
     """The notifier's ASGI app. Nothing connects until a request needs the database."""
@@ -75,13 +75,19 @@ def create_api(
     if suppressions is None or inbox is None or log is None:
         engine = create_engine(settings.common.database_url)
         suppressions = suppressions or Suppressions(engine)
-        inbox = inbox or Inbox(engine)
+        inbox = inbox or Inbox(engine, channel=settings.inbox_channel)
         log = log or DeliveryLog(engine)
     suppression_list: Suppressions = suppressions
     messages: Inbox = inbox
     delivery_log: DeliveryLog = log
     reply_key = purpose_key(secret, "reply")
     stopping = stop or asyncio.Event()
+    announced = inbox_events or InboxEvents(
+        messages.engine,
+        channel=messages.channel,
+        retry_s=settings.inbox_listen_retry_s,
+        stop=stopping,
+    )
 
     async def report(data: dict[str, Any], status: DeliveryStatus, **extra: Any) -> None:
         await publisher.publish(
@@ -288,26 +294,39 @@ def create_api(
         )
 
     async def events(customer: str, cursor: int, request: Request) -> AsyncIterator[bytes]:
+        """New messages as they are committed: woken by NOTIFY (see InboxEvents), read from
+        the table after ``cursor``; a keep-alive comment when quiet for a heartbeat."""
         metrics.INBOX_STREAMS.inc()
-        quiet_since = time.monotonic()
         try:
-            yield b"retry: 3000\n\n"
-            while not stopping.is_set() and not await request.is_disconnected():
-                found: list[InboxMessage] = await messages.list(
-                    customer, after_id=cursor, limit=settings.inbox_page_size
-                )
-                for message in found:
-                    cursor = message.id
-                    data = orjson.dumps(message.as_json()).decode()
-                    yield f"id: {message.id}\nevent: message\ndata: {data}\n\n".encode()
-                if found:
-                    quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since >= settings.inbox_heartbeat_s:
-                    quiet_since = time.monotonic()
-                    yield b": keep-alive\n\n"
-                if len(found) < settings.inbox_page_size:
-                    await sleep_or_stop(stopping, settings.inbox_poll_s)
+            async with announced.subscribe(customer) as woken:
+                yield b"retry: 3000\n\n"
+                while not stopping.is_set() and not await request.is_disconnected():
+                    woken.clear()  # before the read: a message committed during it wakes us
+                    found: list[InboxMessage] = await messages.list(
+                        customer, after_id=cursor, limit=settings.inbox_page_size
+                    )
+                    for message in found:
+                        cursor = message.id
+                        data = orjson.dumps(message.as_json()).decode()
+                        yield f"id: {message.id}\nevent: message\ndata: {data}\n\n".encode()
+                    if len(found) == settings.inbox_page_size:
+                        continue  # more to read
+                    if not await _woken(woken, stopping, settings.inbox_heartbeat_s):
+                        yield b": keep-alive\n\n"
         finally:
             metrics.INBOX_STREAMS.dec()
 
     return app
+
+
+async def _woken(woken: asyncio.Event, stop: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``woken`` or ``stop`` for at most ``timeout_s``; whether either was set."""
+    waiters = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        done, _ = await asyncio.wait(
+            waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
