@@ -64,7 +64,7 @@ from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox
 from notifier.adapters.mailer import SmtpMailer, message_bytes
 from notifier.adapters.suppressions import Suppressions
-from notifier.adapters.webhooks import WebhookSender
+from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain import messages
 from notifier.domain.render import Renderer
 from notifier.entrypoints.deliver import Deliverer, Links, consume
@@ -236,12 +236,13 @@ async def pipeline(env: Env, channel: str) -> float:
         await producer.publish_many((topic, n.customer_id, n, ()) for n in batch[WARMUP:])
         counting = CountingPublisher(producer, [WARMUP, WARMUP + COUNT])
         consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=f"{prefix}notifier")
-        limits = httpx.Limits(
-            max_connections=settings.webhook_max_connections,
-            max_keepalive_connections=settings.webhook_max_connections,
-        )
         mailer = SmtpMailer(settings)
-        async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=limits) as http:
+        http = vetted_client(
+            allow=settings.webhook_allow_hosts,
+            timeout_s=settings.webhook_timeout_s,
+            max_connections=settings.webhook_max_connections,
+        )
+        async with http:
             deliverer = Deliverer(
                 settings=settings,
                 log=DeliveryLog(engine),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, make_consumer
@@ -15,7 +13,7 @@ from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox
 from notifier.adapters.mailer import SmtpMailer
 from notifier.adapters.suppressions import Suppressions
-from notifier.adapters.webhooks import WebhookSender
+from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.render import Renderer
 from notifier.entrypoints.api import create_api
 from notifier.entrypoints.deliver import Deliverer, consume, retry_loop
@@ -36,11 +34,12 @@ async def run(
     inbox = Inbox(engine, channel=settings.inbox_channel)
     mailer = SmtpMailer(settings)
     log = DeliveryLog(engine)
-    limits = httpx.Limits(
+    http = vetted_client(
+        allow=settings.webhook_allow_hosts,
+        timeout_s=settings.webhook_timeout_s,
         max_connections=settings.webhook_max_connections,
-        max_keepalive_connections=settings.webhook_max_connections,
     )
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, limits=limits) as http:
+    async with http:
         await publisher.start()
         await consumer.start()
         dead_letters = DeadLetters(publisher, consumer_name="notifier")

@@ -45,7 +45,7 @@ from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox
 from notifier.adapters.mailer import SmtpMailer
 from notifier.adapters.suppressions import Suppressions
-from notifier.adapters.webhooks import WebhookSender
+from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.render import Renderer
 from notifier.domain.signing import webhook_headers
 from notifier.entrypoints.api import create_api
@@ -93,7 +93,10 @@ def notifier_settings(stack: Stack, common: CommonSettings, **over: Any) -> Noti
 async def deliverer(stack: Stack, common: CommonSettings) -> AsyncIterator[Deliverer]:
     settings = notifier_settings(stack, common)
     engine = create_engine(common.database_url)
-    async with httpx.AsyncClient() as http, KafkaPublisher(common, client_id="it") as publisher:
+    async with (
+        vetted_client(allow=settings.webhook_allow_hosts, timeout_s=10, max_connections=4) as http,
+        KafkaPublisher(common, client_id="it") as publisher,
+    ):
         log = DeliveryLog(engine)
         yield Deliverer(
             settings=settings,

@@ -29,7 +29,7 @@ from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox, InboxEvents
 from notifier.adapters.mailer import SmtpMailer
 from notifier.adapters.suppressions import Suppressions
-from notifier.adapters.webhooks import WebhookSender
+from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.render import Renderer
 from notifier.domain.signing import issue_inbox_token
 from notifier.entrypoints.api import create_api
@@ -64,7 +64,10 @@ async def served(stack: Stack, common: CommonSettings) -> AsyncIterator[tuple[De
     engine = create_engine(common.database_url)
     stop = asyncio.Event()
     port = free_port()
-    async with httpx.AsyncClient() as http, KafkaPublisher(common, client_id="it") as publisher:
+    async with (
+        vetted_client(allow=settings.webhook_allow_hosts, timeout_s=10, max_connections=4) as http,
+        KafkaPublisher(common, client_id="it") as publisher,
+    ):
         deliverer = Deliverer(
             settings=settings,
             log=DeliveryLog(engine),
@@ -87,12 +90,13 @@ async def served(stack: Stack, common: CommonSettings) -> AsyncIterator[tuple[De
         )
         server = asyncio.create_task(serve_http(app, host="127.0.0.1", port=port, stop=stop))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                await http.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
+        async with httpx.AsyncClient() as probe:
+            while time.monotonic() < deadline:
+                try:
+                    await probe.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
         try:
             yield deliverer, f"http://127.0.0.1:{port}"
         finally:
