@@ -172,6 +172,13 @@ def register_templates(parser: argparse.ArgumentParser) -> None:
     register(parser)
 
 
+def register_inbox(parser: argparse.ArgumentParser) -> None:
+    """Issue in-app inbox tokens for customers (operators, the local stack)."""
+    from notifier.cli import register_inbox as register  # the notifier's own command
+
+    register(parser)
+
+
 def register_playbooks(parser: argparse.ArgumentParser) -> None:
     """Validate playbook files (YAML) as the orchestrator loads them."""
     from orchestrator.cli import register_playbooks as register  # the orchestrator's command
@@ -180,6 +187,7 @@ def register_playbooks(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS: dict[str, Register] = {
+    "inbox": register_inbox,
     "keys": register_keys,
     "playbooks": register_playbooks,
     "templates": register_templates,

@@ -1,4 +1,5 @@
-"""``tenure templates``: list, check and preview the notifier's message templates.
+"""``tenure templates``: list, check and preview the notifier's message templates;
+``tenure inbox token``: issue an in-app inbox token for a customer.
 
 ``tenure templates render PLAYBOOK STEP --customer SPEC`` prints what a customer would
 get from that step: subject, text and HTML of an email, title and body of an in-app
@@ -12,14 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from common.messages import Channel, Notification
 from notifier.domain import messages
 from notifier.domain.render import TEMPLATES, Renderer, RenderError
+from notifier.domain.signing import issue_inbox_token
+from notifier.settings import InboxTokenSettings
 
 SAMPLE: dict[str, Any] = {
     "first_name": "Ana",
@@ -182,6 +187,42 @@ def register_templates(parser: argparse.ArgumentParser) -> None:
         "check", parents=[common], help="render every template with the sample customer"
     )
     check.set_defaults(run=_guarded(cmd_check))
+
+
+def cmd_inbox_token(args: argparse.Namespace) -> int:
+    try:
+        settings = InboxTokenSettings()
+        key = settings.inbox_key()
+    except (ValidationError, ValueError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    ttl = settings.inbox_token_ttl_s if args.ttl is None else args.ttl
+    if not 1 <= ttl <= settings.inbox_token_max_ttl_s:
+        raise CliError(
+            f"--ttl must be between 1 and {settings.inbox_token_max_ttl_s} seconds "
+            "(TENURE_NOTIFIER_INBOX_TOKEN_MAX_TTL_S: the API refuses longer-lived tokens)"
+        )
+    if not args.customer.strip():
+        raise CliError("--customer must not be empty")
+    _write(issue_inbox_token(args.customer, int(time.time()) + ttl, key))
+    return 0
+
+
+def register_inbox(parser: argparse.ArgumentParser) -> None:
+    """Issue in-app inbox tokens (as the product backend does) for operators and tests."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    token = actions.add_parser(
+        "token",
+        help="print a signed inbox token for a customer (key from TENURE_NOTIFIER_INBOX_SECRET, "
+        "else derived from TENURE_NOTIFIER_LINK_SECRET)",
+    )
+    token.add_argument("--customer", required=True, metavar="ID", help="the customer id")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        metavar="S",
+        help="seconds until it expires (default TENURE_NOTIFIER_INBOX_TOKEN_TTL_S, 3600)",
+    )
+    token.set_defaults(run=_guarded(cmd_inbox_token))
 
 
 def _guarded(fn: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, TenureSettings
 
 
 class WebhookEndpoint(BaseModel):
@@ -194,7 +194,34 @@ class NotifierSettings(ServiceSettings):
         return routes
 
     def inbox_key(self) -> bytes:
-        raw = self.inbox_secret.get_secret_value()
-        if raw:
-            return raw.encode()
-        return b"inbox:" + self.link_secret.get_secret_value().encode()
+        return derive_inbox_key(self.inbox_secret, self.link_secret)
+
+
+def derive_inbox_key(inbox_secret: SecretStr, link_secret: SecretStr) -> bytes:
+    """The inbox tokens' HMAC key: ``inbox_secret``, else derived from ``link_secret``."""
+    raw = inbox_secret.get_secret_value()
+    if raw:
+        return raw.encode()
+    return b"inbox:" + link_secret.get_secret_value().encode()
+
+
+class InboxTokenSettings(TenureSettings):
+    """What ``tenure inbox token`` needs of ``TENURE_NOTIFIER_*`` (not the whole notifier's
+    settings: an operator issuing a token has no SMTP or webhook configuration)."""
+
+    model_config = SettingsConfigDict(env_prefix="TENURE_NOTIFIER_", extra="ignore", frozen=True)
+
+    inbox_secret: SecretStr = SecretStr("")
+    link_secret: SecretStr = SecretStr("")
+    inbox_token_max_ttl_s: int = Field(default=86_400, ge=1)
+    inbox_token_ttl_s: int = Field(
+        default=3600, ge=1, description="Default lifetime of a token from `tenure inbox token`."
+    )
+
+    def inbox_key(self) -> bytes:
+        if not self.inbox_secret.get_secret_value() and not self.link_secret.get_secret_value():
+            raise ValueError(
+                "no inbox key: set TENURE_NOTIFIER_INBOX_SECRET (or TENURE_NOTIFIER_LINK_SECRET, "
+                "from which the notifier derives it) as the notifier has it"
+            )
+        return derive_inbox_key(self.inbox_secret, self.link_secret)
