@@ -956,3 +956,47 @@ async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
         c=customer,
     )
     assert deferred.detail["reason"] == "frequency cap"
+
+
+async def test_one_group_decides_each_step_on_what_the_steps_before_it_did(env) -> None:
+    """The timer worker decides a group's steps on facts read once, kept up to date in
+    memory: the two +0 d steps of upsell_need finish their journey, and of the two
+    expansion emails due together next, the cap lets one go and defers the other."""
+    settings, deps, clock = env
+    clock.set(T0)
+    customer = new_customer()
+    handle = router(deps)
+    await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
+    await handle(
+        record(settings, Topic.SIGNALS, customer, signal(customer, "limit_reached", True, T0))
+    )
+    assert await fire_due(deps, limit=50) == 2  # one group: in-app, then email
+    assert await journeys_of(deps, customer) == [("upsell_need", "completed", "completed")]
+    history = await rows(
+        deps,
+        "SELECT t.event FROM journey_transitions t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c ORDER BY t.id",
+        c=customer,
+    )
+    assert [h.event for h in history] == ["start", "step_sent", "step_sent", "finish"]
+    clock.set(T0 + timedelta(hours=1))
+    for name in ("roi_proven", "cross_sell_ready"):
+        await handle(
+            record(settings, Topic.SIGNALS, customer, signal(customer, name, True, clock.now()))
+        )
+    assert await fire_due(deps, limit=50) == 2
+    assert len(await sent_steps(deps, customer)) == 3
+    [deferred] = await rows(
+        deps,
+        "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c AND t.event='step_deferred'",
+        c=customer,
+    )
+    assert deferred.detail["reason"] == "frequency cap"
+    pending = await rows(
+        deps,
+        "SELECT t.due_at, t.lease_owner FROM timers t JOIN journeys j USING (journey_id) "
+        "WHERE j.customer_id=:c AND t.status='pending'",
+        c=customer,
+    )
+    assert [(p.due_at, p.lease_owner) for p in pending] == [(T0 + timedelta(days=7), None)]

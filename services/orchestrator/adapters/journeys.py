@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.messages import Notification
+from orchestrator.adapters.step_store import customer_from
 from orchestrator.adapters.tables import (
     customer_state,
     customers,
@@ -343,28 +344,12 @@ async def customer_facts(conn: AsyncConnection, customer_id: str) -> R.Customer:
     tier = (
         await conn.execute(sa.select(scores.c.tier).where(scores.c.customer_id == customer_id))
     ).scalar()
-    plan = profile.plan if profile else None
-    if (
-        extra is not None
-        and extra.plan
-        and (profile is None or extra.plan_at is None or extra.plan_at >= profile.profile_at)
-    ):
-        plan = extra.plan
-    # An unsubscribe is honoured for good: a later profile that still says "consent"
-    # (product backends resend profiles for other reasons) does not undo it.
-    unsubscribed = extra is not None and extra.unsubscribed_at is not None
-    return R.Customer(
-        customer_id=customer_id,
-        email=profile.email if profile else None,
-        time_zone=profile.time_zone if profile else None,
-        plan=plan,
-        segment=extra.segment if extra else None,
-        tier=tier,
-        consent_email=bool(profile.consent_email) if profile else False,
-        consent_in_app=bool(profile.consent_in_app) if profile else True,
-        unsubscribed=unsubscribed,
-        products=frozenset(extra.products or ()) if extra else frozenset(),
-        subscription=(extra.subscription if extra and extra.subscription else "active"),
+    # The same mapping as the timer worker's (``step_store.gather``).
+    return customer_from(
+        customer_id,
+        dict(profile._mapping) if profile else None,
+        dict(extra._mapping) if extra else None,
+        tier,
     )
 
 
