@@ -4,9 +4,10 @@
 (``read_committed``, like the worker), per-customer state in a Python dict (no
 RocksDB, no changelog, no faust), the same ``scoring.domain.rules.score`` with the same
 state (de)serialisation, and the changes and snapshots produced to ``signals`` and
-``scores`` with ``acks=all``; offsets committed every second. It counts processed
-events in the worker's own metric (``tenure_scoring_events_total``) on the metrics
-port, so the benchmark measures both the same way. Runs until SIGTERM.
+``scores`` (and plan-cohort deltas to ``scoring.cohorts``) with ``acks=all``; offsets
+committed every second. It counts processed events in the worker's own metric
+(``tenure_scoring_events_total``) on the metrics port, so the benchmark measures both
+the same way. Runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import time
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
@@ -47,6 +49,7 @@ async def run(bootstrap: str, prefix: str, group: str) -> None:
         bootstrap_servers=bootstrap, acks="all", linger_ms=2, partitioner=KeyPartitioner()
     )
     signals, scores = topic_name(Topic.SIGNALS, prefix), topic_name(Topic.SCORES, prefix)
+    cohorts = f"{prefix}scoring.cohorts"
     states: dict[str, Any] = {}
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,6 +80,10 @@ async def run(bootstrap: str, prefix: str, group: str) -> None:
                         await producer.send(signals, key=key, value=encode(change))
                     if outcome.snapshot is not None:
                         await producer.send(scores, key=key, value=encode(outcome.snapshot))
+                    for delta in outcome.cohort:  # the worker's cohort deltas, for parity
+                        await producer.send(
+                            cohorts, key=delta.plan.encode(), value=orjson.dumps(delta.to_dict())
+                        )
                     metrics.EVENTS.labels(kind=event.kind, outcome="scored").inc()
             if time.monotonic() - last_commit > 1.0:
                 await producer.flush()

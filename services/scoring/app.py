@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -117,8 +118,9 @@ class FaustSink:
         )
 
 
-def load_state(raw: Any, customer_id: str) -> CustomerState:
-    return CustomerState.from_dict(raw) if raw else CustomerState(customer_id)
+def load_state(raw: bytes | None, customer_id: str) -> CustomerState:
+    """A table value (the state's JSON) as a state; a new one when there is none."""
+    return CustomerState.from_dict(orjson.loads(raw)) if raw else CustomerState(customer_id)
 
 
 def decode_stats(value: bytes | None) -> CohortStats | None:
@@ -174,6 +176,7 @@ def create_app(
         "customer-state",
         default=None,
         partitions=common.topic_partitions,
+        value_type=bytes,  # raw: the state's JSON, encoded by the agent (see apply)
         options={"block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024},
     )
 
@@ -205,6 +208,7 @@ def create_app(
         log.warning("record sent to dead-letter topic", extra={"topic": topic, "error": reason})
 
     changelogs_known: set[str] = set()
+    ready_tables: set[int] = set()  # ids: a table compares by content, not identity
 
     async def wait_for_changelog(table: Any = states) -> None:
         """Block until the consumer knows the table's changelog topic.
@@ -213,26 +217,59 @@ def create_app(
         subscribed; until the consumer's metadata shows it, faust's first table write
         fails (``PartitionsMismatch``: "changelog has 0 partitions") and kills the agent.
         """
+        if id(table) in ready_tables:
+            return
         changelog_name = table.changelog_topic.get_topic_name()
         while changelog_name not in changelogs_known:
             if app.consumer.topic_partitions(changelog_name) != 0:  # None: not running (tests)
                 changelogs_known.add(changelog_name)
+                ready_tables.add(id(table))
                 return
             log.info("waiting for the changelog topic's metadata", extra={"topic": changelog_name})
             await asyncio.sleep(0.5)
+
+    # Decoded states of the customers scored lately, written through to the table: a hit
+    # saves the RocksDB read, the JSON decode and ``from_dict`` (the table stays the
+    # record; the rules never mutate a state they are given). Cleared at every rebalance,
+    # since a partition that comes back may have been scored elsewhere meanwhile.
+    cache: OrderedDict[str, CustomerState] = OrderedDict()
+
+    def read_state(customer_id: str) -> CustomerState:
+        state = cache.get(customer_id)
+        if state is None:
+            return load_state(states.get(customer_id), customer_id)
+        cache.move_to_end(customer_id)
+        return state
+
+    def remember(customer_id: str, state: CustomerState) -> None:
+        cache[customer_id] = state
+        cache.move_to_end(customer_id)
+        if len(cache) > settings.state_cache_size:
+            cache.popitem(last=False)
+
+    async def forget_states(*_: Any, **__: Any) -> None:
+        cache.clear()
+
+    app.on_partitions_revoked.connect(forget_states)
+    app.on_partitions_assigned.connect(forget_states)
+    counted = metrics.bound(metrics.SIGNAL_CHANGES)
 
     async def apply(customer_id: str, rule: Callable[[CustomerState], Outcome]) -> Outcome:
         """Read the state, apply ``rule``, write the state, publish what changed."""
         await wait_for_changelog()
         started = time.perf_counter()
-        outcome = rule(load_state(states.get(customer_id), customer_id))
+        outcome = rule(read_state(customer_id))
         metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
         if outcome.duplicate:
             return outcome
-        states[customer_id] = outcome.state.to_dict()
+        # encoded once here: with faust's json codec the store and the changelog record
+        # each encoded it again
+        states[customer_id] = orjson.dumps(outcome.state.to_dict())
+        if settings.state_cache_size:
+            remember(customer_id, outcome.state)
         key = customer_id.encode()
         for change in outcome.changes:
-            metrics.SIGNAL_CHANGES.labels(change=change.change, name=change.name).inc()
+            counted(change.change, change.name).inc()
             await out.send(signals, key, encode(change))
         if outcome.snapshot is not None:
             metrics.SNAPSHOTS.inc()
@@ -240,6 +277,8 @@ def create_app(
         for delta in outcome.cohort:
             await out.send(cohorts_name, delta.plan.encode(), orjson.dumps(delta.to_dict()))
         return outcome
+
+    events_counted = metrics.bound(metrics.EVENTS)
 
     @app.agent(source)
     async def score_events(stream: faust.StreamT[bytes]) -> None:
@@ -255,8 +294,7 @@ def create_app(
                 parsed.customer_id,
                 lambda s, e=parsed: score(s, e, model, now=clock.now(), cohorts=cohorts),
             )
-            outcome_label = "duplicate" if outcome.duplicate else "scored"
-            metrics.EVENTS.labels(kind=parsed.kind, outcome=outcome_label).inc()
+            events_counted(parsed.kind, "duplicate" if outcome.duplicate else "scored").inc()
             if parsed.type == "reward_redeemed" and not outcome.duplicate:
                 status = outcome.state.redemptions[-1]["status"]
                 metrics.REDEMPTIONS.labels(outcome=status).inc()
@@ -287,7 +325,7 @@ def create_app(
                 metrics.TICKS.labels(outcome="invalid").inc()
                 await dead_letter(message, exc, ticks_name)
                 continue
-            if states.get(tick.customer_id) is None:
+            if tick.customer_id not in cache and states.get(tick.customer_id) is None:
                 continue  # nothing known of this customer: a tick never creates state
             outcome = await apply(
                 tick.customer_id,
@@ -372,10 +410,11 @@ def create_app(
             except (StopIteration, RuntimeError):  # end of the table, or it changed under us
                 cursor[0] = None
                 break
-            if not raw or (raw.get("evaluated_at") or "") > fresh:
+            data = orjson.loads(raw) if raw else None
+            if not data or (data.get("evaluated_at") or "") > fresh:
                 continue  # evaluated recently (an event or a tick): not due yet
             metrics.SWEPT.inc()
-            out = reevaluate(CustomerState.from_dict(raw), model, now, cohorts)
+            out = reevaluate(CustomerState.from_dict(data), model, now, cohorts)
             if out.changes or out.snapshot is not None or out.cohort:
                 found.append(key if isinstance(key, str) else key.decode())
         return found

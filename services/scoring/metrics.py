@@ -1,5 +1,9 @@
 """Every metric of the scoring service, declared once."""
 
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
 from common.metrics import counter, histogram
 
 SERVICE = "scoring"
@@ -42,3 +46,9 @@ COHORT_UPDATES = counter(
 REDEMPTIONS = counter(
     SERVICE, "redemptions", "Loyalty redemptions, by outcome (accepted, refused).", ["outcome"]
 )
+
+
+def bound(metric: Any) -> Callable[..., Any]:
+    """``metric.labels(*values)``, memoised per label values (one dict lookup per event
+    instead of prometheus_client's label validation and lock)."""
+    return cache(metric.labels)

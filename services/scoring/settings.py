@@ -44,7 +44,7 @@ class ScoringSettings(ServiceSettings):
         "looks at it again (events re-evaluate it anyway).",
     )
     producer_linger_ms: int = Field(
-        default=20,
+        default=50,
         ge=0,
         le=1000,
         description="How long the worker's producer gathers records into one request: the "
@@ -63,6 +63,12 @@ class ScoringSettings(ServiceSettings):
     cohort_stats_topic: str = Field(
         default="scoring.cohort-stats",
         description="Internal compacted topic (prefixed) of each plan's pooled cohort counts.",
+    )
+    state_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="Decoded customer states kept in memory (written through to the table); "
+        "0 turns the cache off.",
     )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."

@@ -83,7 +83,7 @@ async def test_events_become_signal_changes_and_a_snapshot(harness: Any) -> None
     assert last.churn_probability == 0.90 and [f.name for f in last.red_flags] == [
         "trial_and_search"
     ]
-    assert app.tenure_states["c-1"]["events_counted"] == 2
+    assert json.loads(app.tenure_states["c-1"])["events_counted"] == 2
 
 
 async def test_a_duplicate_event_is_counted_once_and_emits_nothing(harness: Any) -> None:
@@ -94,7 +94,7 @@ async def test_a_duplicate_event_is_counted_once_and_emits_nothing(harness: Any)
         emitted = len(sink.records)
         await agent.put(once, key=b"c-1")
     assert len(sink.records) == emitted
-    assert app.tenure_states["c-1"]["events_counted"] == 1
+    assert json.loads(app.tenure_states["c-1"])["events_counted"] == 1
 
 
 async def test_an_invalid_event_goes_to_the_dead_letter_topic_and_the_agent_goes_on(
@@ -111,7 +111,7 @@ async def test_an_invalid_event_goes_to_the_dead_letter_topic_and_the_agent_goes
     topic, value, headers = dead[1]
     assert topic == "t.events.usage.dlq" and value == bad
     assert b"occurred_at" in headers["dlq.error"] and b"type" in headers["dlq.error"]
-    assert app.tenure_states["c-1"]["events_counted"] == 1  # the good one after them
+    assert json.loads(app.tenure_states["c-1"])["events_counted"] == 1  # the good one after them
 
 
 async def test_deliveries_feed_engagement_low(harness: Any) -> None:
