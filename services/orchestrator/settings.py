@@ -23,7 +23,12 @@ class OrchestratorSettings(ServiceSettings):
     group_id: str = "tenure-orchestrator"
     playbooks_dir: Path = SHIPPED
     timer_poll_s: float = Field(default=0.25, gt=0, description="Real seconds between polls.")
-    timer_batch: int = Field(default=100, ge=1)
+    timer_batch: int = Field(
+        default=400,
+        ge=1,
+        description="Due timers claimed at once; fired in timer_concurrency groups, each "
+        "costing a few statements whatever its size.",
+    )
     timer_lease_s: float = Field(
         default=30.0,
         gt=0,
