@@ -10,7 +10,7 @@ from common.kafka import DeadLetters, KafkaPublisher, make_consumer
 from common.runtime import run_all, serve_http
 from common.topics import Topic
 from notifier.adapters.delivery_log import DeliveryLog
-from notifier.adapters.inbox import Inbox
+from notifier.adapters.inbox import Inbox, InboxEvents
 from notifier.adapters.mailer import SmtpMailer
 from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender, vetted_client
@@ -32,6 +32,9 @@ async def run(
     consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=settings.group_id)
     suppressions = Suppressions(engine)
     inbox = Inbox(engine, channel=settings.inbox_channel)
+    inbox_events = InboxEvents(
+        engine, channel=settings.inbox_channel, retry_s=settings.inbox_listen_retry_s, stop=stop
+    )
     mailer = SmtpMailer(settings)
     log = DeliveryLog(engine)
     http = vetted_client(
@@ -77,6 +80,7 @@ async def run(
                         suppressions=suppressions,
                         inbox=inbox,
                         log=log,
+                        inbox_events=inbox_events,
                         stop=stop,
                     ),
                     host=settings.host,
@@ -86,6 +90,7 @@ async def run(
                 stop=stop,
             )
         finally:
+            await inbox_events.aclose()
             await mailer.aclose()
             await log.aclose()
             await consumer.stop()
