@@ -60,6 +60,7 @@ LOW_RATE = 250  # and a rate one worker sustains on this machine
 DURATION_S = 20
 WARMUP_S = 4
 SETTLE_S = 10  # after the first warm-up snapshot, before the timed schedule
+DRAIN_S = 120  # after the last send, for a saturated scorer's backlog to come out
 LATENCY_BATCH = 10  # events per POST /v1/batch: a request every 10 ms at 1,000/s
 STATE_SIZES = (100_000, 1_000_000)
 API_KEY = "bench-scoring-key"
@@ -289,7 +290,7 @@ async def _latencies(kind: str, ctx: Context, logdir: Path, rate: int) -> list[f
                     asyncio.create_task(_send(client, events[i : i + LATENCY_BATCH], acked))
                 )
             await asyncio.gather(*tasks)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + DRAIN_S
             while time.monotonic() < deadline and len(seen) < total:
                 await asyncio.sleep(0.1)
             reader.cancel()
