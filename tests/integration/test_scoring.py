@@ -387,6 +387,40 @@ async def test_a_cohort_with_enough_churn_changes_another_customers_clv(
     assert final["clv_segment"] == "low"
 
 
+async def test_every_worker_follows_the_published_cohort_stats(
+    env: Env, worker: subprocess.Popen[bytes]
+) -> None:
+    # Counts published for a plan this worker never aggregated (as another worker of the
+    # group would): its rules must read them from the compacted cohort-stats topic.
+    plan = f"followed-{uuid.uuid4().hex[:6]}"
+    stats = {"customers_at_start": 40, "customers_lost": 10, "mrr_at_start": 4000.0}
+    producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            f"{env.settings.topic_prefix}scoring.cohort-stats",
+            key=plan.encode(),
+            value=json.dumps({**stats, "expansion_mrr": 400.0}).encode(),
+        )
+    finally:
+        await producer.stop()
+    cid = f"follow-{uuid.uuid4().hex[:6]}"
+    await produce(
+        env.settings,
+        [event(env.clock, cid, "profile", "identify", timedelta(hours=1), plan=plan, mrr=100.0)],
+    )
+    scores = await read_until(
+        env.settings,
+        env.name(Topic.SCORES),
+        snapshot_with(cid, lambda s: s["clv_rates_observed"]),
+        timeout=60,
+    )
+    final = values(scores, cid)[-1]
+    assert final["clv_monthly_churn"] == pytest.approx(0.25)  # 10 of 40
+    assert final["clv_expansion_rate"] == pytest.approx(0.1)  # 400 / 4,000
+    assert final["clv"] == pytest.approx(100 * 0.8 * 4 * 1.1)
+
+
 def history_of(clock: ScaledClock, customers: int, per_customer: int) -> list[dict[str, Any]]:
     """A deterministic mix of events: every kind the rules count, spread over 20 days."""
     shapes: list[tuple[str, str, dict[str, Any]]] = [
