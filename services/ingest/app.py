@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from common.apikeys import ApiKey, Authenticator, KeyCache, KeyRepository, Scope
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
-from common.events import EVENT_MODELS, EXAMPLES, SCHEMA_VERSION, Event, event_adapter
+from common.events import (
+    EVENT_MODELS,
+    EXAMPLES,
+    REDEMPTION_EXAMPLE,
+    SCHEMA_VERSION,
+    Event,
+    event_adapter,
+)
 from common.http import AccessDenied, check_access, ops_router
 from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher
 from common.logging import configure_logging
@@ -341,6 +348,10 @@ def create_app(
         s: {"model": Problem} for s in (401, 403, 413, 415, 422, 429, 503)
     }
     event_examples = {k: {"summary": f"a {k} event", "value": v} for k, v in EXAMPLES.items()}
+    event_examples["reward_redeemed"] = {
+        "summary": "a loyalty redemption (a usage event)",
+        "value": REDEMPTION_EXAMPLE,
+    }
     batch_example = {
         "batch": {
             "summary": "two events",

@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from common.apikeys import ApiKey, FakeAuthenticator, Scope
 from common.clock import FakeClock
-from common.events import EXAMPLES
+from common.events import EXAMPLES, REDEMPTION_EXAMPLE
 from common.kafka import FakePublisher, OutgoingRecord, PublishError
 from ingest.app import create_app
 from ingest.settings import IngestSettings
@@ -286,11 +287,24 @@ async def test_openapi_has_an_example_of_every_kind_and_the_batch() -> None:
     async with client() as c:
         spec = (await c.get("/openapi.json")).json()
     single = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
-    assert set(single["examples"]) == set(EXAMPLES)
+    assert set(single["examples"]) == {*EXAMPLES, "reward_redeemed"}
     assert single["schema"] == {"$ref": "#/components/schemas/Event"}
     assert (
         "Batch" in spec["components"]["schemas"] and "UsageEvent" in spec["components"]["schemas"]
     )
+
+
+async def test_redemption_example_is_accepted_on_the_usage_topic() -> None:
+    publisher = FakePublisher()
+    async with client(publisher) as c:
+        response = await post(c, REDEMPTION_EXAMPLE)
+        missing = await post(c, {**REDEMPTION_EXAMPLE, "reward": None, "event_id": "evt_r2"})
+    assert response.status_code == 202
+    [record] = publisher.records
+    assert record.topic == "tenure.events.usage"
+    assert orjson.loads(record.value)["reward"] == "training"
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["field"] == "reward"
 
 
 async def test_metrics_label_routes_not_raw_paths() -> None:
