@@ -50,6 +50,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "notifier_email_throughput": notifier.run_email,
     "notifier_webhook_throughput": notifier.run_webhook,
     "scoring_throughput": scoring.run_throughput,
+    "scoring_cpu_per_event": scoring.run_throughput,  # CPU per event of the same rounds
     "scoring_latency_p50": scoring.run_latency,
     "scoring_latency_p99": scoring.run_latency,  # p50 and p99 of the same events
     "scoring_latency_p50_at_250": scoring.run_latency,  # the same at a sustainable rate

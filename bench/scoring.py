@@ -8,6 +8,10 @@
   processes; both count events in ``tenure_scoring_events_total``, polled from their
   metrics port; the rate runs from the first counted event to the last (start-up and
   rebalancing excluded). ``ROUNDS`` rounds, interleaved, order rotated; medians.
+- ``scoring_cpu_per_event``: over the same rounds, the CPU time (user + system, all
+  threads, from ``/proc/<pid>/stat``) each process spent per event in the same timed
+  section. On a shared machine the rate depends on the share of the cores a process
+  got; its CPU per event does not, so this ratio (worker / loop) is the stable one.
 - ``scoring_latency_p50`` / ``_p99``: event acknowledged by ingest (``POST /v1/batch``
   answered 202) → its customer's snapshot read from ``scores``, at ``RATE`` events/s
   for ``DURATION_S``; every event is a new customer's first, so each one makes a
@@ -97,18 +101,30 @@ def _worker_argv(
 
 
 @contextlib.asynccontextmanager
-async def scorer(kind: str, ctx: Context, prefix: str, logdir: Path) -> AsyncIterator[int]:
-    """Run the worker (``kind="worker"``) or the bare loop; yields its metrics port."""
+async def scorer(
+    kind: str, ctx: Context, prefix: str, logdir: Path
+) -> AsyncIterator[tuple[int, int]]:
+    """Run the worker (``kind="worker"``) or the bare loop; yields its metrics port and pid."""
     port = free_port()
     argv, env = _worker_argv(kind, ctx, prefix, port)
     proc = spawn(argv, env=env, log_path=logdir / f"{kind}-{prefix}log", cwd=REPO)
     try:
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc, timeout=20.0)
         data = env.get("TENURE_SCORING_DATA_DIR")
         if data:
             shutil.rmtree(data, ignore_errors=True)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, all its threads (``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15
 
 
 async def counted(client: httpx.AsyncClient, port: int) -> int:
@@ -155,20 +171,27 @@ async def _backlog(ctx: Context, prefix: str, keys: list[bytes], values: list[by
         await producer.stop()
 
 
-async def _rate(kind: str, ctx: Context, logdir: Path) -> float:
+async def _rate(kind: str, ctx: Context, logdir: Path) -> tuple[float, float]:
+    """(events/s, CPU seconds per event) of one scorer over a fresh backlog.
+
+    Both run from the first counted event to the RECORDS-th. The CPU time is the
+    process's own (user + system, every thread), so unlike the rate it does not depend
+    on how much of the two cores the other loads on the machine left to the process.
+    """
     records = event_records(RECORDS, customers=CUSTOMERS, start=recent_start(RECORDS))
     prefix = await new_prefix(ctx, f"scoring-{kind}")
     await _backlog(ctx, prefix, records.keys, records.values)
-    async with scorer(kind, ctx, prefix, logdir) as port, httpx.AsyncClient() as client:
+    async with scorer(kind, ctx, prefix, logdir) as (port, pid), httpx.AsyncClient() as client:
         deadline = time.monotonic() + 600
-        first: tuple[float, int] | None = None
+        first: tuple[float, int, float] | None = None
         while time.monotonic() < deadline:
             n = await counted(client, port)
-            now = time.monotonic()
+            now, cpu = time.monotonic(), cpu_seconds(pid)
             if first is None and n > 0:
-                first = (now, n)
+                first = (now, n, cpu)
             if n >= RECORDS and first is not None:
-                return (n - first[1]) / (now - first[0])
+                events = n - first[1]
+                return events / (now - first[0]), (cpu - first[2]) / events
             await asyncio.sleep(0.1)
     raise TimeoutError(f"{kind}: did not count {RECORDS} events in time")
 
@@ -176,12 +199,19 @@ async def _rate(kind: str, ctx: Context, logdir: Path) -> float:
 async def run_throughput(ctx: Context) -> list[Result]:
     logdir = Path(tempfile.mkdtemp(prefix="tenure-bench-scoring-logs-", dir="/tmp"))
     rates: dict[str, list[float]] = {"worker": [], "loop": []}
+    cpus: dict[str, list[float]] = {"worker": [], "loop": []}
     for i in range(ROUNDS):
         for kind in ("worker", "loop") if i % 2 == 0 else ("loop", "worker"):
-            rate = await _rate(kind, ctx, logdir)
+            rate, cpu = await _rate(kind, ctx, logdir)
             rates[kind].append(rate)
-            print(f"  round {i + 1} {kind:>6}: {rate:>8,.0f} events/s", flush=True)
+            cpus[kind].append(cpu)
+            print(
+                f"  round {i + 1} {kind:>6}: {rate:>8,.0f} events/s"
+                f"  {cpu * 1e6:>6,.0f} µs CPU/event  (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     worker, loop = statistics.median(rates["worker"]), statistics.median(rates["loop"])
+    worker_cpu, loop_cpu = statistics.median(cpus["worker"]), statistics.median(cpus["loop"])
     return [
         Result(
             name="scoring_throughput",
@@ -192,7 +222,17 @@ async def run_throughput(ctx: Context) -> list[Result]:
             baseline="the same rules in a bare aiokafka consume-and-produce loop (dict state), "
             "same broker and data, same run",
             baseline_value=loop,
-        )
+        ),
+        Result(
+            name="scoring_cpu_per_event",
+            metric="CPU time (user + system, all threads) of the worker process per event over "
+            f"the same backlogs, median of {ROUNDS}: how much more work it does per event than "
+            "the loop (insensitive to how much of the machine the process got)",
+            value=worker_cpu * 1e6,
+            unit="µs/event",
+            baseline="the same of the bare aiokafka loop process, same rounds",
+            baseline_value=loop_cpu * 1e6,
+        ),
     ]
 
 
@@ -250,7 +290,7 @@ async def _latencies(kind: str, ctx: Context, logdir: Path, rate: int) -> list[f
     )
     try:
         async with (
-            scorer(kind, ctx, prefix, logdir) as metrics_port,
+            scorer(kind, ctx, prefix, logdir) as (metrics_port, _pid),
             httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}",
                 headers={"x-api-key": API_KEY, "content-type": "application/json"},
