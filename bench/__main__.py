@@ -61,6 +61,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "orchestrator_timers_two_replicas": orchestrator.run,  # its baseline is the 1-replica figure
     "orchestrator_timer_lateness_p50": orchestrator.run,
     "orchestrator_timer_lateness_p99": orchestrator.run,  # at Procrastinate's measured rate
+    "orchestrator_timer_lateness_full_p50": orchestrator.run,  # at 80 % of one replica's rate
+    "orchestrator_timer_lateness_full_p99": orchestrator.run,
 }
 
 BENCH_DIR = Path(__file__).resolve().parent
