@@ -358,8 +358,10 @@ class Consumer(Protocol):
 
 @dataclass
 class _Batch:
-    """One polled batch in flight: all its customers' tasks, and the offsets after it."""
+    """One polled batch in flight: its customers' tasks, all of them, and the offsets
+    after it."""
 
+    tasks: list[asyncio.Task[None]]
     offsets: dict[Any, int]
     done: asyncio.Future[list[None]]
 
@@ -453,14 +455,19 @@ async def consume(
                 tails[key] = task
                 task.add_done_callback(lambda t, k=key: forget(k, t))  # type: ignore[misc]
                 tasks.append(task)
-            in_flight.append(_Batch(offsets, asyncio.gather(*tasks)))
+            in_flight.append(_Batch(tasks, offsets, asyncio.gather(*tasks)))
         while in_flight:
             await settle_oldest()
     finally:
-        # After an error (or a cancellation): stop what is still running, uncommitted.
+        # After an error (or a cancellation): stop what is still running, uncommitted. (A
+        # gather that already failed does not cancel its other tasks: each is cancelled.)
+        leftover = [task for batch in in_flight for task in batch.tasks]
+        for task in leftover:
+            task.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
         for batch in in_flight:
-            batch.done.cancel()
-        await asyncio.gather(*(batch.done for batch in in_flight), return_exceptions=True)
+            if batch.done.done() and not batch.done.cancelled():
+                batch.done.exception()  # retrieved: it was raised above, or is a cancellation
 
 
 async def retry_loop(deliverer: Deliverer, *, stop: asyncio.Event) -> None:
