@@ -107,7 +107,8 @@ class VettedTransport(httpx.AsyncHTTPTransport):
         # Not super().__init__: it builds the same pool without a way to pass the backend
         # (httpcore's extension point for this); every other method only uses the pool.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            # SSL_CERT_FILE / SSL_CERT_DIR still name the CA bundle, as for any httpx client.
+            ssl_context=httpx.create_ssl_context(verify=verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -123,7 +124,7 @@ def vetted_client(
     resolver: Resolver | None = None,
 ) -> httpx.AsyncClient:
     """The HTTP client for webhooks: SSRF-checked, pinned connections; no redirects, no
-    proxy or settings from the environment."""
+    proxy (not even one from the environment)."""
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
