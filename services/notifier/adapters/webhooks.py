@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
 import time
 import typing
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,7 +103,7 @@ class VettedTransport(httpx.AsyncHTTPTransport):
         allow: Sequence[str],
         limits: httpx.Limits,
         resolver: Resolver | None = None,
-        verify: bool = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         # Not super().__init__: it builds the same pool without a way to pass the backend
         # (httpcore's extension point for this); every other method only uses the pool.
@@ -122,6 +123,7 @@ def vetted_client(
     timeout_s: float,
     max_connections: int,
     resolver: Resolver | None = None,
+    verify: bool | ssl.SSLContext = True,
 ) -> httpx.AsyncClient:
     """The HTTP client for webhooks: SSRF-checked, pinned connections; no redirects, no
     proxy (not even one from the environment)."""
@@ -129,7 +131,7 @@ def vetted_client(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     return httpx.AsyncClient(
-        transport=VettedTransport(allow=allow, limits=limits, resolver=resolver),
+        transport=VettedTransport(allow=allow, limits=limits, resolver=resolver, verify=verify),
         timeout=timeout_s,
         follow_redirects=False,
         trust_env=False,

@@ -8,12 +8,14 @@ server would. Loopback only: nothing leaves the machine.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+import trustme
 
-from notifier.adapters.mailer import PermanentSendError
+from notifier.adapters.mailer import PermanentSendError, SendError
 from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.ssrf import UnsafeUrl
 
@@ -28,8 +30,10 @@ class Listener:
     connections: int = 0
 
 
-@pytest.fixture
-async def listener() -> AsyncIterator[Listener]:
+CA = trustme.CA()
+
+
+async def listen(tls: ssl.SSLContext | None) -> AsyncIterator[Listener]:
     seen = Listener(port=0)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -49,10 +53,28 @@ async def listener() -> AsyncIterator[Listener]:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=tls)
     seen.port = server.sockets[0].getsockname()[1]
     async with server:
         yield seen
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    async for seen in listen(None):
+        yield seen
+
+
+def server_tls(name: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    CA.issue_cert(name).configure_cert(context)
+    return context
+
+
+def client_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    CA.configure_trust(context)
+    return context
 
 
 class Rebinding:
@@ -108,3 +130,29 @@ async def test_the_transport_refuses_on_its_own_without_the_sender_check(
         with pytest.raises(UnsafeUrl, match="loopback"):
             await client.post(f"http://hooks.example:{listener.port}/task", content=b"{}")
     assert listener.connections == 0
+
+
+async def test_over_tls_the_pinned_connection_verifies_the_certificate_of_the_host_name() -> None:
+    resolver = Rebinding(honest=0)  # the name resolves to loopback, allowed below
+    async for seen in listen(server_tls("hooks.example")):
+        allow = (f"hooks.example:{seen.port}",)
+        async with vetted_client(
+            allow=allow, timeout_s=2, max_connections=2, resolver=resolver, verify=client_tls()
+        ) as client:
+            sender = WebhookSender(client, SECRET, allow=allow, resolver=resolver)
+            assert await post(sender, f"https://hooks.example:{seen.port}/task") == 200
+        [request] = seen.requests
+        assert f"host: hooks.example:{seen.port}".encode() in request.lower()
+
+
+async def test_over_tls_a_certificate_for_another_name_is_refused() -> None:
+    resolver = Rebinding(honest=0)
+    async for seen in listen(server_tls("other.example")):
+        allow = (f"hooks.example:{seen.port}",)
+        async with vetted_client(
+            allow=allow, timeout_s=2, max_connections=2, resolver=resolver, verify=client_tls()
+        ) as client:
+            sender = WebhookSender(client, SECRET, allow=allow, resolver=resolver)
+            with pytest.raises(SendError, match="certificate"):
+                await post(sender, f"https://hooks.example:{seen.port}/task")
+        assert seen.requests == []
