@@ -72,12 +72,12 @@ async def tenure(url: str, until: int | None) -> dict[str, Any]:
         if fired:
             ended = time.time()
             lateness += [ended - row.due_at.timestamp() for row in fired]
-        if len(fired) < settings.timer_batch:
-            if until is None:
-                async with engine.connect() as conn:
-                    if not await timer_store.pending_due(conn, clock.now()):
-                        break  # the backlog is gone (another replica may hold the rest)
-            await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
+            continue  # as run_timers: claim again at once while claims find timers
+        if until is None:
+            async with engine.connect() as conn:
+                if not await timer_store.pending_due(conn, clock.now()):
+                    break  # the backlog is gone (another replica may hold the rest)
+        await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
     await engine.dispose()
     return {"fired": len(lateness), "began": began, "ended": ended, "lateness": lateness}
 

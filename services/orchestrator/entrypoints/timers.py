@@ -145,7 +145,13 @@ async def run_timers(
     lease: Lease | None = None,
     concurrency: int = 1,
 ) -> None:
-    """Fire due timers until ``stop``: back to back while batches come full, else poll."""
+    """Fire due timers until ``stop``: back to back while claims find some, else poll.
+
+    A claim that comes back short is followed by another at once, not by the poll
+    interval: at a high rate, timers come due while a batch is fired (at 3,000/s, a
+    0.25 s sleep queues 750 of them). At a low rate this costs one more (empty) claim
+    per poll.
+    """
     lease = lease or _default_lease()
     log.info("timer worker started", extra={"lease_owner": lease.owner})
     while not stop.is_set():
@@ -154,5 +160,5 @@ async def run_timers(
         except Exception:
             log.exception("timer batch failed; will retry")
             fired = 0
-        if fired < batch:
+        if not fired:
             await sleep_or_stop(stop, poll_s)
