@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import faust
 import orjson
+from faust.streams import current_event
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.clock import Clock, clock_from_settings
@@ -43,6 +44,7 @@ from common.kafka import KeyPartitioner, encode, make_consumer
 from common.messages import Delivery
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
+from scoring.adapters.monitor import LeanMonitor
 from scoring.adapters.transport import use_read_committed
 from scoring.domain.cohorts import (
     CohortDelta,
@@ -157,6 +159,7 @@ def create_app(
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
+        monitor=LeanMonitor(),  # faust's per-record statistics, which nothing here reads
     )
     if settings.read_committed:
         use_read_committed(app)
@@ -253,6 +256,40 @@ def create_app(
     app.on_partitions_revoked.connect(forget_states)
     app.on_partitions_assigned.connect(forget_states)
     counted = metrics.bound(metrics.SIGNAL_CHANGES)
+    # a test sink has no producer: there the table writes its changelog record itself
+    direct_changelog = sink is None
+    changelog_name = states.changelog_topic.get_topic_name()
+
+    def changelog_written(future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # faust's flush before the commit raises it; no offset to record
+        written = future.result()
+        states.data.set_persisted_offset(written.topic_partition, written.offset)
+
+    async def write_state(customer_id: str, value: bytes) -> None:
+        """Write a state to the table's store and its changelog record, straight to the producer.
+
+        What ``states[key] = value`` does (faust's ``Table.on_key_set``), without the
+        changelog record's trip through faust's producer buffer task and topic machinery:
+        the store put lands in the database of the current event's partition, the record
+        on the same changelog partition, and once the broker has it its offset is kept
+        as the store's persisted offset (what recovery resumes from).
+        """
+        event = current_event()
+        if event is None:  # pragma: no cover - apply runs inside an agent's stream
+            raise RuntimeError("a state is written only while an event is processed")
+        partition = event.message.partition
+        states.data[customer_id] = value  # the store encodes key and value as the table does
+        serializers = app.serializers
+        future = await app.producer.send(
+            changelog_name,
+            serializers.dumps_key(states.key_type, customer_id, serializer=states.key_serializer),
+            serializers.dumps_value(states.value_type, value, serializer=states.value_serializer),
+            partition=partition,
+            timestamp=None,
+            headers=None,
+        )
+        future.add_done_callback(changelog_written)
 
     async def apply(customer_id: str, rule: Callable[[CustomerState], Outcome]) -> Outcome:
         """Read the state, apply ``rule``, write the state, publish what changed."""
@@ -264,10 +301,14 @@ def create_app(
             return outcome
         # encoded once here: with faust's json codec the store and the changelog record
         # each encoded it again
-        states[customer_id] = orjson.dumps(outcome.state.to_dict())
+        value = orjson.dumps(outcome.state.to_dict())
+        key = customer_id.encode()
+        if direct_changelog:
+            await write_state(customer_id, value)
+        else:
+            states[customer_id] = value
         if settings.state_cache_size:
             remember(customer_id, outcome.state)
-        key = customer_id.encode()
         for change in outcome.changes:
             counted(change.change, change.name).inc()
             await out.send(signals, key, encode(change))
