@@ -227,7 +227,7 @@ async def run_throughput(ctx: Context) -> list[Result]:
             name="scoring_cpu_per_event",
             metric="CPU time (user + system, all threads) of the worker process per event over "
             f"the same backlogs, median of {ROUNDS}: how much more work it does per event than "
-            "the loop (insensitive to how much of the machine the process got)",
+            "the loop (less sensitive than the rate to the share of the machine the process got)",
             value=worker_cpu * 1e6,
             unit="µs/event",
             baseline="the same of the bare aiokafka loop process, same rounds",
