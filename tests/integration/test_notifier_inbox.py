@@ -260,8 +260,8 @@ class RolledBack(Exception):
 
 
 async def store(inbox: Inbox, conn: Any, customer_id: str) -> None:
-    await inbox.store_in(
-        conn,
+    await inbox.store(
+        conn=conn,
         notification_id=f"n-{uuid.uuid4().hex}",
         customer_id=customer_id,
         journey_id=None,

@@ -88,39 +88,14 @@ class Inbox:
         title: str,
         body: str,
         created_at: datetime,
+        conn: AsyncConnection | None = None,
     ) -> bool:
         """Put a message in the customer's inbox; False if it is there already (idempotent).
 
-        A new message is announced to the customer's open streams once committed.
+        A new message is announced to the customer's open streams once committed: with
+        ``conn``, inside the caller's transaction (the ``NOTIFY`` goes out when it commits,
+        never if it rolls back); without, in a transaction of its own.
         """
-        async with self.engine.begin() as conn:
-            return await self.store_in(
-                conn,
-                notification_id=notification_id,
-                customer_id=customer_id,
-                journey_id=journey_id,
-                playbook=playbook,
-                step=step,
-                title=title,
-                body=body,
-                created_at=created_at,
-            )
-
-    async def store_in(
-        self,
-        conn: AsyncConnection,
-        *,
-        notification_id: str,
-        customer_id: str,
-        journey_id: str | None,
-        playbook: str | None,
-        step: str | None,
-        title: str,
-        body: str,
-        created_at: datetime,
-    ) -> bool:
-        """:meth:`store` inside the caller's transaction: the ``NOTIFY`` is sent by
-        PostgreSQL when that transaction commits, and never if it rolls back."""
         stmt = (
             insert(inbox_messages)
             .values(
@@ -136,6 +111,12 @@ class Inbox:
             .on_conflict_do_nothing(index_elements=["notification_id"])
             .returning(inbox_messages.c.id)
         )
+        if conn is None:
+            async with self.engine.begin() as own:
+                return await self._insert(own, stmt, customer_id)
+        return await self._insert(conn, stmt, customer_id)
+
+    async def _insert(self, conn: AsyncConnection, stmt: Any, customer_id: str) -> bool:
         if (await conn.execute(stmt)).first() is None:
             return False
         await conn.execute(
