@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -15,6 +16,7 @@ from common.kafka import (
     InvalidRecord,
     KafkaPublisher,
     Record,
+    TransactionalPublisher,
     broker_reachable,
     ensure_topics,
     make_consumer,
@@ -132,3 +134,36 @@ async def test_broker_reachability(settings: CommonSettings) -> None:
     assert not await broker_reachable(
         settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}), timeout_s=1
     )
+
+
+async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
+    settings: CommonSettings,
+) -> None:
+    """A group whose records for one partition overflow a record batch (16 KB here) is sent
+    as several batches of that partition, in order, all in the committed transaction."""
+    publisher = TransactionalPublisher(
+        settings,
+        client_id="it-txn",
+        transactional_id=f"it-txn-{uuid.uuid4().hex[:6]}",
+        transaction_timeout_ms=10_000,
+        commit_reserve_s=1.0,
+        max_group_records=5_000,
+        committers=2,
+        rest_s=0.01,
+        max_batch_size=16_384,
+    )
+    topic = topic_name(Topic.EVENTS_USAGE, settings.topic_prefix)
+    # 3 customers x 200 records of ~400 B: ~80 KB a customer, so 5+ batches a partition
+    records = [
+        (topic, f"big-{i % 3}", {"seq": i, "pad": "x" * 400}, [("kind", b"usage")])
+        for i in range(600)
+    ]
+    async with publisher:
+        outcomes = await publisher.publish_each(records, timeout_s=10)
+    assert outcomes == [None] * 600
+    got = await consume_all(settings, [topic], 600)
+    mine = [r for r in got if r.key.startswith("big-")]
+    assert len(mine) == 600
+    for customer in ("big-0", "big-1", "big-2"):
+        seqs = [orjson.loads(r.value)["seq"] for r in mine if r.key == customer]
+        assert seqs == list(range(int(customer[-1]), 600, 3))  # every one, in order
