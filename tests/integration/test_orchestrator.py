@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -349,6 +350,19 @@ async def sent_steps(deps: Deps, customer: str) -> list[str]:
     ]
 
 
+async def deferrals(deps: Deps, customer: str) -> list[dict[str, Any]]:
+    """The customer's step_deferred transitions (their detail says why and until when)."""
+    return [
+        r.detail
+        for r in await rows(
+            deps,
+            "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
+            "WHERE j.customer_id=:c AND t.event='step_deferred' ORDER BY t.id",
+            c=customer,
+        )
+    ]
+
+
 async def identify_at(
     settings: CommonSettings, deps: Deps, customer: str, at: datetime, **fields: object
 ) -> None:
@@ -541,14 +555,9 @@ async def test_frequency_cap_defers_the_fourth_marketing_message(env) -> None:
     await fire_all(deps)
     sent = await sent_steps(deps, customer)
     assert len(sent) == 3 and "upsell_results/first_month_free" not in sent
-    [deferred] = await rows(
-        deps,
-        "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
-        "WHERE j.customer_id=:c AND t.event='step_deferred'",
-        c=customer,
-    )
-    assert deferred.detail["reason"] == "frequency cap"
-    assert deferred.detail["until"] == (T0 + timedelta(days=7)).isoformat()
+    [deferred] = await deferrals(deps, customer)
+    assert deferred["reason"] == "frequency cap"
+    assert deferred["until"] == (T0 + timedelta(days=7)).isoformat()
     clock.set(T0 + timedelta(days=7))
     await fire_all(deps)
     assert (await sent_steps(deps, customer))[-1] == "upsell_results/first_month_free"
@@ -949,13 +958,8 @@ async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
 
     await asyncio.gather(*(fire_alone(t.id) for t in due))
     assert len(await sent_steps(deps, customer)) == 3
-    [deferred] = await rows(
-        deps,
-        "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
-        "WHERE j.customer_id=:c AND t.event='step_deferred'",
-        c=customer,
-    )
-    assert deferred.detail["reason"] == "frequency cap"
+    [deferred] = await deferrals(deps, customer)
+    assert deferred["reason"] == "frequency cap"
 
 
 async def test_one_group_decides_each_step_on_what_the_steps_before_it_did(env) -> None:
@@ -986,13 +990,8 @@ async def test_one_group_decides_each_step_on_what_the_steps_before_it_did(env) 
         )
     assert await fire_due(deps, limit=50) == 2
     assert len(await sent_steps(deps, customer)) == 3
-    [deferred] = await rows(
-        deps,
-        "SELECT t.detail FROM journey_transitions t JOIN journeys j USING (journey_id) "
-        "WHERE j.customer_id=:c AND t.event='step_deferred'",
-        c=customer,
-    )
-    assert deferred.detail["reason"] == "frequency cap"
+    [deferred] = await deferrals(deps, customer)
+    assert deferred["reason"] == "frequency cap"
     pending = await rows(
         deps,
         "SELECT t.due_at, t.lease_owner FROM timers t JOIN journeys j USING (journey_id) "
