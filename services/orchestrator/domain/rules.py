@@ -170,14 +170,6 @@ def pick_variant(playbook: str, variants: Sequence[str], customer_id: str) -> st
     return variants[int(_unit("variant", playbook, customer_id) * len(variants))]
 
 
-def attributed(
-    conversion_at: datetime, started_at: datetime, last_step_at: datetime, window: timedelta
-) -> bool:
-    """Whether a conversion counts for a journey: after its start, within the attribution
-    window after its last step."""
-    return started_at <= conversion_at <= last_step_at + window
-
-
 # Payment events that change the subscription state (the rest leave it as it is).
 SUBSCRIPTION_STATES: dict[str, str] = {
     "subscription_cancelled": "cancelled",

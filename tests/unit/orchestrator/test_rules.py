@@ -12,6 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from orchestrator.domain import rules as R
+from orchestrator.domain.attribution import JourneySpan, in_window
 from orchestrator.domain.playbook import Eligibility
 from orchestrator.settings import OrchestratorSettings
 
@@ -147,11 +148,13 @@ def test_variants_split_evenly_and_independently_of_the_holdout() -> None:
 
 
 def test_attribution_window_after_the_last_step() -> None:
-    start, last = utc(2026, 6, 1), utc(2026, 6, 5)
+    journey = JourneySpan(
+        "j", "p", started_at=utc(2026, 6, 1), ended_at=utc(2026, 6, 5), last_step_at=utc(2026, 6, 5)
+    )
     window = timedelta(days=14)
-    assert R.attributed(utc(2026, 6, 19), start, last, window)
-    assert not R.attributed(utc(2026, 6, 19, 0, 1), start, last, window)
-    assert not R.attributed(utc(2026, 5, 31), start, last, window)
+    assert in_window(utc(2026, 6, 19), journey, window)
+    assert not in_window(utc(2026, 6, 19, 0, 1), journey, window)
+    assert not in_window(utc(2026, 5, 31), journey, window)
 
 
 ZONES = ["Europe/Madrid", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
