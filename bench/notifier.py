@@ -227,7 +227,7 @@ async def pipeline(env: Env, channel: str) -> float:
     batch = notifications(channel, WARMUP + COUNT, prefix.split(".")[-2])
     engine = create_engine(common.database_url)
     publisher = KafkaPublisher(
-        common, client_id="bench-notifier", linger_ms=settings.publish_linger_ms
+        common, client_id="bench-notifier", linger_ms=settings.producer_linger_ms
     )  # as bootstrap builds it
     async with publisher as producer:
         topic = topic_name(Topic.NOTIFICATIONS, prefix)

@@ -27,7 +27,7 @@ async def run(
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     engine = create_engine(common.database_url)
     publisher = KafkaPublisher(
-        common, client_id="tenure-notifier", linger_ms=settings.publish_linger_ms
+        common, client_id="tenure-notifier", linger_ms=settings.producer_linger_ms
     )
     consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=settings.group_id)
     suppressions = Suppressions(engine)

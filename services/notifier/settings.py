@@ -101,7 +101,7 @@ class NotifierSettings(ServiceSettings):
         description="Real seconds after which a claim left 'sending' by a crashed worker can "
         "be taken again.",
     )
-    publish_linger_ms: int = Field(
+    producer_linger_ms: int = Field(
         default=25,
         ge=0,
         le=1000,
