@@ -14,7 +14,26 @@ times how fast the workers fire them (one process per worker, see
 
 Rounds are interleaved, their order rotated, and the median kept; both tables are
 vacuumed (not timed) before each measurement, so that neither inherits the other's
-dead rows. Then lateness: items come due one after another at Procrastinate's measured
+dead rows. Each system is loaded with ``PENDING`` items plus the blocks the run will make
+due, so that at least ``PENDING`` items are pending and not due throughout.
+
+A throughput is the *steady* rate of a measurement: the timers committed between the
+batch that reached ``STEADY[0]`` of the block and the one that reached ``STEADY[1]``,
+over the time between those two commits, all replicas' batches merged. It leaves out the
+start (first claims, cold caches) and the end (with two replicas, one idles while the
+other commits its last claims), the same way for one and two replicas; the go-to-last-
+commit rate is printed beside it. Procrastinate's rate is go to last job (its jobs run one
+at a time, seconds apart). Each orchestrator round also prints the CPU seconds per timer
+(user + system) of the replicas (``p``), of every PostgreSQL process (``q``: postmaster,
+backends, background workers, exited ones included) and of this driver, the cores the
+whole machine used meanwhile, and (sampled every ``SAMPLE_S``) what PostgreSQL's client
+backends were doing; at the end the ratio bounds those CPU figures imply on this machine.
+
+With ``TENURE_BENCH_LOCK=<file>`` each round and the lateness part run under an exclusive
+``flock`` of that file (the one other benchmarks of a shared machine use), so that no
+other locked benchmark overlaps a measurement; loading runs outside it.
+
+Then lateness: items come due one after another at Procrastinate's measured
 rate for ``LATENESS_S`` seconds, and each system's firing lateness (commit or start time
 minus due time) is recorded; and once more for one replica alone, at ``FULL_SHARE`` of
 its own measured throughput.
@@ -23,10 +42,15 @@ its own measured throughput.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import os
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from statistics import median, quantiles
 from typing import Any
@@ -39,31 +63,66 @@ from common.db import async_url, create_engine, upgrade_async
 from devstack.postgres import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parent.parent
-PENDING = 1_000_000
-BACKLOG = 5_000  # timers made due at once per orchestrator measurement (several seconds)
-PROCRASTINATE_BACKLOG = 1_000  # jobs per Procrastinate measurement (minutes at its rate)
-ROUNDS = 3
+PENDING = 1_000_000  # pending items not due, in each system, throughout the run
+BACKLOG = 36_000  # timers made due at once per orchestrator measurement (>= 10 s at 3,600/s)
+PROCRASTINATE_BACKLOG = 250  # jobs per Procrastinate measurement (about 35 s at its rate)
+ROUNDS = 5
 LATENESS_S = 15.0
 FULL_SHARE = 0.8  # lateness at full throughput: items come due at this share of tenure1's rate
+FULL_MAX_RATE = 8_000  # timers/s the load leaves room for in the lateness-at-full part
+STEADY = (0.1, 0.9)  # the steady part of a block: between the commits of these shares
+SAMPLE_S = 0.05  # pg_stat_activity sampling period during the orchestrator's rounds
+WARM_UP = 200  # items each kind fires once before the rounds, not counted
 MEASURES = ("tenure1", "procrastinate", "tenure2")
+TENURE = ("tenure1", "tenure2")
+
+
+def extra() -> dict[str, int]:
+    """Items each table needs besides ``PENDING``: every block the run makes due."""
+    return {
+        "timers": WARM_UP + ROUNDS * 2 * BACKLOG + int(LATENESS_S * (FULL_MAX_RATE + 100)),
+        "procrastinate_jobs": WARM_UP + ROUNDS * PROCRASTINATE_BACKLOG + int(LATENESS_S * 100),
+    }
 
 
 class Blocks:
-    """Hands out consecutive id ranges of each table's pending items, never twice."""
+    """Hands out consecutive id ranges of each table's items, never twice, and never so
+    many that fewer than ``PENDING`` would be left pending."""
 
     def __init__(self) -> None:
         self.next = {"timers": 1, "procrastinate_jobs": 1}
+        self.total = {table: PENDING + n for table, n in extra().items()}
 
     def take(self, table: str, n: int) -> tuple[int, int]:
         first = self.next[table]
         self.next[table] = first + n
-        if first + n - 1 > PENDING:
-            raise RuntimeError(f"{table}: fewer than {n} pending items left")
+        if self.total[table] - (first + n - 1) < PENDING:
+            raise RuntimeError(f"{table}: a block of {n} would leave fewer than {PENDING:,}")
         return first, first + n - 1
 
 
+@contextlib.asynccontextmanager
+async def bench_lock() -> AsyncIterator[None]:
+    """Hold ``flock(TENURE_BENCH_LOCK)`` (if set) while the block runs."""
+    path = os.environ.get("TENURE_BENCH_LOCK")
+    if not path:
+        yield
+        return
+    with open(path, "a") as handle:
+        began = time.monotonic()
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        waited = time.monotonic() - began
+        if waited > 1:
+            print(f"  (waited {waited:.0f} s for {path})", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 async def load(engine: AsyncEngine, url: str) -> None:
-    """PENDING journeys with a timer each, and PENDING Procrastinate jobs, all due in a year.
+    """Journeys with a timer each, and Procrastinate jobs, all due in a year: ``PENDING``
+    of each plus what the run will make due (:func:`extra`).
 
     Generated inside PostgreSQL (``INSERT ... SELECT generate_series``), faster than COPY
     from the client. Procrastinate's triggers (a NOTIFY and an event row per inserted job)
@@ -89,10 +148,12 @@ async def load(engine: AsyncEngine, url: str) -> None:
         " FROM generate_series(1, :n) i ORDER BY i",
         "ALTER TABLE procrastinate_jobs ENABLE TRIGGER USER",
     ]
-    for statement in statements:
+    more = extra()
+    counts = [PENDING + more["timers"]] * 2 + [0, PENDING + more["procrastinate_jobs"], 0]
+    for statement, n in zip(statements, counts, strict=True):
         began = time.monotonic()
         async with engine.begin() as conn:
-            await conn.execute(sa.text(statement), {"n": PENDING} if ":n" in statement else {})
+            await conn.execute(sa.text(statement), {"n": n} if ":n" in statement else {})
         print(f"  {statement[:60]}... {time.monotonic() - began:.1f} s", flush=True)
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -159,23 +220,190 @@ async def workers(
 
 
 def rate(results: list[dict[str, Any]]) -> float:
+    """Items per second from the go to the last commit (or job) of any worker."""
     fired = sum(r["fired"] for r in results)
     elapsed = max(r["ended"] for r in results) - min(r["began"] for r in results)
     return fired / elapsed
 
 
-async def throughput(engine: AsyncEngine, url: str, name: str, blocks: Blocks) -> tuple[float, int]:
+def steady_rate(results: list[dict[str, Any]]) -> float:
+    """Timers per second between the batches (of any replica) that reached ``STEADY[0]``
+    and ``STEADY[1]`` of the timers fired."""
+    batches = sorted((t, n) for r in results for t, n in r["batches"])
+    total = sum(n for _, n in batches)
+    low, high = (share * total for share in STEADY)
+    done = 0
+    start: tuple[float, int] | None = None
+    for t, n in batches:
+        done += n
+        if start is None and done >= low:
+            start = (t, done)
+        if done >= high:
+            assert start is not None
+            if t <= start[0]:
+                break
+            return (done - start[1]) / (t - start[0])
+    return rate(results)  # too few batches for a steady part
+
+
+def _cpu_ticks(pid: int | str) -> tuple[int, int]:
+    """(CPU ticks of the process itself, ticks of its children it has reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
+    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server so far: the postmaster, its live children
+    (backends, background workers) and the children it has reaped (exited backends)."""
+    own, reaped = _cpu_ticks(postmaster)
+    ticks = own + reaped
+    for child in _children(postmaster):
+        mine, theirs = _cpu_ticks(child)
+        ticks += mine + theirs
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> float:
+    """CPU seconds every process of the machine has used so far (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class Accounting:
+    """CPU of PostgreSQL, of this driver and of the machine over a measurement, and what
+    PostgreSQL's client backends were doing (sampled), started just before the go."""
+
+    def __init__(self, engine: AsyncEngine, postmaster: int, sample: bool) -> None:
+        self.engine = engine
+        self.postmaster = postmaster
+        self.sample = sample
+        self.waits: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.start = (0.0, 0.0, 0.0, 0.0)
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> tuple[float, float, float, float]:
+        return (
+            time.monotonic(),
+            postgres_cpu(self.postmaster),
+            time.process_time(),
+            machine_cpu(),
+        )
+
+    async def begin(self) -> None:
+        if self.sample:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+        self.start = self._now()
+
+    async def end(self) -> None:
+        now = self._now()
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        took, pg, driver, machine = (b - a for a, b in zip(self.start, now, strict=True))
+        self.used = {"elapsed": took, "postgres": pg, "driver": driver, "machine": machine}
+
+    async def _watch(self) -> None:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            while not self._stop.is_set():
+                rows = await conn.exec_driver_sql(
+                    "SELECT state, coalesce(wait_event_type, 'CPU'), coalesce(wait_event, '-')"
+                    " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    " AND pid <> pg_backend_pid() AND datname = current_database()"
+                )
+                for state, kind, what in rows:
+                    self.waits[f"{state} / {kind} / {what}"] += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), SAMPLE_S)
+
+
+async def throughput(
+    engine: AsyncEngine, url: str, name: str, blocks: Blocks, postmaster: int
+) -> dict[str, Any]:
+    """One measurement: its steady and whole rates and where the CPU went."""
     table = "procrastinate_jobs" if name == "procrastinate" else "timers"
     size = PROCRASTINATE_BACKLOG if name == "procrastinate" else BACKLOG
     ids = blocks.take(table, size)
     kind = "procrastinate" if name == "procrastinate" else "tenure"
     replicas = 2 if name == "tenure2" else 1
     await make_due(engine, table, ids, "now() - interval '1 second'")
-    results = await workers(kind, url, replicas, None)
+    account = Accounting(engine, postmaster, sample=kind == "tenure")
+    results = await workers(kind, url, replicas, None, before_go=account.begin)
+    await account.end()
     fired = sum(r["fired"] for r in results)
     if fired != size:
         raise RuntimeError(f"{name}: fired {fired} of {size}")
-    return rate(results), fired
+    whole = rate(results)
+    return {
+        "rate": steady_rate(results) if kind == "tenure" else whole,
+        "whole": whole,
+        "fired": fired,
+        "replicas": [r["cpu"] for r in results],
+        **account.used,
+        "waits": account.waits,
+    }
+
+
+def show(name: str, round_: int, m: dict[str, Any]) -> None:
+    """Print a measurement: rates, CPU per item (ms) and cores, top wait states."""
+    per = 1000 / m["fired"]
+    took = m["elapsed"]
+    ours = sum(m["replicas"]) + m["postgres"] + m["driver"]
+    print(
+        f"  round {round_}  {name:<13} {m['rate']:,.0f} fired/s (go to last commit"
+        f" {m['whole']:,.0f}/s)  CPU ms/item: workers {sum(m['replicas']) * per:.3f}"
+        f" (p), postgres {m['postgres'] * per:.3f} (q), driver {m['driver'] * per:.3f};"
+        f" cores: workers {'+'.join(f'{c / took:.2f}' for c in m['replicas'])},"
+        f" postgres {m['postgres'] / took:.2f}, machine {m['machine'] / took:.2f}"
+        f" (others {(m['machine'] - ours) / took:.2f}); load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    total = sum(m["waits"].values())
+    if total:
+        top = ", ".join(f"{what} {100 * n / total:.1f} %" for what, n in m["waits"].most_common(6))
+        print(f"      backends ({total} samples): {top}", flush=True)
+
+
+def bounds(rounds: dict[str, list[dict[str, Any]]], one: float) -> dict[str, float]:
+    """Medians of p and q (CPU ms per timer) and the two-replica ratios they allow."""
+
+    def per(name: str, key: str) -> float:
+        return float(
+            median(
+                (sum(m[key]) if key == "replicas" else m[key]) * 1000 / m["fired"]
+                for m in rounds[name]
+            )
+        )
+
+    p1, q1 = per("tenure1", "replicas"), per("tenure1", "postgres")
+    p2, q2, d2 = per("tenure2", "replicas"), per("tenure2", "postgres"), per("tenure2", "driver")
+    core = float(median(sum(m["replicas"]) / m["elapsed"] for m in rounds["tenure1"]))
+    return {
+        "p1": p1,
+        "q1": q1,
+        "p2": p2,
+        "q2": q2,
+        "d2": d2,
+        "core1": core,
+        # one replica bound by its own core (1/p per s), two by the machine (2/(p+q)):
+        "own_core": 2 * p1 / (p1 + q1),
+        # two cores spent at the two-replica CPU per timer, against the measured one replica:
+        "machine": 2 / ((p2 + q2 + d2) / 1000) / one,
+    }
 
 
 def pct(values: list[float], q: int) -> float:
@@ -204,54 +432,78 @@ async def run(ctx: Context) -> list[Result]:
         pg = EmbeddedPostgres(Path(tmp) / "pg", database="bench_timers")
         url = pg.start()
         try:
-            return await _run(url)
+            postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+            return await _run(url, postmaster)
         finally:
             pg.stop()
 
 
-async def _run(url: str) -> list[Result]:
+async def _run(url: str, postmaster: int) -> list[Result]:
     await upgrade_async(url)
     engine = create_engine(url, pool_size=2)
     blocks = Blocks()
     try:
-        print(f"loading {PENDING:,} pending timers and {PENDING:,} Procrastinate jobs", flush=True)
+        print(
+            f"loading {blocks.total['timers']:,} timers and {blocks.total['procrastinate_jobs']:,}"
+            f" Procrastinate jobs ({PENDING:,} of each stay pending)",
+            flush=True,
+        )
         await load(engine, url)
         # Warm-up (not counted): each kind once on a small block, caches and JIT-less paths.
         for name in ("tenure1", "procrastinate"):
             table = "procrastinate_jobs" if name == "procrastinate" else "timers"
-            ids = blocks.take(table, 200)
+            ids = blocks.take(table, WARM_UP)
             await make_due(engine, table, ids, "now() - interval '1 second'")
             await workers("procrastinate" if name == "procrastinate" else "tenure", url, 1, None)
-        samples: dict[str, list[float]] = {name: [] for name in MEASURES}
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in MEASURES}
         order = list(MEASURES)
         for round_ in range(ROUNDS):
-            for name in order[round_:] + order[:round_]:
-                value, _ = await throughput(engine, url, name, blocks)
-                samples[name].append(value)
-                print(f"  round {round_ + 1}  {name:<13} {value:,.0f} fired/s", flush=True)
-        best = {name: float(median(values)) for name, values in samples.items()}
+            async with bench_lock():
+                for name in order[round_:] + order[:round_]:
+                    measured = await throughput(engine, url, name, blocks, postmaster)
+                    rounds[name].append(measured)
+                    show(name, round_ + 1, measured)
+        best = {name: float(median(m["rate"] for m in ms)) for name, ms in rounds.items()}
+        for name in MEASURES:
+            values = ", ".join(f"{m['rate']:,.0f}" for m in rounds[name])
+            print(f"  {name:<13} rounds: {values}", flush=True)
+        pairs = zip(rounds["tenure2"], rounds["tenure1"], strict=True)
+        ratios = ", ".join(f"{two['rate'] / one['rate']:.2f}" for two, one in pairs)
+        print(f"  two / one replica per round: {ratios}", flush=True)
+        cpu = bounds(rounds, best["tenure1"])
+        print(
+            f"  CPU ms per timer (medians): one replica p {cpu['p1']:.3f}, its PostgreSQL"
+            f" q {cpu['q1']:.3f} (the replica used {cpu['core1']:.2f} core); two replicas"
+            f" p {cpu['p2']:.3f}, q {cpu['q2']:.3f}, driver {cpu['d2']:.3f}\n"
+            f"  bounds for two / one: 2p/(p+q) = {cpu['own_core']:.2f} (if one replica were"
+            f" bound by its core); 2 cores / (p+q+driver of two) / one replica's rate ="
+            f" {cpu['machine']:.2f}",
+            flush=True,
+        )
         per_s = best["procrastinate"]
         full_s = FULL_SHARE * best["tenure1"]
         late = {}
-        for key, kind, rate_s in (
-            ("tenure", "tenure", per_s),
-            ("procrastinate", "procrastinate", per_s),
-            ("tenure_full", "tenure", full_s),
-        ):
-            late[key] = await lateness(engine, url, kind, rate_s, blocks)
-            print(
-                f"  lateness {key:<13} at {rate_s:,.0f}/s: p50 {pct(late[key], 50):.3f} s,"
-                f" p99 {pct(late[key], 99):.3f} s ({len(late[key]):,} items)",
-                flush=True,
-            )
+        async with bench_lock():
+            for key, kind, rate_s in (
+                ("tenure", "tenure", per_s),
+                ("procrastinate", "procrastinate", per_s),
+                ("tenure_full", "tenure", full_s),
+            ):
+                late[key] = await lateness(engine, url, kind, rate_s, blocks)
+                print(
+                    f"  lateness {key:<13} at {rate_s:,.0f}/s: p50 {pct(late[key], 50):.3f} s,"
+                    f" p99 {pct(late[key], 99):.3f} s ({len(late[key]):,} items)",
+                    flush=True,
+                )
     finally:
         await engine.dispose()
 
     shape = (
         f"{PENDING:,} pending timers (one per journey, due in a year) and {PENDING:,} pending "
         f"Procrastinate jobs in the same embedded PostgreSQL 16; per measurement a block of "
-        f"{BACKLOG:,} timers ({PROCRASTINATE_BACKLOG:,} jobs) made due at once; median of "
-        f"{ROUNDS} interleaved rounds"
+        f"{BACKLOG:,} timers ({PROCRASTINATE_BACKLOG:,} jobs) made due at once; timers/s "
+        f"between the commits of {STEADY[0]:.0%} and {STEADY[1]:.0%} of the block (jobs/s: go "
+        f"to last job); median of {ROUNDS} interleaved rounds"
     )
     ours = (
         "one orchestrator replica with its default settings (fire_batch: claim a batch of 400 "
@@ -285,7 +537,13 @@ async def _run(url: str) -> list[Result]:
         ),
         Result(
             name="orchestrator_timers_two_replicas",
-            metric=f"due timers fired/s by two orchestrator replicas (processes) together; {shape}",
+            metric=(
+                f"due timers fired/s by two orchestrator replicas (processes) together; {shape}; "
+                f"CPU ms per timer, one replica: replica p {cpu['p1']:.3f}, PostgreSQL q "
+                f"{cpu['q1']:.3f}; two replicas: p {cpu['p2']:.3f}, q {cpu['q2']:.3f}; bounds: "
+                f"2p/(p+q) {cpu['own_core']:.2f}, 2 cores at the two-replica CPU per timer "
+                f"{cpu['machine']:.2f}x the one-replica rate"
+            ),
             value=best["tenure2"],
             unit="timers/s",
             baseline="peer: one replica (orchestrator_timers_one_replica) in the same run",
