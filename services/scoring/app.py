@@ -29,13 +29,14 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import faust
 import orjson
-from faust.streams import current_event
+import rocksdict
+from faust.types import EventT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.clock import Clock, clock_from_settings
@@ -44,8 +45,9 @@ from common.kafka import KeyPartitioner, encode, make_consumer
 from common.messages import Delivery
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
+from scoring.adapters.batches import batches
 from scoring.adapters.monitor import LeanMonitor
-from scoring.adapters.transport import use_read_committed
+from scoring.adapters.transport import use_tenure_transport
 from scoring.domain.cohorts import (
     CohortDelta,
     fold_delta,
@@ -161,8 +163,7 @@ def create_app(
         value_serializer="raw",
         monitor=LeanMonitor(),  # faust's per-record statistics, which nothing here reads
     )
-    if settings.read_committed:
-        use_read_committed(app)
+    use_tenure_transport(app, read_committed=settings.read_committed)
     event_topics = [topic_name(t, prefix) for t in Topic.events()]
     deliveries_name = topic_name(Topic.DELIVERIES, prefix)
     ticks_name = f"{prefix}{settings.ticks_topic}"
@@ -266,36 +267,73 @@ def create_app(
         written = future.result()
         states.data.set_persisted_offset(written.topic_partition, written.offset)
 
-    async def write_state(customer_id: str, value: bytes) -> None:
-        """Write a state to the table's store and its changelog record, straight to the producer.
+    # The states a batch wrote, by customer: (the customer's last event of the batch, its
+    # state, the state's JSON). Later events of the batch read their customer's state
+    # here; the table and the changelog get each customer's last state once, at the end.
+    Pending = dict[str, tuple[EventT, CustomerState, bytes]]
 
-        What ``states[key] = value`` does (faust's ``Table.on_key_set``), without the
-        changelog record's trip through faust's producer buffer task and topic machinery:
-        the store put lands in the database of the current event's partition, the record
-        on the same changelog partition, and once the broker has it its offset is kept
-        as the store's persisted offset (what recovery resumes from).
+    async def write_states(pending: Pending, stream: faust.StreamT[bytes]) -> None:
+        """Write a batch's states to the table's store and their changelog records.
+
+        What ``states[key] = value`` does (faust's ``Table.on_key_set``) for each
+        customer, without the changelog record's trip through faust's producer buffer
+        task and topic machinery: the store puts land in the database of the partition
+        of the customer's events, in one RocksDB write batch per partition; the records
+        go straight to the producer, on the same changelog partition, and once the
+        broker has a partition's last record of the batch its offset is kept as the
+        store's persisted offset (what recovery resumes from).
         """
-        event = current_event()
-        if event is None:  # pragma: no cover - apply runs inside an agent's stream
-            raise RuntimeError("a state is written only while an event is processed")
-        partition = event.message.partition
-        states.data[customer_id] = value  # the store encodes key and value as the table does
+        if not pending:
+            return
+        if not direct_changelog:  # a test sink: faust's own path, no producer needed
+            for customer_id, (event, _, value) in pending.items():
+                stream._set_current_event(event)  # type: ignore[attr-defined]
+                states[customer_id] = value
+            return
         serializers = app.serializers
-        future = await app.producer.send(
-            changelog_name,
-            serializers.dumps_key(states.key_type, customer_id, serializer=states.key_serializer),
-            serializers.dumps_value(states.value_type, value, serializer=states.value_serializer),
-            partition=partition,
-            timestamp=None,
-            headers=None,
-        )
-        future.add_done_callback(changelog_written)
+        store = states.data
+        rows: dict[int, list[tuple[bytes, bytes]]] = {}
+        for customer_id, (event, _, value) in pending.items():
+            key = serializers.dumps_key(
+                states.key_type, customer_id, serializer=states.key_serializer
+            )
+            encoded = serializers.dumps_value(
+                states.value_type, value, serializer=states.value_serializer
+            )
+            rows.setdefault(event.message.partition, []).append((key, encoded))
+        if hasattr(store, "_db_for_partition"):  # RocksDB: a write batch per partition
+            for partition, items in rows.items():
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for key, encoded in items:
+                    batch.put(key, encoded)
+                    store._key_index[key] = partition
+                store._db_for_partition(partition).write(batch)
+        else:  # pragma: no cover - the memory store with a real producer
+            for customer_id, (event, _, value) in pending.items():
+                stream._set_current_event(event)  # type: ignore[attr-defined]
+                store[customer_id] = value
+        last: dict[int, asyncio.Future[Any]] = {}
+        for partition, items in rows.items():
+            for key, encoded in items:
+                last[partition] = await app.producer.send(
+                    changelog_name, key, encoded, partition=partition, timestamp=None, headers=None
+                )
+        for future in last.values():  # a partition's records are written in order
+            future.add_done_callback(changelog_written)
 
-    async def apply(customer_id: str, rule: Callable[[CustomerState], Outcome]) -> Outcome:
-        """Read the state, apply ``rule``, write the state, publish what changed."""
-        await wait_for_changelog()
+    def current_state(pending: Pending, customer_id: str) -> CustomerState:
+        row = pending.get(customer_id)
+        return row[1] if row is not None else read_state(customer_id)
+
+    async def apply(
+        pending: Pending,
+        event: EventT,
+        customer_id: str,
+        rule: Callable[[CustomerState], Outcome],
+    ) -> Outcome:
+        """Read the state, apply ``rule``, keep the state for the batch, publish what changed."""
         started = time.perf_counter()
-        outcome = rule(read_state(customer_id))
+        outcome = rule(current_state(pending, customer_id))
         metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
         if outcome.duplicate:
             return outcome
@@ -303,10 +341,7 @@ def create_app(
         # each encoded it again
         value = orjson.dumps(outcome.state.to_dict())
         key = customer_id.encode()
-        if direct_changelog:
-            await write_state(customer_id, value)
-        else:
-            states[customer_id] = value
+        pending[customer_id] = (event, outcome.state, value)
         if settings.state_cache_size:
             remember(customer_id, outcome.state)
         for change in outcome.changes:
@@ -319,61 +354,95 @@ def create_app(
             await out.send(cohorts_name, delta.plan.encode(), orjson.dumps(delta.to_dict()))
         return outcome
 
+    # One batch at a time across the per-customer agents: a batch writes its states at
+    # its end, so two interleaved at an await could write a customer's state out of order.
+    batch_lock = asyncio.Lock()
+
+    async def run_batches(
+        stream: faust.StreamT[bytes],
+        handle: Callable[[Pending, EventT], Awaitable[None]],
+    ) -> None:
+        """Take ``stream``'s events in batches; handle each event in order, then write the
+        batch's states; only then are its events acked (``scoring.adapters.batches``)."""
+        within = settings.batch_within_ms / 1000
+        async for batch in batches(stream, settings.batch_max_events, within):
+            async with batch_lock:
+                await wait_for_changelog()
+                pending: Pending = {}
+                for event in batch:
+                    stream._set_current_event(event)  # type: ignore[attr-defined]
+                    await handle(pending, event)
+                await write_states(pending, stream)
+
     events_counted = metrics.bound(metrics.EVENTS)
+
+    async def score_one_event(pending: Pending, event: EventT) -> None:
+        message = event.message
+        try:
+            parsed = parse_event(message.value)
+        except (ValidationError, ValueError) as exc:
+            metrics.EVENTS.labels(kind="unknown", outcome="invalid").inc()
+            await dead_letter(message, exc, event_topics[0])
+            return
+        outcome = await apply(
+            pending,
+            event,
+            parsed.customer_id,
+            lambda s: score(s, parsed, model, now=clock.now(), cohorts=cohorts),
+        )
+        events_counted(parsed.kind, "duplicate" if outcome.duplicate else "scored").inc()
+        if parsed.type == "reward_redeemed" and not outcome.duplicate:
+            status = outcome.state.redemptions[-1]["status"]
+            metrics.REDEMPTIONS.labels(outcome=status).inc()
 
     @app.agent(source)
     async def score_events(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                parsed = parse_event(message.value)
-            except (ValidationError, ValueError) as exc:
-                metrics.EVENTS.labels(kind="unknown", outcome="invalid").inc()
-                await dead_letter(message, exc, event_topics[0])
-                continue
-            outcome = await apply(
-                parsed.customer_id,
-                lambda s, e=parsed: score(s, e, model, now=clock.now(), cohorts=cohorts),
-            )
-            events_counted(parsed.kind, "duplicate" if outcome.duplicate else "scored").inc()
-            if parsed.type == "reward_redeemed" and not outcome.duplicate:
-                status = outcome.state.redemptions[-1]["status"]
-                metrics.REDEMPTIONS.labels(outcome=status).inc()
+        await run_batches(stream, score_one_event)
+
+    async def score_one_delivery(pending: Pending, event: EventT) -> None:
+        message = event.message
+        try:
+            delivery = Delivery.model_validate_json(message.value)
+        except (ValidationError, ValueError) as exc:
+            metrics.DELIVERIES.labels(outcome="invalid").inc()
+            await dead_letter(message, exc, deliveries_name)
+            return
+        outcome = await apply(
+            pending,
+            event,
+            delivery.customer_id,
+            lambda s: score_delivery(s, delivery, model, now=clock.now(), cohorts=cohorts),
+        )
+        metrics.DELIVERIES.labels(outcome="duplicate" if outcome.duplicate else "scored").inc()
 
     @app.agent(deliveries)
     async def score_deliveries(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                delivery = Delivery.model_validate_json(message.value)
-            except (ValidationError, ValueError) as exc:
-                metrics.DELIVERIES.labels(outcome="invalid").inc()
-                await dead_letter(message, exc, deliveries_name)
-                continue
-            outcome = await apply(
-                delivery.customer_id,
-                lambda s, d=delivery: score_delivery(s, d, model, now=clock.now(), cohorts=cohorts),
-            )
-            metrics.DELIVERIES.labels(outcome="duplicate" if outcome.duplicate else "scored").inc()
+        await run_batches(stream, score_one_delivery)
+
+    async def score_one_tick(pending: Pending, event: EventT) -> None:
+        message = event.message
+        try:
+            tick = Tick.model_validate_json(message.value)
+        except (ValidationError, ValueError) as exc:
+            metrics.TICKS.labels(outcome="invalid").inc()
+            await dead_letter(message, exc, ticks_name)
+            return
+        customer_id = tick.customer_id
+        known = customer_id in pending or customer_id in cache
+        if not known and states.get(customer_id) is None:
+            return  # nothing known of this customer: a tick never creates state
+        outcome = await apply(
+            pending,
+            event,
+            customer_id,
+            lambda s: reevaluate(s, model, max(tick.at, clock.now()), cohorts),
+        )
+        changed = bool(outcome.changes) or outcome.snapshot is not None
+        metrics.TICKS.labels(outcome="changed" if changed else "unchanged").inc()
 
     @app.agent(ticks)
     async def score_ticks(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                tick = Tick.model_validate_json(message.value)
-            except (ValidationError, ValueError) as exc:
-                metrics.TICKS.labels(outcome="invalid").inc()
-                await dead_letter(message, exc, ticks_name)
-                continue
-            if tick.customer_id not in cache and states.get(tick.customer_id) is None:
-                continue  # nothing known of this customer: a tick never creates state
-            outcome = await apply(
-                tick.customer_id,
-                lambda s, t=tick: reevaluate(s, model, max(t.at, clock.now()), cohorts),
-            )
-            changed = bool(outcome.changes) or outcome.snapshot is not None
-            metrics.TICKS.labels(outcome="changed" if changed else "unchanged").inc()
+        await run_batches(stream, score_one_tick)
 
     @app.agent(cohort_deltas)
     async def score_cohorts(stream: faust.StreamT[bytes]) -> None:

@@ -74,3 +74,18 @@ class ScoringSettings(ServiceSettings):
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
     )
+    batch_max_events: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most events an agent handles per iteration: the first its stream hands "
+        "it and those already waiting behind it (1 is one event at a time, as faust does).",
+    )
+    batch_within_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="When nothing waits behind an agent's first event, how long to wait once "
+        "for more before handling it: up to this much latency to coalesce a trickle; 0 never "
+        "waits (a batch is what has already arrived).",
+    )
