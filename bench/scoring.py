@@ -6,8 +6,9 @@
   rules in a bare aiokafka consume-and-produce loop (``bench.scoring_loop``: state in
   a dict, no changelog) on the same broker and data, in the same run. Both are
   processes; both count events in ``tenure_scoring_events_total``, polled from their
-  metrics port; the rate runs from the first counted event to the last (start-up and
-  rebalancing excluded). ``ROUNDS`` rounds, interleaved, order rotated; medians.
+  metrics port every ``POLL_S``; the rate runs from the first poll that counts an event
+  to the last poll before the ``RECORDS``-th (start-up, rebalancing and the idle tail
+  excluded, so the poll interval adds no error). ``ROUNDS`` rounds, interleaved, order rotated; medians.
 - ``scoring_cpu_per_event``: over the same rounds, the CPU time (user + system, all
   threads, from ``/proc/<pid>/stat``) each process spent per event in the same timed
   section. On a shared machine the rate depends on the share of the cores a process
@@ -59,6 +60,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECORDS = 30_000
 CUSTOMERS = 3_000
 ROUNDS = 2
+POLL_S = 0.5  # between two reads of a scorer's count (each costs it an exposition)
 RATE = 1_000  # events/s offered to ingest in the latency benchmark (the figure)
 LOW_RATE = 250  # and a rate one worker sustains on this machine
 DURATION_S = 20
@@ -184,15 +186,21 @@ async def _rate(kind: str, ctx: Context, logdir: Path) -> tuple[float, float]:
     async with scorer(kind, ctx, prefix, logdir) as (port, pid), httpx.AsyncClient() as client:
         deadline = time.monotonic() + 600
         first: tuple[float, int, float] | None = None
+        last: tuple[float, int, float] | None = None  # the latest poll while still busy
         while time.monotonic() < deadline:
             n = await counted(client, port)
-            now, cpu = time.monotonic(), cpu_seconds(pid)
+            sample = (time.monotonic(), n, cpu_seconds(pid))
             if first is None and n > 0:
-                first = (now, n, cpu)
+                first = sample
             if n >= RECORDS and first is not None:
-                events = n - first[1]
-                return events / (now - first[0]), (cpu - first[2]) / events
-            await asyncio.sleep(0.1)
+                # the scorer finished somewhere since the previous poll: end at that poll
+                # (both counts read while it was busy), so the interval adds no error
+                end = last if last is not None and last[1] > first[1] else sample
+                events = end[1] - first[1]
+                return events / (end[0] - first[0]), (end[2] - first[2]) / events
+            if first is not None:
+                last = sample
+            await asyncio.sleep(POLL_S)
     raise TimeoutError(f"{kind}: did not count {RECORDS} events in time")
 
 
