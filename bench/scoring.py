@@ -8,7 +8,8 @@
   processes; both count events in ``tenure_scoring_events_total``, polled from their
   metrics port every ``POLL_S``; the rate runs from the first poll that counts an event
   to the last poll before the ``RECORDS``-th (start-up, rebalancing and the idle tail
-  excluded, so the poll interval adds no error). ``ROUNDS`` rounds, interleaved, order rotated; medians.
+  excluded, so the poll interval adds no error). ``ROUNDS`` rounds, interleaved, order
+  rotated; medians.
 - ``scoring_cpu_per_event``: over the same rounds, the CPU time (user + system, all
   threads, from ``/proc/<pid>/stat``) each process spent per event in the same timed
   section. On a shared machine the rate depends on the share of the cores a process
