@@ -48,6 +48,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -110,12 +111,17 @@ async def bench_lock() -> AsyncIterator[None]:
         return
     with open(path, "a") as handle:
         began = time.monotonic()
-        while True:  # polled, not blocking a thread: Ctrl-C still stops the run
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.5)
+        # A blocking flock queues like `flock(1)` does (polling would let every blocked
+        # waiter go first), in a daemon thread that never holds up Ctrl-C or the exit.
+        loop = asyncio.get_running_loop()
+        taken: asyncio.Future[None] = loop.create_future()
+
+        def wait() -> None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            loop.call_soon_threadsafe(lambda: taken.done() or taken.set_result(None))
+
+        threading.Thread(target=wait, daemon=True).start()
+        await taken
         waited = time.monotonic() - began
         if waited > 1:
             print(f"  (waited {waited:.0f} s for {path})", flush=True)
