@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from orchestrator.domain import rules as R
 
 # One row per customer: profile, learned state, latest score, the marketing messages the
-# frequency cap counts, the live journeys (with their pending steps), and the paused
-# playbooks (the same on every row).
+# frequency cap counts, the live journeys (with their pending steps; one scan of the
+# customer's live journeys for the three arrays), and the paused playbooks (the same on
+# every row).
 _GATHER = """
 SELECT c.id,
        p.customer_id IS NOT NULL AS has_profile, p.email, p.first_name, p.time_zone, p.plan,
@@ -35,22 +36,21 @@ SELECT c.id,
              JOIN journeys j ON j.journey_id = jt.journey_id
              WHERE j.customer_id = c.id AND jt.event = 'step_sent' AND jt.at > $2
                AND (jt.detail->>'marketing')::boolean) AS sent,
-       ARRAY(SELECT j.journey_id FROM journeys j
-             WHERE j.customer_id = c.id AND j.ended_at IS NULL
-             ORDER BY j.started_at) AS live_ids,
-       ARRAY(SELECT j.playbook FROM journeys j
-             WHERE j.customer_id = c.id AND j.ended_at IS NULL
-             ORDER BY j.started_at) AS live_playbooks,
-       ARRAY(SELECT (SELECT count(*) FROM timers t
-                     WHERE t.journey_id = j.journey_id AND t.status = 'pending')
-             FROM journeys j
-             WHERE j.customer_id = c.id AND j.ended_at IS NULL
-             ORDER BY j.started_at) AS live_pending,
+       live.ids AS live_ids, live.playbooks AS live_playbooks, live.pending AS live_pending,
        ARRAY(SELECT playbook FROM paused_playbooks) AS paused
 FROM unnest($1::text[]) AS c(id)
 LEFT JOIN customers p ON p.customer_id = c.id
 LEFT JOIN customer_state s ON s.customer_id = c.id
 LEFT JOIN scores sc ON sc.customer_id = c.id
+CROSS JOIN LATERAL (
+  SELECT coalesce(array_agg(j.journey_id ORDER BY j.started_at, j.journey_id), '{}') AS ids,
+         coalesce(array_agg(j.playbook ORDER BY j.started_at, j.journey_id), '{}') AS playbooks,
+         coalesce(array_agg((SELECT count(*) FROM timers t
+                             WHERE t.journey_id = j.journey_id AND t.status = 'pending')
+                            ORDER BY j.started_at, j.journey_id), '{}') AS pending
+  FROM journeys j
+  WHERE j.customer_id = c.id AND j.ended_at IS NULL
+) AS live
 """
 
 # Transaction-scoped advisory locks on the customers' frequency caps, in the order given.

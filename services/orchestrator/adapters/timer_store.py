@@ -73,7 +73,7 @@ async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) 
     """
     free = sa.or_(timers.c.lease_until.is_(None), timers.c.lease_until < sa.func.clock_timestamp())
     candidates = (
-        sa.select(timers.c.id)
+        sa.select(timers.c.id, journeys.c.customer_id)
         .join(journeys, journeys.c.journey_id == timers.c.journey_id)
         .where(
             timers.c.status == "pending",
@@ -84,14 +84,16 @@ async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) 
         .order_by(timers.c.due_at)
         .limit(limit)
         .with_for_update(of=timers, skip_locked=True)
-        .scalar_subquery()
+        .subquery("candidates")
     )
     until = sa.func.clock_timestamp() + sa.literal(timedelta(seconds=lease.seconds), sa.Interval)
+    # The customer comes with the candidates (the journey row was read to check its
+    # state): joining the journeys again in the update would read each one twice.
     rows = await conn.execute(
         timers.update()
-        .where(timers.c.id.in_(candidates), timers.c.journey_id == journeys.c.journey_id)
+        .where(timers.c.id == candidates.c.id)
         .values(lease_owner=lease.owner, lease_until=until, attempts=timers.c.attempts + 1)
-        .returning(timers.c.id, journeys.c.customer_id, timers.c.due_at)
+        .returning(timers.c.id, candidates.c.customer_id, timers.c.due_at)
     )
     found = [Claimed(r.id, r.customer_id, r.due_at) for r in rows]
     return sorted(found, key=lambda c: (c.due_at, c.id))
