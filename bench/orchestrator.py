@@ -403,6 +403,12 @@ def bounds(rounds: dict[str, list[dict[str, Any]]], one: float) -> dict[str, flo
     p1, q1 = per("tenure1", "replicas"), per("tenure1", "postgres")
     p2, q2, d2 = per("tenure2", "replicas"), per("tenure2", "postgres"), per("tenure2", "driver")
     core = float(median(sum(m["replicas"]) / m["elapsed"] for m in rounds["tenure1"]))
+    system = float(
+        median(
+            (sum(m["replicas"]) + m["postgres"] + m["driver"]) / m["elapsed"]
+            for m in rounds["tenure1"]
+        )
+    )
     return {
         "p1": p1,
         "q1": q1,
@@ -410,6 +416,9 @@ def bounds(rounds: dict[str, list[dict[str, Any]]], one: float) -> dict[str, flo
         "q2": q2,
         "d2": d2,
         "core1": core,
+        "system1": system,  # cores one replica and its PostgreSQL used together
+        # the two cores over what one replica's system used, at equal CPU per timer:
+        "system": 2 / system,
         # one replica bound by its own core (1/p per s), two by the machine (2/(p+q)):
         "own_core": 2 * p1 / (p1 + q1),
         # two cores spent at the two-replica CPU per timer, against the measured one replica:
@@ -484,11 +493,13 @@ async def _run(url: str, postmaster: int) -> list[Result]:
         cpu = bounds(rounds, best["tenure1"])
         print(
             f"  CPU ms per timer (medians): one replica p {cpu['p1']:.3f}, its PostgreSQL"
-            f" q {cpu['q1']:.3f} (the replica used {cpu['core1']:.2f} core); two replicas"
-            f" p {cpu['p2']:.3f}, q {cpu['q2']:.3f}, driver {cpu['d2']:.3f}\n"
-            f"  bounds for two / one: 2p/(p+q) = {cpu['own_core']:.2f} (if one replica were"
-            f" bound by its core); 2 cores / (p+q+driver of two) / one replica's rate ="
-            f" {cpu['machine']:.2f}",
+            f" q {cpu['q1']:.3f} (the replica used {cpu['core1']:.2f} core, with PostgreSQL"
+            f" and this driver {cpu['system1']:.2f} cores); two replicas p {cpu['p2']:.3f},"
+            f" q {cpu['q2']:.3f}, driver {cpu['d2']:.3f}\n"
+            f"  bounds for two / one on 2 cores: 2p/(p+q) = {cpu['own_core']:.2f} (if one"
+            f" replica were bound by its own core); 2 / {cpu['system1']:.2f} cores ="
+            f" {cpu['system']:.2f} (same CPU per timer); 2 cores / (p+q+driver of two) /"
+            f" one replica's rate = {cpu['machine']:.2f}",
             flush=True,
         )
         per_s = best["procrastinate"]
@@ -551,9 +562,10 @@ async def _run(url: str, postmaster: int) -> list[Result]:
             metric=(
                 f"due timers fired/s by two orchestrator replicas (processes) together; {shape}; "
                 f"CPU ms per timer, one replica: replica p {cpu['p1']:.3f}, PostgreSQL q "
-                f"{cpu['q1']:.3f}; two replicas: p {cpu['p2']:.3f}, q {cpu['q2']:.3f}; bounds: "
-                f"2p/(p+q) {cpu['own_core']:.2f}, 2 cores at the two-replica CPU per timer "
-                f"{cpu['machine']:.2f}x the one-replica rate"
+                f"{cpu['q1']:.3f}, together {cpu['system1']:.2f} cores; two replicas: p "
+                f"{cpu['p2']:.3f}, q {cpu['q2']:.3f}; bounds on 2 cores: 2p/(p+q) "
+                f"{cpu['own_core']:.2f}, 2 / one replica's cores {cpu['system']:.2f}, 2 cores at "
+                f"the two-replica CPU per timer {cpu['machine']:.2f}x the one-replica rate"
             ),
             value=best["tenure2"],
             unit="timers/s",
