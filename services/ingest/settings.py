@@ -59,6 +59,12 @@ class IngestSettings(ServiceSettings):
     max_transaction_events: int = Field(
         default=5_000, ge=1, description="Most events committed in one group transaction."
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Once started, move every object alive then (modules, the app, its "
+        "schemas: ~120,000) out of the garbage collector's reach (gc.freeze), so that a full "
+        "collection walks only what the requests left behind, not all of them.",
+    )
     retry_after_s: int = Field(default=5, ge=1, le=600)
     max_inflight_events: int = Field(
         default=20_000, ge=1, description="Events awaiting acknowledgement before 503."

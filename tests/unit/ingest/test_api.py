@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -315,3 +316,59 @@ async def test_metrics_label_routes_not_raw_paths() -> None:
     assert 'route="unmatched"' in text
     assert 'route="/v1/events"' in text
     assert "/no/such/path/42" not in text
+
+
+async def test_declared_route_answers_as_the_fast_path() -> None:
+    """POST /v1/events is served by a bare ASGI handler before FastAPI's routing; the
+    declared route (reached here through a root path, which the fast path does not
+    take) gives the same answers."""
+    app = create_app(
+        IngestSettings(keys_from_database=False, max_event_bytes=2048),
+        publisher=FakePublisher(),
+        authenticator=FakeAuthenticator(KEYS),
+        clock=FakeClock(NOW),
+    )
+    bodies = [
+        ({"X-API-Key": KEY}, EXAMPLES["usage"]),
+        ({"X-API-Key": KEY}, {**EXAMPLES["support"], "score": 42}),
+        ({"X-API-Key": KEY}, {**EXAMPLES["support"], "text": "x" * 4000}),
+        ({"X-API-Key": READER}, EXAMPLES["usage"]),
+        ({}, EXAMPLES["usage"]),
+    ]
+    answers = {}
+    for root in ("", "/api"):
+        transport = httpx.ASGITransport(app=app, root_path=root)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as c:
+            answers[root] = [
+                await c.post(f"{root}/v1/events", json=body, headers=headers)
+                for headers, body in bodies
+            ]
+    fast, declared = answers[""], answers["/api"]
+    assert [r.status_code for r in fast] == [202, 422, 413, 403, 401]
+    assert [r.status_code for r in declared] == [r.status_code for r in fast]
+    assert [r.json() for r in declared] == [r.json() for r in fast]
+    assert fast[4].headers["WWW-Authenticate"] == declared[4].headers["WWW-Authenticate"]
+    assert all(r.headers["content-type"] == "application/json" for r in fast)
+
+
+async def test_other_methods_on_the_single_event_path_reach_fastapi() -> None:
+    async with client() as c:
+        response = await c.get("/v1/events", headers={"X-API-Key": KEY})
+    assert response.status_code == 405
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_served_app_freezes_the_garbage_collector_once_started(freeze: bool) -> None:
+    app = create_app(
+        IngestSettings(keys_from_database=False, gc_freeze=freeze),
+        publisher=FakePublisher(),
+        authenticator=FakeAuthenticator(KEYS),
+        tune_gc=True,
+    )
+    before = gc.get_freeze_count()
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert (frozen > before) is freeze
