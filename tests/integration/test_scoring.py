@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from common.clock import ScaledClock
 from common.kafka import ensure_topics
@@ -511,3 +513,74 @@ async def test_sigkill_mid_stream_recovers_from_the_changelog_and_counts_nothing
         mine = recovered[customer]
         assert {k: mine[k] for k in COMPARED} == {k: state[k] for k in COMPARED}, customer
         assert sorted(mine["seen"]) == sorted(state["seen"])
+
+
+async def test_every_event_of_a_batch_is_acked_so_commits_and_rebalances_go_on(env: Env) -> None:
+    """Events are taken in batches and each batch is acked once handled: a worker that
+    starts on a backlog (large batches) commits offsets past every event it scored, and
+    when a second worker joins its group the rebalance completes (faust waits for every
+    event it handed out to be acked first: one left unacked stalled it for ever) and
+    new events are scored."""
+    tag = uuid.uuid4().hex[:6]
+    group = f"it-commits-{tag}"
+    bodies = [
+        event(
+            env.clock, f"off-{tag}-{i % 25}", "login", "login", timedelta(hours=i % 40), user_id="u"
+        )
+        for i in range(600)
+    ]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=env.settings.kafka_bootstrap, acks="all", linger_ms=20
+    )
+    await producer.start()
+    try:
+        topic = env.name(Topic.EVENTS_LOGIN)
+        sent = [
+            await producer.send(topic, key=b["customer_id"].encode(), value=json.dumps(b).encode())
+            for b in bodies
+        ]
+        written = await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    needed: dict[TopicPartition, int] = {}
+    for meta in written:
+        tp = TopicPartition(meta.topic, meta.partition)
+        needed[tp] = max(needed.get(tp, 0), meta.offset + 1)
+    proc = env.worker(group, env.root / group)
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                committed = await admin.list_consumer_group_offsets(group)
+            except KafkaError:  # the group not formed yet (the worker is starting)
+                committed = {}
+            behind = {
+                tp: (committed[tp].offset if tp in committed else None, want)
+                for tp, want in needed.items()
+                if tp not in committed or committed[tp].offset < want
+            }
+            if not behind:
+                break
+            assert time.monotonic() < deadline, f"committed (got, wanted): {behind}"
+            await asyncio.sleep(1)
+        second = env.worker(group, env.root / f"{group}-2")
+        await asyncio.sleep(5)  # the second worker joins: the group rebalances
+        late = [
+            event(env.clock, f"late-{tag}-{i}", "login", "login", timedelta(0), user_id="u")
+            for i in range(12)
+        ]
+        await produce(env.settings, late)
+        wanted = {b["customer_id"] for b in late}
+        await read_until(
+            env.settings,
+            env.name(Topic.SCORES),
+            lambda rs: wanted <= {v.get("customer_id") for v in values(rs)},
+            timeout=120,
+        )
+    finally:
+        await admin.close()
+        stop(proc)
+        if "second" in locals():
+            stop(second)

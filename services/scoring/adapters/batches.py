@@ -11,7 +11,8 @@ suspended, or another consumer generation) is acked and left out, and an event o
 acking topic is tracked as pending. The caller handles the batch and returns; only
 then are the taken events acked (the first by the iterator, as always), so an offset
 is committed only for events whose outputs were handed to the producer that faust
-flushes before it commits. If handling raises, nothing of the batch is acked.
+flushes before it commits. If handling raises, the events taken from the queue are
+not acked (the first is faust's iterator's, which acks an event whose handler raised).
 
 With ``within_s`` > 0 and nothing waiting after the first event, it waits that long
 once for more (coalescing the work of a trickle at the price of that latency); with 0
@@ -51,6 +52,11 @@ async def batches(
                 message.tracked = True
                 consumer.track_message(message)
             batch.append(event)
-        yield batch
+        try:
+            yield batch
+        finally:
+            # faust's iterator acks the stream's current event when it resumes, and the
+            # handler made each event of the batch current in turn: the first is its own
+            stream._set_current_event(first)  # type: ignore[attr-defined]
         for event in batch[1:]:
             await stream.ack(event)

@@ -5,6 +5,7 @@ No broker: the agents' output goes to a list (the ``Sink`` port), time to a fake
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -238,3 +239,29 @@ async def test_a_redemption_through_the_agent_is_in_the_snapshot(harness: Any) -
     assert [r.status for r in snap.redemptions] == ["accepted", "refused"]
     [(topic, headers)] = [(t, dict(h)) for t, _, _, h in sink.records if t.endswith(".dlq")]
     assert topic == "t.events.usage.dlq" and b"reward" in headers["dlq.error"]
+
+
+async def test_events_waiting_together_are_one_batch_written_once_and_all_acked(
+    harness: Any,
+) -> None:
+    app, sink, _ = harness
+    table = app.tenure_states
+    writes: list[str] = []
+    on_key_set = table.on_key_set
+
+    def counting(key: str, value: Any) -> None:
+        writes.append(key)
+        on_key_set(key, value)
+
+    table.on_key_set = counting
+    async with app.tenure_agents["events"].test_context() as agent:
+        put = [await agent.put(event("referral"), key=b"c-1", wait=False) for _ in range(5)]
+        for _ in range(200):  # until the agent handled them and went back to its stream
+            await asyncio.sleep(0.01)
+            if all(e.message.acked for e in put):
+                break
+    assert json.loads(table["c-1"])["events_counted"] == 5
+    assert writes == ["c-1"]  # the customer's last state of the batch, once
+    assert len(sink.on("t.scores")) == 5  # outputs stay per event
+    # faust's iterator acks the stream's current event: the batch's first must be it again
+    assert [e.message.acked for e in put] == [True] * 5

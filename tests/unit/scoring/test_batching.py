@@ -62,10 +62,27 @@ class FakeStream:
         self._firsts = firsts
         self.acked: list[int] = []
 
+    current_event: Event | None = None
+
+    def _set_current_event(self, event: Event | None) -> None:
+        self.current_event = event
+
     async def events(self) -> AsyncIterator[Event]:
+        # as faust's (Cython) iterator: the event it acks is the stream's current event
+        # when it resumes, even after the handler raised
         for event in self._firsts:
-            yield event
-            self.acked.append(event.message.offset)
+            self.current_event = event
+            try:
+                yield event
+            finally:
+                current, self.current_event = self.current_event, None
+                if current is not None:
+                    self.acked.append(current.message.offset)
+
+    def handle(self, batch: list[Event]) -> None:
+        """What the worker's handler does: each event becomes current in turn."""
+        for event in batch:
+            self._set_current_event(event)
 
     async def ack(self, event: Event) -> bool:
         self.acked.append(event.message.offset)
@@ -83,6 +100,7 @@ async def test_a_batch_is_the_first_event_and_those_waiting_up_to_the_maximum() 
     async for batch in batches(stream, max_events=3):  # type: ignore[arg-type]
         seen.append([e.message.offset for e in batch])
         acked_while_handled.append(sorted(stream.acked))
+        stream.handle(batch)
     assert seen == [[0, 1, 2], [4, 3]]
     assert acked_while_handled == [[], [0, 1, 2]]  # a batch is acked after it was handled
     assert sorted(stream.acked) == [0, 1, 2, 3, 4]
@@ -98,12 +116,13 @@ async def test_events_fetched_before_a_rebalance_are_acked_and_left_out() -> Non
     assert sorted(stream.acked) == [0, 1, 2]
 
 
-async def test_nothing_of_a_batch_is_acked_when_handling_it_raises() -> None:
+async def test_the_queued_events_of_a_batch_are_not_acked_when_handling_it_raises() -> None:
     stream = FakeStream(FakeApp(), events(0), events(1, 2))
     with pytest.raises(RuntimeError):
-        async for _ in batches(stream, 10):  # type: ignore[arg-type]
+        async for batch in batches(stream, 10):  # type: ignore[arg-type]
+            stream.handle(batch)
             raise RuntimeError("handler failed")
-    assert stream.acked == []
+    assert not {1, 2} & set(stream.acked)  # (the first is faust's iterator's to ack)
 
 
 async def test_within_waits_once_for_more_when_nothing_is_waiting() -> None:
