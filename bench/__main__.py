@@ -142,15 +142,21 @@ def _raise_on_sigterm() -> None:
 
 
 @contextmanager
-def bench_broker() -> Iterator[Context]:
-    """A single-node broker on free ports under a temporary folder; stopped on exit."""
+def bench_broker(jvm_options: tuple[str, ...] = ()) -> Iterator[Context]:
+    """A single-node broker on free ports under a temporary folder; stopped on exit.
+
+    ``jvm_options``: more flags for the broker's JVM (a probe's -Xlog:gc, say)."""
     with tempfile.TemporaryDirectory(prefix="tenure-bench-", dir="/tmp") as tmp:
         port = free_port()
         controller_port = free_port()
         while controller_port == port:
             controller_port = free_port()
         broker = KafkaBroker(
-            libs=KAFKA_LIBS, home=Path(tmp) / "kafka", port=port, controller_port=controller_port
+            libs=KAFKA_LIBS,
+            home=Path(tmp) / "kafka",
+            port=port,
+            controller_port=controller_port,
+            jvm_options=jvm_options,
         )
         try:
             started = time.monotonic()
