@@ -80,9 +80,15 @@ ROUNDS = 3
 # Latency
 RATE = 500  # requests a second, offered
 DURATION_S = 60  # timed
-# Same rate, before the timed schedule, not counted; long enough for the broker to compile
-# (JIT) its transaction path: with 5 s the first seconds of the timed run were the tail.
+# Same rate, before the timed schedule, not counted: at least WARMUP_S, then WARMUP_MORE_S
+# more at a time until the broker's JIT compiler threads used under JIT_QUIET_CORES over
+# the last of them (at most WARMUP_MAX_S in all). A broker compiles its transaction path
+# for ~30 s of this load; with 5 s, and again with 15 s, the slow answers of the timed run
+# sat in its first seconds, while C2 compiler threads took up to 0.8 of a core.
 WARMUP_S = 15
+WARMUP_MORE_S = 5
+WARMUP_MAX_S = 60
+JIT_QUIET_CORES = 0.05
 MAX_CONNECTIONS = 64  # the open loop opens more when requests pile up, up to this
 GRACE_S = 10  # after the last scheduled send, before unanswered requests are given up
 
@@ -210,6 +216,26 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0
 
 
+def jit_seconds(pid: int | None) -> float:
+    """CPU seconds the JIT compiler threads (``C1/C2 CompilerThread``) of a JVM used so far."""
+    total = 0.0
+    if pid is None:
+        return total
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return total
+    for task in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue
+        if "CompilerThre" in text[: text.rindex(")")]:
+            fields = text[text.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every process of the machine has used (``/proc/stat``, all CPUs)."""
     with open("/proc/stat") as stat:
@@ -259,6 +285,19 @@ class CpuMeter:
 
     def cores(self, key: str) -> float:
         return self.used.get(key, 0.0) / self.wall if self.wall else 0.0
+
+    def per_item(self, items: int) -> dict[str, float]:
+        """CPU seconds per item during the section: ``ingest`` (all its processes),
+        ``broker``, ``bench`` (the load generator) and ``others``."""
+        ingest = sum(v for k, v in self.used.items() if k.startswith("ingest:"))
+        ours = ingest + self.used.get("broker", 0.0) + self.used.get("bench", 0.0)
+        used = {
+            "ingest": ingest,
+            "broker": self.used.get("broker", 0.0),
+            "bench": self.used.get("bench", 0.0),
+            "others": max(0.0, self.used.get("machine", 0.0) - ours),
+        }
+        return {k: v / items for k, v in used.items()} if items else dict.fromkeys(used, 0.0)
 
     def describe(self) -> str:
         ingest = [k for k in self.used if k.startswith("ingest:")]
@@ -396,6 +435,7 @@ class Sample:
     cpu: str  # cores used during it
     refused: int = 0  # non-202 answers (or transport errors) while timed
     retries: int = 0  # produce errors aiokafka retried while timed (raw only)
+    cpu_per_event: dict[str, float] = field(default_factory=dict)  # s, by process (CpuMeter)
 
     def __str__(self) -> str:
         notes = [self.cpu]
@@ -451,7 +491,12 @@ async def ingest_batch(ctx: Context, work: Workload, logdir: Path, *, workers: i
     await check_written(ctx, ingest.prefix, warm.accepted + timed.accepted, refused=refused)
     if refused:
         print(f"  non-202 answers: warm-up {dict(warm.statuses)}, timed {dict(timed.statuses)}")
-    return Sample(timed.accepted / cpu.wall, cpu.describe(), refused=timed.refused)
+    return Sample(
+        timed.accepted / cpu.wall,
+        cpu.describe(),
+        refused=timed.refused,
+        cpu_per_event=cpu.per_item(timed.accepted),
+    )
 
 
 async def ingest1(ctx: Context, work: Workload, logdir: Path) -> Sample:
@@ -532,6 +577,8 @@ async def run_batch(ctx: Context) -> list[Result]:
                 print(f"  round {round_ + 1}  {name:<8} {sample}", flush=True)
     best = {name: float(median(s.rate for s in values)) for name, values in samples.items()}
     refused = {name: sum(s.refused for s in values) for name, values in samples.items()}
+    accounting, scaling_bound = cpu_bound(samples["ingest1"], samples["ingest2"], best["ingest1"])
+    print(accounting, flush=True)
     load = (
         f"{len(work):,} events (mean {work.records.mean_value_bytes:.0f} B, six kinds, "
         f"occurred_at within the last {len(work) * 7 / 86400:.0f} days) in {BATCH}-event "
@@ -554,7 +601,8 @@ async def run_batch(ctx: Context) -> list[Result]:
             name="ingest_batch_two_workers",
             metric=f"accepted events/s through `python -m ingest`, TENURE_INGEST_WORKERS=2: "
             f"{load}; median of {ROUNDS}; non-202 answers: {refused['ingest2']}; "
-            "2 cores shared with the broker and the load generator",
+            f"{CPUS} cores shared with the broker and the load generator: at the CPU per "
+            f"event measured, they allow at most {scaling_bound:.2f}x",
             value=best["ingest2"],
             unit="events/s",
             baseline="peer: the same load against 1 worker (ingest_batch_throughput value), "
@@ -562,6 +610,46 @@ async def run_batch(ctx: Context) -> list[Result]:
             baseline_value=best["ingest1"],
         ),
     ]
+
+
+def cpu_bound(
+    one: Sequence[Sample], two: Sequence[Sample], measured_one: float
+) -> tuple[str, float]:
+    """What the CPU accounting of the rounds allows on this machine's cores.
+
+    One worker can use at most one core, and the three processes (ingest, broker, load
+    generator) together at most ``CPUS``; two workers can use up to ``CPUS`` cores
+    between them, so their events/s is at most ``CPUS`` / (CPU seconds per event of
+    all three). Divided by the measured 1-worker rate, that is the largest scaling the
+    machine permits, whatever ingest does (as long as its CPU per event stays).
+    Returns the printable lines and that bound.
+    """
+
+    def med(samples: Sequence[Sample], key: str) -> float:
+        return float(median(s.cpu_per_event.get(key, 0.0) for s in samples))
+
+    lines = ["CPU per event, median of the rounds (µs: ingest + broker + load generator):"]
+    bounds = {}
+    for label, samples, workers in (("1 worker", one, 1), ("2 workers", two, 2)):
+        ingest, broker, gen = (med(samples, k) for k in ("ingest", "broker", "bench"))
+        total = ingest + broker + gen
+        if not total:
+            return "CPU per event: not measured", float("nan")
+        bound = min(min(workers, CPUS) / ingest, CPUS / total)
+        bounds[workers] = CPUS / total
+        lines.append(
+            f"  {label:<9} {ingest * 1e6:6.1f} + {broker * 1e6:5.1f} + {gen * 1e6:5.1f} = "
+            f"{total * 1e6:6.1f} µs (others {med(samples, 'others') * 1e6:5.1f}); bound "
+            f"{bound:,.0f} events/s (min of {min(workers, CPUS)} core(s) / ingest, "
+            f"{CPUS} cores / total)"
+        )
+    lines.append(
+        f"  two workers can reach at most {bounds[2]:,.0f} events/s on {CPUS} cores at their "
+        f"measured CPU per event ({bounds[1]:,.0f} at one worker's): scaling bound "
+        f"{bounds[2] / measured_one:.2f}x ({bounds[1] / measured_one:.2f}x) of the measured "
+        f"1-worker {measured_one:,.0f} events/s"
+    )
+    return "\n".join(lines), bounds[2] / measured_one
 
 
 # --- latency -------------------------------------------------------------------------------
@@ -657,6 +745,23 @@ WARM = RATE * WARMUP_S
 TIMED = RATE * DURATION_S
 
 
+async def warm_up(
+    send: Callable[[int], Awaitable[str | None]], broker_pid: int | None, result: Latencies
+) -> str:
+    """``WARMUP_S`` of the open loop, then ``WARMUP_MORE_S`` more at a time (the same
+    records again) until the broker's JIT compilers are quiet; says how long it took."""
+    await open_loop(send, 0, WARM, result)
+    warmed, jit = WARMUP_S, 0.0
+    while warmed < WARMUP_MAX_S:
+        before, started = jit_seconds(broker_pid), time.perf_counter()
+        await open_loop(send, 0, RATE * WARMUP_MORE_S, result)
+        jit = (jit_seconds(broker_pid) - before) / (time.perf_counter() - started)
+        warmed += WARMUP_MORE_S
+        if jit < JIT_QUIET_CORES:
+            return f"warm-up {warmed} s (broker JIT {jit:.2f} core in its last {WARMUP_MORE_S} s)"
+    return f"warm-up {warmed} s, the limit (broker JIT still {jit:.2f} core)"
+
+
 async def ingest_latency(ctx: Context, work: Workload, logdir: Path) -> Latencies:
     values = work.records.values
     async with ingest_process(ctx, logdir) as ingest:
@@ -669,12 +774,12 @@ async def ingest_latency(ctx: Context, work: Workload, logdir: Path) -> Latencie
 
         try:
             warm = Latencies()
-            await open_loop(post, 0, WARM, warm)
+            warmed = await warm_up(post, ctx.broker_pid, warm)
             timed = Latencies()
             settle_garbage()
             with CpuMeter(ingest.pids(), ctx.broker_pid) as cpu:
                 await open_loop(post, WARM, TIMED, timed)
-            timed.cpu = cpu.describe() + f"; {pool.connections} connections"
+            timed.cpu = f"{warmed}; {cpu.describe()}; {pool.connections} connections"
         finally:
             await pool.aclose()
     refused = warm.failed + timed.failed
@@ -700,12 +805,12 @@ async def raw_latency(ctx: Context, work: Workload, _logdir: Path) -> Latencies:
     await producer.start()
     try:
         warm = Latencies()
-        await open_loop(send, 0, WARM, warm)
+        warmed = await warm_up(send, ctx.broker_pid, warm)
         timed = Latencies()
         settle_garbage()
         with counting_warnings() as warnings, CpuMeter([], ctx.broker_pid) as cpu:
             await open_loop(send, WARM, TIMED, timed)
-        timed.cpu = cpu.describe()
+        timed.cpu = f"{warmed}; {cpu.describe()}"
         if warnings.count:
             timed.cpu += f"; {warnings.count} retried produce errors"
     finally:
@@ -718,7 +823,8 @@ async def run_latency(ctx: Context) -> list[Result]:
     work = Workload.recent(WARM + TIMED)
     print(
         f"records: {work.records.describe()}; {RATE} requests/s open loop, "
-        f"{WARMUP_S} s warm-up + {DURATION_S} s timed, one event a request",
+        f"{WARMUP_S}-{WARMUP_MAX_S} s warm-up (until the broker's JIT is quiet) + "
+        f"{DURATION_S} s timed, one event a request",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="tenure-bench-ingest-", dir="/tmp") as tmp:
@@ -732,7 +838,8 @@ async def run_latency(ctx: Context) -> list[Result]:
     load = (
         f"POST /v1/events, one event (mean {work.records.mean_value_bytes:.0f} B) a request, "
         f"open loop at {RATE} requests/s for {DURATION_S} s ({TIMED:,} requests, after "
-        f"{WARMUP_S} s warm-up), latency from the scheduled send time to the answer "
+        f"{WARMUP_S}-{WARMUP_MAX_S} s warm-up until the broker's JIT compilers were quiet), "
+        "latency from the scheduled send time to the answer "
         f"(202 = acks=all); `python -m ingest`, 1 worker; keep-alive HTTP/1.1 client "
         f"(bench.http1, up to {MAX_CONNECTIONS} connections) in the bench process"
     )

@@ -14,9 +14,10 @@ workload down two to three times (they hook every call). Time in a C function
 (pydantic-core, orjson, a syscall) shows under the Python function that called it.
 Sampling runs only while the timed load runs (the parent signals SIGUSR1 and SIGUSR2).
 
-The "groups" are a reading aid: each sample goes to the first group, in the order
-listed, one of whose functions is on its stack. They name today's functions of
-ingest, starlette, fastapi and aiokafka; what matches none is event-loop work.
+The "groups" are a reading aid: each sample goes to the library of its innermost frame
+that belongs to one (``GROUPS``, by file path), so that time in the standard library
+(asyncio's socket writes, say) counts for the library that called it; what matches none
+is the event loop's own work.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import pickle
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -125,62 +125,29 @@ async def profile(ctx: Context, load: str, out: Path, logdir: Path) -> None:
             print(latencies)
 
 
-def _has(*, file: str = "", names: tuple[str, ...] = ()) -> Callable[[Frame], bool]:
-    return lambda f: file in f[0] and (not names or f[2] in names)
-
-
-GROUPS: list[tuple[str, list[Callable[[Frame], bool]]]] = [
+# Each sample goes to the group of its innermost frame that belongs to one (by file path):
+# time in the standard library (asyncio's stream writes, the loop) counts for the library
+# that called it. Samples with no such frame are the event loop's own work.
+GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("aiokafka (requests to the broker, their encoding, the sender task)", ("aiokafka/",)),
+    ("the transactional publisher (common/kafka.py)", ("common/kafka.py",)),
+    ("validation (pydantic, common/events.py)", ("pydantic/", "common/events.py")),
+    ("metrics (prometheus_client)", ("prometheus_client/",)),
     (
-        "auth dependency `def require_writer`, run in the threadpool",
-        [_has(file="starlette/concurrency.py"), _has(file="anyio/to_thread.py")],
+        "ingest's own code (endpoints, keys, admission)",
+        ("ingest/", "common/apikeys.py", "common/http.py", "common/clock.py"),
     ),
-    ("validation: EmailStr fields (email_validator)", [_has(file="email_validator/")]),
-    (
-        "validation: the rest of event_adapter.validate_json/validate_python",
-        [_has(names=("validate_json", "validate_python"))],
-    ),
-    ("metrics: prometheus_client", [_has(file="prometheus_client/")]),
-    ("ingest record(): model_dump_json + headers", [_has(file="ingest/app.py", names=("record",))]),
-    (
-        "ingest admit_time/admit_rate",
-        [_has(file="ingest/app.py", names=("admit_time", "admit_rate"))],
-    ),
-    (
-        "aiokafka producer.send(), one Task per record (asyncio.wait_for)",
-        [_has(file="aiokafka/producer/producer.py", names=("send",))],
-    ),
-    (
-        "publish_each own lines: asyncio.wait_for per record, asyncio.wait",
-        [_has(file="common/kafka.py", names=("publish_each",))],
-    ),
-    (
-        "aiokafka sender + connection (produce requests, responses, futures)",
-        [_has(file="aiokafka/")],
-    ),
-    (
-        "post_batch own lines (orjson.loads, EventResult, BatchResult, JSONResponse)",
-        [_has(file="ingest/app.py", names=("post_batch",))],
-    ),
-    ("read_body (request.stream)", [_has(file="ingest/app.py", names=("read_body",))]),
-    (
-        "response serialisation (fastapi serialize_response, render)",
-        [_has(names=("serialize_response", "render"))],
-    ),
-    ("fastapi solve_dependencies", [_has(names=("solve_dependencies",))]),
-    ("uvicorn/h11: writing the response", [_has(file="h11_impl.py", names=("send",))]),
-    (
-        "uvicorn/h11: reading the request",
-        [_has(file="h11_impl.py", names=("data_received", "handle_events")), _has(file="h11/")],
-    ),
-    (
-        "BaseHTTPMiddleware (@app.middleware('http')): anyio task group, streams",
-        [_has(file="starlette/middleware/base.py"), _has(file="anyio/")],
-    ),
-    (
-        "starlette/fastapi (routing, exception middlewares)",
-        [_has(file="starlette/"), _has(file="fastapi/")],
-    ),
+    ("HTTP: uvicorn (httptools protocol, writing answers)", ("uvicorn/",)),
+    ("HTTP: starlette, fastapi (routing, middlewares)", ("starlette/", "fastapi/", "anyio/")),
 ]
+
+
+def _group(stack: Stack) -> str:
+    for file, _line, _name in stack:  # innermost first
+        for label, markers in GROUPS:
+            if any(marker in file for marker in markers):
+                return label
+    return "event loop, other"
 
 
 def _where(frame: Frame) -> str:
@@ -201,13 +168,7 @@ def report(samples: dict[Stack, int], top: int) -> None:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     for stack, n in samples.items():
-        for label, tests in GROUPS:
-            if any(test(frame) for frame in stack for test in tests):
-                groups[label] += n
-                break
-        else:
-            idle = stack[0][2] in ("select", "poll")
-            groups["event loop: epoll" if idle else "event loop: asyncio (the rest)"] += n
+        groups[_group(stack)] += n
         own[_where(stack[0])] += n
         for where in {_where(frame) for frame in stack}:
             inclusive[where] += n
