@@ -527,11 +527,15 @@ async def _run(url: str, postmaster: int) -> list[Result]:
         f"between the commits of {STEADY[0]:.0%} and {STEADY[1]:.0%} of the block (jobs/s: go "
         f"to last job); median of {ROUNDS} interleaved rounds"
     )
+    from orchestrator.settings import OrchestratorSettings
+
+    settings = OrchestratorSettings()
     ours = (
-        "one orchestrator replica with its default settings (fire_batch: claim a batch of 400 "
-        "under a lease, then fire it in 4 concurrent transactions split by customer, each "
-        "reading every fact the step decisions need in one statement and writing the state "
-        "changes, history rows and outbox rows with one statement per table)"
+        f"one orchestrator replica with its default settings (fire_batch: claim a batch of "
+        f"{settings.timer_batch} under a lease, then fire it in {settings.timer_concurrency} "
+        "transaction(s) at once split by customer, each reading every fact the step decisions "
+        "need in one statement and writing the state changes, history rows and outbox rows "
+        "with one statement per table)"
     )
     peer = (
         "one Procrastinate 3.10 worker (defaults: concurrency 1, delete_jobs=never) running a "

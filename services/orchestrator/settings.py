@@ -38,10 +38,13 @@ class OrchestratorSettings(ServiceSettings):
         default=5, ge=1, description="Claims of a timer that fails before it is marked failed."
     )
     timer_concurrency: int = Field(
-        default=4,
+        default=1,
         ge=1,
         le=32,
-        description="Transactions a replica fires a batch in at once (split by customer).",
+        description="Transactions a replica fires a batch in at once (split by customer). "
+        "One: a group costs a few statements whatever its size, and on 2 shared cores "
+        "four at once fired no more timers per second but cost more CPU per timer (see "
+        "docs/BENCHMARKS.md); more can help where PostgreSQL has cores of its own.",
     )
     keys_refresh_s: float = Field(
         default=30.0, gt=0, lt=60, description="A revoked operator key stops working within this."
