@@ -386,7 +386,15 @@ def show(name: str, round_: int, m: dict[str, Any]) -> None:
     total = sum(m["waits"].values())
     if total:
         top = ", ".join(f"{what} {100 * n / total:.1f} %" for what, n in m["waits"].most_common(6))
-        print(f"      backends ({total} samples): {top}", flush=True)
+        kinds = {
+            kind: 100 * sum(n for what, n in m["waits"].items() if f"/ {kind} /" in what) / total
+            for kind in ("Lock", "LWLock")
+        }
+        print(
+            f"      backends ({total} samples): {top}; waiting for a lock {kinds['Lock']:.1f} %,"
+            f" for an LWLock {kinds['LWLock']:.1f} %",
+            flush=True,
+        )
 
 
 def bounds(rounds: dict[str, list[dict[str, Any]]], one: float) -> dict[str, float]:
