@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from scoring.adapters.batches import batches
 from scoring.adapters.transport import Resumed, start_eagerly
+from scoring.settings import ScoringSettings
 
 
 @dataclass
@@ -187,3 +189,21 @@ async def test_an_error_in_the_eager_step_propagates() -> None:
 
     with pytest.raises(ValueError, match="bad record"):
         start_eagerly(deliver())
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TENURE_SCORING_BATCH_MAX_EVENTS", "0"), ("TENURE_SCORING_BATCH_WITHIN_MS", "-1")],
+)
+def test_batch_settings_are_validated_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    field = variable.removeprefix("TENURE_SCORING_").lower()
+    with pytest.raises(ValidationError, match=field):
+        ScoringSettings()
+
+
+def test_batches_are_on_by_default_and_never_wait() -> None:
+    settings = ScoringSettings()
+    assert settings.batch_max_events > 1 and settings.batch_within_ms == 0
