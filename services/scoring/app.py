@@ -17,10 +17,13 @@ one-partition ``cohort-stats`` topic. Every worker follows that topic from its s
 (a consumer outside the group, ``follow_cohort_stats``) into the dict its rules read
 for the CLV of its customers.
 
-Each agent: decode → pure rule (``scoring.domain.rules``) → write the state → publish
-the edge-triggered changes on ``signals`` and, when the score changed, a snapshot on
-``scores``. A record that cannot be decoded or validated goes to its topic's
-dead-letter topic with the error, and the agent goes on.
+The three per-customer agents take their events in batches (``scoring.adapters.batches``:
+the first event and those already waiting behind it). Per event, in order: decode →
+pure rule (``scoring.domain.rules``) → publish the edge-triggered changes on
+``signals`` and, when the score changed, a snapshot on ``scores``; per batch, each
+customer's last state is written once to the table and its changelog; then the batch
+is acked. A record that cannot be decoded or validated goes to its topic's dead-letter
+topic with the error, and the agent goes on.
 """
 
 from __future__ import annotations
