@@ -43,7 +43,7 @@ class IngestSettings(ServiceSettings):
         "acknowledged before publish_timeout_s - commit_reserve_s are aborted.",
     )
     transaction_producers: int = Field(
-        default=8,
+        default=4,
         ge=1,
         le=32,
         description="Transactional producers taking turns: one transaction at a time each, "
