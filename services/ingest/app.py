@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from common.apikeys import ApiKey, Authenticator, KeyCache, KeyRepository, Scope
 from common.clock import Clock, clock_from_settings
@@ -130,26 +131,12 @@ class ObserveRequests:
             metrics.REQUESTS.labels(route=route, status=str(status)).inc()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"body larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class _Disconnected(Exception):
     """The client went away before its request body was read: nobody to answer."""
 
 
 async def read_asgi_body(scope: Any, receive: Any, limit: int) -> bytes:
-    """:func:`read_body` for a bare ASGI handler: refuses (413) past ``limit`` bytes."""
+    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise ApiError(413, f"body larger than {limit} bytes")
@@ -165,6 +152,14 @@ async def read_asgi_body(scope: Any, receive: Any, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """:func:`read_asgi_body` for a FastAPI endpoint's request."""
+    try:
+        return await read_asgi_body(request.scope, request.receive, limit)
+    except _Disconnected:
+        raise ClientDisconnect from None
 
 
 def problem_body(exc: ApiError) -> bytes:
