@@ -10,14 +10,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from common.clock import FakeClock
 from common.messages import Delivery, ScoreSnapshot, SignalChange
-from common.settings import CommonSettings
 from scoring.app import Tick, create_app
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
 from scoring.settings import ScoringSettings
@@ -38,17 +36,12 @@ class ListSink:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[tuple[Any, ListSink, FakeClock]]:
-    settings = ScoringSettings(
-        app_id=f"test-scoring-{uuid.uuid4().hex[:8]}",
-        store="memory://",
-        data_dir=tmp_path,
-        read_committed=False,
-        common=CommonSettings(topic_prefix="t.", kafka_bootstrap="127.0.0.1:1"),
-    )
+async def harness(
+    unit_settings: ScoringSettings,
+) -> AsyncIterator[tuple[Any, ListSink, FakeClock]]:
     sink = ListSink()
     clock = FakeClock(T0)
-    app = create_app(settings, MODEL, clock=clock, sink=sink)
+    app = create_app(unit_settings, MODEL, clock=clock, sink=sink)
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 from typing import Any
 
 from faust.types import TP
 
-from common.settings import CommonSettings
 from scoring.adapters.monitor import LeanMonitor
 from scoring.app import create_app
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
@@ -20,15 +17,8 @@ class _Sink:
         return None
 
 
-def test_the_app_runs_with_the_lean_monitor(tmp_path: Path) -> None:
-    settings = ScoringSettings(
-        app_id=f"test-scoring-{uuid.uuid4().hex[:8]}",
-        store="memory://",
-        data_dir=tmp_path,
-        read_committed=False,
-        common=CommonSettings(topic_prefix="t.", kafka_bootstrap="127.0.0.1:1"),
-    )
-    app = create_app(settings, load_model(DEFAULT_MODEL_PATH), sink=_Sink())
+def test_the_app_runs_with_the_lean_monitor(unit_settings: ScoringSettings) -> None:
+    app = create_app(unit_settings, load_model(DEFAULT_MODEL_PATH), sink=_Sink())
     assert isinstance(app.monitor, LeanMonitor)
 
 
