@@ -14,6 +14,10 @@ def _default_rules() -> Rules:
     return OrchestratorSettings().rules()
 
 
+def _default_currency() -> str:
+    return OrchestratorSettings().default_currency
+
+
 @dataclass(frozen=True)
 class Deps:
     """What the orchestrator's entry points share, built once in bootstrap."""
@@ -23,4 +27,5 @@ class Deps:
     clock: Clock
     topic_prefix: str
     rules: Rules = field(default_factory=_default_rules)  # the cross-playbook rules' numbers
-    default_currency: str = "EUR"  # of attributed revenue when a payment names none
+    # of attributed revenue when a payment names none
+    default_currency: str = field(default_factory=_default_currency)
