@@ -328,6 +328,7 @@ class TransactionalPublisher:
         max_group_records: int,
         committers: int,
         rest_s: float,
+        spacing_s: float = 0.0,
         observe: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> None:
@@ -355,6 +356,12 @@ class TransactionalPublisher:
         self._ids = [f"{transactional_id}-{i}" for i in range(committers)]
         self._producers: list[AIOKafkaProducer | None] = [None] * committers
         self._rest_s = rest_s
+        # Transactions begin at least ``spacing_s`` apart. Without it the producers fall
+        # into step: a burst sends all of them off at once, they commit and rest
+        # together, and requests arriving meanwhile wait a whole rest for the next one.
+        # Spaced out, one of them is free every ``spacing_s``, which bounds the wait.
+        self._spacing_s = spacing_s
+        self._next_begin = 0.0
         # (slot, time it may begin again), in the order the producers became idle
         self._idle: collections.deque[tuple[int, float]] = collections.deque(
             (slot, 0.0) for slot in range(committers)
@@ -459,13 +466,15 @@ class TransactionalPublisher:
             self._wakeup.clear()  # before looking: a request arriving later sets it again
             while self._queue and self._idle:
                 slot, rested_at = self._idle[0]
-                if rested_at > loop.time():
-                    loop.call_at(rested_at, self._wakeup.set)
+                now = loop.time()
+                if max(rested_at, self._next_begin) > now:
+                    loop.call_at(max(rested_at, self._next_begin), self._wakeup.set)
                     break
                 group = self._take_group()
                 if not group:
                     break
                 self._idle.popleft()
+                self._next_begin = now + self._spacing_s
                 task = asyncio.create_task(self._commit_and_release(slot, group))
                 self._commits.add(task)
                 task.add_done_callback(self._commits.discard)

@@ -237,6 +237,7 @@ def make_publisher(
         max_group_records=settings.max_transaction_events,
         committers=settings.transaction_producers,
         rest_s=settings.transaction_rest_ms / 1000,
+        spacing_s=settings.transaction_spacing_ms / 1000,
         observe=observe,
         **overrides,
     )
