@@ -19,7 +19,7 @@ log4j.logger.kafka.server.KafkaRaftServer=INFO
 """
 
 # The garbage collector settings of Kafka's own start script (kafka-run-class.sh,
-# KAFKA_JVM_PERFORMANCE_OPTS). Without a pause goal G1 aims at 200 ms and lets the young
+# KAFKA_JVM_PERFORMANCE_OPTS), and one of ours (MaxTenuringThreshold). Without a pause goal G1 aims at 200 ms and lets the young
 # generation grow to most of the heap: under ingest's transactions at 500/s its young
 # collections stopped the broker for 25-63 ms every ~10 s, each one a burst of slow answers.
 JVM_PERFORMANCE = (
@@ -27,6 +27,11 @@ JVM_PERFORMANCE = (
     "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35",
     "-XX:+ExplicitGCInvokesConcurrent",
+    # Promote what survives one young collection. The broker's long-lived objects were
+    # copied from survivor space to survivor space up to 15 times: 7 MB a collection, 17 ms
+    # of object copying in its pause under ingest's load on two cores; with this, 1.6 MB
+    # and 5 ms (the whole pause: 12-25 ms before, 13-17 ms after).
+    "-XX:MaxTenuringThreshold=1",
     "-Djava.awt.headless=true",
 )
 
