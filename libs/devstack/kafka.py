@@ -19,9 +19,10 @@ log4j.logger.kafka.server.KafkaRaftServer=INFO
 """
 
 # The garbage collector settings of Kafka's own start script (kafka-run-class.sh,
-# KAFKA_JVM_PERFORMANCE_OPTS), and one of ours (MaxTenuringThreshold). Without a pause goal G1 aims at 200 ms and lets the young
-# generation grow to most of the heap: under ingest's transactions at 500/s its young
-# collections stopped the broker for 25-63 ms every ~10 s, each one a burst of slow answers.
+# KAFKA_JVM_PERFORMANCE_OPTS), and one of ours (MaxTenuringThreshold). Without a pause
+# goal G1 aims at 200 ms and lets the young generation grow to most of the heap: under
+# ingest's transactions at 500/s its young collections stopped the broker for 25-63 ms
+# every ~10 s, each one a burst of slow answers.
 JVM_PERFORMANCE = (
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
