@@ -14,7 +14,7 @@ from common.kafka import TransactionalPublisher, _Request
 from common.settings import CommonSettings
 
 
-def publisher(*, spacing_s: float, rest_s: float = 0.0) -> tuple[TransactionalPublisher, list]:
+def publisher(*, spacing_s: float) -> tuple[TransactionalPublisher, list]:
     pub = TransactionalPublisher(
         CommonSettings(),
         client_id="test",
@@ -23,7 +23,7 @@ def publisher(*, spacing_s: float, rest_s: float = 0.0) -> tuple[TransactionalPu
         commit_reserve_s=0.1,
         max_group_records=100,
         committers=4,
-        rest_s=rest_s,
+        rest_s=0.0,
         spacing_s=spacing_s,
     )
     begun: list[tuple[float, int]] = []
