@@ -268,6 +268,7 @@ class _Request:
     """One caller's records, waiting for the committer's verdict."""
 
     records: Sequence[OutgoingRecord]
+    queued_at: float
     deadline: float
     outcome: asyncio.Future[list[PublishError | None]]
     taken: bool = False
@@ -275,6 +276,19 @@ class _Request:
     def answer(self, error: PublishError | None) -> None:
         if not self.outcome.done():
             self.outcome.set_result([error] * len(self.records))
+
+
+@dataclass(frozen=True)
+class TransactionReport:
+    """One transaction of a :class:`TransactionalPublisher`, for its ``observe`` callback."""
+
+    outcome: str
+    """committed, aborted, failed (the commit was refused) or unknown (no answer to it)"""
+    events: int
+    waited_s: float
+    """How long its longest-waiting request was queued before the transaction began."""
+    seconds: float
+    """From its beginning to its outcome."""
 
 
 class KeyPartitioner:
@@ -329,7 +343,7 @@ class TransactionalPublisher:
         committers: int,
         rest_s: float,
         spacing_s: float = 0.0,
-        observe: Callable[[str], None] | None = None,
+        observe: Callable[[TransactionReport], None] | None = None,
         **overrides: Any,
     ) -> None:
         self._prefix = settings.topic_prefix
@@ -421,7 +435,8 @@ class TransactionalPublisher:
         if not records:
             return []
         loop = asyncio.get_running_loop()
-        request = _Request(records, loop.time() + timeout_s, loop.create_future())
+        now = loop.time()
+        request = _Request(records, now, now + timeout_s, loop.create_future())
         self._queue.append(request)
         self._wakeup.set()
         try:
@@ -510,6 +525,7 @@ class TransactionalPublisher:
         producer = self._producers[slot]
         assert producer is not None
         loop = asyncio.get_running_loop()
+        began_at = loop.time()
         deadline = min(r.deadline for r in group)
         began = False
         error: PublishError | None = None
@@ -533,22 +549,22 @@ class TransactionalPublisher:
         if error is not None:
             for request in group:
                 request.answer(error)
-            self._count("aborted")
+            self._report("aborted", group, began_at)
             await self._abort(slot, began)
             return
         commit = asyncio.ensure_future(producer.commit_transaction())
         try:
             await asyncio.wait_for(asyncio.shield(commit), max(0.0, deadline - loop.time()))
-            self._count("committed")
+            self._report("committed", group, began_at)
             for request in group:
                 request.answer(None)
             return
         except TimeoutError:
-            self._count("unknown")
+            self._report("unknown", group, began_at)
             for request in group:
                 request.answer(PublishError("commit outcome unknown: Kafka did not answer"))
         except KafkaError as exc:
-            self._count("failed")
+            self._report("failed", group, began_at)
             for request in group:
                 request.answer(PublishError(f"commit failed: {exc!r}"))
         try:
@@ -595,10 +611,17 @@ class TransactionalPublisher:
             ready.append((name, partition, batch))
         return ready
 
-    def _count(self, outcome: str) -> None:
+    def _report(self, outcome: str, group: list[_Request], began_at: float) -> None:
         self.outcomes[outcome] += 1
         if self._observe is not None:
-            self._observe(outcome)
+            self._observe(
+                TransactionReport(
+                    outcome=outcome,
+                    events=sum(len(r.records) for r in group),
+                    waited_s=began_at - min(r.queued_at for r in group),
+                    seconds=asyncio.get_running_loop().time() - began_at,
+                )
+            )
 
     async def _abort(self, slot: int, began: bool) -> None:
         """End the current transaction; a producer left unusable is replaced."""

@@ -32,7 +32,7 @@ from common.events import (
     event_adapter,
 )
 from common.http import AccessDenied, check_access, ops_router
-from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher
+from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher, TransactionReport
 from common.logging import configure_logging
 from common.topics import events_topic, topic_name
 from ingest import metrics
@@ -220,14 +220,21 @@ class Batch(BaseModel):
 batch_adapter: TypeAdapter[Batch] = TypeAdapter(Batch)
 
 
+def observe_transaction(report: TransactionReport) -> None:
+    metrics.TRANSACTIONS.labels(outcome=report.outcome).inc()
+    metrics.TRANSACTION_EVENTS.observe(report.events)
+    metrics.TRANSACTION_WAIT_SECONDS.observe(report.waited_s)
+    metrics.TRANSACTION_SECONDS.observe(report.seconds)
+
+
 def make_publisher(
     settings: IngestSettings,
     *,
     transactional_id: str,
-    observe: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> TransactionalPublisher:
-    """Ingest's publisher: group commit in Kafka transactions, tuned by the settings."""
+    """Ingest's publisher: group commit in Kafka transactions, tuned by the settings,
+    reporting each transaction to ingest's metrics."""
     return TransactionalPublisher(
         settings.common,
         client_id="tenure-ingest",
@@ -238,7 +245,7 @@ def make_publisher(
         committers=settings.transaction_producers,
         rest_s=settings.transaction_rest_ms / 1000,
         spacing_s=settings.transaction_spacing_ms / 1000,
-        observe=observe,
+        observe=observe_transaction,
         **overrides,
     )
 
@@ -261,7 +268,6 @@ def create_app(
     pub: Publisher = publisher or make_publisher(
         settings,
         transactional_id=f"{common.topic_prefix}ingest-{socket.gethostname()}-{os.getpid()}",
-        observe=lambda outcome: metrics.TRANSACTIONS.labels(outcome=outcome).inc(),
     )
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)

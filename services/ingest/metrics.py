@@ -46,3 +46,21 @@ TRANSACTIONS = counter(
     "events got 503), failed (commit refused), unknown (no answer to the commit).",
     ["outcome"],
 )
+TRANSACTION_EVENTS = histogram(
+    SERVICE,
+    "transaction_events",
+    "Events per Kafka transaction (the requests waiting when it began: group commit).",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+TRANSACTION_WAIT_SECONDS = histogram(
+    SERVICE,
+    "transaction_wait_seconds",
+    "How long a transaction's longest-waiting request was queued before it began (every "
+    "producer busy, resting after a commit, or the spacing between transactions).",
+)
+TRANSACTION_SECONDS = histogram(
+    SERVICE,
+    "transaction_seconds",
+    "Time from a transaction's beginning to its outcome (commit, abort): Kafka's part of "
+    "publish_seconds.",
+)

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
+from prometheus_client import REGISTRY
 
 from common.events import EXAMPLES
 from common.kafka import Record, ensure_topics, make_consumer
@@ -14,6 +15,11 @@ from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 from ingest.app import create_app, make_publisher
 from ingest.settings import IngestSettings
+
+
+def transaction_events() -> float:
+    """Events counted by ingest's transaction metrics so far (this test process)."""
+    return REGISTRY.get_sample_value("tenure_ingest_transaction_events_sum") or 0.0
 
 
 async def test_every_202_can_be_read_back_with_key_and_headers(
@@ -32,6 +38,7 @@ async def test_every_202_can_be_read_back_with_key_and_headers(
     # The publisher ingest builds for itself: group commit in transactions.
     settings = IngestSettings(common=common, api_key="k")
     publisher = make_publisher(settings, transactional_id=f"it-ingest-{uuid.uuid4().hex[:6]}")
+    events_before = transaction_events()
     async with publisher:
         app = create_app(settings, publisher=publisher)
         async with httpx.AsyncClient(
@@ -51,6 +58,9 @@ async def test_every_202_can_be_read_back_with_key_and_headers(
                 "/v1/events", json={**EXAMPLES["usage"], "quantity": -1}, headers={"X-API-Key": "k"}
             )
             assert rejected.status_code == 422
+    # every accepted event went through a committed transaction, and the metrics saw it
+    assert set(publisher.outcomes) == {"committed"}
+    assert transaction_events() - events_before == len(sent)
     topics = [topic_name(t, common.topic_prefix) for t in Topic.events()]
     consumer = make_consumer(common, topics, group_id="it-ingest-reader")
     await consumer.start()

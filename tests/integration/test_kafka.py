@@ -17,6 +17,7 @@ from common.kafka import (
     KafkaPublisher,
     Record,
     TransactionalPublisher,
+    TransactionReport,
     broker_reachable,
     ensure_topics,
     make_consumer,
@@ -141,6 +142,7 @@ async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
 ) -> None:
     """A group whose records for one partition overflow a record batch (16 KB here) is sent
     as several batches of that partition, in order, all in the committed transaction."""
+    reports: list[TransactionReport] = []
     publisher = TransactionalPublisher(
         settings,
         client_id="it-txn",
@@ -150,6 +152,7 @@ async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
         max_group_records=5_000,
         committers=2,
         rest_s=0.01,
+        observe=reports.append,
         max_batch_size=16_384,
     )
     topic = topic_name(Topic.EVENTS_USAGE, settings.topic_prefix)
@@ -161,6 +164,9 @@ async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
     async with publisher:
         outcomes = await publisher.publish_each(records, timeout_s=10)
     assert outcomes == [None] * 600
+    [report] = reports  # one call, one transaction, reported once
+    assert (report.outcome, report.events) == ("committed", 600)
+    assert report.seconds > 0 and report.waited_s >= 0
     got = await consume_all(settings, [topic], 600)
     mine = [r for r in got if r.key.startswith("big-")]
     assert len(mine) == 600
