@@ -555,18 +555,18 @@ class TransactionalPublisher:
         commit = asyncio.ensure_future(producer.commit_transaction())
         try:
             await asyncio.wait_for(asyncio.shield(commit), max(0.0, deadline - loop.time()))
-            self._report("committed", group, began_at)
             for request in group:
                 request.answer(None)
+            self._report("committed", group, began_at)  # a failing observer cannot change them
             return
         except TimeoutError:
-            self._report("unknown", group, began_at)
             for request in group:
                 request.answer(PublishError("commit outcome unknown: Kafka did not answer"))
+            self._report("unknown", group, began_at)
         except KafkaError as exc:
-            self._report("failed", group, began_at)
             for request in group:
                 request.answer(PublishError(f"commit failed: {exc!r}"))
+            self._report("failed", group, began_at)
         try:
             await commit  # the next transaction can only begin when this one has ended
         except KafkaError as exc:
