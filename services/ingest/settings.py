@@ -57,7 +57,7 @@ class IngestSettings(ServiceSettings):
         "(Kafka refuses to begin one while it still writes the last one's commit markers).",
     )
     transaction_spacing_ms: float = Field(
-        default=3.0,
+        default=5.0,
         ge=0,
         le=1000,
         description="Transactions begin at least this far apart, whichever producer takes "
