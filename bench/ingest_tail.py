@@ -15,7 +15,8 @@ timed part:
 - the broker JVM's stop-the-world pauses (``-Xlog:safepoint``: its collections and the
   rest), total and longest;
 - the CPU used (cores) by ingest, the broker, the load generator (this process) and the
-  whole machine (``/proc``).
+  whole machine (``/proc``), and the CPU the hypervisor took from this virtual machine
+  (steal time in ``/proc/stat``: other guests of a shared host).
 
 It then counts the slow answers that were in flight during an ingest collection or a
 broker pause longer than ``PAUSE_MS``, and those in seconds when the machine was
@@ -55,6 +56,7 @@ from bench.http1 import Http1Pool
 SLOW_MS = 25.0  # the goal's p99
 PAUSE_MS = 5.0  # a pause at least this long counts as a suspect
 SATURATED = 0.95  # share of the machine's cores busy
+STOLEN = 0.05  # cores taken by the hypervisor (steal time) that count as a suspect
 REALTIME_PRIORITY = 10
 
 SAFEPOINT = re.compile(r'^\[([^\]]+)\].*Safepoint "(\w+)".*Total: (\d+) ns')
@@ -113,6 +115,7 @@ def sample_cpu(
     def now() -> dict[str, float]:
         used = {name: bi.cpu_seconds(pid) for name, pid in pids.items()}
         used["machine"] = bi.machine_busy_seconds()
+        used["steal"] = stolen_seconds()
         return used
 
     last, last_t = now(), time.time()
@@ -120,6 +123,12 @@ def sample_cpu(
         used, t = now(), time.time()
         rows.append((t, {k: (used[k] - last[k]) / (t - last_t) for k in used}))
         last, last_t = used, t
+
+
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor has given to others instead of this machine (steal)."""
+    with open("/proc/stat") as stat:
+        return int(stat.readline().split()[8]) / bi.CLK_TCK
 
 
 def jvm_pauses(log: Path) -> list[tuple[float, str, float]]:
@@ -225,20 +234,22 @@ def report(
             row.cores = cores
     print(
         f"\nsecond  slow(>{SLOW_MS:.0f} ms) slowest | ingest GC: n  longest gen2 | broker pauses: "
-        f"total longest (ms) | cores: ingest broker bench machine"
+        f"total longest (ms) | cores: ingest broker bench machine steal"
     )
     for i, row in enumerate(table):
         c = row.cores
         print(
             f"{i:6d}  {row.slow:13d} {row.slowest:7.0f} | {row.gcs:11d} {row.gc_max:8.1f} "
             f"{row.gen2:4d} | {row.jvm_ms:20.1f} {row.jvm_max:7.1f} | {c.get('ingest', 0):12.2f} "
-            f"{c.get('broker', 0):6.2f} {c.get('bench', 0):5.2f} {c.get('machine', 0):7.2f}"
+            f"{c.get('broker', 0):6.2f} {c.get('bench', 0):5.2f} {c.get('machine', 0):7.2f} "
+            f"{c.get('steal', 0):5.2f}"
         )
     slow = [(t, ms) for t, ms in answers if ms > SLOW_MS]
     ingest_pauses = sorted((end, ms) for end, _gen, ms in gcs if ms >= PAUSE_MS)
     broker_pauses = sorted((end, ms) for end, _kind, ms in jvm if ms >= PAUSE_MS)
     cpus = os.cpu_count() or 1
     busy = {i for i, row in enumerate(table) if row.cores.get("machine", 0) > SATURATED * cpus}
+    stolen = {i for i, row in enumerate(table) if row.cores.get("steal", 0) >= STOLEN}
     during: Counter[str] = Counter()
     for launched, ms in slow:
         if in_pause(ingest_pauses, launched, ms):
@@ -247,6 +258,8 @@ def report(
             during["a broker JVM pause"] += 1
         if int(launched - start) in busy:
             during["a saturated second"] += 1
+        if int(launched - start) in stolen:
+            during["a second with steal"] += 1
     gen = Counter(g for end, g, _ms in gcs if start <= end <= start + seconds)
     longest = max((ms for end, _g, ms in gcs if start <= end <= start + seconds), default=0.0)
     print(
@@ -254,7 +267,8 @@ def report(
         f"(a request may count in several): an ingest collection >= {PAUSE_MS:.0f} ms: "
         f"{during['an ingest collection']}; a broker JVM pause >= {PAUSE_MS:.0f} ms: "
         f"{during['a broker JVM pause']}; in a second with the machine > {SATURATED:.0%} busy: "
-        f"{during['a saturated second']}."
+        f"{during['a saturated second']}; in a second with >= {STOLEN} core stolen by the "
+        f"hypervisor: {during['a second with steal']} ({len(stolen)} such seconds)."
     )
     timed = [ms for end, ms in broker_pauses if start <= end <= start + seconds]
     print(
