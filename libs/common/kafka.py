@@ -481,9 +481,9 @@ class TransactionalPublisher:
             self._wakeup.clear()  # before looking: a request arriving later sets it again
             while self._queue and self._idle:
                 slot, rested_at = self._idle[0]
-                now = loop.time()
-                if max(rested_at, self._next_begin) > now:
-                    loop.call_at(max(rested_at, self._next_begin), self._wakeup.set)
+                now, may_begin = loop.time(), max(rested_at, self._next_begin)
+                if may_begin > now:
+                    loop.call_at(may_begin, self._wakeup.set)
                     break
                 group = self._take_group()
                 if not group:
