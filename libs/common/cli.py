@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.apikeys import ApiKey, ApiKeyError, KeyRepository, Scope, generate
 from common.db import create_engine
@@ -52,14 +53,20 @@ def _one_line(exc: BaseException) -> str:
 # --- tenure keys -------------------------------------------------------------------
 
 
-def register_keys(parser: argparse.ArgumentParser) -> None:
-    """Create, revoke and list API keys."""
+def database_option() -> argparse.ArgumentParser:
+    """A parent parser with ``--database-url`` (what :func:`with_engine` reads)."""
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
         "--database-url",
         metavar="URL",
         help="PostgreSQL URL (default: TENURE_DATABASE_URL from the settings)",
     )
+    return database
+
+
+def register_keys(parser: argparse.ArgumentParser) -> None:
+    """Create, revoke and list API keys."""
+    database = database_option()
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     create = actions.add_parser(
@@ -135,10 +142,9 @@ def _database_url(args: argparse.Namespace) -> str:
         raise CliError(f"invalid setting {variable}: {first['msg']}") from None
 
 
-def _with_repository(
-    args: argparse.Namespace, operation: Callable[[KeyRepository], Awaitable[T]]
-) -> T:
-    """Run one repository operation on a short-lived engine; blocks until it is done."""
+def with_engine(args: argparse.Namespace, operation: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run one operation on a short-lived engine (``--database-url`` or the settings);
+    blocks until it is done. An unreachable database is a :class:`CliError`."""
     try:
         engine = create_engine(_database_url(args), pool_size=1)
     except ArgumentError:
@@ -151,7 +157,7 @@ def _with_repository(
     async def run() -> T:
         try:
             async with asyncio.timeout(DB_TIMEOUT_S):
-                return await operation(KeyRepository(engine))
+                return await operation(engine)
         except TimeoutError:
             raise CliError(
                 f"database unreachable: no answer from {where} within {DB_TIMEOUT_S:g} s"
@@ -160,6 +166,12 @@ def _with_repository(
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def _with_repository(
+    args: argparse.Namespace, operation: Callable[[KeyRepository], Awaitable[T]]
+) -> T:
+    return with_engine(args, lambda engine: operation(KeyRepository(engine)))
 
 
 # --- the command ---------------------------------------------------------------------
@@ -179,6 +191,13 @@ def register_inbox(parser: argparse.ArgumentParser) -> None:
     register(parser)
 
 
+def register_customers(parser: argparse.ArgumentParser) -> None:
+    """Export a customer's data or erase a customer (GDPR access and erasure)."""
+    from orchestrator.cli import register_customers as register  # the orchestrator's command
+
+    register(parser)
+
+
 def register_playbooks(parser: argparse.ArgumentParser) -> None:
     """Validate playbook files (YAML) as the orchestrator loads them."""
     from orchestrator.cli import register_playbooks as register  # the orchestrator's command
@@ -187,6 +206,7 @@ def register_playbooks(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS: dict[str, Register] = {
+    "customers": register_customers,
     "inbox": register_inbox,
     "keys": register_keys,
     "playbooks": register_playbooks,
@@ -220,4 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m common.cli``: run the module as imported under its own name, so that the
+    # errors services raise (``common.cli.CliError``) are the class ``main`` catches.
+    from common.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -168,3 +168,16 @@ class Delivery(Message):
     status: DeliveryStatus
     occurred_at: UtcDatetime
     detail: str | None = None
+
+
+class Erasure(Message):
+    """A customer's data was erased (``erasures`` topic, keyed by customer id).
+
+    Published by the orchestrator through its outbox in the transaction that erased the
+    customer's rows in PostgreSQL; scoring then deletes the customer's state (a tombstone
+    on its changelog) and publishes a tombstone on ``scores``.
+    """
+
+    erasure_id: str
+    customer_id: CustomerId
+    erased_at: UtcDatetime

@@ -20,6 +20,8 @@ class Topic(StrEnum):
     SCORES = "scores"
     NOTIFICATIONS = "notifications"
     DELIVERIES = "deliveries"
+    # A customer's data was erased (orchestrator -> scoring): scoring drops its state.
+    ERASURES = "erasures"
 
     @classmethod
     def events(cls) -> list[Topic]:

@@ -1,17 +1,30 @@
-"""``tenure playbooks``: check playbook files before they are deployed.
+"""``tenure playbooks``: check playbook files before they are deployed;
+``tenure customers``: export a customer's data, erase a customer.
 
 ``tenure playbooks validate PATH`` loads a playbook file, or every ``*.yaml`` of a
 folder, with the same validation the orchestrator runs at start-up. Each invalid
 file is reported on one line with the file, the path of the field and the reason;
 the exit status is 0 when everything is valid and 1 otherwise.
+
+``tenure customers export ID`` prints everything Tenure keeps about a customer as one
+JSON document (or writes it with ``--out``); ``tenure customers erase ID`` erases the
+customer as ``DELETE /v1/customers/{id}`` does and prints the erasure record. Both talk
+to PostgreSQL directly (``--database-url`` or ``TENURE_DATABASE_URL``).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.cli import CliError, database_option, with_engine
+from common.clock import clock_from_settings
+from common.settings import CommonSettings
 from orchestrator.domain.playbook import (
     EventTrigger,
     Playbook,
@@ -21,6 +34,7 @@ from orchestrator.domain.playbook import (
     load_playbook,
     load_playbooks,
 )
+from orchestrator.service_layer.privacy import erase_customer, export_customer
 
 
 def register_playbooks(parser: argparse.ArgumentParser) -> None:
@@ -82,3 +96,60 @@ def _fail(errors: list[str]) -> int:
         one_line = " ".join(error.split())  # a YAML syntax error spans several lines
         sys.stderr.write(f"tenure: invalid playbook: {one_line}\n")
     return 1
+
+
+def register_customers(parser: argparse.ArgumentParser) -> None:
+    """Export a customer's data or erase a customer (GDPR access and erasure)."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export", parents=[database_option()], help="everything kept about a customer, as JSON"
+    )
+    export.add_argument("customer_id", metavar="ID")
+    export.add_argument("--out", type=Path, metavar="FILE", help="write it here, not to stdout")
+    export.set_defaults(run=customers_export)
+    erase = actions.add_parser(
+        "erase", parents=[database_option()], help="erase a customer everywhere Tenure keeps it"
+    )
+    erase.add_argument("customer_id", metavar="ID")
+    erase.set_defaults(run=customers_erase)
+
+
+def customers_export(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    clock = clock_from_settings(settings.time_scale, settings.clock_epoch)
+
+    async def run(engine: AsyncEngine) -> dict[str, object] | None:
+        return await export_customer(args.customer_id, engine=engine, clock=clock)
+
+    document = with_engine(args, run)
+    if document is None:
+        raise CliError(f"nothing is kept about customer {args.customer_id!r}")
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if args.out is not None:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def customers_erase(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    clock = clock_from_settings(settings.time_scale, settings.clock_epoch)
+    who = f"cli:{getpass.getuser()}"
+
+    async def run(engine: AsyncEngine) -> object:
+        return await erase_customer(
+            args.customer_id,
+            engine=engine,
+            clock=clock,
+            topic_prefix=settings.topic_prefix,
+            requested_by=who,
+        )
+
+    erased = with_engine(args, run)
+    sys.stdout.write(orjson.dumps(vars(erased), option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stderr.write(
+        "erased in PostgreSQL; scoring drops its state when the orchestrator's relay has "
+        "published the erasure (seconds while the services run)\n"
+    )
+    return 0

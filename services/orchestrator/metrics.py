@@ -38,3 +38,15 @@ ATTRIBUTIONS = counter(
     "Payment events attributed to a journey as a conversion of its goal, by playbook and arm.",
     ["playbook", "arm"],
 )
+ERASURES = counter(
+    SERVICE,
+    "erasures",
+    "Customers erased (operator API or CLI), by stage (postgres: the rows; scoring: the "
+    "scoring worker's tombstone arrived and the erasure completed).",
+    ["stage"],
+)
+ERASED_RECORDS = counter(
+    SERVICE,
+    "erased_records",
+    "Profile records dropped because they predate their customer's erasure.",
+)

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from common.clock import Clock, clock_from_settings
 from common.events import CustomerId, UtcDatetime, parse_event
 from common.kafka import KeyPartitioner, encode, make_consumer
-from common.messages import Delivery
+from common.messages import Delivery, Erasure
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
 from scoring.adapters.batches import batches
@@ -99,9 +99,10 @@ class Sink(Protocol):
     """Where the scorer's records go (Kafka in production, a list in unit tests)."""
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
     ) -> None:
-        """Queue one record for ``topic``; raises if the producer refuses it."""
+        """Queue one record for ``topic`` (``value`` None: a tombstone); raises if the
+        producer refuses it."""
         ...
 
 
@@ -118,7 +119,7 @@ class FaustSink:
         self._app = app
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
     ) -> None:
         await self._app.producer.send(
             topic, key, value, partition=None, timestamp=None, headers=list(headers or [])
@@ -172,12 +173,14 @@ def create_app(
     ticks_name = f"{prefix}{settings.ticks_topic}"
     source = app.topic(*event_topics)
     deliveries = app.topic(deliveries_name)
+    erasures_name = topic_name(Topic.ERASURES, prefix)
+    erasures = app.topic(erasures_name)
     ticks = app.topic(ticks_name, partitions=common.topic_partitions, internal=True)
     signals = topic_name(Topic.SIGNALS, prefix)
     scores = topic_name(Topic.SCORES, prefix)
     cohorts_name = f"{prefix}{settings.cohorts_topic}"
     cohort_deltas = app.topic(cohorts_name, partitions=common.topic_partitions, internal=True)
-    sources = {*event_topics, deliveries_name, ticks_name, cohorts_name}
+    sources = {*event_topics, deliveries_name, ticks_name, cohorts_name, erasures_name}
     out: Sink = sink or FaustSink(app)
     states = app.Table(
         "customer-state",
@@ -449,6 +452,30 @@ def create_app(
     async def score_ticks(stream: faust.StreamT[bytes]) -> None:
         await run_batches(stream, score_one_tick)
 
+    async def erase_one(pending: Pending, event: EventT) -> None:
+        """Forget an erased customer: its state goes (a tombstone on the table's changelog)
+        and a tombstone on ``scores`` removes its snapshot there and tells the orchestrator
+        that scoring's part of the erasure is done."""
+        message = event.message
+        try:
+            erasure = Erasure.model_validate_json(message.value)
+        except (ValidationError, ValueError) as exc:
+            metrics.ERASURES.labels(outcome="invalid").inc()
+            await dead_letter(message, exc, erasures_name)
+            return
+        customer_id = erasure.customer_id
+        pending.pop(customer_id, None)
+        cache.pop(customer_id, None)
+        known = states.data.get(customer_id) is not None
+        if known:
+            del states[customer_id]
+        await out.send(scores, customer_id.encode(), None)
+        metrics.ERASURES.labels(outcome="erased" if known else "unknown").inc()
+
+    @app.agent(erasures)
+    async def erase_customers(stream: faust.StreamT[bytes]) -> None:
+        await run_batches(stream, erase_one)
+
     @app.agent(cohort_deltas)
     async def score_cohorts(stream: faust.StreamT[bytes]) -> None:
         """Sum each plan's deltas; publish its pooled counts when they change."""
@@ -547,6 +574,7 @@ def create_app(
         "deliveries": score_deliveries,
         "ticks": score_ticks,
         "cohorts": score_cohorts,
+        "erasures": erase_customers,
     }
     app.tenure_cohorts = cohort_rows  # type: ignore[attr-defined]
     app.tenure_cohort_stats = cohorts  # type: ignore[attr-defined]

@@ -52,3 +52,12 @@ def bound(metric: Any) -> Callable[..., Any]:
     """``metric.labels(*values)``, memoised per label values (one dict lookup per event
     instead of prometheus_client's label validation and lock)."""
     return cache(metric.labels)
+
+
+ERASURES = counter(
+    SERVICE,
+    "erasures",
+    "Erasure records consumed, by outcome (erased: state deleted and tombstones sent; "
+    "unknown: no state was kept; invalid).",
+    ["outcome"],
+)

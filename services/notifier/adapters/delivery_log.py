@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifier.adapters.batching import Batcher
-from notifier.adapters.suppressions import normalise
+from notifier.adapters.suppressions import address_hash
 
 TS = sa.TIMESTAMP(timezone=True)
 deliveries = sa.Table(
@@ -83,7 +83,7 @@ class _ClaimRequest:
     channel: str
     payload: bytes
     now: datetime
-    address: str | None
+    address: str | None  # its hash, as the suppression list keeps it
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ _CLAIM = sa.text(
         d.status, d.detail, d.reported_at
     FROM input
     LEFT JOIN claimed AS c ON c.notification_id = input.nid
-    LEFT JOIN suppressions AS s ON s.address = input.address
+    LEFT JOIN suppressions AS s ON s.address_hash = input.address
     LEFT JOIN deliveries AS d ON d.notification_id = input.nid
     ORDER BY input.i
     """
@@ -211,7 +211,7 @@ class DeliveryLog:
                 channel,
                 payload,
                 now,
-                normalise(address) if address else None,
+                address_hash(address) if address else None,
             )
         )
 

@@ -1,6 +1,12 @@
-"""The suppression list: addresses that get no marketing email (PostgreSQL)."""
+"""The suppression list: addresses that get no marketing email (PostgreSQL).
+
+The list keeps the SHA-256 of each normalised address, never the address itself, so that
+an unsubscribe still holds after the customer's data is erased (migration 0011).
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -10,7 +16,7 @@ TS = sa.TIMESTAMP(timezone=True)
 suppressions = sa.Table(
     "suppressions",
     sa.MetaData(),
-    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("address_hash", sa.Text, primary_key=True),
     sa.Column("customer_id", sa.Text),
     sa.Column("reason", sa.Text),
     sa.Column("notification_id", sa.Text),
@@ -20,6 +26,12 @@ suppressions = sa.Table(
 
 def normalise(address: str) -> str:
     return address.strip().lower()
+
+
+def address_hash(address: str) -> str:
+    """What the list keeps of an address: the hex SHA-256 of its normalised form (the same
+    as migration 0011's SQL, ``sha256(lower(btrim(address)))``)."""
+    return hashlib.sha256(normalise(address).encode()).hexdigest()
 
 
 class Suppressions:
@@ -33,13 +45,13 @@ class Suppressions:
         stmt = (
             insert(suppressions)
             .values(
-                address=normalise(address),
+                address_hash=address_hash(address),
                 customer_id=customer_id,
                 reason=reason,
                 notification_id=notification_id,
             )
-            .on_conflict_do_nothing(index_elements=["address"])
-            .returning(suppressions.c.address)
+            .on_conflict_do_nothing(index_elements=["address_hash"])
+            .returning(suppressions.c.address_hash)
         )
         async with self.engine.begin() as conn:
             return (await conn.execute(stmt)).first() is not None
@@ -48,6 +60,8 @@ class Suppressions:
         """Why ``address`` is suppressed, or None if it may get marketing email."""
         async with self.engine.connect() as conn:
             value = await conn.scalar(
-                sa.select(suppressions.c.reason).where(suppressions.c.address == normalise(address))
+                sa.select(suppressions.c.reason).where(
+                    suppressions.c.address_hash == address_hash(address)
+                )
             )
         return None if value is None else str(value)

@@ -6,6 +6,7 @@ Every function takes an open connection inside a transaction; the caller commits
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +67,11 @@ async def upsert_score(conn: AsyncConnection, row: dict[str, Any]) -> None:
     )
 
 
+async def delete_score(conn: AsyncConnection, customer_id: str) -> None:
+    """Forget the customer's score (scoring published a tombstone: it erased the customer)."""
+    await conn.execute(scores.delete().where(scores.c.customer_id == customer_id))
+
+
 async def live_journey(
     conn: AsyncConnection, customer_id: str, playbook: str, *, lock: bool = False
 ) -> sa.Row[Any] | None:
@@ -80,13 +86,14 @@ async def live_journey(
 
 
 async def last_ended_at(conn: AsyncConnection, customer_id: str, playbook: str) -> datetime | None:
-    return (
+    ended: datetime | None = (
         await conn.execute(
             sa.select(sa.func.max(journeys.c.ended_at)).where(
                 journeys.c.customer_id == customer_id, journeys.c.playbook == playbook
             )
         )
     ).scalar()
+    return ended
 
 
 async def live_journeys(
@@ -316,7 +323,8 @@ async def claim_outbox(conn: AsyncConnection, limit: int) -> list[sa.Row[Any]]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list((await conn.execute(query)).all())
+    rows: Sequence[sa.Row[Any]] = (await conn.execute(query)).all()  # type: ignore[assignment]
+    return list(rows)
 
 
 async def mark_published(conn: AsyncConnection, ids: list[int]) -> None:
@@ -505,7 +513,7 @@ async def disarm_trigger(conn: AsyncConnection, customer_id: str, playbook: str)
         )
         .values(status="cancelled")
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)
 
 
 async def claim_due_triggers(conn: AsyncConnection, now: datetime, limit: int) -> list[sa.Row[Any]]:

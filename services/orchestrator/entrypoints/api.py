@@ -26,6 +26,7 @@ from orchestrator.domain import attribution as A
 from orchestrator.domain.journey import IllegalTransition, State
 from orchestrator.domain.playbook import Playbook
 from orchestrator.entrypoints.deps import Deps
+from orchestrator.entrypoints.privacy_api import privacy_router
 from orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger(__name__)
@@ -334,6 +335,8 @@ def create_api(
 
     def not_found(what: str) -> JSONResponse:
         return JSONResponse(Problem(error=f"{what} not found").model_dump(), 404)
+
+    app.include_router(privacy_router(deps, needs, not_found))
 
     def playbook_or_none(name: str) -> Playbook | None:
         return deps.playbooks.get(name)

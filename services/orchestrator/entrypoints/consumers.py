@@ -26,6 +26,7 @@ from common.topics import Topic, topic_name
 from orchestrator import metrics
 from orchestrator.adapters import attribution as attribution_store
 from orchestrator.adapters import journeys as repo
+from orchestrator.adapters import privacy
 from orchestrator.domain import attribution as A
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
@@ -153,10 +154,26 @@ async def on_profile(record: Record, deps: Deps) -> None:
         "profile_at": event.occurred_at,
     }
     async with deps.engine.begin() as conn:
+        erased = await privacy.erased_since(conn, event.customer_id)
+        if erased is not None and event.occurred_at <= erased:
+            metrics.ERASED_RECORDS.inc()
+            return  # a profile from before the customer's erasure: erased, not new
         await repo.upsert_customer(conn, row)
 
 
 async def on_score(record: Record, deps: Deps) -> None:
+    if not record.value and record.key:  # scoring's tombstone: it erased the customer
+        async with deps.engine.begin() as conn:
+            await repo.delete_score(conn, record.key)
+            completed = await privacy.scoring_erased(
+                conn,
+                record.key,
+                now=deps.clock.now(),
+                erasures_topic=topic_name(Topic.ERASURES, deps.topic_prefix),
+            )
+        if completed:
+            metrics.ERASURES.labels(stage="scoring").inc()
+        return
     snapshot = ScoreSnapshot.model_validate_json(record.value)
     values = {
         name: float(value)

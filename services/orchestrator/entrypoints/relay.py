@@ -84,7 +84,9 @@ async def recover(engine: AsyncEngine, settings: CommonSettings) -> int:
     """
     async with engine.begin() as conn:
         known = await relay_store.checkpoint(conn)
-    topics = set(known) | {topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)}
+    topics = set(known) | {
+        topic_name(t, settings.topic_prefix) for t in (Topic.NOTIFICATIONS, Topic.ERASURES)
+    }
     found: list[int] = []
     after: dict[tuple[str, int], int] = {}
     for topic in sorted(topics):

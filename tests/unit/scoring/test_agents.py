@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from common.clock import FakeClock
-from common.messages import Delivery, ScoreSnapshot, SignalChange
+from common.messages import Delivery, Erasure, ScoreSnapshot, SignalChange
 from scoring.app import Tick, create_app
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
 from scoring.settings import ScoringSettings
@@ -26,13 +26,15 @@ T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 class ListSink:
     def __init__(self) -> None:
-        self.records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> None:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
+    ) -> None:
         self.records.append((topic, key, value, list(headers or [])))
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        return [json.loads(v) for t, _, v, _ in self.records if t == topic]
+        return [json.loads(v) for t, _, v, _ in self.records if t == topic and v is not None]
 
 
 @pytest.fixture
@@ -78,6 +80,24 @@ async def test_events_become_signal_changes_and_a_snapshot(harness: Any) -> None
         "trial_and_search"
     ]
     assert json.loads(app.tenure_states["c-1"])["events_counted"] == 2
+
+
+async def test_an_erasure_drops_the_state_and_sends_a_tombstone_on_scores(harness: Any) -> None:
+    app, sink, _ = harness
+    async with app.tenure_agents["events"].test_context() as agent:
+        await agent.put(event("competitor_trial"), key=b"c-1")
+    assert app.tenure_states.get("c-1") is not None
+    erasure = Erasure(erasure_id="e-1", customer_id="c-1", erased_at=T0)
+    async with app.tenure_agents["erasures"].test_context() as agent:
+        await agent.put(erasure.model_dump_json().encode(), key=b"c-1")
+        await agent.put(b"not json", key=b"c-1")
+    assert app.tenure_states.get("c-1") is None
+    assert ("t.scores", b"c-1", None, []) in sink.records
+    assert [t for t, *_ in sink.records if t.endswith(".dlq")] == ["t.erasures.dlq"]
+    # A later event starts the customer over: one event counted.
+    async with app.tenure_agents["events"].test_context() as agent:
+        await agent.put(event("alternative_search"), key=b"c-1")
+    assert json.loads(app.tenure_states["c-1"])["events_counted"] == 1
 
 
 async def test_a_duplicate_event_is_counted_once_and_emits_nothing(harness: Any) -> None:
