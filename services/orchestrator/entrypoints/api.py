@@ -50,10 +50,15 @@ class Profile(BaseModel):
 
 
 class Learned(BaseModel):
-    """What the orchestrator learned besides the profile (signals, deliveries, payments)."""
+    """What the orchestrator learned besides the profile (scores, signals, deliveries,
+    payments)."""
 
     segment: str | None = None
-    loyalty_tier: str | None = None
+    loyalty_tier: str | None = Field(
+        None,
+        description="The tier of the latest score snapshot (bronze until the points of "
+        "silver); null only before scoring published one.",
+    )
     plan: str | None = None
     plan_at: datetime | None = None
     unsubscribed_at: datetime | None = None
@@ -65,6 +70,12 @@ class Score(BaseModel):
     risk_score: float
     tier: str
     churn_probability: float
+    events_counted_at_as_of: int | None = Field(
+        None,
+        description="Events scoring had counted for the customer when it computed this "
+        "snapshot (at as_of). A snapshot is published only when the score or its "
+        "explanation changes, so later events that changed nothing are not in it.",
+    )
     explanation: dict[str, Any] = Field(
         description="The latest score snapshot as scoring published it: signals with their "
         "values, thresholds and contributions, red flags, health, CLV, loyalty."
@@ -348,7 +359,14 @@ def create_api(
             messages = await views.messages(conn, customer_id, limit)
         if profile is None and score is None and not journeys and not messages:
             return not_found(f"customer {customer_id}")
-        snapshot = (score or {}).get("snapshot") or {}
+        snapshot = dict((score or {}).get("snapshot") or {})
+        # Shown under its own name: it is the count at as_of, not the count now.
+        events_at_as_of = snapshot.pop("events_counted", None)
+        known = {k: v for k, v in (learned or {}).items() if k in Learned.model_fields}
+        # A tier-change signal comes only when the tier changes, never for the first
+        # (bronze) one; every snapshot carries the tier, and the latest is current.
+        if snapshot.get("loyalty_tier"):
+            known["loyalty_tier"] = snapshot["loyalty_tier"]
         return Customer360(
             customer_id=customer_id,
             profile=Profile(
@@ -357,14 +375,13 @@ def create_api(
             )
             if profile
             else None,
-            learned=Learned(**{k: v for k, v in learned.items() if k in Learned.model_fields})
-            if learned
-            else None,
+            learned=Learned(**known) if learned or known else None,
             score=Score(
                 as_of=score["as_of"],
                 risk_score=score["risk_score"],
                 tier=score["tier"],
                 churn_probability=score["churn_probability"],
+                events_counted_at_as_of=events_at_as_of,
                 explanation=snapshot,
             )
             if score
