@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from common.apikeys import ApiKey, Authenticator, Scope
-from common.http import AccessDenied, check_access, ops_router
+from common.db import database_ready
+from common.http import AccessDenied, answer_outages, check_access, ops_router, readiness_router
 from orchestrator.adapters import journeys as repo
 from orchestrator.adapters import operator as views
 from orchestrator.domain import attribution as A
@@ -307,7 +308,9 @@ def create_api(
     settings: OrchestratorSettings | None = None,
     authenticator: Authenticator | None = None,
 ) -> FastAPI:
-    """The app: ``/healthz`` and ``/metrics`` always; the operator API when ``deps`` is given.
+    """The app: ``/healthz`` and ``/metrics`` always; ``/readyz`` (ready when PostgreSQL
+    answers) and the operator API when ``deps`` is given. A route that needs the database
+    answers 503 while it is unavailable.
 
     ``authenticator`` tells keys apart (a :class:`common.apikeys.KeyCache` in production);
     without one, every ``/v1/`` request gets 401.
@@ -321,6 +324,8 @@ def create_api(
     app.include_router(ops_router())
     if deps is None:
         return app
+    app.include_router(readiness_router(lambda: database_ready(deps.engine)))
+    answer_outages(app)
     config = settings or OrchestratorSettings()
     limit = config.operator_list_limit
     auth: Authenticator | None = authenticator
