@@ -31,6 +31,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.outage import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 PREFIX = "tnr"
@@ -223,8 +225,13 @@ def _to_key(row: Any) -> ApiKey:
     )
 
 
-def _describe(exc: SQLAlchemyError | OSError) -> str:
+def _describe(exc: SQLAlchemyError | OSError | DatabaseUnavailable) -> str:
     """One line about a database failure, without the statement or its parameters."""
+    if isinstance(exc, DatabaseUnavailable):
+        cause = exc.__cause__
+        if isinstance(cause, SQLAlchemyError | OSError):
+            return _describe(cause)
+        return f"database unreachable: {exc}"
     if isinstance(exc, OSError):  # connection refused, no such socket, timed out
         return f"database unreachable: {type(exc).__name__}: {exc}".splitlines()[0]
     # DBAPIError's own text includes the statement's parameters: use the driver's message.
@@ -261,7 +268,7 @@ class KeyRepository:
         try:
             async with self._engine.begin() as conn:
                 yield conn
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, DatabaseUnavailable) as exc:
             raise KeyStoreError(f"{_describe(exc)} (at {where})") from exc
 
     async def create(self, key: NewKey) -> ApiKey:

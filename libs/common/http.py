@@ -1,14 +1,20 @@
-"""What every Tenure HTTP service shares: ``/healthz``, ``/metrics`` and the API key check."""
+"""What every Tenure HTTP service shares: ``/healthz``, ``/readyz``, ``/metrics``, the API
+key check, and 503 for a request that needs the database while it is unavailable."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.apikeys import ApiKey, Authenticator, Scope
 from common.metrics import scrape_registry
+from common.outage import DatabaseUnavailable
+
+# Seconds a client is told to wait before retrying a request refused in an outage.
+RETRY_AFTER_S = 5
 
 
 class AccessDenied(Exception):
@@ -59,3 +65,37 @@ def ops_router() -> APIRouter:
         return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""None when a dependency is ready, else the reason it is not."""
+
+
+def readiness_router(*checks: ReadinessCheck) -> APIRouter:
+    """``GET /readyz``: 200 ``{"status": "ready"}`` when every check passes, else 503
+    ``{"error": <the first reason>}`` (take the process out of a load balancer)."""
+    router = APIRouter()
+
+    @router.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        for check in checks:
+            reason = await check()
+            if reason is not None:
+                return JSONResponse({"error": reason}, 503)
+        return JSONResponse({"status": "ready"})
+
+    return router
+
+
+def answer_outages(app: FastAPI) -> None:
+    """Answer 503 with ``Retry-After`` (not 500) to a request that needed the database
+    while it was unavailable (:class:`common.outage.DatabaseUnavailable`)."""
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"error": "the database is unavailable; retry later"},
+            503,
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    app.add_exception_handler(DatabaseUnavailable, unavailable)

@@ -20,10 +20,11 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from pydantic import BaseModel, ValidationError
 
+from common.outage import DatabaseUnavailable, ride_out
 from common.settings import CommonSettings
 from common.topics import Topic, dlq_name, topic_name
 
@@ -858,33 +859,48 @@ async def run_consumer(
     max_attempts: int = 5,
     backoff_s: float = 0.2,
     max_records: int = 500,
+    name: str = "consumer",
 ) -> None:
     """Consume until ``stop`` is set: decode → handle → commit.
 
-    A record whose handler raises one of :data:`DECODE_ERRORS` goes to the DLQ.
-    Any other error is treated as transient and retried with exponential backoff
-    up to ``max_attempts``; then it propagates (offsets stay uncommitted, so the
-    record is processed again after a restart).
+    A record whose handler raises one of :data:`DECODE_ERRORS` goes to the DLQ. While
+    the handler fails with the database unavailable (:func:`common.outage.unavailable`)
+    the loop pauses on that record and calls it again with backoff, however long the
+    outage lasts (:func:`common.outage.ride_out`): nothing is dead-lettered, nothing
+    committed past it. Any other error is retried with exponential backoff up to
+    ``max_attempts``; then it propagates (offsets stay uncommitted, so the record is
+    processed again after a restart). Stopped during an outage, returns uncommitted.
     """
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
         for records in batches.values():
             for raw in records:
                 record = Record.from_consumer(raw)
+
+                async def call(record: Record = record) -> None:
+                    await handle(record)
+
                 for attempt in range(1, max_attempts + 1):
                     try:
-                        await handle(record)
+                        await ride_out(call, what=name, stop=stop)
                         break
                     except DECODE_ERRORS as exc:
                         await dead_letters.send(record, exc)
                         break
+                    except DatabaseUnavailable:
+                        return  # stopping in an outage: the batch stays uncommitted
                     except Exception:
                         if attempt == max_attempts:
                             raise
                         log.exception("handler failed, retrying", extra={"attempt": attempt})
                         await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
         if batches:
-            await consumer.commit()
+            try:
+                await consumer.commit()
+            except CommitFailedError as exc:
+                # The group rebalanced meanwhile (e.g. paused longer than
+                # max_poll_interval_ms in an outage): the records are consumed again.
+                log.warning("offsets not committed, the group rebalanced: %s", exc)
 
 
 async def ensure_topics(

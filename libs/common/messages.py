@@ -77,7 +77,12 @@ class ScoreSnapshot(Message):
     churn_probability: float = Field(ge=0, le=1)
     signals: tuple[SignalExplanation, ...] = ()
     red_flags: tuple[RedFlag, ...] = ()
-    events_counted: int = 0
+    events_counted: int = Field(
+        default=0,
+        description="Events counted for the customer when this snapshot was computed (at "
+        "as_of). Snapshots are published only when the score or its explanation changes: "
+        "events since that changed nothing are not in it.",
+    )
     # Added by the scoring issue (all optional, so older records still validate):
     plan: str | None = None
     health_score: float | None = Field(default=None, ge=0, le=100)

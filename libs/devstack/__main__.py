@@ -29,8 +29,17 @@ def banner(stack: Stack, *, with_prometheus: bool) -> str:
         if with_prometheus
         else "not started (`make prometheus` could not fetch Debian's package)"
     )
+    now = stack.clock().now().strftime("%Y-%m-%d %H:%M UTC")
+    clock = (
+        f"{now}, resumed where the last run stopped (data kept in {stack.root};"
+        " `make clean` starts afresh)"
+        if stack.resumed_from is not None
+        else f"{now}, a new clock (no earlier run in {stack.root})"
+    )
     return f"""
 Tenure is running (a simulated day passes every {86400 / stack.time_scale:.0f} s).
+
+  Simulated clock      {clock}
 
   Ingest API docs      http://127.0.0.1:{p.ingest}/docs     (API key: {stack.api_key})
   Metrics              ingest       http://127.0.0.1:{p.ingest}/metrics
@@ -76,6 +85,7 @@ def run() -> int:
         print(banner(stack, with_prometheus=with_prometheus), flush=True)
         print(f"(ready in {time.monotonic() - started:.1f} s)", flush=True)
         while not stopping:
+            stack.save_clock()  # a killed run resumes from here, not from today
             dead = stack.dead()
             if dead:
                 print(f"A process stopped unexpectedly: {dead}; see {stack.log_dir}", flush=True)

@@ -2,12 +2,20 @@
 
 ``make run`` and the test harness both use :class:`Stack`; only the ports, the folder
 and the clock speed differ.
+
+The simulated clock is kept with the data: :meth:`Stack.stop` (and ``make run`` every
+second) writes the simulated instant reached to ``<root>/clock.json``, and a stack made
+on a folder holding one resumes its clock from that instant. Without it, a restarted
+``make run`` went back to the real date while the timers of the previous run, weeks
+ahead in simulated time, stayed in PostgreSQL and fired during the new run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -21,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from common.clock import ScaledClock
 from common.db import upgrade
 from common.kafka import ensure_topics
 from common.settings import CommonSettings
@@ -31,6 +40,32 @@ from devstack.procs import free_port, require_free, spawn, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
+CLOCK_FILE = "clock.json"
+
+
+def resuming_epoch(reached: datetime, scale: float, now: datetime) -> datetime:
+    """The epoch whose scaled clock (``scale``) shows ``reached`` at the real instant ``now``.
+
+    Simulated = epoch + (real - epoch) x scale; solved for the epoch. At scale 1 the
+    simulated time is the real time whatever the epoch: ``now`` is returned.
+    """
+    if scale == 1:
+        return now
+    seconds = (now.timestamp() * scale - reached.timestamp()) / (scale - 1)
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def read_clock(root: Path) -> datetime | None:
+    """The simulated instant a previous run on ``root`` reached, if it left one."""
+    try:
+        saved = json.loads((root / CLOCK_FILE).read_text())
+        return datetime.fromisoformat(saved["reached"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{root / CLOCK_FILE}: unreadable ({exc}); delete it to start afresh"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -61,10 +96,37 @@ class Stack:
     database_url: str | None = None
     kafka_libs: Path = REPO / ".stack" / "kafka" / "libs"
     echo: IO[str] | None = None
-    epoch: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Real instant from which the scaled clock runs; None: resume the clock saved in
+    # ``root`` (see the module's docstring), or start it now if there is none.
+    epoch: datetime = field(default=None)  # type: ignore[assignment]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    resumed_from: datetime | None = field(default=None, init=False)
     _pg: EmbeddedPostgres | None = None
     _kafka: KafkaBroker | None = None
+
+    def __post_init__(self) -> None:
+        if self.epoch is None:
+            now = datetime.now(UTC)
+            self.resumed_from = read_clock(self.root)
+            self.epoch = (
+                now
+                if self.resumed_from is None
+                else resuming_epoch(self.resumed_from, self.time_scale, now)
+            )
+
+    # -- the simulated clock -------------------------------------------------------
+    def clock(self) -> ScaledClock:
+        """The clock every process of this stack shares."""
+        return ScaledClock(scale=self.time_scale, epoch=self.epoch)
+
+    def save_clock(self) -> None:
+        """Write the simulated instant reached to ``<root>/clock.json`` (atomically)."""
+        if not self.root.is_dir():
+            return
+        path = self.root / CLOCK_FILE
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"reached": self.clock().now().isoformat()}) + "\n")
+        os.replace(partial, path)
 
     # -- infrastructure ------------------------------------------------------------
     @property
@@ -262,7 +324,8 @@ class Stack:
             stop(proc, sig=signal.SIGKILL if kill else signal.SIGTERM)
 
     def stop(self) -> None:
-        """Stop everything this stack started, services first. Idempotent."""
+        """Stop everything this stack started, services first; keep the clock. Idempotent."""
+        self.save_clock()
         for name in reversed(list(self.procs)):
             self.stop_service(name)
         if self._kafka is not None:

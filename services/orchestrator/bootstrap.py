@@ -52,6 +52,7 @@ async def run(
                 router(deps),
                 DeadLetters(publisher, consumer_name="orchestrator"),
                 stop=stop,
+                name="orchestrator consumer",
             ),
             run_timers(
                 deps,
@@ -77,6 +78,7 @@ async def run(
                 outcome_handler(deps),
                 DeadLetters(publisher, consumer_name="orchestrator-outcomes"),
                 stop=stop,
+                name="outcome consumer",
             ),
         ]
         if serve_api:

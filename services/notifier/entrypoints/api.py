@@ -8,7 +8,8 @@
   server-sent-events stream of new messages. Every route needs a per-customer token
   (``Authorization: Bearer <token>``, or ``?token=`` where headers cannot be set, as with
   ``EventSource``) and only ever touches that customer's messages.
-- ``/healthz``, ``/metrics``.
+- ``/healthz``, ``/metrics``; ``/readyz`` (ready when PostgreSQL answers). A route that
+  needs the database answers 503 with ``Retry-After`` while it is unavailable.
 """
 
 import asyncio
@@ -23,8 +24,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from common.clock import Clock
-from common.db import create_engine
-from common.http import ops_router
+from common.db import create_engine, database_ready
+from common.http import answer_outages, ops_router, readiness_router
 from common.kafka import Publisher
 from common.messages import Delivery, DeliveryStatus, Notification
 from common.topics import Topic
@@ -80,6 +81,8 @@ def create_api(
     suppression_list: Suppressions = suppressions
     messages: Inbox = inbox
     delivery_log: DeliveryLog = log
+    app.include_router(readiness_router(lambda: database_ready(delivery_log.engine)))
+    answer_outages(app)
     reply_key = purpose_key(secret, "reply")
     stopping = stop or asyncio.Event()
     announced = inbox_events or InboxEvents(

@@ -27,6 +27,7 @@ import orjson
 from common.clock import Clock
 from common.kafka import DECODE_ERRORS, DeadLetters, Publisher, Record
 from common.messages import Delivery, Notification
+from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
 from notifier import metrics
@@ -211,7 +212,9 @@ class Deliverer:
         """
         started = time.perf_counter()
         try:
-            await self._send(n, suppressed)
+            # The database is read (suppressions) or written (the in-app inbox, which is
+            # idempotent) before or as the send: an outage there sent nothing yet.
+            await ride_out(lambda: self._send(n, suppressed), what="delivery")
         except Suppressed as exc:
             return await self._final(n, "suppressed", str(exc))
         except Bounced as exc:
@@ -235,7 +238,10 @@ class Deliverer:
                 return await self._dead(
                     n, raw, "expired", f"gave up after {attempts} attempts: {exc}"
                 )
-            await self.log.retry_at(n.notification_id, due, str(exc)[:2000])
+            why = str(exc)[:2000]
+            await ride_out(
+                lambda: self.log.retry_at(n.notification_id, due, why), what="delivery log"
+            )
             metrics.RETRIES_SCHEDULED.labels(channel=n.channel).inc()
             log.warning(
                 "delivery failed, retrying at %s: %s",
@@ -299,12 +305,21 @@ class Deliverer:
         """
         kept = detail[:2000] if detail else None
         metrics.NOTIFICATIONS.labels(channel=n.channel, outcome=status).inc()
+
+        async def finish(reported: bool) -> None:
+            # Sent already: the outcome must be logged, or the row stays ``sending`` and
+            # is sent again after the lease. A database outage is waited out.
+            await ride_out(
+                lambda: self.log.finish(n.notification_id, status, kept, reported=reported),
+                what="delivery log",
+            )
+
         try:
             await self._report(n, status, detail)
         except Exception:
-            await self.log.finish(n.notification_id, status, kept, reported=False)
+            await finish(False)
             raise
-        await self.log.finish(n.notification_id, status, kept, reported=True)
+        await finish(True)
         return status
 
     async def _dead(self, n: Notification, raw: bytes, reason: str, detail: str) -> str:
@@ -387,18 +402,24 @@ async def consume(
     not leave the connections idle. A batch's offsets are committed once it and every
     batch before it were handled (at-least-once; the delivery log makes handling
     idempotent), for the partitions still assigned. An undecodable record goes to the
-    dead-letter topic; any other error is retried with backoff, then propagates with the
-    offsets of its batch and of every later one uncommitted (their tasks are cancelled).
-    On ``stop`` the batches in flight are finished and committed first.
+    dead-letter topic; while the database is unavailable a record waits for it
+    (:func:`common.outage.ride_out`), however long; any other error is retried with
+    backoff, then propagates with the offsets of its batch and of every later one
+    uncommitted (their tasks are cancelled). On ``stop`` the batches in flight are
+    finished and committed first (left uncommitted if the database is unavailable).
     """
     gate = asyncio.Semaphore(concurrency)
     tails: dict[str | None, asyncio.Task[None]] = {}  # each customer's latest task
     in_flight: deque[_Batch] = deque()
 
     async def one(record: Record) -> None:
+        async def call() -> None:
+            await handle(record)  # type: ignore[misc]
+
         for attempt in range(1, max_attempts + 1):
             try:
-                await handle(record)  # type: ignore[misc]
+                # A database outage pauses this customer's records until it ends.
+                await ride_out(call, what="notifier consumer", stop=stop)
                 return
             except DECODE_ERRORS as exc:
                 await dead_letters.send(record, exc)
@@ -458,6 +479,10 @@ async def consume(
             in_flight.append(_Batch(tasks, offsets, asyncio.gather(*tasks)))
         while in_flight:
             await settle_oldest()
+    except DatabaseUnavailable:
+        if not stop.is_set():
+            raise
+        log.warning("stopped during a database outage; batches in flight left uncommitted")
     finally:
         # After an error (or a cancellation): stop what is still running, uncommitted. (A
         # gather that already failed does not cancel its other tasks: each is cancelled.)
@@ -471,11 +496,19 @@ async def consume(
 
 
 async def retry_loop(deliverer: Deliverer, *, stop: asyncio.Event) -> None:
-    """Poll the retry schedule every ``retry_poll_s`` real seconds until ``stop``."""
+    """Poll the retry schedule every ``retry_poll_s`` real seconds until ``stop``; a
+    database outage is waited out."""
+
+    async def poll() -> int:
+        attempted = await deliverer.retry_due()
+        await deliverer.report_unreported()
+        return attempted
+
     while not stop.is_set():
         try:
-            attempted = await deliverer.retry_due()
-            await deliverer.report_unreported()
+            attempted = await ride_out(poll, what="retry worker", stop=stop)
+        except DatabaseUnavailable:
+            break  # stopping during an outage
         except Exception:
             log.exception("retry poll failed")
             attempted = 0

@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from common.apikeys import ApiKey, Authenticator, Scope
-from common.http import AccessDenied, check_access, ops_router
+from common.db import database_ready
+from common.http import AccessDenied, answer_outages, check_access, ops_router, readiness_router
 from orchestrator.adapters import journeys as repo
 from orchestrator.adapters import operator as views
 from orchestrator.domain import attribution as A
@@ -51,10 +52,15 @@ class Profile(BaseModel):
 
 
 class Learned(BaseModel):
-    """What the orchestrator learned besides the profile (signals, deliveries, payments)."""
+    """What the orchestrator learned besides the profile (scores, signals, deliveries,
+    payments)."""
 
     segment: str | None = None
-    loyalty_tier: str | None = None
+    loyalty_tier: str | None = Field(
+        None,
+        description="The tier of the latest score snapshot (bronze until the points of "
+        "silver); null only before scoring published one.",
+    )
     plan: str | None = None
     plan_at: datetime | None = None
     unsubscribed_at: datetime | None = None
@@ -66,6 +72,12 @@ class Score(BaseModel):
     risk_score: float
     tier: str
     churn_probability: float
+    events_counted_at_as_of: int | None = Field(
+        None,
+        description="Events scoring had counted for the customer when it computed this "
+        "snapshot (at as_of). A snapshot is published only when the score or its "
+        "explanation changes, so later events that changed nothing are not in it.",
+    )
     explanation: dict[str, Any] = Field(
         description="The latest score snapshot as scoring published it: signals with their "
         "values, thresholds and contributions, red flags, health, CLV, loyalty."
@@ -297,7 +309,9 @@ def create_api(
     settings: OrchestratorSettings | None = None,
     authenticator: Authenticator | None = None,
 ) -> FastAPI:
-    """The app: ``/healthz`` and ``/metrics`` always; the operator API when ``deps`` is given.
+    """The app: ``/healthz`` and ``/metrics`` always; ``/readyz`` (ready when PostgreSQL
+    answers) and the operator API when ``deps`` is given. A route that needs the database
+    answers 503 while it is unavailable.
 
     ``authenticator`` tells keys apart (a :class:`common.apikeys.KeyCache` in production);
     without one, every ``/v1/`` request gets 401.
@@ -311,6 +325,8 @@ def create_api(
     app.include_router(ops_router())
     if deps is None:
         return app
+    app.include_router(readiness_router(lambda: database_ready(deps.engine)))
+    answer_outages(app)
     config = settings or OrchestratorSettings()
     limit = config.operator_list_limit
     auth: Authenticator | None = authenticator
@@ -351,7 +367,14 @@ def create_api(
             messages = await views.messages(conn, customer_id, limit)
         if profile is None and score is None and not journeys and not messages:
             return not_found(f"customer {customer_id}")
-        snapshot = (score or {}).get("snapshot") or {}
+        snapshot = dict((score or {}).get("snapshot") or {})
+        # Shown under its own name: it is the count at as_of, not the count now.
+        events_at_as_of = snapshot.pop("events_counted", None)
+        known = {k: v for k, v in (learned or {}).items() if k in Learned.model_fields}
+        # A tier-change signal comes only when the tier changes, never for the first
+        # (bronze) one; every snapshot carries the tier, and the latest is current.
+        if snapshot.get("loyalty_tier"):
+            known["loyalty_tier"] = snapshot["loyalty_tier"]
         return Customer360(
             customer_id=customer_id,
             profile=Profile(
@@ -360,14 +383,13 @@ def create_api(
             )
             if profile
             else None,
-            learned=Learned(**{k: v for k, v in learned.items() if k in Learned.model_fields})
-            if learned
-            else None,
+            learned=Learned(**known) if learned or known else None,
             score=Score(
                 as_of=score["as_of"],
                 risk_score=score["risk_score"],
                 tier=score["tier"],
                 churn_probability=score["churn_probability"],
+                events_counted_at_as_of=events_at_as_of,
                 explanation=snapshot,
             )
             if score

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.events import LoginEvent, PaymentEvent, ProfileEvent, parse_event
 from common.kafka import Handler, InvalidRecord, Record
 from common.messages import Delivery, ScoreSnapshot, SignalChange
+from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
 from orchestrator import metrics
@@ -334,10 +335,15 @@ async def fire_due_triggers(deps: Deps, *, limit: int) -> int:
 
 
 async def run_held_triggers(deps: Deps, *, stop: asyncio.Event, poll_s: float, batch: int) -> None:
-    """Fire due held-signal triggers until ``stop``; errors are logged and retried."""
+    """Fire due held-signal triggers until ``stop``; errors are logged and retried, a
+    database outage waited out."""
     while not stop.is_set():
         try:
-            fired = await fire_due_triggers(deps, limit=batch)
+            fired = await ride_out(
+                lambda: fire_due_triggers(deps, limit=batch), what="held triggers", stop=stop
+            )
+        except DatabaseUnavailable:
+            break  # stopping during an outage
         except Exception:
             log.exception("held-trigger batch failed; will retry")
             fired = 0

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.kafka import FencedProducer, OutgoingRecord, committed_headers
+from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import sleep_or_stop
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
@@ -147,17 +148,28 @@ async def run_relay(
     batch: int,
     transactional_id: str,
 ) -> None:
-    """Relay the outbox until ``stop``: lead when no other replica does, else stand by."""
+    """Relay the outbox until ``stop``: lead when no other replica does, else stand by.
+
+    When the database goes away the relay lets go of the lead (its lock went with its
+    session) and waits for the database with backoff; back, it leads again (recovering
+    what the last batch may have left unmarked) or stands by.
+    """
     while not stop.is_set():
         try:
-            await _lead(
-                engine,
-                settings,
+            await ride_out(
+                lambda: _lead(
+                    engine,
+                    settings,
+                    stop=stop,
+                    poll_s=poll_s,
+                    batch=batch,
+                    transactional_id=transactional_id,
+                ),
+                what="outbox relay",
                 stop=stop,
-                poll_s=poll_s,
-                batch=batch,
-                transactional_id=transactional_id,
             )
+        except DatabaseUnavailable:
+            break  # stopping during an outage
         except Exception:
             log.exception("outbox relay failed; will retry")
         await sleep_or_stop(stop, poll_s)

@@ -10,7 +10,10 @@ doubles nothing (a timer is fired only by the transaction that changes its statu
 
 If the batch transaction fails, its timers are fired one per transaction, so that one
 timer that cannot be fired does not hold back the others; such a timer keeps its lease
-(retried when it runs out) and is marked ``failed`` after ``max_attempts`` claims.
+(retried when it runs out) and is marked ``failed`` after ``max_attempts`` claims. A
+database outage is no timer's failure: the worker waits for the database
+(:func:`common.outage.ride_out`), and the timers whose leases ran out meanwhile are
+claimed again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from common.outage import DatabaseUnavailable, ride_out, unavailable
 from common.runtime import sleep_or_stop
 from common.topics import Topic, topic_name
 from orchestrator import metrics
@@ -100,7 +104,9 @@ async def _fire_group(
             ordered = sorted(taken, key=lambda t: (t.customer_id, t.due_at, t.id))
             await fire_steps(conn, deps, ordered, now, topic)
         return taken
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):
+            raise  # no timer's fault: the worker waits for the database
         log.exception("firing a batch of %d timers failed; firing them one by one", len(ids))
     return await _fire_each(deps, ids, now, topic, lease)
 
@@ -117,6 +123,8 @@ async def _fire_each(
                     await fire_step(conn, deps, timer, now, topic)
             fired += taken
         except Exception as exc:
+            if unavailable(exc):
+                raise
             reason = f"{type(exc).__name__}: {exc}"
             async with deps.engine.begin() as conn:
                 gave_up = await timer_store.record_failure(conn, lease, timer_id, reason)
@@ -156,7 +164,13 @@ async def run_timers(
     log.info("timer worker started", extra={"lease_owner": lease.owner})
     while not stop.is_set():
         try:
-            fired = await fire_due(deps, limit=batch, lease=lease, concurrency=concurrency)
+            fired = await ride_out(
+                lambda: fire_due(deps, limit=batch, lease=lease, concurrency=concurrency),
+                what="timer worker",
+                stop=stop,
+            )
+        except DatabaseUnavailable:
+            break  # stopping during an outage
         except Exception:
             log.exception("timer batch failed; will retry")
             fired = 0
