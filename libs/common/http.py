@@ -8,7 +8,19 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.apikeys import ApiKey, Authenticator, Scope
+from common.events import CUSTOMER_ID_PATTERN
 from common.metrics import scrape_registry
+
+# Bounds of what an API takes in a path, query or header: a value outside them is refused
+# with 422 naming the parameter, before any query sees it (PostgreSQL refuses a bigint
+# past 2^63 - 1 and a text with a NUL byte, which used to surface as a 500).
+BIGINT_MAX = 2**63 - 1
+"""The largest id PostgreSQL's ``bigint`` holds: the upper bound of every integer id."""
+IDENTIFIER_PATTERN = CUSTOMER_ID_PATTERN
+"""Customer and journey ids: 1-128 letters, digits and ``. _ : @ -``, not starting with a
+symbol (the rule events follow for ``customer_id``; journey ids are UUIDs)."""
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
+"""Names of things declared as data (playbooks): lowercase snake case, at most 128."""
 
 
 class AccessDenied(Exception):
