@@ -44,13 +44,16 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return supplied or None
 
 
-def check_access(auth: Authenticator, headers: Mapping[str, str], scope: Scope) -> ApiKey:
+async def check_access(auth: Authenticator, headers: Mapping[str, str], scope: Scope) -> ApiKey:
     """The key of a request if it may use ``scope``; raises :class:`AccessDenied` otherwise.
 
-    Never blocks (the authenticator answers from memory) and never logs the key.
+    A known key is answered from memory; an unknown one may wait for the authenticator to
+    reload its keys (:meth:`Authenticator.recheck`, bounded). Never logs the key.
     """
     supplied = presented_key(headers)
     key = auth.authenticate(supplied) if supplied else None
+    if key is None and supplied:
+        key = await auth.recheck(supplied)
     if key is None:
         raise AccessDenied(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
     if not key.allows(scope):

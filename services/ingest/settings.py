@@ -27,6 +27,14 @@ class IngestSettings(ServiceSettings):
     keys_refresh_s: float = Field(
         default=30.0, gt=0, le=60, description="A revoked key stops working within this time."
     )
+    keys_miss_reload_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A key ingest does not know makes it reload the keys, at most once this "
+        "often whatever the number of unknown keys presented: a key just created works on "
+        "its first request.",
+    )
     publish_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="Longest wait for Kafka's acknowledgement."
     )

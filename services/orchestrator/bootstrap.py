@@ -41,7 +41,7 @@ async def run(
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
     outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
-    keys = KeyCache(KeyRepository(engine))
+    keys = KeyCache(KeyRepository(engine), miss_reload_s=settings.keys_miss_reload_s)
     await publisher.start()
     await consumer.start()
     await outcomes.start()

@@ -49,6 +49,14 @@ class OrchestratorSettings(ServiceSettings):
     keys_refresh_s: float = Field(
         default=30.0, gt=0, lt=60, description="A revoked operator key stops working within this."
     )
+    keys_miss_reload_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A key the operator API does not know makes it reload the keys, at most "
+        "once this often whatever the number of unknown keys presented: a key just created "
+        "works on its first request.",
+    )
     operator_list_limit: int = Field(
         default=100, ge=1, le=10_000, description="Journeys and messages shown per customer."
     )

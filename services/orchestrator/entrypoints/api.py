@@ -324,7 +324,7 @@ def create_api(
                 raise AccessDenied(
                     401, "no API keys are configured", {"WWW-Authenticate": "Bearer"}
                 )
-            return check_access(auth, request.headers, scope)
+            return await check_access(auth, request.headers, scope)
 
         return check
 
