@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -61,16 +62,26 @@ async def check_access(auth: Authenticator, headers: Mapping[str, str], scope: S
     return key
 
 
-def ops_router() -> APIRouter:
-    """``GET /healthz`` (process alive) and ``GET /metrics`` (Prometheus text format)."""
+def ops_router(*, metrics: bool = True) -> APIRouter:
+    """``GET /healthz`` (process alive) and, unless ``metrics`` is False (they are served on
+    a listener of their own), ``GET /metrics`` (Prometheus text format)."""
     router = APIRouter()
 
     @router.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
+    if metrics:
+
+        @router.get("/metrics", include_in_schema=False)
+        async def metrics_text() -> Response:
+            return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def docs_routes(enabled: bool) -> dict[str, Any]:
+    """``FastAPI(...)`` arguments serving /docs, /redoc and /openapi.json, or none of them."""
+    if enabled:
+        return {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    return {"docs_url": None, "redoc_url": None, "openapi_url": None}

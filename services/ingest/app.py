@@ -31,7 +31,7 @@ from common.events import (
     Event,
     event_adapter,
 )
-from common.http import AccessDenied, check_access, ops_router
+from common.http import AccessDenied, check_access, docs_routes, ops_router
 from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher, TransactionReport
 from common.logging import configure_logging
 from common.topics import events_topic, topic_name
@@ -324,8 +324,9 @@ def create_app(
             "after Retry-After seconds; resending an event with the same event_id is safe."
         ),
         lifespan=lifespan,
+        **docs_routes(settings.docs),
     )
-    app.include_router(ops_router())
+    app.include_router(ops_router(metrics=settings.metrics_port is None))
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -5,15 +5,14 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import HttpServiceSettings
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(HttpServiceSettings):
     """Environment variables ``TENURE_INGEST_*``."""
 
     model_config = SettingsConfigDict(env_prefix="TENURE_INGEST_", extra="ignore", frozen=True)
 
-    host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes (uvicorn).")
     api_key: SecretStr | None = Field(

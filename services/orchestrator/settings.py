@@ -6,12 +6,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import HttpServiceSettings
 from orchestrator.domain.playbook import SHIPPED
 from orchestrator.domain.rules import Rules
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSettings(HttpServiceSettings):
     """Environment variables ``TENURE_ORCHESTRATOR_*``."""
 
     model_config = SettingsConfigDict(

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from common.clock import Clock
 from common.db import create_engine
-from common.http import BIGINT_MAX, ops_router
+from common.http import BIGINT_MAX, docs_routes, ops_router
 from common.kafka import Publisher
 from common.messages import Delivery, DeliveryStatus, Notification
 from common.topics import Topic
@@ -117,8 +117,8 @@ def create_api(
     stop: asyncio.Event | None = None,
 ) -> FastAPI:
     """The notifier's ASGI app. Nothing connects until a request needs the database."""
-    app = FastAPI(title="Tenure notifier", version="1")
-    app.include_router(ops_router())
+    app = FastAPI(title="Tenure notifier", version="1", **docs_routes(settings.docs))
+    app.include_router(ops_router(metrics=settings.metrics_port is None))
     secret = settings.link_secret.get_secret_value().encode()
     unsubscribe_key = purpose_key(secret, "unsubscribe")
     if suppressions is None or inbox is None or log is None:

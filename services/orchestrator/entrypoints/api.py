@@ -19,7 +19,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from common.apikeys import ApiKey, Authenticator, Scope
-from common.http import IDENTIFIER_PATTERN, NAME_PATTERN, AccessDenied, check_access, ops_router
+from common.http import (
+    IDENTIFIER_PATTERN,
+    NAME_PATTERN,
+    AccessDenied,
+    check_access,
+    docs_routes,
+    ops_router,
+)
 from orchestrator.adapters import journeys as repo
 from orchestrator.adapters import operator as views
 from orchestrator.domain import attribution as A
@@ -301,16 +308,17 @@ def create_api(
     ``authenticator`` tells keys apart (a :class:`common.apikeys.KeyCache` in production);
     without one, every ``/v1/`` request gets 401.
     """
+    config = settings or OrchestratorSettings()
     app = FastAPI(
         title="Tenure orchestrator",
         version="1",
         description="Operator and CSM API: customer 360, playbooks and their results, "
         "and pausing or cancelling journeys and playbooks.",
+        **docs_routes(config.docs),
     )
-    app.include_router(ops_router())
+    app.include_router(ops_router(metrics=config.metrics_port is None))
     if deps is None:
         return app
-    config = settings or OrchestratorSettings()
     limit = config.operator_list_limit
     auth: Authenticator | None = authenticator
 
