@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from common.clock import ScaledClock
 from common.events import parse_event
 from common.kafka import KeyPartitioner, encode
-from common.metrics import serve_metrics
+from common.runtime import serve_metrics
 from common.topics import Topic, topic_name
 from scoring import metrics
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model

@@ -8,7 +8,9 @@ holds only the SHA-256 of the secret; the full key is shown once, when it is cre
 
 Requests are authenticated in memory by a :class:`KeyCache`, which reloads the active
 keys from the database periodically: no query on the hot path, and a revocation takes
-effect at the next refresh. Nothing here logs a key, a secret or a hash.
+effect at the next refresh. A key shaped like a stored one whose id is not loaded yet
+(one just created) triggers a reload, at most one per ``miss_reload_s``, so it works on
+its first request. Nothing here logs a key, a secret or a hash.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -44,6 +47,8 @@ MAX_PRESENTED_CHARS = 1024
 MAX_REFRESH_S = 60.0
 # After a failed refresh, retry sooner than the normal interval (revocations wait on it).
 RETRY_S = 5.0
+# The default least time between two reloads that unknown keys trigger.
+MISS_RELOAD_S = 1.0
 
 _ID = re.compile(rf"[0-9a-f]{{{ID_HEX_CHARS}}}")
 # URL-safe base64 without padding; at least SECRET_BYTES bytes' worth of characters.
@@ -174,6 +179,12 @@ class Authenticator(Protocol):
         """The active key ``presented`` is, or ``None``. Never blocks, never raises."""
         ...
 
+    async def recheck(self, presented: str) -> ApiKey | None:
+        """For a key :meth:`authenticate` did not know: the active key ``presented`` is
+        once the keys were reloaded, if it could be one created since they were loaded.
+        May wait for that reload (bounded); never raises."""
+        ...
+
 
 class FakeAuthenticator:
     """An :class:`Authenticator` over a dict of full key string to key; for unit tests."""
@@ -184,6 +195,9 @@ class FakeAuthenticator:
     def authenticate(self, presented: str) -> ApiKey | None:
         key = self.keys.get(presented)
         return None if key is None or key.revoked_at is not None else key
+
+    async def recheck(self, presented: str) -> ApiKey | None:
+        return self.authenticate(presented)  # ``keys`` is read on every call: no reload
 
 
 # The table as this module reads and writes it; its schema is in common/migrations (0002).
@@ -327,10 +341,20 @@ class KeyCache:
     development key from settings, see :meth:`ApiKey.static`); they need not have the
     ``tnr_`` shape. Until the first successful :meth:`refresh`, only static keys
     authenticate.
+
+    :meth:`recheck` reloads for a key whose id is not loaded, at most once every
+    ``miss_reload_s`` seconds whatever the number of such keys presented (a flood of
+    made-up keys costs one query a ``miss_reload_s``), and waits for a reload that began
+    after it was called, so a key created just before its first request works.
     """
 
     def __init__(
-        self, repository: KeySource | None = None, *, static: Mapping[str, ApiKey] | None = None
+        self,
+        repository: KeySource | None = None,
+        *,
+        static: Mapping[str, ApiKey] | None = None,
+        miss_reload_s: float = MISS_RELOAD_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Public so that an app can build the cache first and attach the repository when it
         # starts (and its engine exists); without one, only static keys authenticate.
@@ -339,6 +363,11 @@ class KeyCache:
         self._static = [(hash_secret(full), key) for full, key in (static or {}).items()]
         self._active: dict[str, tuple[bytes, ApiKey]] = {}
         self._loaded = False
+        self._miss_reload_s = miss_reload_s
+        self._clock = clock
+        self._began_at = -float("inf")  # when the latest load began
+        self._ended_began_at = -float("inf")  # when the latest load that ended began
+        self._reload: asyncio.Future[None] | None = None  # the one reload misses wait for
 
     @property
     def loaded(self) -> bool:
@@ -352,7 +381,11 @@ class KeyCache:
         """
         if self.repository is None:
             raise RuntimeError("KeyCache.refresh() needs a repository")
-        active = await self.repository.active_hashes()
+        began = self._began_at = self._clock()
+        try:
+            active = await self.repository.active_hashes()
+        finally:
+            self._ended_began_at = max(self._ended_began_at, began)
         if active.keys() != self._active.keys():
             log.info("api keys loaded: %d active", len(active))
         self._active = active  # one reference swap: readers see the old or the new set
@@ -381,6 +414,41 @@ class KeyCache:
             return None
         stored_hash, key = entry
         return key if verify(secret, stored_hash) else None
+
+    async def recheck(self, presented: str) -> ApiKey | None:
+        """:meth:`authenticate`, after a reload when ``presented`` is shaped like a stored
+        key whose id is not loaded: waits for a load that began after this call, at most
+        ``miss_reload_s`` plus :data:`RETRY_S`. A failed reload answers ``None``."""
+        key = self.authenticate(presented)
+        parsed = parse(presented) if key is None and self.repository is not None else None
+        if parsed is None or parsed[0] in self._active:
+            return key  # a static key, not a key's shape, or a known id: nothing to reload
+        called_at = self._clock()
+        try:
+            async with asyncio.timeout(self._miss_reload_s + RETRY_S):
+                while self._ended_began_at < called_at:
+                    if self._reload is None or self._reload.done():
+                        self._reload = asyncio.ensure_future(self._reload_when_allowed())
+                    await asyncio.shield(self._reload)
+        except TimeoutError:
+            return None
+        return self.authenticate(presented)
+
+    async def _reload_when_allowed(self) -> None:
+        """Reload once ``miss_reload_s`` has passed since the latest load began; a failure
+        is logged here, once for every waiting caller."""
+        wait = self._began_at + self._miss_reload_s - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            async with asyncio.timeout(RETRY_S):
+                await self.refresh()
+        except Exception as exc:
+            log.warning(
+                "api key reload for an unknown key failed, keeping the %d keys loaded: %s",
+                len(self._active),
+                str(exc) or type(exc).__name__,
+            )
 
     async def run(self, stop: asyncio.Event, every_s: float = 30.0) -> None:
         """Refresh now, then every ``every_s`` seconds until ``stop`` is set.

@@ -4,17 +4,30 @@ key check, and 503 for a request that needs the database while it is unavailable
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.apikeys import ApiKey, Authenticator, Scope
+from common.events import CUSTOMER_ID_PATTERN
 from common.metrics import scrape_registry
 from common.outage import DatabaseUnavailable
 
 # Seconds a client is told to wait before retrying a request refused in an outage.
 RETRY_AFTER_S = 5
+
+# Bounds of what an API takes in a path, query or header: a value outside them is refused
+# with 422 naming the parameter, before any query sees it (PostgreSQL refuses a bigint
+# past 2^63 - 1 and a text with a NUL byte, which used to surface as a 500).
+BIGINT_MAX = 2**63 - 1
+"""The largest id PostgreSQL's ``bigint`` holds: the upper bound of every integer id."""
+IDENTIFIER_PATTERN = CUSTOMER_ID_PATTERN
+"""Customer and journey ids: 1-128 letters, digits and ``. _ : @ -``, not starting with a
+symbol (the rule events follow for ``customer_id``; journey ids are UUIDs)."""
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
+"""Names of things declared as data (playbooks): lowercase snake case, at most 128."""
 
 
 class AccessDenied(Exception):
@@ -38,13 +51,16 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return supplied or None
 
 
-def check_access(auth: Authenticator, headers: Mapping[str, str], scope: Scope) -> ApiKey:
+async def check_access(auth: Authenticator, headers: Mapping[str, str], scope: Scope) -> ApiKey:
     """The key of a request if it may use ``scope``; raises :class:`AccessDenied` otherwise.
 
-    Never blocks (the authenticator answers from memory) and never logs the key.
+    A known key is answered from memory; an unknown one may wait for the authenticator to
+    reload its keys (:meth:`Authenticator.recheck`, bounded). Never logs the key.
     """
     supplied = presented_key(headers)
     key = auth.authenticate(supplied) if supplied else None
+    if key is None and supplied:
+        key = await auth.recheck(supplied)
     if key is None:
         raise AccessDenied(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
     if not key.allows(scope):
@@ -52,17 +68,20 @@ def check_access(auth: Authenticator, headers: Mapping[str, str], scope: Scope) 
     return key
 
 
-def ops_router() -> APIRouter:
-    """``GET /healthz`` (process alive) and ``GET /metrics`` (Prometheus text format)."""
+def ops_router(*, metrics: bool = True) -> APIRouter:
+    """``GET /healthz`` (process alive) and, unless ``metrics`` is False (they are served on
+    a listener of their own), ``GET /metrics`` (Prometheus text format)."""
     router = APIRouter()
 
     @router.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
+    if metrics:
+
+        @router.get("/metrics", include_in_schema=False)
+        async def metrics_text() -> Response:
+            return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -99,3 +118,10 @@ def answer_outages(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(DatabaseUnavailable, unavailable)
+
+
+def docs_routes(enabled: bool) -> dict[str, Any]:
+    """``FastAPI(...)`` arguments serving /docs, /redoc and /openapi.json, or none of them."""
+    if enabled:
+        return {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    return {"docs_url": None, "redoc_url": None, "openapi_url": None}

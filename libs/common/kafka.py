@@ -264,6 +264,12 @@ def _offsets_after(written: Iterable[Any]) -> dict[tuple[str, int], int]:
     return after
 
 
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved (asyncio logs unretrieved ones as errors)."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(eq=False)
 class _Request:
     """One caller's records, waiting for the committer's verdict."""
@@ -385,6 +391,9 @@ class TransactionalPublisher:
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._commits: set[asyncio.Task[None]] = set()
+        self._replacing: set[int] = set()
+        self.replaced = 0
+        """Producers replaced by fresh ones after a failure that could leave them unusable."""
         self.outcomes: collections.Counter[str] = collections.Counter()
         """Transactions by outcome: committed, aborted, failed (the commit), unknown."""
         self._observe = observe
@@ -449,7 +458,10 @@ class TransactionalPublisher:
             return await asyncio.shield(request.outcome)
 
     async def ready(self, timeout_s: float) -> str | None:
-        producer = self._producers[0]
+        producer = next(
+            (p for slot, p in enumerate(self._producers) if p and slot not in self._replacing),
+            None,
+        )
         if producer is None or self._dispatcher is None or self._dispatcher.done():
             return "transactional producer not running"
         return await _cluster_ready(producer, timeout_s)
@@ -498,10 +510,12 @@ class TransactionalPublisher:
     async def _commit_and_release(self, slot: int, group: list[_Request]) -> None:
         try:
             await self._commit(slot, group)
-        except Exception as exc:  # a bug, not a broker failure: answer, never hang a caller
+        except Exception as exc:  # not a broker failure: answer, never hang a caller
             log.exception("transaction of %d requests failed unexpectedly", len(group))
             for request in group:
                 request.answer(PublishError(f"internal error: {exc!r}"))
+            # Whatever state the producer was left in, a fresh one is known to be usable.
+            await self._replace(slot, f"internal error: {exc!r}")
         finally:
             self._idle.append((slot, asyncio.get_running_loop().time() + self._rest_s))
             self._wakeup.set()
@@ -523,26 +537,56 @@ class TransactionalPublisher:
         return group
 
     async def _commit(self, slot: int, group: list[_Request]) -> None:
+        """Write ``group`` in one transaction of the slot's producer and answer each request.
+
+        A producer is used again only after a clean end: committed, or aborted after its
+        records were not acknowledged in time. After anything else (a refused batch, a
+        failed commit, an abort that failed, a producer that cannot begin) it is replaced
+        by a fresh one: aiokafka leaves a producer whose batch was refused with its
+        sequence numbers out of step with the broker (every later batch to that partition
+        is refused as out of order), and one whose background sender crashed (which a
+        broker restart can cause) in a state where no transaction can begin. Kept, either
+        would fail a share of all requests until the process restarts.
+        """
         producer = self._producers[slot]
         assert producer is not None
         loop = asyncio.get_running_loop()
         began_at = loop.time()
         deadline = min(r.deadline for r in group)
-        began = False
+        send_by = deadline - self._commit_reserve_s
         error: PublishError | None = None
+        reusable = True
         try:
-            async with asyncio.timeout_at(deadline - self._commit_reserve_s):
+            async with asyncio.timeout_at(send_by):
                 await producer.begin_transaction()
-                began = True
+        except TimeoutError as exc:  # still waiting for the broker: nothing was sent
+            error = PublishError(f"not acknowledged in time: {exc!r}")
+        except (KafkaError, AssertionError) as exc:
+            # Nothing was sent: the requests go back to the head of the queue for another
+            # producer (outside any timeout: once requeued, only their new producer or
+            # their deadline answers them), and this one is replaced.
+            self._requeue(group)
+            await self._replace(slot, f"it cannot begin a transaction: {exc!r}")
+            return
+        if error is not None:
+            for request in group:
+                request.answer(error)
+            self._report("aborted", group, began_at)
+            return
+        try:
+            async with asyncio.timeout_at(send_by):
                 acks = [
                     await producer.send_batch(batch, topic, partition=partition)
                     for topic, partition, batch in await self._batches(producer, group)
                 ]
+                for ack in acks:  # one that fails after a timeout is not an unseen error
+                    ack.add_done_callback(_seen)
                 # wait, not gather: a timeout must not cancel aiokafka's own futures
                 await asyncio.wait(acks)
-            failed = next((a.exception() for a in acks if a.exception() is not None), None)
-            if failed is not None:
-                error = PublishError(f"refused: {failed!r}")
+            failures = [a.exception() for a in acks if a.exception() is not None]
+            if failures:
+                error = PublishError(f"refused: {failures[0]!r}")
+                reusable = False  # its sequence numbers may be out of step: see above
         except (KafkaError, TimeoutError) as exc:
             error = PublishError(f"not acknowledged in time: {exc!r}")
         except InvalidRecord as exc:
@@ -551,7 +595,7 @@ class TransactionalPublisher:
             for request in group:
                 request.answer(error)
             self._report("aborted", group, began_at)
-            await self._abort(slot, began)
+            await self._abort(slot, reusable=reusable)
             return
         commit = asyncio.ensure_future(producer.commit_transaction())
         try:
@@ -570,9 +614,16 @@ class TransactionalPublisher:
             self._report("failed", group, began_at)
         try:
             await commit  # the next transaction can only begin when this one has ended
-        except KafkaError as exc:
+        except (KafkaError, AssertionError) as exc:
             log.warning("transaction commit failed: %r", exc)
-            await self._abort(slot, began=True)
+            await self._abort(slot, reusable=False)
+
+    def _requeue(self, group: list[_Request]) -> None:
+        """Put the requests of a group that was never sent back at the head of the queue."""
+        for request in reversed(group):
+            request.taken = False
+            self._queue.appendleft(request)
+        self._wakeup.set()
 
     async def _batches(
         self, producer: AIOKafkaProducer, group: list[_Request]
@@ -624,20 +675,37 @@ class TransactionalPublisher:
                 )
             )
 
-    async def _abort(self, slot: int, began: bool) -> None:
-        """End the current transaction; a producer left unusable is replaced."""
+    async def _abort(self, slot: int, *, reusable: bool = True) -> None:
+        """End the transaction begun; a producer left unusable, or not ``reusable``, is
+        replaced by a fresh one."""
         producer = self._producers[slot]
         assert producer is not None
         try:
-            if began:
-                # Waits until the broker is back if it is down: requests meanwhile wait
-                # in the queue and are answered 'not written' at their own deadline.
-                await producer.abort_transaction()
-            return
+            # Waits until the broker is back if it is down: requests meanwhile wait in the
+            # queue and are answered 'not written' at their own deadline.
+            await producer.abort_transaction()
         except (KafkaError, AssertionError) as exc:
-            log.warning("transaction abort failed, replacing the producer: %r", exc)
-        await self._close(producer)
-        self._producers[slot] = await self._new_producer(slot)
+            await self._replace(slot, f"the abort failed: {exc!r}")
+            return
+        if not reusable:
+            await self._replace(slot, "a batch was refused or the commit failed")
+
+    async def _replace(self, slot: int, why: str) -> None:
+        """Close the slot's producer and start a fresh one with the same transactional id.
+
+        The new one's initialisation fences the old one (a new epoch) and ends any
+        transaction it left open. Blocks until the broker answers.
+        """
+        log.warning("replacing transactional producer %s: %s", self._ids[slot], why)
+        producer = self._producers[slot]
+        self._replacing.add(slot)
+        try:
+            if producer is not None:
+                await self._close(producer)
+            self._producers[slot] = await self._new_producer(slot)
+            self.replaced += 1
+        finally:
+            self._replacing.discard(slot)
 
 
 class FencedProducer:

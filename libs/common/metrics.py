@@ -10,11 +10,11 @@ import os
 from collections.abc import Sequence
 from typing import Literal
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-__all__ = ["counter", "gauge", "histogram", "scrape_registry", "serve_metrics"]
+__all__ = ["counter", "gauge", "histogram", "scrape_registry"]
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set (to an empty directory) for a service running several worker processes: each
@@ -65,8 +65,3 @@ def scrape_registry() -> CollectorRegistry:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
-
-
-def serve_metrics(host: str, port: int) -> None:
-    """Expose the default registry over HTTP on a background thread (non-HTTP services)."""
-    start_http_server(port, addr=host, registry=REGISTRY)

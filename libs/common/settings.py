@@ -63,3 +63,67 @@ class ServiceSettings(TenureSettings):
     """Base for a service's settings: its own fields plus the common ones under ``common``."""
 
     common: CommonSettings = Field(default_factory=CommonSettings)
+
+
+class HttpServiceSettings(ServiceSettings):
+    """Base for a service with an HTTP API: how it serves, under the service's prefix.
+
+    Defaults suit development; in production turn ``docs`` off and consider a
+    ``metrics_port`` that only Prometheus can reach.
+    """
+
+    host: str = Field(default="127.0.0.1", description="The address the API listens on.")
+    docs: bool = Field(
+        default=True,
+        description="Serve the API's documentation (/docs, /redoc, /openapi.json). Turn it "
+        "off in production: it lists every route and parameter to anyone who reaches the port.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port instead of the API's, on a listener of its "
+        "own that only Prometheus needs to reach. None: /metrics is on the API port.",
+    )
+    metrics_host: str | None = Field(
+        default=None,
+        description="The address of that metrics listener (e.g. an internal interface); "
+        "None: the API's host.",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A connection must send a whole request head (request line and headers) "
+        "within this long of opening, or of the first byte of a later request; else it is "
+        "closed. Bounds clients that send a request slowly to hold a connection (slowloris).",
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A request's body must have arrived within this long of its head; else "
+        "the connection is closed (the request, if being handled, sees a disconnect).",
+    )
+    http_keep_alive_s: int = Field(
+        default=5, ge=1, le=300, description="An idle kept-alive connection is closed after this."
+    )
+    http_max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=100_000,
+        description="Open connections per worker process (each inbox stream holds one); one "
+        "more is answered 503 and closed as soon as it is accepted.",
+    )
+    http_max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        le=1_048_576,
+        description="The longest request head (request line and headers) taken; a longer one "
+        "is answered 431 and its connection closed.",
+    )
+
+    @property
+    def served_metrics_host(self) -> str:
+        """Where the metrics listener binds: ``metrics_host``, else the API's ``host``."""
+        return self.metrics_host or self.host

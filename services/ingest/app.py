@@ -31,7 +31,7 @@ from common.events import (
     Event,
     event_adapter,
 )
-from common.http import AccessDenied, check_access, ops_router
+from common.http import AccessDenied, check_access, docs_routes, ops_router
 from common.kafka import OutgoingRecord, Publisher, TransactionalPublisher, TransactionReport
 from common.logging import configure_logging
 from common.topics import events_topic, topic_name
@@ -279,7 +279,7 @@ def create_app(
             static[settings.api_key.get_secret_value()] = ApiKey.static(
                 "static", frozenset({Scope("events:write")})
             )
-        cache = KeyCache(static=static)
+        cache = KeyCache(static=static, miss_reload_s=settings.keys_miss_reload_s)
         authenticator = cache
     auth: Authenticator = authenticator
 
@@ -324,18 +324,19 @@ def create_app(
             "after Retry-After seconds; resending an event with the same event_id is safe."
         ),
         lifespan=lifespan,
+        **docs_routes(settings.docs),
     )
-    app.include_router(ops_router())
+    app.include_router(ops_router(metrics=settings.metrics_port is None))
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         body = Problem(error=exc.error, errors=exc.errors).model_dump()
         return JSONResponse(body, exc.status, headers=exc.headers)
 
-    def writer_key(headers: Mapping[str, str]) -> ApiKey:
+    async def writer_key(headers: Mapping[str, str]) -> ApiKey:
         """The request's key if it may write events and sends JSON; else ApiError."""
         try:
-            key = check_access(auth, headers, Scope.EVENTS_WRITE)
+            key = await check_access(auth, headers, Scope.EVENTS_WRITE)
         except AccessDenied as denied:
             raise ApiError(denied.status, denied.error, headers=denied.headers) from None
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -344,7 +345,7 @@ def create_app(
         return key
 
     async def require_writer(request: Request) -> ApiKey:
-        return writer_key(request.headers)
+        return await writer_key(request.headers)
 
     Writer = Annotated[ApiKey, Depends(require_writer)]
 
@@ -472,7 +473,7 @@ def create_app(
     async def event_endpoint(scope: Any, receive: Any, send: Any) -> None:
         """POST /v1/events as a bare ASGI handler (see :class:`SingleEventFastPath`)."""
         try:
-            key = writer_key(Headers(scope=scope))
+            key = await writer_key(Headers(scope=scope))
             body = await read_asgi_body(scope, receive, settings.max_event_bytes)
             status, answer, extra = 202, await accept_event(key, body), {}
         except ApiError as exc:

@@ -5,15 +5,14 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import HttpServiceSettings
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(HttpServiceSettings):
     """Environment variables ``TENURE_INGEST_*``."""
 
     model_config = SettingsConfigDict(env_prefix="TENURE_INGEST_", extra="ignore", frozen=True)
 
-    host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes (uvicorn).")
     api_key: SecretStr | None = Field(
@@ -26,6 +25,14 @@ class IngestSettings(ServiceSettings):
     )
     keys_refresh_s: float = Field(
         default=30.0, gt=0, le=60, description="A revoked key stops working within this time."
+    )
+    keys_miss_reload_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A key ingest does not know makes it reload the keys, at most once this "
+        "often whatever the number of unknown keys presented: a key just created works on "
+        "its first request.",
     )
     publish_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="Longest wait for Kafka's acknowledgement."

@@ -7,7 +7,7 @@ import asyncio
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, make_consumer
-from common.runtime import run_all, serve_http
+from common.runtime import run_all, serve_service
 from common.topics import Topic
 from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox, InboxEvents
@@ -72,7 +72,7 @@ async def run(
                     concurrency=settings.delivery_concurrency,
                 ),
                 retry_loop(deliverer, stop=stop),
-                serve_http(
+                serve_service(
                     create_api(
                         settings,
                         publisher,
@@ -83,7 +83,7 @@ async def run(
                         inbox_events=inbox_events,
                         stop=stop,
                     ),
-                    host=settings.host,
+                    settings,
                     port=settings.port,
                     stop=stop,
                 ),

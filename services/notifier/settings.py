@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings, TenureSettings
+from common.settings import HttpServiceSettings, TenureSettings
 
 
 class WebhookEndpoint(BaseModel):
@@ -26,7 +26,7 @@ class WebhookEndpoint(BaseModel):
         return value
 
 
-class NotifierSettings(ServiceSettings):
+class NotifierSettings(HttpServiceSettings):
     """Environment variables ``TENURE_NOTIFIER_*``."""
 
     model_config = SettingsConfigDict(env_prefix="TENURE_NOTIFIER_", extra="ignore", frozen=True)

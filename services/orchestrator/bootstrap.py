@@ -8,7 +8,7 @@ from common.apikeys import KeyCache, KeyRepository
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consumer
-from common.runtime import run_all, serve_http
+from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator.domain.playbook import load_playbooks
 from orchestrator.entrypoints.api import create_api
@@ -41,7 +41,7 @@ async def run(
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
     outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
-    keys = KeyCache(KeyRepository(engine))
+    keys = KeyCache(KeyRepository(engine), miss_reload_s=settings.keys_miss_reload_s)
     await publisher.start()
     await consumer.start()
     await outcomes.start()
@@ -85,7 +85,7 @@ async def run(
             api = create_api(deps, settings=settings, authenticator=keys)
             loops += [
                 keys.run(stop, every_s=settings.keys_refresh_s),
-                serve_http(api, host=settings.host, port=settings.port, stop=stop),
+                serve_service(api, settings, port=settings.port, stop=stop),
             ]
         await run_all(*loops, stop=stop)
     finally:

@@ -6,12 +6,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import HttpServiceSettings
 from orchestrator.domain.playbook import SHIPPED
 from orchestrator.domain.rules import Rules
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSettings(HttpServiceSettings):
     """Environment variables ``TENURE_ORCHESTRATOR_*``."""
 
     model_config = SettingsConfigDict(
@@ -48,6 +48,14 @@ class OrchestratorSettings(ServiceSettings):
     )
     keys_refresh_s: float = Field(
         default=30.0, gt=0, lt=60, description="A revoked operator key stops working within this."
+    )
+    keys_miss_reload_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A key the operator API does not know makes it reload the keys, at most "
+        "once this often whatever the number of unknown keys presented: a key just created "
+        "works on its first request.",
     )
     operator_list_limit: int = Field(
         default=100, ge=1, le=10_000, description="Journeys and messages shown per customer."

@@ -5,7 +5,7 @@ import sys
 import faust
 
 from common.logging import configure_logging
-from common.metrics import serve_metrics
+from common.runtime import serve_metrics
 from scoring.app import create_app
 from scoring.domain.model import load_model
 from scoring.settings import ScoringSettings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -82,3 +83,58 @@ async def test_created_key_works_and_revocation_takes_effect(
     logged = caplog.text
     for secret in (writer_key, reader_key, writer_key.split("_", 2)[2]):
         assert secret not in logged
+
+
+async def test_a_key_created_while_ingest_runs_works_at_once_and_revocation_within_refresh(
+    database_url: str, common_settings: CommonSettings
+) -> None:
+    """Issue 13 item 16: a new key was refused until the next periodic reload (12-26 s
+    with the default 30 s). An unknown key now triggers a reload (rate-limited), so the
+    new key's first request is accepted; a revocation still takes effect within the
+    refresh interval, the documented bound."""
+    common = common_settings.model_copy(
+        update={
+            "database_url": database_url,
+            "topic_prefix": f"it-keys-{uuid.uuid4().hex[:6]}.",
+            "time_scale": 1.0,
+            "clock_epoch": None,
+        }
+    )
+    await ensure_topics(common, Topic.events())
+    engine = create_engine(database_url)
+    repository = KeyRepository(engine)
+    refresh_s = 3.0
+    settings = IngestSettings(common=common, keys_refresh_s=refresh_s)
+    async with KafkaPublisher(common, client_id="it-keys") as publisher:
+        app = create_app(settings, publisher=publisher)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+            ) as client,
+        ):
+
+            async def post(key: str) -> int:
+                event = {
+                    **EXAMPLES["usage"],
+                    "event_id": str(uuid.uuid4()),
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                }
+                response = await client.post("/v1/events", json=event, headers={"X-API-Key": key})
+                return response.status_code
+
+            for n in range(3):  # one after the other, each within a second of the last
+                full, new = generate(f"backend-{n}", ["events:write"])
+                await repository.create(new)
+                assert await post(full) == 202, f"key {n} was refused when new"
+            # a flood of unknown keys is answered 401, and reloads stay rate-limited
+            unknown = [generate("never-stored", ["events:write"])[0] for _ in range(20)]
+            assert await asyncio.gather(*(post(k) for k in unknown)) == [401] * 20
+
+            assert await repository.revoke(new.id)
+            revoked_at = time.monotonic()
+            while await post(full) == 202:
+                assert time.monotonic() - revoked_at < refresh_s + 1.0, "revocation too slow"
+                await asyncio.sleep(0.1)
+            assert await post(full) == 401
+    await engine.dispose()

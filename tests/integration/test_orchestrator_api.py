@@ -342,3 +342,13 @@ async def test_playbook_detail_counts_conversions_and_uplift_against_the_holdout
     assert body["uplift"] == pytest.approx(0.2)
     assert body["relative_uplift"] == pytest.approx(1.0)
     assert (await client.get("/v1/playbooks/nope", headers=auth(keys["reader"]))).status_code == 404
+
+
+async def test_a_key_created_after_the_cache_was_loaded_works_at_once(env) -> None:
+    """Issue 13 item 16: the operator API reloads the keys for a key it does not know."""
+    _, deps, _, client, _ = env
+    full, new = generate("new-operator", ["operator:read"])
+    await KeyRepository(deps.engine).create(new)
+    assert (await client.get("/v1/playbooks", headers=auth(full))).status_code == 200
+    tampered = full[:-1] + ("A" if full[-1] != "A" else "B")
+    assert (await client.get("/v1/playbooks", headers=auth(tampered))).status_code == 401

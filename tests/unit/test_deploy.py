@@ -282,6 +282,26 @@ def test_ports_match_settings_and_prometheus(name: str, monkeypatch: pytest.Monk
     assert f"127.0.0.1:{port}/" in health
 
 
+def test_every_published_port_is_bound_to_localhost_only() -> None:
+    """Issue 13, item 17: the local stack's ports (with its development key and secrets)
+    used to be published on every interface of the host."""
+    for name, spec in compose()["services"].items():
+        for entry in spec.get("ports", []):
+            host_ip, *ports = str(entry).split(":")  # HOST_IP:HOST_PORT:CONTAINER_PORT
+            assert host_ip == "127.0.0.1" and len(ports) == 2, f"{name} publishes {entry!r}"
+
+
+def test_the_local_secrets_can_be_replaced_from_the_environment() -> None:
+    """The development key and secrets are defaults of the compose file, not fixed."""
+    raw = COMPOSE.read_text()
+    for variable in (
+        "TENURE_INGEST_API_KEY",
+        "TENURE_NOTIFIER_LINK_SECRET",
+        "TENURE_NOTIFIER_WEBHOOK_SECRET",
+    ):
+        assert re.search(rf"{variable}: \$\{{{variable}:-[^}}]+\}}", raw), variable
+
+
 def test_prometheus_targets_are_compose_services() -> None:
     for job in scrape_jobs().values():
         for static in job["static_configs"]:
@@ -310,7 +330,7 @@ async def test_metrics_paths_answer_200(monkeypatch: pytest.MonkeyPatch) -> None
         assert response.status_code == 200, f"{name} answers {response.status_code} on {path}"
         assert "# TYPE" in response.text
 
-    # scoring: prometheus_client's own server (common.metrics.serve_metrics)
+    # scoring: a listener of its own (common.runtime.serve_metrics), prometheus_client's app
     statuses: list[str] = []
     path = jobs["scoring"].get("metrics_path", "/metrics")
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": ""}

@@ -20,12 +20,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from common.clock import Clock
 from common.db import create_engine, database_ready
-from common.http import answer_outages, ops_router, readiness_router
+from common.http import BIGINT_MAX, answer_outages, docs_routes, ops_router, readiness_router
 from common.kafka import Publisher
 from common.messages import Delivery, DeliveryStatus, Notification
 from common.topics import Topic
@@ -47,6 +48,54 @@ PIXEL = bytes.fromhex(
 )
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 REPLY_ADDRESS = re.compile(r"reply\+[A-Za-z0-9._-]+@[A-Za-z0-9.-]+", re.IGNORECASE)
+# Bounds of what the routes take (422 outside them), well above what Tenure issues: a
+# tracking or unsubscribe token is a few hundred characters, an inbox token under 300.
+MAX_LINK_TOKEN = 2048
+MAX_INBOX_TOKEN = 1024
+LinkToken = Annotated[str, Path(max_length=MAX_LINK_TOKEN)]
+MessageId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="An inbox message's id.")]
+
+
+class Detail(BaseModel):
+    """The body of an error answer."""
+
+    detail: str
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route declares in the OpenAPI document (besides 422)."""
+    # JSON whatever the route's own answer is (the unsubscribe pages are HTML)
+    json = {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+    return {status: {"model": Detail, "content": json} for status in statuses}
+
+
+STREAM_EVENT: dict[str, Any] = {
+    "description": "One event of the stream (OpenAPI 3.1: the schema of each event).",
+    "type": "object",
+    "required": ["event", "data", "id"],
+    "properties": {
+        "event": {"const": "message"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["id", "title", "body", "created_at", "read_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "body": {"type": "string"},
+                    "playbook": {"type": ["string", "null"]},
+                    "step": {"type": ["string", "null"]},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "read_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+        },
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def _page(title: str, body: str) -> HTMLResponse:
@@ -69,8 +118,8 @@ def create_api(
     stop: asyncio.Event | None = None,
 ) -> FastAPI:
     """The notifier's ASGI app. Nothing connects until a request needs the database."""
-    app = FastAPI(title="Tenure notifier", version="1")
-    app.include_router(ops_router())
+    app = FastAPI(title="Tenure notifier", version="1", **docs_routes(settings.docs))
+    app.include_router(ops_router(metrics=settings.metrics_port is None))
     secret = settings.link_secret.get_secret_value().encode()
     unsubscribe_key = purpose_key(secret, "unsubscribe")
     if suppressions is None or inbox is None or log is None:
@@ -117,13 +166,22 @@ def create_api(
         except BadSignature:
             raise HTTPException(404, "unknown link") from None
 
-    @app.get("/t/click/{token}")
-    async def click(token: str) -> RedirectResponse:
+    @app.get(
+        "/t/click/{token}",
+        status_code=302,
+        response_class=RedirectResponse,
+        responses={302: {"description": "To the landing page."}, **answers(404)},
+    )
+    async def click(token: LinkToken) -> RedirectResponse:
         await report(tracked(token), "clicked")
         return RedirectResponse(settings.landing_url, status_code=302)
 
-    @app.get("/t/open/{token}")
-    async def open_pixel(token: str) -> Response:
+    @app.get(
+        "/t/open/{token}",
+        response_class=Response,
+        responses={200: {"content": {"image/gif": {}}}, **answers(404)},
+    )
+    async def open_pixel(token: LinkToken) -> Response:
         await report(tracked(token), "opened")
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
@@ -137,8 +195,8 @@ def create_api(
             raise HTTPException(404, "unknown unsubscribe link")
         return data
 
-    @app.get("/u/{token}", response_class=HTMLResponse)
-    async def unsubscribe_page(token: str) -> HTMLResponse:
+    @app.get("/u/{token}", response_class=HTMLResponse, responses=answers(404))
+    async def unsubscribe_page(token: LinkToken) -> HTMLResponse:
         data = unsubscribe_claims(token)
         return _page(
             "Unsubscribe",
@@ -147,8 +205,8 @@ def create_api(
             f'value="{ONE_CLICK[1]}"><button type="submit">Unsubscribe</button></form>',
         )
 
-    @app.post("/u/{token}", response_class=HTMLResponse)
-    async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+    @app.post("/u/{token}", response_class=HTMLResponse, responses=answers(400, 404))
+    async def unsubscribe(token: LinkToken, request: Request) -> HTMLResponse:
         data = unsubscribe_claims(token)
         form = await request.form()
         if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
@@ -207,8 +265,8 @@ def create_api(
 
     # -- in-app inbox --------------------------------------------------------------------
     def customer_of(
-        authorization: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Query()] = None,
+        authorization: Annotated[str | None, Header(max_length=MAX_INBOX_TOKEN + 7)] = None,
+        token: Annotated[str | None, Query(max_length=MAX_INBOX_TOKEN)] = None,
     ) -> str:
         raw = token
         if authorization:
@@ -232,10 +290,10 @@ def create_api(
 
     Customer = Annotated[str, Depends(customer_of)]
 
-    @app.get("/v1/inbox")
+    @app.get("/v1/inbox", responses=answers(401))
     async def list_inbox(
         customer: Customer,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
         unread_only: bool = False,
     ) -> dict[str, Any]:
         found = await messages.list(
@@ -271,22 +329,41 @@ def create_api(
         metrics.INBOX_REQUESTS.labels(action=action, answer="ok").inc()
         return message.as_json()
 
-    @app.post("/v1/inbox/{message_id}/read")
-    async def read(customer: Customer, message_id: int) -> dict[str, Any]:
+    @app.post("/v1/inbox/{message_id}/read", responses=answers(401, 404))
+    async def read(customer: Customer, message_id: MessageId) -> dict[str, Any]:
         return await mark(customer, message_id, "read")
 
-    @app.post("/v1/inbox/{message_id}/dismiss")
-    async def dismiss(customer: Customer, message_id: int) -> dict[str, Any]:
+    @app.post("/v1/inbox/{message_id}/dismiss", responses=answers(401, 404))
+    async def dismiss(customer: Customer, message_id: MessageId) -> dict[str, Any]:
         return await mark(customer, message_id, "dismiss")
 
-    @app.get("/v1/inbox/stream")
+    @app.get(
+        "/v1/inbox/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}}},
+            **answers(401),
+        },
+    )
     async def stream(
         customer: Customer,
         request: Request,
-        last_event_id: Annotated[str | None, Header()] = None,
+        last_event_id: Annotated[
+            int | None,
+            Header(
+                ge=0,
+                le=BIGINT_MAX,
+                description="The id of the last message received (an EventSource sends it "
+                "when it reconnects): the stream goes on after it. Without it, the stream "
+                "starts after the newest message.",
+            ),
+        ] = None,
     ) -> StreamingResponse:
-        if last_event_id and last_event_id.isdigit():
-            cursor = int(last_event_id)
+        """New messages of the token's customer as server-sent events (``event: message``,
+        ``id`` the message id, ``data`` the message as JSON), and a keep-alive comment
+        every ``inbox_heartbeat_s`` while quiet."""
+        if last_event_id is not None:
+            cursor = last_event_id
         else:
             cursor = await messages.last_id(customer)
         metrics.INBOX_REQUESTS.labels(action="stream", answer="ok").inc()

@@ -14,13 +14,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from common.apikeys import ApiKey, Authenticator, Scope
 from common.db import database_ready
-from common.http import AccessDenied, answer_outages, check_access, ops_router, readiness_router
+from common.http import (
+    IDENTIFIER_PATTERN,
+    NAME_PATTERN,
+    AccessDenied,
+    answer_outages,
+    check_access,
+    docs_routes,
+    ops_router,
+    readiness_router,
+)
 from orchestrator.adapters import journeys as repo
 from orchestrator.adapters import operator as views
 from orchestrator.domain import attribution as A
@@ -316,18 +325,19 @@ def create_api(
     ``authenticator`` tells keys apart (a :class:`common.apikeys.KeyCache` in production);
     without one, every ``/v1/`` request gets 401.
     """
+    config = settings or OrchestratorSettings()
     app = FastAPI(
         title="Tenure orchestrator",
         version="1",
         description="Operator and CSM API: customer 360, playbooks and their results, "
         "and pausing or cancelling journeys and playbooks.",
+        **docs_routes(config.docs),
     )
-    app.include_router(ops_router())
+    app.include_router(ops_router(metrics=config.metrics_port is None))
     if deps is None:
         return app
     app.include_router(readiness_router(lambda: database_ready(deps.engine)))
     answer_outages(app)
-    config = settings or OrchestratorSettings()
     limit = config.operator_list_limit
     auth: Authenticator | None = authenticator
 
@@ -341,12 +351,16 @@ def create_api(
                 raise AccessDenied(
                     401, "no API keys are configured", {"WWW-Authenticate": "Bearer"}
                 )
-            return check_access(auth, request.headers, scope)
+            return await check_access(auth, request.headers, scope)
 
         return check
 
     Reader = Annotated[ApiKey, Depends(needs(Scope.OPERATOR_READ))]
     Admin = Annotated[ApiKey, Depends(needs(Scope.OPERATOR_ADMIN))]
+    # Every identifier is bounded (422 outside), so no query sees a NUL byte or a megabyte.
+    CustomerId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["acme-42"])]
+    JourneyId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
+    PlaybookName = Annotated[str, Path(pattern=NAME_PATTERN, examples=["retention_offer"])]
     errors: dict[int | str, dict[str, Any]] = {s: {"model": Problem} for s in (401, 403, 404, 409)}
 
     def not_found(what: str) -> JSONResponse:
@@ -358,7 +372,7 @@ def create_api(
         return deps.playbooks.get(name)
 
     @app.get("/v1/customers/{customer_id}", response_model=Customer360, responses=errors)
-    async def customer_360(customer_id: str, _: Reader) -> Customer360 | JSONResponse:
+    async def customer_360(customer_id: CustomerId, _: Reader) -> Customer360 | JSONResponse:
         async with deps.engine.connect() as conn:
             profile = await views.profile(conn, customer_id)
             learned = await views.learned_state(conn, customer_id)
@@ -400,7 +414,7 @@ def create_api(
         )
 
     @app.get("/v1/journeys/{journey_id}", response_model=Journey, responses=errors)
-    async def get_journey(journey_id: str, _: Reader) -> Journey | JSONResponse:
+    async def get_journey(journey_id: JourneyId, _: Reader) -> Journey | JSONResponse:
         async with deps.engine.connect() as conn:
             found = await views.journey(conn, journey_id)
         return _journey(found) if found else not_found(f"journey {journey_id}")
@@ -426,7 +440,7 @@ def create_api(
         ]
 
     @app.get("/v1/playbooks/{name}", response_model=PlaybookDetail, responses=errors)
-    async def get_playbook(name: str, _: Reader) -> PlaybookDetail | JSONResponse:
+    async def get_playbook(name: PlaybookName, _: Reader) -> PlaybookDetail | JSONResponse:
         playbook = playbook_or_none(name)
         if playbook is None:
             return not_found(f"playbook {name}")
@@ -479,15 +493,15 @@ def create_api(
         return _journey(found)
 
     @app.post("/v1/journeys/{journey_id}/pause", response_model=Journey, responses=errors)
-    async def pause_journey(journey_id: str, key: Admin) -> Journey | JSONResponse:
+    async def pause_journey(journey_id: JourneyId, key: Admin) -> Journey | JSONResponse:
         return await change_journey(journey_id, key, repo.pause_journey)
 
     @app.post("/v1/journeys/{journey_id}/resume", response_model=Journey, responses=errors)
-    async def resume_journey(journey_id: str, key: Admin) -> Journey | JSONResponse:
+    async def resume_journey(journey_id: JourneyId, key: Admin) -> Journey | JSONResponse:
         return await change_journey(journey_id, key, repo.resume_journey)
 
     @app.post("/v1/journeys/{journey_id}/cancel", response_model=Journey, responses=errors)
-    async def cancel_journey(journey_id: str, key: Admin) -> Journey | JSONResponse:
+    async def cancel_journey(journey_id: JourneyId, key: Admin) -> Journey | JSONResponse:
         return await change_journey(journey_id, key, repo.cancel_journey)
 
     async def change_playbook(
@@ -504,11 +518,11 @@ def create_api(
         return PlaybookPause(playbook=name, paused=paused, journeys_changed=changed)
 
     @app.post("/v1/playbooks/{name}/pause", response_model=PlaybookPause, responses=errors)
-    async def pause_playbook(name: str, key: Admin) -> PlaybookPause | JSONResponse:
+    async def pause_playbook(name: PlaybookName, key: Admin) -> PlaybookPause | JSONResponse:
         return await change_playbook(name, key, repo.pause_playbook, True)
 
     @app.post("/v1/playbooks/{name}/resume", response_model=PlaybookPause, responses=errors)
-    async def resume_playbook(name: str, key: Admin) -> PlaybookPause | JSONResponse:
+    async def resume_playbook(name: PlaybookName, key: Admin) -> PlaybookPause | JSONResponse:
         return await change_playbook(name, key, repo.resume_playbook, False)
 
     return app

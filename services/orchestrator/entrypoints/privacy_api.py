@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from common.apikeys import ApiKey, Scope
+from common.http import IDENTIFIER_PATTERN
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.service_layer.privacy import erase_customer, export_customer
 
@@ -46,16 +47,17 @@ def privacy_router(
     router = APIRouter()
     Reader = Annotated[ApiKey, Depends(needs(Scope.OPERATOR_READ))]
     Admin = Annotated[ApiKey, Depends(needs(Scope.OPERATOR_ADMIN))]
+    CustomerId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["acme-42"])]
 
     @router.get("/v1/customers/{customer_id}/export")
-    async def export(customer_id: str, _: Reader) -> JSONResponse:
+    async def export(customer_id: CustomerId, _: Reader) -> JSONResponse:
         document = await export_customer(customer_id, engine=deps.engine, clock=deps.clock)
         if document is None:
             return problem(f"customer {customer_id}")
         return JSONResponse(document)
 
     @router.delete("/v1/customers/{customer_id}", response_model=ErasureOut)
-    async def erase(customer_id: str, key: Admin) -> ErasureOut:
+    async def erase(customer_id: CustomerId, key: Admin) -> ErasureOut:
         erased = await erase_customer(
             customer_id,
             engine=deps.engine,

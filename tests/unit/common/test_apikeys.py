@@ -294,3 +294,67 @@ def test_fake_authenticator_is_an_authenticator() -> None:
     assert fake.authenticate("key-3") is None
     cache: Authenticator = KeyCache(FakeKeySource())
     assert cache.authenticate("key-1") is None
+
+
+async def test_recheck_reloads_for_a_key_created_since_the_last_load() -> None:
+    source = FakeKeySource()
+    cache = KeyCache(source, miss_reload_s=0.05)
+    await cache.refresh()
+    full, key = source.add("new", Scope.EVENTS_WRITE)  # created after the load
+    assert cache.authenticate(full) is None
+    assert await cache.recheck(full) == key
+    assert cache.authenticate(full) == key  # and from memory from then on
+
+
+async def test_recheck_reloads_at_most_once_a_period_whatever_the_unknown_keys() -> None:
+    source = FakeKeySource()
+    cache = KeyCache(source, miss_reload_s=0.2)
+    await cache.refresh()
+    loads = source.calls
+    unknown = [generate("never-stored", [Scope.EVENTS_WRITE])[0] for _ in range(50)]
+    assert await asyncio.gather(*(cache.recheck(k) for k in unknown)) == [None] * 50
+    assert source.calls == loads + 1  # fifty at once share one reload
+    started = asyncio.get_running_loop().time()
+    for k in unknown[:10]:  # one after the other: each waits for a reload begun after it
+        assert await cache.recheck(k) is None
+    elapsed = asyncio.get_running_loop().time() - started
+    assert source.calls == loads + 11
+    assert elapsed >= 10 * 0.2 * 0.9  # ... and those reloads are spaced
+
+
+async def test_recheck_does_not_reload_for_what_cannot_be_a_new_key() -> None:
+    source = FakeKeySource()
+    full, key = source.add("backend", Scope.EVENTS_WRITE)
+    cache = KeyCache(source, static={"dev-key": ApiKey.static("dev", [Scope.EVENTS_WRITE])})
+    await cache.refresh()
+    loads = source.calls
+    _, key_id, secret = full.split("_", 2)
+    tampered = secret[:-1] + ("B" if secret[-1] == "A" else "A")
+    assert await cache.recheck(f"tnr_{key_id}_{tampered}") is None  # a known id
+    assert await cache.recheck("not-a-key") is None
+    assert await cache.recheck("dev-key") is not None
+    assert await cache.recheck(full) == key
+    assert source.calls == loads
+    assert await KeyCache(static={}).recheck(full) is None  # no repository: nothing to load
+
+
+async def test_recheck_after_a_failed_reload_refuses_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = FakeKeySource()
+    cache = KeyCache(source, miss_reload_s=0.05)
+    await cache.refresh()
+    full, _ = source.add("new", Scope.EVENTS_WRITE)
+    source.error = KeyStoreError("database unreachable")
+    with caplog.at_level(logging.WARNING, logger="common.apikeys"):
+        assert await asyncio.gather(*(cache.recheck(full) for _ in range(5))) == [None] * 5
+    assert caplog.text.count("reload for an unknown key failed") == 1
+    assert full not in caplog.text
+
+
+async def test_fake_authenticator_recheck_reads_its_keys_again() -> None:
+    fake = FakeAuthenticator()
+    live = ApiKey(id="k1", name="k1", scopes=frozenset({Scope.OPERATOR_READ}), created_at=T0)
+    assert await fake.recheck("key-1") is None
+    fake.keys["key-1"] = live
+    assert await fake.recheck("key-1") == live
