@@ -589,6 +589,26 @@ async def test_private_addresses_are_refused_unless_allowed(
         assert reason.startswith("permanent: webhook refused") and "address" in reason
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_a_permanent_failure_not_a_retry(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings, status: int
+) -> None:
+    clock = FakeClock(START)
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    d = replace(
+        with_settings(deliverer, webhook_csm_url=f"{hooks}/status/{status}/it-moved"), clock=clock
+    )
+    n = notification("webhook")
+    await d.handle(as_record(n))
+    clock.advance(timedelta(hours=2))
+    assert await d.retry_due() == 0
+    assert await d.log.status(n.notification_id) == "dead"
+    assert len(hooks_for(stack, n.notification_id)) == 1  # asked once, never again
+    reason = (await dead_letters(common, n.notification_id))[n.notification_id]
+    assert reason.startswith(f"permanent: webhook {hooks}/status/{status}/it-moved: HTTP {status}")
+    assert "redirect" in reason
+
+
 # -- exactly once in effect -----------------------------------------------------------------
 
 
