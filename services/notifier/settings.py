@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from email.utils import parseaddr
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -56,6 +57,12 @@ class NotifierSettings(ServiceSettings):
         default="tenure.local", description="Name given in EHLO (none = a DNS lookup each time)."
     )
     mail_from: str = "Tenure <success@tenure.example>"
+    message_id_domain: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+        description="Domain of every email's Message-ID (<notification id>@domain); None = "
+        "the domain of mail_from, the sending domain.",
+    )
     reply_domain: str | None = Field(
         default=None,
         description="Domain of signed Reply-To addresses (reply+<id>.<mac>@domain); its "
@@ -172,7 +179,13 @@ class NotifierSettings(ServiceSettings):
             raise ValueError("retry_cap_s must be at least retry_base_s")
         if self.smtp_tls and self.smtp_implicit_tls:
             raise ValueError("smtp_tls (STARTTLS) and smtp_implicit_tls exclude each other")
+        if not self.message_domain():
+            raise ValueError("mail_from has no domain: set it, or message_id_domain")
         return self
+
+    def message_domain(self) -> str:
+        """The domain of Message-IDs: ``message_id_domain``, else that of ``mail_from``."""
+        return self.message_id_domain or parseaddr(self.mail_from)[1].rpartition("@")[2].lower()
 
     def routes(self) -> dict[str, WebhookEndpoint]:
         """Every webhook route by name: the two URLs, then the finer ``webhook_endpoints``."""

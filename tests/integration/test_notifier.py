@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
+import email.utils
 import json
 import time
 import uuid
@@ -261,6 +262,28 @@ async def test_email_has_both_parts_one_click_headers_and_tracked_links(
     assert "/t/click/" in text and "/t/click/" in html and "/t/open/" in html
     assert unsubscribe[1:-1] in text
     assert await deliverer.log.status(n.notification_id) == "sent"
+
+
+async def test_every_email_has_a_date_and_a_message_id_on_the_sending_domain(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    default = notification()
+    await deliverer.handle(as_record(default))
+    configured = notification()
+    await with_settings(deliverer, message_id_domain="mail.example.org").handle(
+        as_record(configured)
+    )
+    after = datetime.now(UTC)
+    [first] = mails_to(stack, default.recipient or "")
+    [second] = mails_to(stack, configured.recipient or "")
+    for message in (first, second):
+        assert len(message.get_all("Date") or []) == 1
+        assert before <= email.utils.parsedate_to_datetime(message["Date"]) <= after
+        assert len(message.get_all("Message-ID") or []) == 1
+    # The sending domain is mail_from's (Tenure <success@tenure.example>) unless configured.
+    assert first["Message-ID"] == f"<{default.notification_id}@tenure.example>"
+    assert second["Message-ID"] == f"<{configured.notification_id}@mail.example.org>"
 
 
 async def test_one_click_unsubscribe_by_rfc_8058_post_is_honoured(

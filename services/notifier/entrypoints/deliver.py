@@ -130,6 +130,10 @@ class Deliverer:
     def routes(self) -> dict[str, WebhookEndpoint]:
         return self.settings.routes()
 
+    @cached_property
+    def message_domain(self) -> str:
+        return self.settings.message_domain()
+
     # -- entry points ---------------------------------------------------------------
     async def handle(self, record: Record) -> None:
         """Deliver one record of ``notifications`` unless its id was seen before.
@@ -267,7 +271,12 @@ class Deliverer:
             await self.mailer.send(
                 to=n.recipient,
                 email=email,
-                headers=messages.email_headers(n, links.unsubscribe_url, links.reply_to),
+                headers=messages.email_headers(
+                    n,
+                    links.unsubscribe_url,
+                    links.reply_to,
+                    message_id_domain=self.message_domain,
+                ),
             )
         elif n.channel == "in_app":
             if messages.is_marketing(n) and messages.withheld_consent(n, "in_app"):

@@ -231,3 +231,12 @@ def test_reply_addresses_are_signed_short_and_case_tolerant() -> None:
     with pytest.raises(BadSignature):
         verify_reply_address(address.replace(nid, nid[:-1] + "c"), b"k")
     assert reply_address("x" * 60, b"k", "reply.example") is None  # would not fit
+
+
+def test_message_ids_are_one_per_notification_on_the_given_domain() -> None:
+    email = n("email", notification_id="0b6e7c1e-6a43-5b1c-9d2e-1f3a4b5c6d7e")
+    headers = messages.email_headers(email, "https://n/u/tok", message_id_domain="mail.example.org")
+    assert headers["Message-ID"] == "<0b6e7c1e-6a43-5b1c-9d2e-1f3a4b5c6d7e@mail.example.org>"
+    odd = messages.message_id("has space@and<angle>", "mail.example.org")
+    assert odd.startswith("<") and odd.endswith("@mail.example.org>")
+    assert " " not in odd and odd.count("@") == 1 and len(odd) == 64 + len("<@mail.example.org>")
