@@ -101,6 +101,7 @@ class Env:
         return NotifierSettings(
             common=common,
             smtp_port=self.smtp_port,
+            public_url="https://notifier.bench.example",
             link_secret="bench-link-secret",
             webhook_secret=SECRET,
             webhook_csm_url=f"{hooks}/bench-csm",

@@ -35,8 +35,13 @@ class NotifierSettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)
     public_url: str = Field(
-        default="http://127.0.0.1:8082",
-        description="Base of tracking, unsubscribe and inbox links in messages.",
+        description="Base of tracking, unsubscribe and inbox links in messages: https://, "
+        "as RFC 8058 requires of a List-Unsubscribe URL.",
+    )
+    allow_http_public_url: bool = Field(
+        default=False,
+        description="Development only: accept an http:// public_url (mailbox providers ignore "
+        "one-click unsubscribe over http). `make run` sets it.",
     )
     group_id: str = "tenure-notifier"
     smtp_host: str = "127.0.0.1"
@@ -166,6 +171,13 @@ class NotifierSettings(ServiceSettings):
             raise ValueError("the key must be at least 16 bytes")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
     @field_validator("webhook_csm_url", "webhook_escalation_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -179,6 +191,12 @@ class NotifierSettings(ServiceSettings):
             raise ValueError("retry_cap_s must be at least retry_base_s")
         if self.smtp_tls and self.smtp_implicit_tls:
             raise ValueError("smtp_tls (STARTTLS) and smtp_implicit_tls exclude each other")
+        if not self.public_url.startswith("https://") and not self.allow_http_public_url:
+            raise ValueError(
+                f"public_url {self.public_url!r} must be https:// (RFC 8058: the one-click "
+                "List-Unsubscribe URL must be HTTPS); for development only, "
+                "TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL=true accepts http://"
+            )
         if not self.message_domain():
             raise ValueError("mail_from has no domain: set it, or message_id_domain")
         return self

@@ -55,6 +55,7 @@ from notifier.settings import NotifierSettings
 
 SECRET = "whsec_" + base64.b64encode(b"integration-key-0123456789").decode()
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+PUBLIC_URL = "https://notifier.tenure.example"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,7 @@ def notifier_settings(stack: Stack, common: CommonSettings, **over: Any) -> Noti
     values: dict[str, Any] = {
         "common": common,
         "smtp_port": stack.ports.smtp,
+        "public_url": PUBLIC_URL,
         "link_secret": "it-link-secret",
         "webhook_secret": SECRET,
         "webhook_csm_url": f"{hooks}/it-csm",
@@ -255,7 +257,7 @@ async def test_email_has_both_parts_one_click_headers_and_tracked_links(
     kinds = sorted(p.get_content_type() for p in message.walk() if not p.is_multipart())
     assert kinds == ["text/html", "text/plain"]
     unsubscribe = message["List-Unsubscribe"]
-    assert unsubscribe.startswith("<http://127.0.0.1:8082/u/") and unsubscribe.endswith(">")
+    assert unsubscribe.startswith(f"<{PUBLIC_URL}/u/") and unsubscribe.endswith(">")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text, html = part(message, "text/plain"), part(message, "text/html")
     assert "30% off" in text and "Hi Ana," in text
