@@ -40,6 +40,13 @@ TRACKED = counter(
     "Engagement recorded over HTTP (opened, clicked, ...), by status.",
     ["status"],
 )
+LINKS_REFUSED = counter(
+    SERVICE,
+    "links_refused",
+    "Followed links not recorded, by kind (tracking, unsubscribe) and reason (expired, "
+    "invalid: a bad signature or an unknown key, unknown: no such notification).",
+    ["kind", "reason"],
+)
 UNSUBSCRIBES = counter(
     SERVICE, "unsubscribes", "One-click unsubscribe requests accepted, by whether new.", ["new"]
 )

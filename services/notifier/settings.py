@@ -74,7 +74,23 @@ class NotifierSettings(ServiceSettings):
         "inbound mail webhook posts to /v1/inbound/reply, which reports `replied`. None = "
         "no Reply-To.",
     )
-    link_secret: SecretStr = Field(description="HMAC key of tracking and unsubscribe links.")
+    link_secret: SecretStr = Field(
+        description="Key of link tokens (tracking, unsubscribe) and reply addresses: the newest "
+        "key, which signs."
+    )
+    link_previous_secrets: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="Older link keys still accepted, oldest first (key rotation); drop one once "
+        "the links it signed have expired.",
+    )
+    link_max_age_s: int = Field(
+        default=90 * 86_400, ge=60, description="Real seconds a click or open link works."
+    )
+    unsubscribe_max_age_s: int = Field(
+        default=365 * 86_400,
+        ge=30 * 86_400,
+        description="Real seconds an unsubscribe link works (at least 30 days after sending).",
+    )
     webhook_secret: SecretStr = Field(description="Standard Webhooks key, whsec_<base64>.")
     webhook_csm_url: str = Field(description="Where CSM tasks go when no finer route matches.")
     webhook_escalation_url: str = Field(description="Where escalations are posted.")
@@ -226,6 +242,12 @@ class NotifierSettings(ServiceSettings):
 
     def inbox_key(self) -> bytes:
         return derive_inbox_key(self.inbox_secret, self.link_secret)
+
+    def link_keys(self) -> tuple[bytes, ...]:
+        """Every accepted link key, oldest first; the last one signs."""
+        return tuple(
+            k.get_secret_value().encode() for k in (*self.link_previous_secrets, self.link_secret)
+        )
 
 
 def derive_inbox_key(inbox_secret: SecretStr, link_secret: SecretStr) -> bytes:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email
 import email.utils
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -51,6 +53,7 @@ from notifier.domain.render import Renderer
 from notifier.domain.signing import webhook_headers
 from notifier.entrypoints.api import create_api
 from notifier.entrypoints.deliver import Deliverer, consume
+from notifier.links import Links
 from notifier.settings import NotifierSettings
 
 SECRET = "whsec_" + base64.b64encode(b"integration-key-0123456789").decode()
@@ -345,6 +348,86 @@ async def test_one_click_unsubscribe_by_rfc_8058_post_is_honoured(
 
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+def link_tokens(message: Message) -> dict[str, str]:
+    """The click, open and unsubscribe tokens of an email."""
+    html = part(message, "text/html")
+    found = {
+        kind: re.search(rf"{re.escape(PUBLIC_URL)}{path}([A-Za-z0-9._-]+)", html)
+        for kind, path in (("click", "/t/click/"), ("open", "/t/open/"), ("unsubscribe", "/u/"))
+    }
+    assert all(found.values()), found
+    return {kind: match.group(1) for kind, match in found.items() if match}
+
+
+def readable(token: str) -> str:
+    """Everything a reader can get out of a token: each part as is and base64-decoded."""
+    out = [token]
+    for piece in token.split("."):
+        with contextlib.suppress(ValueError):
+            out.append(base64.urlsafe_b64decode(piece + "=" * (-len(piece) % 4)).decode("latin-1"))
+    return " ".join(out)
+
+
+async def test_links_are_opaque_expire_and_survive_a_key_rotation(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    n = notification()
+    await deliverer.handle(as_record(n))
+    [message] = mails_to(stack, n.recipient or "")
+    tokens = link_tokens(message)
+    for token in tokens.values():
+        text = readable(token)
+        for secret in (n.customer_id, n.recipient or "", n.journey_id, n.playbook, "@"):
+            assert secret not in text, (secret, text)
+
+    def api(**over: Any) -> httpx.AsyncClient:
+        d = with_settings(deliverer, **over) if over else deliverer
+        app = create_api(
+            d.settings, d.publisher, d.clock, suppressions=d.suppressions, inbox=d.inbox, log=d.log
+        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n")
+
+    # Followed: the customer, journey and address come from the delivery log.
+    async with api() as client:
+        assert (await client.get(f"/t/click/{tokens['click']}")).status_code == 302
+        assert (await client.get(f"/t/open/{tokens['open']}")).status_code == 200
+        page = await client.get(f"/u/{tokens['unsubscribe']}")
+        assert page.status_code == 200 and (n.recipient or "") in page.text
+        assert (await client.get(f"/t/click/{tokens['unsubscribe']}")).status_code == 404
+    # Rotated: a new key signs, the old one still verifies the links already sent...
+    async with api(link_secret="it-new-key", link_previous_secrets=("it-link-secret",)) as client:
+        assert (await client.get(f"/t/click/{tokens['click']}")).status_code == 302
+        assert (await client.get(f"/u/{tokens['unsubscribe']}")).status_code == 200
+    # ...until it is dropped: then they are unknown links.
+    async with api(link_secret="it-new-key") as client:
+        assert (await client.get(f"/t/click/{tokens['click']}")).status_code == 404
+        assert (await client.get(f"/u/{tokens['unsubscribe']}")).status_code == 404
+    # Expired: the click still leads to the offer but is not recorded; unsubscribe says so.
+    year_ago = time.time() - 366 * 86_400
+    old = Links(deliverer.settings, now=lambda: year_ago).for_notification(n)
+    async with api() as client:
+        click = await client.get(old.offer_url.removeprefix(PUBLIC_URL))
+        assert click.status_code == 302
+        assert click.headers["location"] == deliverer.settings.landing_url
+        expired = await client.post(old.unsubscribe_url.removeprefix(PUBLIC_URL), data=ONE_CLICK)
+        assert expired.status_code == 410 and "expired" in expired.text
+    assert await deliverer.suppressions.reason(n.recipient or "") is None
+
+    published = await read_topic(
+        common, topic_name(Topic.DELIVERIES, common.topic_prefix), {n.notification_id}
+    )
+    found = [Delivery.model_validate(value) for _, value in published]
+    assert [d.status for d in found] == ["sent", "clicked", "opened", "clicked"]
+    for d in found:
+        assert (d.customer_id, d.journey_id, d.playbook, d.step, d.channel) == (
+            n.customer_id,
+            n.journey_id,
+            n.playbook,
+            n.step,
+            "email",
+        )
 
 
 async def test_a_reply_to_the_signed_reply_address_reports_replied(

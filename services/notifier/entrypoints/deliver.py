@@ -38,7 +38,7 @@ from notifier.adapters.webhooks import WebhookSender
 from notifier.domain import messages
 from notifier.domain.render import Renderer, RenderError
 from notifier.domain.retry import RetryPolicy
-from notifier.domain.signing import purpose_key, reply_address, sign_token
+from notifier.links import Links
 from notifier.settings import NotifierSettings, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -54,42 +54,6 @@ def retry_policy(settings: NotifierSettings) -> RetryPolicy:
         jitter=settings.retry_jitter,
         max_age=timedelta(seconds=settings.retry_max_age_s),
     )
-
-
-class Links:
-    """Signed links: click and open tracking, one-click unsubscribe."""
-
-    def __init__(self, settings: NotifierSettings) -> None:
-        secret = settings.link_secret.get_secret_value().encode()
-        self.settings = settings
-        self.track_key = secret
-        self.unsubscribe_key = purpose_key(secret, "unsubscribe")
-        self.reply_key = purpose_key(secret, "reply")
-
-    def for_notification(self, n: Notification) -> messages.Links:
-        claims = {
-            "n": n.notification_id,
-            "c": n.customer_id,
-            "j": n.journey_id,
-            "p": n.playbook,
-            "s": n.step,
-            "ch": n.channel,
-        }
-        token = sign_token(claims, self.track_key)
-        base = self.settings.public_url
-        unsubscribe = sign_token(
-            {"n": n.notification_id, "c": n.customer_id, "a": n.recipient or ""},
-            self.unsubscribe_key,
-        )
-        return messages.Links(
-            offer_url=f"{base}/t/click/{token}",
-            open_url=f"{base}/t/open/{token}",
-            unsubscribe_url=f"{base}/u/{unsubscribe}",
-            app_url=self.settings.app_url,
-            reply_to=reply_address(n.notification_id, self.reply_key, self.settings.reply_domain)
-            if self.settings.reply_domain and n.channel == "email"
-            else None,
-        )
 
 
 class Unchecked:
