@@ -74,6 +74,19 @@ class NotifierSettings(ServiceSettings):
         "inbound mail webhook posts to /v1/inbound/reply, which reports `replied`. None = "
         "no Reply-To.",
     )
+    inbound_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Credential of the inbound mail service on /v1/inbound/reply: the password "
+        "of HTTP Basic credentials (https://tenure:SECRET@host/v1/inbound/reply) or a bearer "
+        "token. Required with reply_domain; empty = the route answers 404.",
+    )
+    inbound_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest body /v1/inbound/reply reads (413 beyond): have the inbound "
+        "service post without attachments.",
+    )
     link_secret: SecretStr = Field(
         description="Key of link tokens (tracking, unsubscribe) and reply addresses: the newest "
         "key, which signs."
@@ -212,6 +225,11 @@ class NotifierSettings(ServiceSettings):
                 f"public_url {self.public_url!r} must be https:// (RFC 8058: the one-click "
                 "List-Unsubscribe URL must be HTTPS); for development only, "
                 "TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL=true accepts http://"
+            )
+        if self.reply_domain and len(self.inbound_secret.get_secret_value()) < 16:
+            raise ValueError(
+                "reply_domain needs inbound_secret (at least 16 characters): the credential "
+                "of the inbound mail service that reports replies"
             )
         if not self.message_domain():
             raise ValueError("mail_from has no domain: set it, or message_id_domain")

@@ -59,6 +59,7 @@ from notifier.settings import NotifierSettings
 SECRET = "whsec_" + base64.b64encode(b"integration-key-0123456789").decode()
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 PUBLIC_URL = "https://notifier.tenure.example"
+INBOUND = "it-inbound-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +434,7 @@ async def test_links_are_opaque_expire_and_survive_a_key_rotation(
 async def test_a_reply_to_the_signed_reply_address_reports_replied(
     deliverer: Deliverer, stack: Stack, common: CommonSettings
 ) -> None:
-    d = with_settings(deliverer, reply_domain="reply.tenure.example")
+    d = with_settings(deliverer, reply_domain="reply.tenure.example", inbound_secret=INBOUND)
     n = notification()
     await d.handle(as_record(n))
     [message] = mails_to(stack, n.recipient or "")
@@ -444,7 +445,9 @@ async def test_a_reply_to_the_signed_reply_address_reports_replied(
         d.settings, d.publisher, d.clock, suppressions=d.suppressions, inbox=d.inbox, log=d.log
     )
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://notifier"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://notifier",
+        auth=("tenure", INBOUND),  # HTTP Basic, as in the URL given to the mail service
     ) as client:
         # As an inbound-mail webhook posts it: form fields, the address inside a header.
         answer = await client.post(

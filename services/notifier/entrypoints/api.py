@@ -41,6 +41,7 @@ from notifier.domain.signing import (
     verify_inbox_token,
     verify_reply_address,
 )
+from notifier.entrypoints import inbound
 from notifier.links import Links
 from notifier.settings import NotifierSettings
 
@@ -196,18 +197,21 @@ def create_api(
 
     # -- replies (an inbound mail webhook) ------------------------------------------------
     @app.post("/v1/inbound/reply")
-    async def inbound_reply(request: Request) -> dict[str, Any]:
+    async def inbound_reply(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
         """Called by the inbound mail service of ``reply_domain`` for each received mail.
 
-        Takes JSON or form data and looks for signed reply addresses in ``to``,
-        ``recipient`` or ``envelope``; each valid one publishes ``replied``. The signed
-        address is the credential: only the notification's recipient has it.
+        Needs ``INBOUND_SECRET`` (HTTP Basic password or bearer token: 401 without it;
+        the route answers 404 when none is configured). Takes JSON or form data of at most
+        ``INBOUND_MAX_BYTES`` and looks for signed reply addresses in ``to``,
+        ``recipient`` or ``envelope``; each valid one publishes ``replied``.
         """
-        if request.headers.get("content-type", "").startswith("application/json"):
-            body = await request.json()
-            fields = body if isinstance(body, dict) else {}
-        else:
-            fields = dict(await request.form())
+        secret = settings.inbound_secret.get_secret_value()
+        if not secret:
+            raise HTTPException(404, "inbound replies are not configured")
+        inbound.check_credential(authorization, secret)
+        fields = await inbound.fields(request, settings.inbound_max_bytes)
         text = " ".join(str(fields.get(name, "")) for name in ("to", "recipient", "envelope", "To"))
         replied: list[str] = []
         for address in REPLY_ADDRESS.findall(text):

@@ -103,3 +103,12 @@ def test_make_run_allows_http_visibly(tmp_path: Path) -> None:
     assert env["TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL"] == "true"
     shown = banner(stack, with_prometheus=False)
     assert "TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL=true" in shown and "development only" in shown
+
+
+def test_replies_need_an_inbound_credential() -> None:
+    over = {**REQUIRED, "webhook_secret": SECRET, "reply_domain": "reply.example"}
+    with pytest.raises(ValidationError, match="inbound_secret"):
+        NotifierSettings(**over)
+    with pytest.raises(ValidationError, match="inbound_secret"):
+        NotifierSettings(**over, inbound_secret="short")
+    assert NotifierSettings(**over, inbound_secret="s" * 16).reply_domain == "reply.example"
