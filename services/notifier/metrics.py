@@ -8,7 +8,7 @@ NOTIFICATIONS = counter(
     SERVICE,
     "notifications",
     "Notifications handled, by channel and final outcome (sent, suppressed, bounced, dead, "
-    "duplicate).",
+    "unknown, duplicate).",
     ["channel", "outcome"],
 )
 ATTEMPT_FAILURES = counter(
@@ -30,6 +30,14 @@ DEAD_LETTERS = counter(
     "Notifications given up and written to the notifications dead-letter topic, by channel "
     "and reason (render, permanent, expired).",
     ["channel", "reason"],
+)
+TAKEN_OVER = counter(
+    SERVICE,
+    "taken_over",
+    "Notifications a worker left in flight when it died, taken over after the sending "
+    "lease, by channel and outcome (resent: tried again; unknown: an email possibly sent, "
+    "recorded `unknown` and not sent again, by EMAIL_RESEND_AFTER_CRASH).",
+    ["channel", "outcome"],
 )
 SEND_SECONDS = histogram(
     SERVICE, "send_seconds", "Time to deliver one message, by channel.", ["channel"]

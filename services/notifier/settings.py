@@ -142,6 +142,15 @@ class NotifierSettings(ServiceSettings):
         description="Real seconds after which a claim left 'sending' by a crashed worker can "
         "be taken again.",
     )
+    email_resend_after_crash: Literal["never", "transactional", "always"] = Field(
+        default="transactional",
+        description="An email whose hand-over to the mail server was under way when its "
+        "worker died (found after sending_lease_s) may have been sent: 'never' records every "
+        "such email `unknown`; 'transactional' sends transactional ones (context marketing: "
+        "false) again and records marketing ones `unknown`; 'always' sends every one again "
+        "(a recipient may get it twice). Webhooks and in-app messages are always sent again "
+        "(receivers de-duplicate on webhook-id; the inbox on the notification id).",
+    )
     producer_linger_ms: int = Field(
         default=25,
         ge=0,

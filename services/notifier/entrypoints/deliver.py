@@ -44,7 +44,17 @@ from notifier.settings import NotifierSettings, WebhookEndpoint
 log = logging.getLogger(__name__)
 
 # Outcome in the log -> status on the deliveries topic.
-REPORTED = {"sent": "sent", "suppressed": "suppressed", "bounced": "bounced", "dead": "failed"}
+REPORTED = {
+    "sent": "sent",
+    "suppressed": "suppressed",
+    "bounced": "bounced",
+    "dead": "failed",
+    "unknown": "unknown",
+}
+UNKNOWN_DETAIL = (
+    "in flight when a notifier stopped: handed to the mail server, answer never logged; "
+    "may have been delivered, not sent again (TENURE_NOTIFIER_EMAIL_RESEND_AFTER_CRASH)"
+)
 
 
 def retry_policy(settings: NotifierSettings) -> RetryPolicy:
@@ -98,6 +108,22 @@ class Deliverer:
     def message_domain(self) -> str:
         return self.settings.message_domain()
 
+    @cached_property
+    def handover(self) -> asyncio.Semaphore:
+        """Emails marked ``handed`` and waiting for (or using) an SMTP connection: twice
+        the pool, so that a connection that frees up finds the next email already
+        marked (the mark's commit overlaps the sends), and a crash leaves at most this
+        many ``unknown``, not every notification in flight."""
+        return asyncio.Semaphore(2 * self.settings.smtp_pool_size)
+
+    def resent_after_crash(self, n: Notification) -> bool:
+        """Whether ``n``, found in flight after its worker died, is sent again; if not, it
+        is marked ``handed`` before it goes to the mail server (docs/decisions.md)."""
+        if n.channel != "email":
+            return True  # webhook-id and the inbox's notification id de-duplicate
+        policy = self.settings.email_resend_after_crash
+        return policy == "always" or (policy == "transactional" and not messages.is_marketing(n))
+
     # -- entry points ---------------------------------------------------------------
     async def handle(self, record: Record) -> None:
         """Deliver one record of ``notifications`` unless its id was seen before.
@@ -142,6 +168,16 @@ class Deliverer:
             except DECODE_ERRORS as exc:  # a payload stored by an older release
                 await self.log.finish(claim.notification_id, "dead", f"undecodable: {exc}")
                 continue
+            if claim.previous == "handed" and not self.resent_after_crash(n):
+                metrics.TAKEN_OVER.labels(channel=n.channel, outcome="unknown").inc()
+                log.warning(
+                    "email in flight at a crash recorded unknown, not sent again",
+                    extra={"notification_id": n.notification_id},
+                )
+                await self._final(n, "unknown", UNKNOWN_DETAIL)
+                continue
+            if claim.previous != "retrying":
+                metrics.TAKEN_OVER.labels(channel=n.channel, outcome="resent").inc()
             await self.attempt(
                 n,
                 attempts=claim.attempts,
@@ -232,16 +268,15 @@ class Deliverer:
                 if reason is not None:
                     raise Suppressed(f"address suppressed: {reason}")
             email = self.renderer.email(n.template, context)
-            await self.mailer.send(
-                to=n.recipient,
-                email=email,
-                headers=messages.email_headers(
-                    n,
-                    links.unsubscribe_url,
-                    links.reply_to,
-                    message_id_domain=self.message_domain,
-                ),
+            headers = messages.email_headers(
+                n, links.unsubscribe_url, links.reply_to, message_id_domain=self.message_domain
             )
+            if self.resent_after_crash(n):
+                await self.mailer.send(to=n.recipient, email=email, headers=headers)
+            else:
+                async with self.handover:
+                    await self.log.handed(n.notification_id)
+                    await self.mailer.send(to=n.recipient, email=email, headers=headers)
         elif n.channel == "in_app":
             if messages.is_marketing(n) and messages.withheld_consent(n, "in_app"):
                 raise Suppressed("no in-app consent")
@@ -268,7 +303,9 @@ class Deliverer:
 
         If the publish fails, the outcome is logged unreported (a replay re-publishes it)
         and the error propagates. A crash between the send and this write leaves the row
-        ``sending``: the retry worker sends it again after the lease (docs/decisions.md).
+        ``sending`` (sent again after the lease) or, for an email the crash policy does
+        not send twice, ``handed`` (recorded ``unknown`` after the lease): see
+        :meth:`resent_after_crash` and docs/decisions.md.
         """
         kept = detail[:2000] if detail else None
         metrics.NOTIFICATIONS.labels(channel=n.channel, outcome=status).inc()
