@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -27,16 +28,22 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class LinkTokens:
-    """Opaque tokens of one kind of link (tracking, unsubscribe): itsdangerous's URL-safe
-    timed serializer over the notification id alone.
+# Notification ids made of these are signed as they are (the orchestrator's are UUIDs);
+# any other id is base64url-encoded behind a "~", which no such id contains.
+_URL_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-    A token is ``<base64url JSON of the id>.<timestamp>.<HMAC-SHA256>``: it names the
-    notification and nothing else (the customer, the address and the journey are looked up
-    from the delivery log), says when it was issued, and verifies only for its ``purpose``
-    (the salt), within ``max_age_s`` real seconds, under one of ``keys``. ``keys`` are
-    oldest first: the last one signs, every one verifies (rotation: add a new key at the
-    end, drop the oldest once its links may have expired).
+
+class LinkTokens:
+    """Opaque tokens of one kind of link (tracking, unsubscribe): itsdangerous's timestamp
+    signer over the notification id alone.
+
+    A token is ``<notification id>.<timestamp>.<HMAC-SHA256>``: it names the notification
+    and nothing else (the customer, the address and the journey are looked up from the
+    delivery log), says when it was issued, and verifies only for its ``purpose`` (the
+    salt), within ``max_age_s`` real seconds, under one of ``keys``. ``keys`` are oldest
+    first: the last one signs, every one verifies (rotation: add a new key at the end, drop
+    the oldest once its links may have expired). The signer rather than itsdangerous's
+    serializer: a JSON payload bought nothing here and cost six times as much per token.
     """
 
     def __init__(
@@ -56,27 +63,29 @@ class LinkTokens:
                 return int(clock())
 
         self.max_age_s = max_age_s
-        self._serializer = itsdangerous.URLSafeTimedSerializer(
-            list(keys),
-            salt=f"tenure.link.{purpose}",
-            signer=_Signer,
-            signer_kwargs={"digest_method": hashlib.sha256},
+        self._signer = _Signer(
+            list(keys), salt=f"tenure.link.{purpose}", digest_method=hashlib.sha256
         )
 
     def issue(self, notification_id: str) -> str:
         """A token for ``notification_id``, signed with the newest key, dated now."""
-        return self._serializer.dumps(notification_id)
+        value = notification_id
+        if not _URL_SAFE.fullmatch(value):
+            value = "~" + _b64(notification_id.encode())
+        return self._signer.sign(value).decode()
 
     def verify(self, token: str) -> str:
         """The notification id of a valid token; raises :class:`TokenExpired` for a token
         older than ``max_age_s``, :class:`BadSignature` for any other invalid token."""
         try:
-            value = self._serializer.loads(token, max_age=self.max_age_s)
+            value = self._signer.unsign(token, max_age=self.max_age_s).decode()
+            if value.startswith("~"):
+                value = _unb64(value[1:]).decode()
         except itsdangerous.SignatureExpired as exc:
             raise TokenExpired(f"link expired: {exc}") from None
-        except itsdangerous.BadData as exc:
+        except (itsdangerous.BadData, ValueError) as exc:
             raise BadSignature(f"invalid link token: {exc}") from None
-        if not isinstance(value, str) or not value:
+        if not value:
             raise BadSignature("invalid link token: no notification id")
         return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,9 +197,10 @@ def test_link_tokens_name_the_notification_only_and_cannot_be_forged() -> None:
     tokens = LinkTokens([b"k"], purpose="track", max_age_s=3600, now=lambda: 1_760_000_000)
     token = tokens.issue(NID)
     assert tokens.verify(token) == NID
-    payload = token.split(".")[0]
-    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    assert decoded == f'"{NID}"'.encode()  # the id and nothing else
+    value, timestamp, signature = token.split(".")
+    issued = int.from_bytes(base64.urlsafe_b64decode(timestamp + "=" * (-len(timestamp) % 4)))
+    assert (value, issued) == (NID, 1_760_000_000)  # the id and when, nothing else
+    assert len(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))) == 32
     other = LinkTokens([b"other"], purpose="track", max_age_s=3600, now=lambda: 1_760_000_000)
     with pytest.raises(BadSignature):
         other.verify(token)
@@ -206,6 +208,14 @@ def test_link_tokens_name_the_notification_only_and_cannot_be_forged() -> None:
     for bad in (forged, "garbage", "", token[:-2], token + "x"):
         with pytest.raises(BadSignature):
             tokens.verify(bad)
+
+
+def test_link_tokens_of_any_notification_id_are_url_safe() -> None:
+    tokens = LinkTokens([b"k"], purpose="track", max_age_s=3600)
+    for nid in ("n-1", "a.b", "with space/slash?é", "~tilde", "x" * 200):
+        token = tokens.issue(nid)
+        assert re.fullmatch(r"[A-Za-z0-9._~-]+", token), token
+        assert tokens.verify(token) == nid
 
 
 def test_link_tokens_of_one_purpose_do_not_verify_for_another() -> None:
