@@ -186,15 +186,25 @@ class DeliveryLog:
         self.engine = engine
         self._claim_conn = _HeldConnection(engine)
         self._finish_conn = _HeldConnection(engine)
+        self._handed_conn = _HeldConnection(engine)
         self._claims: Batcher[_ClaimRequest, Claimed] = Batcher(
             self._claim_many, max_batch=max_batch
         )
-        self._finishes: Batcher[_Finish, None] = Batcher(self._finish_many, max_batch=max_batch)
+        self._finishes: Batcher[_Finish, None] = Batcher(
+            lambda items: self._set_many(self._finish_conn, items), max_batch=max_batch
+        )
+        # A writer of its own: marks queued behind flushes of outcomes held emails back
+        # from their SMTP connections (bench, medians of 5 interleaved rounds: 417
+        # emails/s against 491 without marks; with this writer 670 against 579).
+        self._handed: Batcher[_Finish, None] = Batcher(
+            lambda items: self._set_many(self._handed_conn, items), max_batch=max_batch
+        )
 
     async def aclose(self) -> None:
         """Give back the writers' connections (before the engine is disposed)."""
         await self._claim_conn.aclose()
         await self._finish_conn.aclose()
+        await self._handed_conn.aclose()
 
     async def claim(
         self,
@@ -272,12 +282,12 @@ class DeliveryLog:
     async def handed(self, notification_id: str) -> None:
         """Record that an email is being handed to the mail server now (before the first
         byte goes out): if this worker dies before :meth:`finish`, the row stays
-        ``handed``, and the retry worker knows the email may have been sent. Shares the
-        outcome writer's statements and commits (no round trip of its own)."""
-        await self._finishes.submit(_Finish(notification_id, "handed", None, False))
+        ``handed``, and the retry worker knows the email may have been sent. Concurrent
+        marks share one statement and one commit (a writer of their own)."""
+        await self._handed.submit(_Finish(notification_id, "handed", None, False))
 
-    async def _finish_many(self, items: list[_Finish]) -> list[None]:
-        await self._finish_conn.execute(
+    async def _set_many(self, conn: _HeldConnection, items: list[_Finish]) -> list[None]:
+        await conn.execute(
             _FINISH,
             {
                 "nids": [f.notification_id for f in items],
