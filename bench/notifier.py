@@ -67,7 +67,8 @@ from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain import messages
 from notifier.domain.render import Renderer
-from notifier.entrypoints.deliver import Deliverer, Links, consume
+from notifier.entrypoints.deliver import Deliverer, consume
+from notifier.links import Links
 from notifier.settings import NotifierSettings
 
 COUNT = 1_500  # timed notifications per measurement
@@ -101,6 +102,7 @@ class Env:
         return NotifierSettings(
             common=common,
             smtp_port=self.smtp_port,
+            public_url="https://notifier.bench.example",
             link_secret="bench-link-secret",
             webhook_secret=SECRET,
             webhook_csm_url=f"{hooks}/bench-csm",

@@ -28,6 +28,9 @@ DeliveryStatus = Literal[
     "dismissed",
     # Not sent because the address is on the suppression list or consent was withheld.
     "suppressed",
+    # An email handed to the mail server by a notifier that died before it heard the
+    # answer, and not sent again: it may or may not have been delivered.
+    "unknown",
 ]
 
 

@@ -24,6 +24,7 @@ class RunSettings(TenureSettings):
 
 def banner(stack: Stack, *, with_prometheus: bool) -> str:
     p = stack.ports
+    env = stack.env()
     prometheus = (
         f"http://127.0.0.1:{p.prometheus}/graph"
         if with_prometheus
@@ -50,6 +51,8 @@ Tenure is running (a simulated day passes every {86400 / stack.time_scale:.0f} s
   Kafka                {stack.kafka.bootstrap}
   PostgreSQL           {stack.database_url}
   Emails (.eml)        {stack.mail_dir}
+  Notifier links       {env["TENURE_NOTIFIER_PUBLIC_URL"]}  (development only: http allowed by
+                       TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL={env["TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL"]})
   Webhooks (.json)     {stack.webhook_dir}
   Logs                 {stack.log_dir}
 

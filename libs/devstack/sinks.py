@@ -6,9 +6,11 @@ path, headers, body) under the webhook folder. Files appear atomically (written,
 renamed), so a reader never sees half a message.
 
 Failures on demand, for retry and bounce tests: the SMTP sink refuses (550) recipients
-whose local part starts with ``bounce``; the receiver answers ``/status/<code>/...`` with
-that status, and ``/flaky/<n>/...`` with 503 to the first ``n`` requests for that exact
-path, then 200. Every request is stored, with the status it got.
+whose local part starts with ``bounce``, and answers a message to a recipient whose local
+part starts with ``slow`` ``SLOW_S`` after storing it (a send in flight, for crash
+tests); the receiver answers ``/status/<code>/...`` with that status, and
+``/flaky/<n>/...`` with 503 to the first ``n`` requests for that exact path, then 200.
+Every request is stored, with the status it got.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 _counter = itertools.count(1)
+SLOW_S = 0.25
 
 
 def _write_atomically(folder: Path, name: str, data: bytes) -> Path:
@@ -55,6 +58,8 @@ class MailSink:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         name = f"{os.getpid()}-{next(_counter):06d}-{stamp}.eml"
         _write_atomically(self.folder, name, envelope.original_content or envelope.content)
+        if any(a.split("@", 1)[0].lower().startswith("slow") for a in envelope.rcpt_tos):
+            await asyncio.sleep(SLOW_S)  # stored, not yet acknowledged
         return "250 Message accepted for delivery"
 
 

@@ -241,6 +241,9 @@ class Stack:
             "TENURE_ORCHESTRATOR_PORT": str(p.orchestrator),
             "TENURE_NOTIFIER_PORT": str(p.notifier),
             "TENURE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{p.notifier}",
+            # DEVELOPMENT ONLY: links over http on this machine. A deployment serves the
+            # notifier over https (RFC 8058) and must not set this.
+            "TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL": "true",
             "TENURE_NOTIFIER_SMTP_PORT": str(p.smtp),
             "TENURE_NOTIFIER_LINK_SECRET": "local-link-secret",
             "TENURE_NOTIFIER_WEBHOOK_SECRET": "whsec_"

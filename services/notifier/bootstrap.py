@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
@@ -19,11 +20,19 @@ from notifier.entrypoints.api import create_api
 from notifier.entrypoints.deliver import Deliverer, consume, retry_loop
 from notifier.settings import NotifierSettings
 
+logger = logging.getLogger(__name__)
+
 
 async def run(
     settings: NotifierSettings, stop: asyncio.Event, *, clock: Clock | None = None
 ) -> None:
     common = settings.common
+    if not settings.public_url.startswith("https://"):
+        logger.warning(
+            "development mode: links and List-Unsubscribe use http (%s), which mailbox "
+            "providers do not honour; TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL is set",
+            settings.public_url,
+        )
     clock = clock or clock_from_settings(common.time_scale, common.clock_epoch)
     engine = create_engine(common.database_url)
     publisher = KafkaPublisher(

@@ -8,7 +8,7 @@ NOTIFICATIONS = counter(
     SERVICE,
     "notifications",
     "Notifications handled, by channel and final outcome (sent, suppressed, bounced, dead, "
-    "duplicate).",
+    "unknown, duplicate).",
     ["channel", "outcome"],
 )
 ATTEMPT_FAILURES = counter(
@@ -31,6 +31,14 @@ DEAD_LETTERS = counter(
     "and reason (render, permanent, expired).",
     ["channel", "reason"],
 )
+TAKEN_OVER = counter(
+    SERVICE,
+    "taken_over",
+    "Notifications a worker left in flight when it died, taken over after the sending "
+    "lease, by channel and outcome (resent: tried again; unknown: an email possibly sent, "
+    "recorded `unknown` and not sent again, by EMAIL_RESEND_AFTER_CRASH).",
+    ["channel", "outcome"],
+)
 SEND_SECONDS = histogram(
     SERVICE, "send_seconds", "Time to deliver one message, by channel.", ["channel"]
 )
@@ -39,6 +47,13 @@ TRACKED = counter(
     "tracked",
     "Engagement recorded over HTTP (opened, clicked, ...), by status.",
     ["status"],
+)
+LINKS_REFUSED = counter(
+    SERVICE,
+    "links_refused",
+    "Followed links not recorded, by kind (tracking, unsubscribe) and reason (expired, "
+    "invalid: a bad signature or an unknown key, unknown: no such notification).",
+    ["kind", "reason"],
 )
 UNSUBSCRIBES = counter(
     SERVICE, "unsubscribes", "One-click unsubscribe requests accepted, by whether new.", ["new"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from email.utils import parseaddr
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -34,8 +35,13 @@ class NotifierSettings(HttpServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)
     public_url: str = Field(
-        default="http://127.0.0.1:8082",
-        description="Base of tracking, unsubscribe and inbox links in messages.",
+        description="Base of tracking, unsubscribe and inbox links in messages: https://, "
+        "as RFC 8058 requires of a List-Unsubscribe URL.",
+    )
+    allow_http_public_url: bool = Field(
+        default=False,
+        description="Development only: accept an http:// public_url (mailbox providers ignore "
+        "one-click unsubscribe over http). `make run` sets it.",
     )
     group_id: str = "tenure-notifier"
     smtp_host: str = "127.0.0.1"
@@ -56,13 +62,48 @@ class NotifierSettings(HttpServiceSettings):
         default="tenure.local", description="Name given in EHLO (none = a DNS lookup each time)."
     )
     mail_from: str = "Tenure <success@tenure.example>"
+    message_id_domain: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+        description="Domain of every email's Message-ID (<notification id>@domain); None = "
+        "the domain of mail_from, the sending domain.",
+    )
     reply_domain: str | None = Field(
         default=None,
         description="Domain of signed Reply-To addresses (reply+<id>.<mac>@domain); its "
         "inbound mail webhook posts to /v1/inbound/reply, which reports `replied`. None = "
         "no Reply-To.",
     )
-    link_secret: SecretStr = Field(description="HMAC key of tracking and unsubscribe links.")
+    inbound_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Credential of the inbound mail service on /v1/inbound/reply: the password "
+        "of HTTP Basic credentials (https://tenure:SECRET@host/v1/inbound/reply) or a bearer "
+        "token. Required with reply_domain; empty = the route answers 404.",
+    )
+    inbound_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest body /v1/inbound/reply reads (413 beyond): have the inbound "
+        "service post without attachments.",
+    )
+    link_secret: SecretStr = Field(
+        description="Key of link tokens (tracking, unsubscribe) and reply addresses: the newest "
+        "key, which signs."
+    )
+    link_previous_secrets: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="Older link keys still accepted, oldest first (key rotation); drop one once "
+        "the links it signed have expired.",
+    )
+    link_max_age_s: int = Field(
+        default=90 * 86_400, ge=60, description="Real seconds a click or open link works."
+    )
+    unsubscribe_max_age_s: int = Field(
+        default=365 * 86_400,
+        ge=30 * 86_400,
+        description="Real seconds an unsubscribe link works (at least 30 days after sending).",
+    )
     webhook_secret: SecretStr = Field(description="Standard Webhooks key, whsec_<base64>.")
     webhook_csm_url: str = Field(description="Where CSM tasks go when no finer route matches.")
     webhook_escalation_url: str = Field(description="Where escalations are posted.")
@@ -100,6 +141,15 @@ class NotifierSettings(HttpServiceSettings):
         gt=0,
         description="Real seconds after which a claim left 'sending' by a crashed worker can "
         "be taken again.",
+    )
+    email_resend_after_crash: Literal["never", "transactional", "always"] = Field(
+        default="transactional",
+        description="An email whose hand-over to the mail server was under way when its "
+        "worker died (found after sending_lease_s) may have been sent: 'never' records every "
+        "such email `unknown`; 'transactional' sends transactional ones (context marketing: "
+        "false) again and records marketing ones `unknown`; 'always' sends every one again "
+        "(a recipient may get it twice). Webhooks and in-app messages are always sent again "
+        "(receivers de-duplicate on webhook-id; the inbox on the notification id).",
     )
     producer_linger_ms: int = Field(
         default=25,
@@ -159,6 +209,13 @@ class NotifierSettings(HttpServiceSettings):
             raise ValueError("the key must be at least 16 bytes")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
     @field_validator("webhook_csm_url", "webhook_escalation_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -172,7 +229,24 @@ class NotifierSettings(HttpServiceSettings):
             raise ValueError("retry_cap_s must be at least retry_base_s")
         if self.smtp_tls and self.smtp_implicit_tls:
             raise ValueError("smtp_tls (STARTTLS) and smtp_implicit_tls exclude each other")
+        if not self.public_url.startswith("https://") and not self.allow_http_public_url:
+            raise ValueError(
+                f"public_url {self.public_url!r} must be https:// (RFC 8058: the one-click "
+                "List-Unsubscribe URL must be HTTPS); for development only, "
+                "TENURE_NOTIFIER_ALLOW_HTTP_PUBLIC_URL=true accepts http://"
+            )
+        if self.reply_domain and len(self.inbound_secret.get_secret_value()) < 16:
+            raise ValueError(
+                "reply_domain needs inbound_secret (at least 16 characters): the credential "
+                "of the inbound mail service that reports replies"
+            )
+        if not self.message_domain():
+            raise ValueError("mail_from has no domain: set it, or message_id_domain")
         return self
+
+    def message_domain(self) -> str:
+        """The domain of Message-IDs: ``message_id_domain``, else that of ``mail_from``."""
+        return self.message_id_domain or parseaddr(self.mail_from)[1].rpartition("@")[2].lower()
 
     def routes(self) -> dict[str, WebhookEndpoint]:
         """Every webhook route by name: the two URLs, then the finer ``webhook_endpoints``."""
@@ -195,6 +269,12 @@ class NotifierSettings(HttpServiceSettings):
 
     def inbox_key(self) -> bytes:
         return derive_inbox_key(self.inbox_secret, self.link_secret)
+
+    def link_keys(self) -> tuple[bytes, ...]:
+        """Every accepted link key, oldest first; the last one signs."""
+        return tuple(
+            k.get_secret_value().encode() for k in (*self.link_previous_secrets, self.link_secret)
+        )
 
 
 def derive_inbox_key(inbox_secret: SecretStr, link_secret: SecretStr) -> bytes:

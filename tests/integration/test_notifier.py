@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email
+import email.utils
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -50,10 +53,13 @@ from notifier.domain.render import Renderer
 from notifier.domain.signing import webhook_headers
 from notifier.entrypoints.api import create_api
 from notifier.entrypoints.deliver import Deliverer, consume
+from notifier.links import Links
 from notifier.settings import NotifierSettings
 
 SECRET = "whsec_" + base64.b64encode(b"integration-key-0123456789").decode()
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+PUBLIC_URL = "https://notifier.tenure.example"
+INBOUND = "it-inbound-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +81,7 @@ def notifier_settings(stack: Stack, common: CommonSettings, **over: Any) -> Noti
     values: dict[str, Any] = {
         "common": common,
         "smtp_port": stack.ports.smtp,
+        "public_url": PUBLIC_URL,
         "link_secret": "it-link-secret",
         "webhook_secret": SECRET,
         "webhook_csm_url": f"{hooks}/it-csm",
@@ -254,13 +261,35 @@ async def test_email_has_both_parts_one_click_headers_and_tracked_links(
     kinds = sorted(p.get_content_type() for p in message.walk() if not p.is_multipart())
     assert kinds == ["text/html", "text/plain"]
     unsubscribe = message["List-Unsubscribe"]
-    assert unsubscribe.startswith("<http://127.0.0.1:8082/u/") and unsubscribe.endswith(">")
+    assert unsubscribe.startswith(f"<{PUBLIC_URL}/u/") and unsubscribe.endswith(">")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text, html = part(message, "text/plain"), part(message, "text/html")
     assert "30% off" in text and "Hi Ana," in text
     assert "/t/click/" in text and "/t/click/" in html and "/t/open/" in html
     assert unsubscribe[1:-1] in text
     assert await deliverer.log.status(n.notification_id) == "sent"
+
+
+async def test_every_email_has_a_date_and_a_message_id_on_the_sending_domain(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    default = notification()
+    await deliverer.handle(as_record(default))
+    configured = notification()
+    await with_settings(deliverer, message_id_domain="mail.example.org").handle(
+        as_record(configured)
+    )
+    after = datetime.now(UTC)
+    [first] = mails_to(stack, default.recipient or "")
+    [second] = mails_to(stack, configured.recipient or "")
+    for message in (first, second):
+        assert len(message.get_all("Date") or []) == 1
+        assert before <= email.utils.parsedate_to_datetime(message["Date"]) <= after
+        assert len(message.get_all("Message-ID") or []) == 1
+    # The sending domain is mail_from's (Tenure <success@tenure.example>) unless configured.
+    assert first["Message-ID"] == f"<{default.notification_id}@tenure.example>"
+    assert second["Message-ID"] == f"<{configured.notification_id}@mail.example.org>"
 
 
 async def test_one_click_unsubscribe_by_rfc_8058_post_is_honoured(
@@ -322,10 +351,90 @@ async def test_one_click_unsubscribe_by_rfc_8058_post_is_honoured(
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
+def link_tokens(message: Message) -> dict[str, str]:
+    """The click, open and unsubscribe tokens of an email."""
+    html = part(message, "text/html")
+    found = {
+        kind: re.search(rf"{re.escape(PUBLIC_URL)}{path}([A-Za-z0-9._-]+)", html)
+        for kind, path in (("click", "/t/click/"), ("open", "/t/open/"), ("unsubscribe", "/u/"))
+    }
+    assert all(found.values()), found
+    return {kind: match.group(1) for kind, match in found.items() if match}
+
+
+def readable(token: str) -> str:
+    """Everything a reader can get out of a token: each part as is and base64-decoded."""
+    out = [token]
+    for piece in token.split("."):
+        with contextlib.suppress(ValueError):
+            out.append(base64.urlsafe_b64decode(piece + "=" * (-len(piece) % 4)).decode("latin-1"))
+    return " ".join(out)
+
+
+async def test_links_are_opaque_expire_and_survive_a_key_rotation(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    n = notification()
+    await deliverer.handle(as_record(n))
+    [message] = mails_to(stack, n.recipient or "")
+    tokens = link_tokens(message)
+    for token in tokens.values():
+        text = readable(token)
+        for secret in (n.customer_id, n.recipient or "", n.journey_id, n.playbook):
+            assert secret not in text, (secret, text)
+
+    def api(**over: Any) -> httpx.AsyncClient:
+        d = with_settings(deliverer, **over) if over else deliverer
+        app = create_api(
+            d.settings, d.publisher, d.clock, suppressions=d.suppressions, inbox=d.inbox, log=d.log
+        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n")
+
+    # Followed: the customer, journey and address come from the delivery log.
+    async with api() as client:
+        assert (await client.get(f"/t/click/{tokens['click']}")).status_code == 302
+        assert (await client.get(f"/t/open/{tokens['open']}")).status_code == 200
+        page = await client.get(f"/u/{tokens['unsubscribe']}")
+        assert page.status_code == 200 and (n.recipient or "") in page.text
+        assert (await client.get(f"/t/click/{tokens['unsubscribe']}")).status_code == 404
+    # Rotated: a new key signs, the old one still verifies the links already sent...
+    async with api(link_secret="it-new-key", link_previous_secrets=("it-link-secret",)) as client:
+        assert (await client.get(f"/t/click/{tokens['click']}")).status_code == 302
+        assert (await client.get(f"/u/{tokens['unsubscribe']}")).status_code == 200
+    # ...until it is dropped: then they are unknown links.
+    async with api(link_secret="it-new-key") as client:
+        assert (await client.get(f"/t/click/{tokens['click']}")).status_code == 404
+        assert (await client.get(f"/u/{tokens['unsubscribe']}")).status_code == 404
+    # Expired: the click still leads to the offer but is not recorded; unsubscribe says so.
+    year_ago = time.time() - 366 * 86_400
+    old = Links(deliverer.settings, now=lambda: year_ago).for_notification(n)
+    async with api() as client:
+        click = await client.get(old.offer_url.removeprefix(PUBLIC_URL))
+        assert click.status_code == 302
+        assert click.headers["location"] == deliverer.settings.landing_url
+        expired = await client.post(old.unsubscribe_url.removeprefix(PUBLIC_URL), data=ONE_CLICK)
+        assert expired.status_code == 410 and "expired" in expired.text
+    assert await deliverer.suppressions.reason(n.recipient or "") is None
+
+    published = await read_topic(
+        common, topic_name(Topic.DELIVERIES, common.topic_prefix), {n.notification_id}
+    )
+    found = [Delivery.model_validate(value) for _, value in published]
+    assert [d.status for d in found] == ["sent", "clicked", "opened", "clicked"]
+    for d in found:
+        assert (d.customer_id, d.journey_id, d.playbook, d.step, d.channel) == (
+            n.customer_id,
+            n.journey_id,
+            n.playbook,
+            n.step,
+            "email",
+        )
+
+
 async def test_a_reply_to_the_signed_reply_address_reports_replied(
     deliverer: Deliverer, stack: Stack, common: CommonSettings
 ) -> None:
-    d = with_settings(deliverer, reply_domain="reply.tenure.example")
+    d = with_settings(deliverer, reply_domain="reply.tenure.example", inbound_secret=INBOUND)
     n = notification()
     await d.handle(as_record(n))
     [message] = mails_to(stack, n.recipient or "")
@@ -336,7 +445,9 @@ async def test_a_reply_to_the_signed_reply_address_reports_replied(
         d.settings, d.publisher, d.clock, suppressions=d.suppressions, inbox=d.inbox, log=d.log
     )
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://notifier"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://notifier",
+        auth=("tenure", INBOUND),  # HTTP Basic, as in the URL given to the mail service
     ) as client:
         # As an inbound-mail webhook posts it: form fields, the address inside a header.
         answer = await client.post(
@@ -587,6 +698,26 @@ async def test_private_addresses_are_refused_unless_allowed(
         assert hooks_for(stack, n.notification_id) == []
         reason = (await dead_letters(common, n.notification_id))[n.notification_id]
         assert reason.startswith("permanent: webhook refused") and "address" in reason
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_a_permanent_failure_not_a_retry(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings, status: int
+) -> None:
+    clock = FakeClock(START)
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    d = replace(
+        with_settings(deliverer, webhook_csm_url=f"{hooks}/status/{status}/it-moved"), clock=clock
+    )
+    n = notification("webhook")
+    await d.handle(as_record(n))
+    clock.advance(timedelta(hours=2))
+    assert await d.retry_due() == 0
+    assert await d.log.status(n.notification_id) == "dead"
+    assert len(hooks_for(stack, n.notification_id)) == 1  # asked once, never again
+    reason = (await dead_letters(common, n.notification_id))[n.notification_id]
+    assert reason.startswith(f"permanent: webhook {hooks}/status/{status}/it-moved: HTTP {status}")
+    assert "redirect" in reason
 
 
 # -- exactly once in effect -----------------------------------------------------------------

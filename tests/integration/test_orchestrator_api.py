@@ -214,6 +214,41 @@ async def test_customer_360_shows_profile_score_signals_journey_and_messages(env
     ).status_code == 404
 
 
+async def test_an_unknown_delivery_is_shown_in_the_customer_history_and_ends_nothing(
+    env,
+) -> None:
+    # `unknown`: an email handed to the mail server by a notifier that died before the
+    # answer (docs/decisions.md, notifier). Both consumers of `deliveries` take it.
+    _, deps, clock, client, keys = env
+    clock.set(T0)
+    customer = treated_customer()
+    journey_id = await start_retention_journey(deps, customer)
+    while await fire_due(deps, limit=50):
+        pass
+    offer_id = decisions.notification_id(journey_id, "offer")
+    delivery = Delivery(
+        notification_id=offer_id,
+        customer_id=customer,
+        journey_id=journey_id,
+        playbook="retention_offer",
+        step="offer",
+        channel="email",
+        status="unknown",
+        occurred_at=T0 + timedelta(minutes=1),
+        detail="in flight when a notifier stopped",
+    )
+    raw = record(Topic.DELIVERIES, customer, delivery)
+    await router(deps)(raw)
+    await outcome_handler(deps)(raw)
+    body = (await client.get(f"/v1/customers/{customer}", headers=auth(keys["reader"]))).json()
+    [message] = body["messages"]
+    assert message["outcomes"] == [
+        {"status": "unknown", "at": message["outcomes"][0]["at"], "detail": delivery.detail}
+    ]
+    [journey] = body["journeys"]
+    assert journey["state"] == "active"
+
+
 async def test_admin_pauses_resumes_and_cancels_a_journey(env) -> None:
     _, deps, clock, client, keys = env
     clock.set(T0)

@@ -1,10 +1,13 @@
 """The delivery log and retry schedule: one row per notification id, in PostgreSQL.
 
-Statuses: ``sending`` (claimed by a worker), ``retrying`` (failed, due again at
-``next_attempt_at`` on the shared clock), and the terminal ``sent``, ``suppressed``,
-``bounced`` and ``dead``. A notification id is claimed at most once from Kafka; a replayed
-record finds the row and is not sent again. Retries and claims a crashed worker left in
-``sending`` are taken by the retry worker with ``FOR UPDATE SKIP LOCKED``.
+Statuses: ``sending`` (claimed by a worker), ``handed`` (an email being given to the
+mail server, recorded just before, when the crash policy would not send it again),
+``retrying`` (failed, due again at ``next_attempt_at`` on the shared clock), and the
+terminal ``sent``, ``suppressed``, ``bounced``, ``dead`` and ``unknown`` (handed by a worker
+that died before it logged the answer). A notification id is claimed at most once from
+Kafka; a replayed record finds the row and is not sent again. Retries and rows a crashed
+worker left ``sending`` or ``handed`` are taken by the retry worker with
+``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -38,17 +41,20 @@ deliveries = sa.Table(
     sa.Column("reported_at", TS),
 )
 
-TERMINAL = ("sent", "suppressed", "bounced", "dead")
+TERMINAL = ("sent", "suppressed", "bounced", "dead", "unknown")
+IN_FLIGHT = ("sending", "handed")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A notification a worker now owns: try it (again)."""
+    """A notification a worker now owns: try it (again), or, if it was ``handed``,
+    decide whether to (``previous`` is the status it was taken in)."""
 
     notification_id: str
     payload: bytes
     attempts: int
     first_attempt_at: datetime
+    previous: str = "retrying"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class _ClaimRequest:
 
 @dataclass(frozen=True)
 class _Finish:
+    """A status the outcome writer sets: a terminal one, or ``handed``."""
+
     notification_id: str
     status: str
     detail: str | None
@@ -178,15 +186,25 @@ class DeliveryLog:
         self.engine = engine
         self._claim_conn = _HeldConnection(engine)
         self._finish_conn = _HeldConnection(engine)
+        self._handed_conn = _HeldConnection(engine)
         self._claims: Batcher[_ClaimRequest, Claimed] = Batcher(
             self._claim_many, max_batch=max_batch
         )
-        self._finishes: Batcher[_Finish, None] = Batcher(self._finish_many, max_batch=max_batch)
+        self._finishes: Batcher[_Finish, None] = Batcher(
+            lambda items: self._set_many(self._finish_conn, items), max_batch=max_batch
+        )
+        # A writer of its own: marks queued behind flushes of outcomes held emails back
+        # from their SMTP connections (bench, medians of 5 interleaved rounds: 417
+        # emails/s against 491 without marks; with this writer 670 against 579).
+        self._handed: Batcher[_Finish, None] = Batcher(
+            lambda items: self._set_many(self._handed_conn, items), max_batch=max_batch
+        )
 
     async def aclose(self) -> None:
         """Give back the writers' connections (before the engine is disposed)."""
         await self._claim_conn.aclose()
         await self._finish_conn.aclose()
+        await self._handed_conn.aclose()
 
     async def claim(
         self,
@@ -261,8 +279,15 @@ class DeliveryLog:
             raise ValueError(f"not a terminal status: {status}")
         await self._finishes.submit(_Finish(notification_id, status, detail, reported))
 
-    async def _finish_many(self, items: list[_Finish]) -> list[None]:
-        await self._finish_conn.execute(
+    async def handed(self, notification_id: str) -> None:
+        """Record that an email is being handed to the mail server now (before the first
+        byte goes out): if this worker dies before :meth:`finish`, the row stays
+        ``handed``, and the retry worker knows the email may have been sent. Concurrent
+        marks share one statement and one commit (a writer of their own)."""
+        await self._handed.submit(_Finish(notification_id, "handed", None, False))
+
+    async def _set_many(self, conn: _HeldConnection, items: list[_Finish]) -> list[None]:
+        await conn.execute(
             _FINISH,
             {
                 "nids": [f.notification_id for f in items],
@@ -294,18 +319,20 @@ class DeliveryLog:
 
     async def claim_due(self, *, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
         """Take up to ``limit`` notifications due again: retries whose time has come, and
-        claims left ``sending`` longer than ``lease`` (real time) by a worker that died.
+        rows left ``sending`` or ``handed`` longer than ``lease`` (real time) by a worker
+        that died.
 
         Each is moved to ``sending`` with one more attempt, in one transaction that skips
-        rows other workers hold, so two workers never take the same row.
+        rows other workers hold, so two workers never take the same row; its
+        :attr:`Claim.previous` status says which kind it was.
         """
         due = (
-            sa.select(deliveries.c.notification_id)
+            sa.select(deliveries.c.notification_id, deliveries.c.status)
             .where(
                 sa.or_(
                     sa.and_(deliveries.c.status == "retrying", deliveries.c.next_attempt_at <= now),
                     sa.and_(
-                        deliveries.c.status == "sending",
+                        deliveries.c.status.in_(IN_FLIGHT),
                         deliveries.c.updated_at < sa.func.now() - lease,
                         deliveries.c.payload.is_not(None),
                     ),
@@ -314,11 +341,11 @@ class DeliveryLog:
             .order_by(deliveries.c.next_attempt_at.nulls_first())
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
+            .cte("due")
         )
         stmt = (
             deliveries.update()
-            .where(deliveries.c.notification_id.in_(due))
+            .where(deliveries.c.notification_id == due.c.notification_id)
             .values(
                 status="sending",
                 attempts=deliveries.c.attempts + 1,
@@ -330,11 +357,15 @@ class DeliveryLog:
                 deliveries.c.payload,
                 deliveries.c.attempts,
                 deliveries.c.first_attempt_at,
+                due.c.status.label("previous"),
             )
         )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [Claim(r.notification_id, r.payload, r.attempts, r.first_attempt_at) for r in rows]
+        return [
+            Claim(r.notification_id, r.payload, r.attempts, r.first_attempt_at, r.previous)
+            for r in rows
+        ]
 
     async def unreported(self, *, limit: int, quiet: timedelta) -> list[Unreported]:
         """Terminal outcomes not yet on the deliveries topic, untouched for ``quiet``."""

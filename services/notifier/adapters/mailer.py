@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from email.header import Header
 from email.policy import Compat32
-from email.utils import make_msgid, parseaddr
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, Protocol
 
 import aiosmtplib
@@ -73,9 +73,18 @@ def _quoted_printable(text: str) -> bytes:
     return binascii.b2a_qp(crlf.encode(), istext=True)
 
 
+def sender_domain(sender: str) -> str:
+    """The domain of a ``From`` value (``Name <local@domain>``), lower-case; "" if none."""
+    return parseaddr(sender)[1].rpartition("@")[2].lower()
+
+
 def message_bytes(sender: str, to: str, email: RenderedEmail, headers: dict[str, str]) -> bytes:
     """The whole message for SMTP DATA: multipart/alternative, the plain-text part then
     the HTML part, each UTF-8 quoted-printable; CRLF line ends.
+
+    Every message has the ``Date`` (now, real time, GMT) and ``Message-ID`` RFC 5322 asks
+    for; ``headers`` may give the ``Message-ID`` (the deliverer does, one per
+    notification), else a random one on the sender's domain is made.
 
     Header values are prepared by :func:`_header` and written by the compat32 policy
     above; the two-part body is framed here. Building it as a tree of ``email.message``
@@ -90,7 +99,12 @@ def message_bytes(sender: str, to: str, email: RenderedEmail, headers: dict[str,
         ("From", _header(sender)),
         ("To", _header(to)),
         ("Subject", _header(email.subject)),
-        ("Message-ID", make_msgid(domain="tenure.local")),
+        ("Date", formatdate(usegmt=True)),
+        *(
+            ()
+            if "Message-ID" in headers
+            else (("Message-ID", make_msgid(domain=sender_domain(sender) or None)),)
+        ),
         *((name, _header(value)) for name, value in headers.items()),
     ]
     out = [POLICY.fold_binary(name, value) for name, value in fields]

@@ -171,8 +171,9 @@ class WebhookSender:
     async def post(self, url: str, *, msg_id: str, body: bytes) -> int:
         """POST ``body`` signed; returns the status.
 
-        Raises :class:`PermanentSendError` for a refused URL or a 4xx answer other than
-        408/429, :class:`SendError` (retried) for network errors, 408, 429 and 5xx.
+        Raises :class:`PermanentSendError` for a refused URL, a redirect (3xx: never
+        followed, and asking again gets the same answer) or a 4xx answer other than
+        408/409/429; :class:`SendError` (retried) for network errors, 408, 409, 429 and 5xx.
         """
         await self.check(url)
         headers = {
@@ -189,6 +190,12 @@ class WebhookSender:
             raise SendError(f"webhook {url}: {type(exc).__name__}: {exc}") from exc
         if response.is_success:
             return response.status_code
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("location", "no Location")
+            raise PermanentSendError(
+                f"webhook {url}: HTTP {response.status_code} redirect ({location[:200]}); "
+                "redirects are not followed: configure the final URL"
+            )
         if 400 <= response.status_code < 500 and response.status_code not in (408, 409, 429):
             raise PermanentSendError(f"webhook {url}: HTTP {response.status_code}")
         raise SendError(f"webhook {url}: HTTP {response.status_code}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,11 +62,35 @@ def template_context(n: Notification, links: Links) -> dict[str, Any]:
     }
 
 
+# RFC 5322 dot-atom-text: what the left part of a Message-ID may hold as it is.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def message_id(notification_id: str, domain: str) -> str:
+    """The ``Message-ID`` of a notification's email: ``<notification id@domain>``.
+
+    One per notification, so a message sent again (the crash policy allows it for some
+    emails) carries the same id, and receivers that keep one message per id show one.
+    An id that is not RFC 5322 dot-atom text is replaced by its SHA-256 (hex).
+    """
+    left = notification_id
+    if len(left) > 128 or not _DOT_ATOM.fullmatch(left):
+        left = hashlib.sha256(notification_id.encode()).hexdigest()
+    return f"<{left}@{domain}>"
+
+
 def email_headers(
-    n: Notification, unsubscribe_url: str, reply_to: str | None = None
+    n: Notification,
+    unsubscribe_url: str,
+    reply_to: str | None = None,
+    *,
+    message_id_domain: str | None = None,
 ) -> dict[str, str]:
-    """Headers of an email; marketing email gets RFC 8058 one-click unsubscribe."""
+    """Headers of an email; marketing email gets RFC 8058 one-click unsubscribe. With
+    ``message_id_domain``, the ``Message-ID`` from :func:`message_id`."""
     headers = {"X-Tenure-Notification-Id": n.notification_id}
+    if message_id_domain:
+        headers["Message-ID"] = message_id(n.notification_id, message_id_domain)
     if reply_to:
         headers["Reply-To"] = reply_to
     if is_marketing(n):

@@ -1,17 +1,23 @@
-"""Signed tracking links and Standard Webhooks signatures (HMAC-SHA256)."""
+"""Signed link tokens, reply addresses, inbox tokens and Standard Webhooks signatures."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-from typing import Any
+import re
+import time
+from collections.abc import Callable, Sequence
 
-import orjson
+import itsdangerous
 
 
 class BadSignature(Exception):
     """A token or signature does not verify."""
+
+
+class TokenExpired(BadSignature):
+    """A token that verifies but is older than its kind's lifetime."""
 
 
 def _b64(data: bytes) -> str:
@@ -22,25 +28,66 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign_token(payload: dict[str, Any], secret: bytes) -> str:
-    """``<payload>.<mac>``, both base64url: a link parameter that cannot be forged."""
-    body = _b64(orjson.dumps(payload))
-    mac = hmac.new(secret, body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64(mac[:16])}"
+# Notification ids made of these are signed as they are (the orchestrator's are UUIDs);
+# any other id is base64url-encoded behind a "~", which no such id contains.
+_URL_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-def verify_token(token: str, secret: bytes) -> dict[str, Any]:
-    try:
-        body, mac = token.split(".", 1)
-        expected = hmac.new(secret, body.encode(), hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(_unb64(mac), expected):
-            raise BadSignature("token signature mismatch")
-        data = orjson.loads(_unb64(body))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise BadSignature(f"malformed token: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadSignature("malformed token")
-    return data
+class LinkTokens:
+    """Opaque tokens of one kind of link (tracking, unsubscribe): itsdangerous's timestamp
+    signer over the notification id alone.
+
+    A token is ``<notification id>.<timestamp>.<HMAC-SHA256>``: it names the notification
+    and nothing else (the customer, the address and the journey are looked up from the
+    delivery log), says when it was issued, and verifies only for its ``purpose`` (the
+    salt), within ``max_age_s`` real seconds, under one of ``keys``. ``keys`` are oldest
+    first: the last one signs, every one verifies (rotation: add a new key at the end, drop
+    the oldest once its links may have expired). The signer rather than itsdangerous's
+    serializer: a JSON payload bought nothing here and cost six times as much per token.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[bytes],
+        *,
+        purpose: str,
+        max_age_s: int,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if not keys:
+            raise ValueError("at least one key")
+        clock = now
+
+        class _Signer(itsdangerous.TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        self.max_age_s = max_age_s
+        self._signer = _Signer(
+            list(keys), salt=f"tenure.link.{purpose}", digest_method=hashlib.sha256
+        )
+
+    def issue(self, notification_id: str) -> str:
+        """A token for ``notification_id``, signed with the newest key, dated now."""
+        value = notification_id
+        if not _URL_SAFE.fullmatch(value):
+            value = "~" + _b64(notification_id.encode())
+        return self._signer.sign(value).decode()
+
+    def verify(self, token: str) -> str:
+        """The notification id of a valid token; raises :class:`TokenExpired` for a token
+        older than ``max_age_s``, :class:`BadSignature` for any other invalid token."""
+        try:
+            value = self._signer.unsign(token, max_age=self.max_age_s).decode()
+            if value.startswith("~"):
+                value = _unb64(value[1:]).decode()
+        except itsdangerous.SignatureExpired as exc:
+            raise TokenExpired(f"link expired: {exc}") from None
+        except (itsdangerous.BadData, ValueError) as exc:
+            raise BadSignature(f"invalid link token: {exc}") from None
+        if not value:
+            raise BadSignature("invalid link token: no notification id")
+        return value
 
 
 def webhook_key(secret: str) -> bytes:
@@ -127,13 +174,16 @@ def reply_address(notification_id: str, secret: bytes, domain: str) -> str | Non
     return f"{local}@{domain}"
 
 
-def verify_reply_address(address: str, secret: bytes) -> str:
-    """The notification id of a reply address; raises :class:`BadSignature`."""
+def verify_reply_address(address: str, keys: Sequence[bytes]) -> str:
+    """The notification id of a reply address signed with any of ``keys`` (rotation);
+    raises :class:`BadSignature`."""
     local = address.strip().strip("<>").rsplit("@", 1)[0]
     if not local.lower().startswith(REPLY_PREFIX):
         raise BadSignature("not a reply address")
     notification_id, _, mac = local[len(REPLY_PREFIX) :].rpartition(".")
-    expected = hmac.new(secret, notification_id.encode(), hashlib.sha256).hexdigest()[:16]
-    if not notification_id or not hmac.compare_digest(mac.lower(), expected):
-        raise BadSignature("reply address signature mismatch")
-    return notification_id
+    if notification_id:
+        for key in keys:
+            expected = hmac.new(key, notification_id.encode(), hashlib.sha256).hexdigest()[:16]
+            if hmac.compare_digest(mac.lower(), expected):
+                return notification_id
+    raise BadSignature("reply address signature mismatch")

@@ -1,6 +1,8 @@
 """The notifier's HTTP API.
 
-- ``/t/click/{token}``, ``/t/open/{token}``: tracked links and the open pixel.
+- ``/t/click/{token}``, ``/t/open/{token}``: tracked links and the open pixel. Tokens
+  name the notification only (signed, dated): the rest is read from the delivery log. An
+  expired or unknown one still redirects (or shows the pixel) but records nothing.
 - ``/u/{token}``: one-click unsubscribe (RFC 8058): ``POST`` with the form field
   ``List-Unsubscribe=One-Click`` unsubscribes; ``GET`` shows a page whose button posts it
   (a GET never unsubscribes, so link scanners cannot unsubscribe anyone).
@@ -36,11 +38,13 @@ from notifier.adapters.inbox import Inbox, InboxEvents, InboxMessage
 from notifier.adapters.suppressions import Suppressions
 from notifier.domain.signing import (
     BadSignature,
-    purpose_key,
+    LinkTokens,
+    TokenExpired,
     verify_inbox_token,
     verify_reply_address,
-    verify_token,
 )
+from notifier.entrypoints import inbound
+from notifier.links import Links
 from notifier.settings import NotifierSettings
 
 PIXEL = bytes.fromhex(
@@ -120,8 +124,7 @@ def create_api(
     """The notifier's ASGI app. Nothing connects until a request needs the database."""
     app = FastAPI(title="Tenure notifier", version="1", **docs_routes(settings.docs))
     app.include_router(ops_router(metrics=settings.metrics_port is None))
-    secret = settings.link_secret.get_secret_value().encode()
-    unsubscribe_key = purpose_key(secret, "unsubscribe")
+    links = Links(settings)
     if suppressions is None or inbox is None or log is None:
         engine = create_engine(settings.common.database_url)
         suppressions = suppressions or Suppressions(engine)
@@ -132,7 +135,6 @@ def create_api(
     delivery_log: DeliveryLog = log
     app.include_router(readiness_router(lambda: database_ready(delivery_log.engine)))
     answer_outages(app)
-    reply_key = purpose_key(secret, "reply")
     stopping = stop or asyncio.Event()
     announced = inbox_events or InboxEvents(
         messages.engine,
@@ -160,11 +162,32 @@ def create_api(
         metrics.TRACKED.labels(status=status).inc()
 
     # -- tracking ---------------------------------------------------------------------
-    def tracked(token: str) -> dict[str, Any]:
+    def about(n: Notification) -> dict[str, Any]:
+        return {
+            "n": n.notification_id,
+            "c": n.customer_id,
+            "j": n.journey_id,
+            "p": n.playbook,
+            "s": n.step,
+            "ch": n.channel,
+        }
+
+    async def linked(token: str, tokens: LinkTokens, what: str) -> Notification | None:
+        """The notification a link token names, looked up in the delivery log; None for a
+        link that expired or names no known notification. Raises 404 for any other token."""
         try:
-            return verify_token(token, secret)
+            notification_id = tokens.verify(token)
+        except TokenExpired:
+            metrics.LINKS_REFUSED.labels(kind=what, reason="expired").inc()
+            return None
         except BadSignature:
-            raise HTTPException(404, "unknown link") from None
+            metrics.LINKS_REFUSED.labels(kind=what, reason="invalid").inc()
+            raise HTTPException(404, f"unknown {what} link") from None
+        raw = await delivery_log.notification(notification_id)
+        if raw is None:  # signed by us, but the delivery log does not know it
+            metrics.LINKS_REFUSED.labels(kind=what, reason="unknown").inc()
+            return None
+        return Notification.model_validate_json(raw)
 
     @app.get(
         "/t/click/{token}",
@@ -173,7 +196,10 @@ def create_api(
         responses={302: {"description": "To the landing page."}, **answers(404)},
     )
     async def click(token: LinkToken) -> RedirectResponse:
-        await report(tracked(token), "clicked")
+        # An expired link still leads to the offer; only the click is not recorded.
+        n = await linked(token, links.track, "tracking")
+        if n is not None:
+            await report(about(n), "clicked")
         return RedirectResponse(settings.landing_url, status_code=302)
 
     @app.get(
@@ -182,82 +208,83 @@ def create_api(
         responses={200: {"content": {"image/gif": {}}}, **answers(404)},
     )
     async def open_pixel(token: LinkToken) -> Response:
-        await report(tracked(token), "opened")
+        n = await linked(token, links.track, "tracking")
+        if n is not None:
+            await report(about(n), "opened")
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
     # -- one-click unsubscribe (RFC 8058) ----------------------------------------------
-    def unsubscribe_claims(token: str) -> dict[str, Any]:
-        try:
-            data = verify_token(token, unsubscribe_key)
-        except BadSignature:
-            raise HTTPException(404, "unknown unsubscribe link") from None
-        if not data.get("a") or not data.get("c"):
+    async def unsubscribing(token: str) -> Notification:
+        n = await linked(token, links.unsubscribe, "unsubscribe")
+        if n is None:
+            raise HTTPException(
+                410,
+                "this unsubscribe link has expired or its message is unknown; use the link "
+                "of a more recent email",
+            )
+        if n.channel != "email" or not n.recipient:
             raise HTTPException(404, "unknown unsubscribe link")
-        return data
+        return n
 
-    @app.get("/u/{token}", response_class=HTMLResponse, responses=answers(404))
+    @app.get("/u/{token}", response_class=HTMLResponse, responses=answers(404, 410))
     async def unsubscribe_page(token: LinkToken) -> HTMLResponse:
-        data = unsubscribe_claims(token)
+        n = await unsubscribing(token)
         return _page(
             "Unsubscribe",
-            f"<p>Stop marketing email to <strong>{html.escape(data['a'])}</strong>?</p>"
+            f"<p>Stop marketing email to <strong>{html.escape(n.recipient or '')}</strong>?</p>"
             f'<form method="post"><input type="hidden" name="{ONE_CLICK[0]}" '
             f'value="{ONE_CLICK[1]}"><button type="submit">Unsubscribe</button></form>',
         )
 
-    @app.post("/u/{token}", response_class=HTMLResponse, responses=answers(400, 404))
+    @app.post("/u/{token}", response_class=HTMLResponse, responses=answers(400, 404, 410))
     async def unsubscribe(token: LinkToken, request: Request) -> HTMLResponse:
-        data = unsubscribe_claims(token)
+        n = await unsubscribing(token)
         form = await request.form()
         if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
             raise HTTPException(
                 400, "body must carry List-Unsubscribe=One-Click (RFC 8058), as form data"
             )
         new = await suppression_list.add(
-            data["a"], customer_id=data["c"], reason="unsubscribed", notification_id=data["n"]
+            n.recipient or "",
+            customer_id=n.customer_id,
+            reason="unsubscribed",
+            notification_id=n.notification_id,
         )
         # Published on every accepted request: a retried POST after a failed publish
         # still reaches the orchestrator (its handling is idempotent).
-        await report({**data, "ch": "email"}, "unsubscribed", detail="one-click unsubscribe")
+        await report({**about(n), "ch": "email"}, "unsubscribed", detail="one-click unsubscribe")
         metrics.UNSUBSCRIBES.labels(new=str(new).lower()).inc()
         return _page("Unsubscribed", "<p>You are unsubscribed from marketing email.</p>")
 
     # -- replies (an inbound mail webhook) ------------------------------------------------
     @app.post("/v1/inbound/reply")
-    async def inbound_reply(request: Request) -> dict[str, Any]:
+    async def inbound_reply(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
         """Called by the inbound mail service of ``reply_domain`` for each received mail.
 
-        Takes JSON or form data and looks for signed reply addresses in ``to``,
-        ``recipient`` or ``envelope``; each valid one publishes ``replied``. The signed
-        address is the credential: only the notification's recipient has it.
+        Needs ``INBOUND_SECRET`` (HTTP Basic password or bearer token: 401 without it;
+        the route answers 404 when none is configured). Takes JSON or form data of at most
+        ``INBOUND_MAX_BYTES`` and looks for signed reply addresses in ``to``,
+        ``recipient`` or ``envelope``; each valid one publishes ``replied``.
         """
-        if request.headers.get("content-type", "").startswith("application/json"):
-            body = await request.json()
-            fields = body if isinstance(body, dict) else {}
-        else:
-            fields = dict(await request.form())
+        secret = settings.inbound_secret.get_secret_value()
+        if not secret:
+            raise HTTPException(404, "inbound replies are not configured")
+        inbound.check_credential(authorization, secret)
+        fields = await inbound.fields(request, settings.inbound_max_bytes)
         text = " ".join(str(fields.get(name, "")) for name in ("to", "recipient", "envelope", "To"))
         replied: list[str] = []
         for address in REPLY_ADDRESS.findall(text):
             try:
-                notification_id = verify_reply_address(address, reply_key)
+                notification_id = verify_reply_address(address, links.reply_keys)
             except BadSignature:
                 continue
             raw = await delivery_log.notification(notification_id)
             if raw is None or notification_id in replied:
                 continue
             n = Notification.model_validate_json(raw)
-            await report(
-                {
-                    "n": n.notification_id,
-                    "c": n.customer_id,
-                    "j": n.journey_id,
-                    "p": n.playbook,
-                    "s": n.step,
-                    "ch": n.channel,
-                },
-                "replied",
-            )
+            await report(about(n), "replied")
             replied.append(notification_id)
         if not replied:
             raise HTTPException(404, "no signed reply address of a known notification")

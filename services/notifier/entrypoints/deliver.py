@@ -39,13 +39,23 @@ from notifier.adapters.webhooks import WebhookSender
 from notifier.domain import messages
 from notifier.domain.render import Renderer, RenderError
 from notifier.domain.retry import RetryPolicy
-from notifier.domain.signing import purpose_key, reply_address, sign_token
+from notifier.links import Links
 from notifier.settings import NotifierSettings, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
 # Outcome in the log -> status on the deliveries topic.
-REPORTED = {"sent": "sent", "suppressed": "suppressed", "bounced": "bounced", "dead": "failed"}
+REPORTED = {
+    "sent": "sent",
+    "suppressed": "suppressed",
+    "bounced": "bounced",
+    "dead": "failed",
+    "unknown": "unknown",
+}
+UNKNOWN_DETAIL = (
+    "in flight when a notifier stopped: handed to the mail server, answer never logged; "
+    "may have been delivered, not sent again (TENURE_NOTIFIER_EMAIL_RESEND_AFTER_CRASH)"
+)
 
 
 def retry_policy(settings: NotifierSettings) -> RetryPolicy:
@@ -55,42 +65,6 @@ def retry_policy(settings: NotifierSettings) -> RetryPolicy:
         jitter=settings.retry_jitter,
         max_age=timedelta(seconds=settings.retry_max_age_s),
     )
-
-
-class Links:
-    """Signed links: click and open tracking, one-click unsubscribe."""
-
-    def __init__(self, settings: NotifierSettings) -> None:
-        secret = settings.link_secret.get_secret_value().encode()
-        self.settings = settings
-        self.track_key = secret
-        self.unsubscribe_key = purpose_key(secret, "unsubscribe")
-        self.reply_key = purpose_key(secret, "reply")
-
-    def for_notification(self, n: Notification) -> messages.Links:
-        claims = {
-            "n": n.notification_id,
-            "c": n.customer_id,
-            "j": n.journey_id,
-            "p": n.playbook,
-            "s": n.step,
-            "ch": n.channel,
-        }
-        token = sign_token(claims, self.track_key)
-        base = self.settings.public_url
-        unsubscribe = sign_token(
-            {"n": n.notification_id, "c": n.customer_id, "a": n.recipient or ""},
-            self.unsubscribe_key,
-        )
-        return messages.Links(
-            offer_url=f"{base}/t/click/{token}",
-            open_url=f"{base}/t/open/{token}",
-            unsubscribe_url=f"{base}/u/{unsubscribe}",
-            app_url=self.settings.app_url,
-            reply_to=reply_address(n.notification_id, self.reply_key, self.settings.reply_domain)
-            if self.settings.reply_domain and n.channel == "email"
-            else None,
-        )
 
 
 class Unchecked:
@@ -130,6 +104,26 @@ class Deliverer:
     @cached_property
     def routes(self) -> dict[str, WebhookEndpoint]:
         return self.settings.routes()
+
+    @cached_property
+    def message_domain(self) -> str:
+        return self.settings.message_domain()
+
+    @cached_property
+    def handover(self) -> asyncio.Semaphore:
+        """Emails marked ``handed`` and waiting for (or using) an SMTP connection: twice
+        the pool, so that a connection that frees up finds the next email already
+        marked (the mark's commit overlaps the sends), and a crash leaves at most this
+        many ``unknown``, not every notification in flight."""
+        return asyncio.Semaphore(2 * self.settings.smtp_pool_size)
+
+    def resent_after_crash(self, n: Notification) -> bool:
+        """Whether ``n``, found in flight after its worker died, is sent again; if not, it
+        is marked ``handed`` before it goes to the mail server (docs/decisions.md)."""
+        if n.channel != "email":
+            return True  # webhook-id and the inbox's notification id de-duplicate
+        policy = self.settings.email_resend_after_crash
+        return policy == "always" or (policy == "transactional" and not messages.is_marketing(n))
 
     # -- entry points ---------------------------------------------------------------
     async def handle(self, record: Record) -> None:
@@ -175,6 +169,16 @@ class Deliverer:
             except DECODE_ERRORS as exc:  # a payload stored by an older release
                 await self.log.finish(claim.notification_id, "dead", f"undecodable: {exc}")
                 continue
+            if claim.previous == "handed" and not self.resent_after_crash(n):
+                metrics.TAKEN_OVER.labels(channel=n.channel, outcome="unknown").inc()
+                log.warning(
+                    "email in flight at a crash recorded unknown, not sent again",
+                    extra={"notification_id": n.notification_id},
+                )
+                await self._final(n, "unknown", UNKNOWN_DETAIL)
+                continue
+            if claim.previous != "retrying":
+                metrics.TAKEN_OVER.labels(channel=n.channel, outcome="resent").inc()
             await self.attempt(
                 n,
                 attempts=claim.attempts,
@@ -270,11 +274,15 @@ class Deliverer:
                 if reason is not None:
                     raise Suppressed(f"address suppressed: {reason}")
             email = self.renderer.email(n.template, context)
-            await self.mailer.send(
-                to=n.recipient,
-                email=email,
-                headers=messages.email_headers(n, links.unsubscribe_url, links.reply_to),
+            headers = messages.email_headers(
+                n, links.unsubscribe_url, links.reply_to, message_id_domain=self.message_domain
             )
+            if self.resent_after_crash(n):
+                await self.mailer.send(to=n.recipient, email=email, headers=headers)
+            else:
+                async with self.handover:
+                    await self.log.handed(n.notification_id)
+                    await self.mailer.send(to=n.recipient, email=email, headers=headers)
         elif n.channel == "in_app":
             if messages.is_marketing(n) and messages.withheld_consent(n, "in_app"):
                 raise Suppressed("no in-app consent")
@@ -301,7 +309,9 @@ class Deliverer:
 
         If the publish fails, the outcome is logged unreported (a replay re-publishes it)
         and the error propagates. A crash between the send and this write leaves the row
-        ``sending``: the retry worker sends it again after the lease (docs/decisions.md).
+        ``sending`` (sent again after the lease) or, for an email the crash policy does
+        not send twice, ``handed`` (recorded ``unknown`` after the lease): see
+        :meth:`resent_after_crash` and docs/decisions.md.
         """
         kept = detail[:2000] if detail else None
         metrics.NOTIFICATIONS.labels(channel=n.channel, outcome=status).inc()

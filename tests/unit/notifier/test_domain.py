@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,11 +13,10 @@ from notifier.domain import messages
 from notifier.domain.retry import RetryPolicy
 from notifier.domain.signing import (
     BadSignature,
+    LinkTokens,
+    TokenExpired,
     issue_inbox_token,
-    purpose_key,
-    sign_token,
     verify_inbox_token,
-    verify_token,
 )
 from notifier.domain.ssrf import Target, UnsafeUrl, check_target, parse_target
 
@@ -189,10 +190,64 @@ def test_slack_body_is_a_slack_message_with_the_why() -> None:
 # -- tokens ---------------------------------------------------------------------------------
 
 
-def test_purpose_keys_separate_click_and_unsubscribe_tokens() -> None:
-    click = sign_token({"n": "1"}, b"k")
+NID = "3f2b8c1e-9a4d-5e6f-8a7b-1c2d3e4f5a6b"
+
+
+def test_link_tokens_name_the_notification_only_and_cannot_be_forged() -> None:
+    tokens = LinkTokens([b"k"], purpose="track", max_age_s=3600, now=lambda: 1_760_000_000)
+    token = tokens.issue(NID)
+    assert tokens.verify(token) == NID
+    value, timestamp, signature = token.split(".")
+    issued = int.from_bytes(base64.urlsafe_b64decode(timestamp + "=" * (-len(timestamp) % 4)))
+    assert (value, issued) == (NID, 1_760_000_000)  # the id and when, nothing else
+    assert len(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))) == 32
+    other = LinkTokens([b"other"], purpose="track", max_age_s=3600, now=lambda: 1_760_000_000)
     with pytest.raises(BadSignature):
-        verify_token(click, purpose_key(b"k", "unsubscribe"))
+        other.verify(token)
+    forged = other.issue("another-id").split(".")[0] + "." + token.split(".", 1)[1]
+    for bad in (forged, "garbage", "", token[:-2], token + "x"):
+        with pytest.raises(BadSignature):
+            tokens.verify(bad)
+
+
+def test_link_tokens_of_any_notification_id_are_url_safe() -> None:
+    tokens = LinkTokens([b"k"], purpose="track", max_age_s=3600)
+    for nid in ("n-1", "a.b", "with space/slash?é", "~tilde", "x" * 200):
+        token = tokens.issue(nid)
+        assert re.fullmatch(r"[A-Za-z0-9._~-]+", token), token
+        assert tokens.verify(token) == nid
+
+
+def test_link_tokens_of_one_purpose_do_not_verify_for_another() -> None:
+    track = LinkTokens([b"k"], purpose="track", max_age_s=3600)
+    unsubscribe = LinkTokens([b"k"], purpose="unsubscribe", max_age_s=3600)
+    with pytest.raises(BadSignature):
+        unsubscribe.verify(track.issue(NID))
+
+
+def test_link_tokens_expire() -> None:
+    now = [1_760_000_000.0]
+    tokens = LinkTokens([b"k"], purpose="track", max_age_s=3600, now=lambda: now[0])
+    token = tokens.issue(NID)
+    now[0] += 3600
+    assert tokens.verify(token) == NID
+    now[0] += 2
+    with pytest.raises(TokenExpired, match="expired"):
+        tokens.verify(token)
+
+
+def test_link_keys_rotate_the_newest_signs_every_listed_one_verifies() -> None:
+    old = LinkTokens([b"k1"], purpose="track", max_age_s=3600)
+    rotated = LinkTokens([b"k1", b"k2"], purpose="track", max_age_s=3600)
+    new_only = LinkTokens([b"k2"], purpose="track", max_age_s=3600)
+    issued_before = old.issue(NID)
+    assert rotated.verify(issued_before) == NID  # links in emails already sent still work
+    issued_after = rotated.issue(NID)
+    assert new_only.verify(issued_after) == NID  # signed with the newest key
+    with pytest.raises(BadSignature):
+        old.verify(issued_after)
+    with pytest.raises(BadSignature):
+        new_only.verify(issued_before)  # once the old key is dropped
 
 
 def test_inbox_token_round_trip_and_refusals() -> None:
@@ -224,10 +279,20 @@ def test_reply_addresses_are_signed_short_and_case_tolerant() -> None:
     address = reply_address(nid, b"k", "reply.example")
     assert address is not None and address.endswith("@reply.example")
     assert len(address.split("@")[0]) <= 64
-    assert verify_reply_address(address, b"k") == nid
-    assert verify_reply_address(f"<{address.upper()}>".lower(), b"k") == nid
+    assert verify_reply_address(address, [b"k"]) == nid
+    assert verify_reply_address(f"<{address.upper()}>".lower(), [b"k"]) == nid
+    assert verify_reply_address(address, [b"old", b"k"]) == nid  # key rotation
     with pytest.raises(BadSignature):
-        verify_reply_address(address, b"other")
+        verify_reply_address(address, [b"other"])
     with pytest.raises(BadSignature):
-        verify_reply_address(address.replace(nid, nid[:-1] + "c"), b"k")
+        verify_reply_address(address.replace(nid, nid[:-1] + "c"), [b"k"])
     assert reply_address("x" * 60, b"k", "reply.example") is None  # would not fit
+
+
+def test_message_ids_are_one_per_notification_on_the_given_domain() -> None:
+    email = n("email", notification_id="0b6e7c1e-6a43-5b1c-9d2e-1f3a4b5c6d7e")
+    headers = messages.email_headers(email, "https://n/u/tok", message_id_domain="mail.example.org")
+    assert headers["Message-ID"] == "<0b6e7c1e-6a43-5b1c-9d2e-1f3a4b5c6d7e@mail.example.org>"
+    odd = messages.message_id("has space@and<angle>", "mail.example.org")
+    assert odd.startswith("<") and odd.endswith("@mail.example.org>")
+    assert " " not in odd and odd.count("@") == 1 and len(odd) == 64 + len("<@mail.example.org>")

@@ -49,6 +49,7 @@ def test_without_an_inbox_secret_the_key_is_derived_as_the_notifier_does(
     status, token, _ = issue(capsys, "--customer", "c-7")
     assert status == 0
     notifier = NotifierSettings(
+        public_url="https://notifier.example",
         link_secret="link-secret",
         webhook_secret="whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         webhook_csm_url="http://csm.example",

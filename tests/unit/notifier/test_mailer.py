@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+import email.utils
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 
@@ -62,7 +64,6 @@ def test_headers_are_unfolded_and_non_ascii_subject_encoded() -> None:
     message = parse(data)
     assert message["Subject"] == "Ana, 30 % off — for three months"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert message["Message-ID"].endswith("@tenure.local>")
     assert message["MIME-Version"] == "1.0"
 
 
@@ -70,3 +71,22 @@ def test_a_line_break_in_a_value_cannot_add_a_header() -> None:
     message = parse(build(nid="n-1\r\nBcc: eve@example.com", subject="Hi\nBcc: eve@example.com"))
     assert message["Bcc"] is None
     assert message["X-Tenure-Notification-Id"] == "n-1 Bcc: eve@example.com"
+
+
+def test_every_message_has_a_date_and_a_message_id_on_the_sending_domain() -> None:
+    before = datetime.now(UTC)
+    message = parse(build())
+    sent_at = email.utils.parsedate_to_datetime(message["Date"])
+    assert sent_at.tzinfo is not None
+    assert before - timedelta(seconds=2) <= sent_at <= datetime.now(UTC) + timedelta(seconds=1)
+    assert message["Message-ID"].endswith("@tenure.example>")
+    assert len(message.get_all("Message-ID") or []) == 1
+    assert len(message.get_all("Date") or []) == 1
+
+
+def test_a_message_id_given_in_the_headers_is_the_one_sent() -> None:
+    rendered = RenderedEmail(subject="s", text="t", html="<p>h</p>")
+    headers = {"Message-ID": "<n-1@mail.example.org>"}
+    data = message_bytes("Tenure <success@tenure.example>", "a@example.com", rendered, headers)
+    message = parse(data)
+    assert message.get_all("Message-ID") == ["<n-1@mail.example.org>"]

@@ -230,6 +230,15 @@ def test_engagement_low_from_deliveries_needs_two_sent_and_counts_each_message_o
     assert changes(outs, "engagement_low") == ["signal_off"]
 
 
+def test_an_unknown_email_counts_neither_as_sent_nor_as_engaged() -> None:
+    # `unknown`: handed to the mail server by a notifier that died before the answer.
+    state, outs = deliver(CustomerState("c-1"), delivery("n1", "unknown"))
+    assert not outs[0].duplicate
+    assert "msg_sent" not in state.counters and "msg_engaged" not in state.counters
+    state, _ = deliver(state, delivery("n2", "sent"), delivery("n3", "unknown"))
+    assert "engagement_low" not in state.active  # one message known sent: not two
+
+
 def test_engagement_low_ignores_webhooks_and_old_messages() -> None:
     state, _ = deliver(
         CustomerState("c-1"),
