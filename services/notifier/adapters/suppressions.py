@@ -1,7 +1,7 @@
 """The suppression list: addresses that get no marketing email (PostgreSQL).
 
 The list keeps the SHA-256 of each normalised address, never the address itself, so that
-an unsubscribe still holds after the customer's data is erased (migration 0011).
+an unsubscribe still holds after the customer's data is erased (migration 0009).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def normalise(address: str) -> str:
 
 def address_hash(address: str) -> str:
     """What the list keeps of an address: the hex SHA-256 of its normalised form (the same
-    as migration 0011's SQL, ``sha256(lower(btrim(address)))``)."""
+    as migration 0009's SQL, ``sha256(lower(btrim(address)))``)."""
     return hashlib.sha256(normalise(address).encode()).hexdigest()
 
 

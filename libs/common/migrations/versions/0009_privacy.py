@@ -8,16 +8,16 @@
   address: an unsubscribe holds for an erased customer without keeping the address.
   Existing rows are converted in place.
 
-Revision ID: 0011
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0011"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
