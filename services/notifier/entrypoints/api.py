@@ -257,7 +257,7 @@ def create_api(
         return _page("Unsubscribed", "<p>You are unsubscribed from marketing email.</p>")
 
     # -- replies (an inbound mail webhook) ------------------------------------------------
-    @app.post("/v1/inbound/reply")
+    @app.post("/v1/inbound/reply", responses=answers(400, 401, 404, 413, 415))
     async def inbound_reply(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:

@@ -155,7 +155,7 @@ async def messages(conn: AsyncConnection, customer_id: str, limit: int) -> list[
                 deliveries.c.updated_at.label("delivery_updated_at"),
             )
             .select_from(outbox.outerjoin(deliveries, deliveries.c.notification_id == nid))
-            .where(outbox.c.key == customer_id)
+            .where(outbox.c.key == customer_id, nid.is_not(None))  # notifications only
             .order_by(outbox.c.id.desc())
             .limit(limit)
         )

@@ -82,7 +82,7 @@ _ROWS = {
         WHERE j.customer_id = :c ORDER BY t.id""",
     "notifications": """
         SELECT id, topic, payload, headers, created_at, published_at FROM outbox
-        WHERE key = :c ORDER BY id""",
+        WHERE key = :c AND headers ? 'notification_id' ORDER BY id""",
     "deliveries": """
         SELECT notification_id, channel, status, attempts, created_at, updated_at, detail,
                first_attempt_at, next_attempt_at, reported_at

@@ -366,7 +366,7 @@ def create_api(
     def not_found(what: str) -> JSONResponse:
         return JSONResponse(Problem(error=f"{what} not found").model_dump(), 404)
 
-    app.include_router(privacy_router(deps, needs, not_found))
+    app.include_router(privacy_router(deps, needs, not_found, errors))
 
     def playbook_or_none(name: str) -> Playbook | None:
         return deps.playbooks.get(name)

@@ -10,7 +10,7 @@ customer in PostgreSQL, as one JSON document (GDPR art. 15 and 20).
 # from evaluated annotations.
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
@@ -42,21 +42,25 @@ def privacy_router(
     deps: Deps,
     needs: Callable[[Scope], Callable[[Request], Awaitable[ApiKey]]],
     problem: Callable[[str], JSONResponse],
+    errors: dict[int | str, dict[str, Any]],
 ) -> APIRouter:
-    """The routes; ``needs(scope)`` checks the key, ``problem(what)`` answers 404."""
+    """The routes; ``needs(scope)`` checks the key, ``problem(what)`` answers 404,
+    ``errors`` are the error answers every operator route declares."""
     router = APIRouter()
     Reader = Annotated[ApiKey, Depends(needs(Scope.OPERATOR_READ))]
     Admin = Annotated[ApiKey, Depends(needs(Scope.OPERATOR_ADMIN))]
     CustomerId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["acme-42"])]
 
-    @router.get("/v1/customers/{customer_id}/export")
+    @router.get(
+        "/v1/customers/{customer_id}/export", response_model=dict[str, Any], responses=errors
+    )
     async def export(customer_id: CustomerId, _: Reader) -> JSONResponse:
         document = await export_customer(customer_id, engine=deps.engine, clock=deps.clock)
         if document is None:
             return problem(f"customer {customer_id}")
         return JSONResponse(document)
 
-    @router.delete("/v1/customers/{customer_id}", response_model=ErasureOut)
+    @router.delete("/v1/customers/{customer_id}", response_model=ErasureOut, responses=errors)
     async def erase(customer_id: CustomerId, key: Admin) -> ErasureOut:
         erased = await erase_customer(
             customer_id,
