@@ -23,6 +23,7 @@ DOCS = ("/docs", "/redoc", "/openapi.json")
 
 def apps(**over: Any) -> dict[str, FastAPI]:
     notifier = NotifierSettings(
+        public_url="https://notifier.example",
         link_secret="s",
         webhook_secret="whsec_" + "A" * 32,
         webhook_csm_url="http://127.0.0.1:9/csm",
