@@ -894,6 +894,26 @@ PARITY = {
         (38, S("power_user")),
         (70, E("subscription_reactivated")),
     ],
+    # issue 13: the offer takes the first freed slot, its call and escalation follow it
+    "capped slots by priority": [
+        (0, E("subscription_started")),
+        (0, S("power_user")),
+        (2, lambda t: decisions.ScoreFact({"churn_probability": 0.8}, t)),
+    ],
+    "a need postponed by a high risk tier": [
+        (0, lambda t: decisions.ScoreFact({}, t, tier="high")),
+        (1, S("limit_reached")),
+        (5, lambda t: decisions.ScoreFact({}, t, tier="medium")),
+    ],
+    "cancelled at night, before the upsell's morning": [
+        (11 / 24, S("limit_reached")),
+        (14 / 24, E("subscription_cancelled")),
+    ],
+    "cancelled: a held signal waits for the reactivation": [
+        (0, S("usage_reduced")),
+        (10, E("subscription_cancelled")),
+        (50, E("subscription_reactivated")),
+    ],
 }
 
 
