@@ -71,17 +71,21 @@ CROSS JOIN LATERAL (
 
 # Where the other steps of some journeys stand, for the context of their CSM tasks: the
 # notifications made (with their outcome), the steps skipped, the timers still pending.
+# One lateral per journey, so that each part is an index lookup on the journey id.
 _STORIES = """
-SELECT m.journey_id, m.step, 'message' AS kind, m.decided_at AS at, m.outcome,
-       m.outcome_at, NULL AS reason
-FROM journey_messages m WHERE m.journey_id = ANY($1::text[])
-UNION ALL
-SELECT h.journey_id, h.detail->>'step', 'skipped', h.at, NULL, NULL, h.detail->>'reason'
-FROM journey_transitions h
-WHERE h.journey_id = ANY($1::text[]) AND h.event = 'step_skipped'
-UNION ALL
-SELECT t.journey_id, t.step, 'pending', t.due_at, NULL, NULL, NULL
-FROM timers t WHERE t.journey_id = ANY($1::text[]) AND t.status = 'pending'
+SELECT q.id AS journey_id, x.step, x.kind, x.at, x.outcome, x.outcome_at, x.reason
+FROM unnest($1::text[]) AS q(id)
+CROSS JOIN LATERAL (
+  SELECT m.step, 'message' AS kind, m.decided_at AS at, m.outcome, m.outcome_at,
+         NULL AS reason
+  FROM journey_messages m WHERE m.journey_id = q.id
+  UNION ALL
+  SELECT h.detail->>'step', 'skipped', h.at, NULL, NULL, h.detail->>'reason'
+  FROM journey_transitions h WHERE h.journey_id = q.id AND h.event = 'step_skipped'
+  UNION ALL
+  SELECT t.step, 'pending', t.due_at, NULL, NULL, NULL
+  FROM timers t WHERE t.journey_id = q.id AND t.status = 'pending'
+) AS x
 """
 
 # Transaction-scoped advisory locks on the customers' frequency caps, in the order given.
