@@ -206,17 +206,19 @@ async def wake_waiting(conn: AsyncConnection, customer_id: str, now: datetime) -
 
 
 async def note_outcome(conn: AsyncConnection, delivery: Delivery) -> bool:
-    """Record a notification's final outcome (sent, failed, suppressed, bounced) on its
+    """Record a journey message's final outcome (sent, failed, suppressed, bounced) on its
     ``journey_messages`` row and move where the frequency cap counts it
     (:func:`rules.counts_at`). Idempotent. Returns whether a marketing message's slot
     was released (it is known not sent)."""
-    row = (
-        await conn.execute(
-            sa.select(journey_messages)
-            .where(journey_messages.c.notification_id == delivery.notification_id)
-            .with_for_update()
-        )
-    ).first()
+    if delivery.status not in R.NOT_SENT and delivery.status != R.SENT:
+        return False
+    if delivery.journey_id is None or delivery.step is None:
+        return False
+    key = (
+        journey_messages.c.journey_id == delivery.journey_id,
+        journey_messages.c.step == delivery.step,
+    )
+    row = (await conn.execute(sa.select(journey_messages).where(*key).with_for_update())).first()
     if row is None:
         return False
     outcome = R.outcome_after(row.outcome, delivery.status)
@@ -225,7 +227,7 @@ async def note_outcome(conn: AsyncConnection, delivery: Delivery) -> bool:
     counted = R.counts_at(row.decided_at, outcome, delivery.occurred_at) if row.marketing else None
     await conn.execute(
         journey_messages.update()
-        .where(journey_messages.c.notification_id == delivery.notification_id)
+        .where(*key)
         .values(outcome=outcome, outcome_at=delivery.occurred_at, counts_at=counted)
     )
     return bool(row.marketing) and outcome in R.NOT_SENT

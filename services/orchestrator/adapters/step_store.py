@@ -70,7 +70,8 @@ CROSS JOIN LATERAL (
 """
 
 # Where the other steps of some journeys stand, for the context of their CSM tasks: the
-# notifications made (with their outcome), the steps skipped, the timers still pending.
+# customer messages made (with their outcome), the steps sent or skipped, the timers
+# still pending.
 # One lateral per journey, so that each part is an index lookup on the journey id.
 _STORIES = """
 SELECT q.id AS journey_id, x.step, x.kind, x.at, x.outcome, x.outcome_at, x.reason
@@ -80,8 +81,9 @@ CROSS JOIN LATERAL (
          NULL AS reason
   FROM journey_messages m WHERE m.journey_id = q.id
   UNION ALL
-  SELECT h.detail->>'step', 'skipped', h.at, NULL, NULL, h.detail->>'reason'
-  FROM journey_transitions h WHERE h.journey_id = q.id AND h.event = 'step_skipped'
+  SELECT h.detail->>'step', h.event, h.at, NULL, NULL, h.detail->>'reason'
+  FROM journey_transitions h
+  WHERE h.journey_id = q.id AND h.event IN ('step_sent', 'step_skipped')
   UNION ALL
   SELECT t.step, 'pending', t.due_at, NULL, NULL, NULL
   FROM timers t WHERE t.journey_id = q.id AND t.status = 'pending'
@@ -98,8 +100,8 @@ FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) ORDER BY c.n
 # rows no other one touches (PostgreSQL runs them all on one snapshot). History rows are
 # inserted in the order given (their ids follow it). A deferred timer is due again later
 # and gives its lease back, so that it can be claimed as soon as it is due; deferred for a
-# cap slot, it keeps the instant it first came due. The notifications made are recorded
-# with where the cap counts them (the decision, for a marketing message). Steps timed
+# cap slot, it keeps the instant it first came due. The customer messages made are
+# recorded with where the cap counts them (the decision, for a marketing message). Steps timed
 # from a step fired here get their due time. The woken customers' steps deferred for a
 # slot are due now (a timer fired or deferred here was due, so none is woken twice; one
 # another transaction holds is being fired, and is left to it). The
@@ -134,31 +136,30 @@ WITH outbox_rows AS (
   WHERE journey_id = ANY($17::text[])
   RETURNING 1
 ), messages AS (
-  INSERT INTO journey_messages
-    (notification_id, customer_id, journey_id, step, marketing, decided_at, counts_at)
-  SELECT m.id, m.customer_id, m.journey_id, m.step, m.marketing, $12,
+  INSERT INTO journey_messages (journey_id, step, customer_id, marketing, decided_at, counts_at)
+  SELECT m.journey_id, m.step, m.customer_id, m.marketing, $12,
          CASE WHEN m.marketing THEN $12::timestamptz END
-  FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::boolean[])
-       AS m(id, customer_id, journey_id, step, marketing)
-  ON CONFLICT (notification_id) DO NOTHING
+  FROM unnest($18::text[], $19::text[], $20::text[], $21::boolean[])
+       AS m(journey_id, step, customer_id, marketing)
+  ON CONFLICT (journey_id, step) DO NOTHING
   RETURNING 1
 ), scheduled AS (
   UPDATE timers t SET due_at = f.due
-  FROM unnest($23::text[], $24::text[], $25::timestamptz[]) AS f(journey_id, step, due)
+  FROM unnest($22::text[], $23::text[], $24::timestamptz[]) AS f(journey_id, step, due)
   WHERE t.journey_id = f.journey_id AND t.step = f.step AND t.status = 'pending'
     AND t.due_at IS NULL
   RETURNING 1
 ), woken AS (
   UPDATE timers SET due_at = $12
   WHERE id IN (SELECT t.id FROM timers t JOIN journeys j ON j.journey_id = t.journey_id
-               WHERE j.customer_id = ANY($26::text[]) AND j.state = 'active'
+               WHERE j.customer_id = ANY($25::text[]) AND j.state = 'active'
                  AND t.status = 'pending' AND t.waiting_since IS NOT NULL
                  AND t.due_at > $12
                FOR UPDATE OF t SKIP LOCKED)
   RETURNING 1
 ), lifted AS (
   UPDATE held_triggers SET blocked_by = NULL, due_at = $12
-  WHERE customer_id = ANY($27::text[]) AND status = 'pending'
+  WHERE customer_id = ANY($26::text[]) AND status = 'pending'
     AND blocked_by = 'retention first'
   RETURNING 1
 )
@@ -335,14 +336,18 @@ async def stories(
     found: dict[str, dict[str, StepRecord]] = {j: {} for j in ids}
     if not ids:
         return found
-    for row in (await conn.exec_driver_sql(_STORIES, (ids,))).mappings().all():
-        if row["kind"] == "message":
-            record = message_record(row["step"], row["at"], row["outcome"], row["outcome_at"])
-        elif row["kind"] == "skipped":
-            record = StepRecord(row["step"], "skipped", row["at"], row["reason"])
+    for journey_id, step, kind, at, outcome, outcome_at, reason in (
+        await conn.exec_driver_sql(_STORIES, (ids,))
+    ).all():
+        records = found[journey_id]
+        if kind == "message":  # a customer message: its outcome says more than the history
+            records[step] = message_record(step, at, outcome, outcome_at)
+        elif kind == "step_sent":
+            records.setdefault(step, StepRecord(step, "queued", at))
+        elif kind == "step_skipped":
+            records[step] = StepRecord(step, "skipped", at, reason)
         else:
-            record = StepRecord(row["step"], "pending", row["at"])
-        found[row["journey_id"]][row["step"]] = record
+            records[step] = StepRecord(step, "pending", at)
     return found
 
 
@@ -357,8 +362,8 @@ class Writes:
     # timer id, due again at, and when it came due if it waits for a cap slot
     deferred: list[tuple[int, datetime, datetime | None]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
-    # notification id, customer, journey, step, marketing
-    messages: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
+    # customer messages made: journey, step, customer, marketing
+    messages: list[tuple[str, str, str, bool]] = field(default_factory=list)
     scheduled: list[tuple[str, str, datetime]] = field(default_factory=list)  # journey, step, due
     woken: set[str] = field(default_factory=set)  # customers whose waiting steps are due now
     lifted: set[str] = field(default_factory=set)  # customers retention first no longer blocks
@@ -399,7 +404,7 @@ class Writes:
                 self.cancelled,
                 *_columns(self.deferred, 3),
                 self.finished,
-                *_columns(self.messages, 5),
+                *_columns(self.messages, 4),
                 *_columns(self.scheduled, 3),
                 sorted(self.woken),
                 sorted(self.lifted),

@@ -143,15 +143,14 @@ attributions = sa.Table(
     sa.Column("recorded_at", TS),
 )
 
-# 0007: every notification a step asked for and what became of it; ``counts_at`` is when
-# the frequency cap counts it (NULL: not counted).
+# 0007: every customer message a step asked for, one per (journey, step), and what
+# became of it; ``counts_at`` is when the frequency cap counts it (NULL: not counted).
 journey_messages = sa.Table(
     "journey_messages",
     metadata,
-    sa.Column("notification_id", sa.Text, primary_key=True),
+    sa.Column("journey_id", sa.Text, primary_key=True),
+    sa.Column("step", sa.Text, primary_key=True),
     sa.Column("customer_id", sa.Text),
-    sa.Column("journey_id", sa.Text),
-    sa.Column("step", sa.Text),
     sa.Column("marketing", sa.Boolean),
     sa.Column("decided_at", TS),
     sa.Column("outcome", sa.Text),

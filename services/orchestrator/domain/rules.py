@@ -135,6 +135,8 @@ def cap_free_at(
     priority, waiting): each takes the first free slot, and this one the next.
     """
     times = sorted(t for t in counted if t > now - rules.cap_window)
+    if len(times) + ahead < rules.cap_messages:
+        return None  # room for the ones ahead and this one
     at = now
     for _ in range(ahead + 1):
         at = _first_slot(times, at, rules)

@@ -61,7 +61,8 @@ async def fire_steps(
     facts, paused = await step_store.gather(
         conn, [t.customer_id for t in timers], cap_since=now - deps.rules.cap_window, now=now
     )
-    ordered = sorted(timers, key=lambda t: _order(deps, facts, t))
+    waiting = {w.timer_id: w for known in facts.values() for w in known.waiting}
+    ordered = sorted(timers, key=lambda t: _order(deps, waiting, t))
     tasks = [t.journey_id for t in ordered if (s := _step(deps, t)) and s.channel == "webhook"]
     stories = await step_store.stories(conn, tasks)
     writes = step_store.Writes()
@@ -89,7 +90,7 @@ async def fire_steps(
             writes.cancelled.append(timer.id)
             continue
         step = playbook.step(timer.step)
-        me = next((w for w in known.waiting if w.timer_id == timer.id), None)
+        me = waiting.get(timer.id)
         since = me.since if me is not None else timer.due_at
         situation = decisions.Situation(
             customer=known.customer,
@@ -172,15 +173,10 @@ async def fire_steps(
                     orjson.dumps({"notification_id": notification.notification_id}).decode(),
                 )
             )
-            writes.messages.append(
-                (
-                    notification.notification_id,
-                    timer.customer_id,
-                    timer.journey_id,
-                    step.id,
-                    step.marketing,
+            if step.channel != "webhook":  # a customer message: its outcome is tracked
+                writes.messages.append(
+                    (timer.journey_id, step.id, timer.customer_id, step.marketing)
                 )
-            )
             event = Event.STEP_SENT
             detail = {
                 "step": step.id,
@@ -241,13 +237,12 @@ def _step(deps: Deps, timer: sa.Row[Any]) -> Step | None:
 
 
 def _order(
-    deps: Deps, facts: dict[str, step_store.CustomerFacts], timer: sa.Row[Any]
+    deps: Deps, waiting: dict[int, step_store.WaitingStep], timer: sa.Row[Any]
 ) -> tuple[Any, ...]:
     """A customer's timers in the order their steps take cap slots (the in-memory engine
     fires the steps due at one instant in the same order)."""
     book = deps.playbooks.get(timer.playbook)
-    known = facts.get(timer.customer_id)
-    me = next((w for w in known.waiting if w.timer_id == timer.id), None) if known else None
+    me = waiting.get(timer.id)
     since = me.since if me is not None else timer.due_at
     return (timer.customer_id, -(book.priority if book else 0), since, timer.id)
 
@@ -265,6 +260,8 @@ def _ahead(
     deps: Deps, known: step_store.CustomerFacts, timer_id: int, priority: int, since: datetime
 ) -> int:
     """How many of the customer's marketing steps waiting for a cap slot go before this one."""
+    if len(known.waiting) < 2 and all(w.timer_id == timer_id for w in known.waiting):
+        return 0  # none but itself
     waiting = [
         decisions.Waiting(w.timer_id, deps.playbooks[w.playbook].priority, w.since)
         for w in known.waiting
@@ -283,9 +280,12 @@ def _ended(
     """A journey of the group ended: it no longer blocks expansion nor waits for a slot;
     the triggers retention before expansion postponed are due if it no longer holds."""
     known.live.remove(journey)
-    known.waiting[:] = [w for w in known.waiting if w.journey_id != journey.journey_id]
-    lanes = _lanes(deps, known, but="")
-    if not R.retention_first("expansion", known.customer.tier, lanes):
+    if known.waiting:
+        known.waiting[:] = [w for w in known.waiting if w.journey_id != journey.journey_id]
+    book = deps.playbooks.get(journey.playbook)
+    if book is None or book.lane not in R.RETENTION_LANES:
+        return  # only a retention journey's end can lift retention before expansion
+    if not R.retention_first("expansion", known.customer.tier, _lanes(deps, known, but="")):
         writes.lifted.add(customer_id)
 
 

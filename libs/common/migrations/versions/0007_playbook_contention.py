@@ -1,8 +1,8 @@
 """Playbooks under contention: cap slots, dependent steps, postponed triggers.
 
-- ``journey_messages``: every notification a journey step asked for, with what became of
-  it (``outcome``: sent, failed, suppressed or bounced, from the deliveries topic, and
-  when). ``counts_at`` is the instant the frequency cap counts a marketing message at:
+- ``journey_messages``: every customer message (email, in-app) a journey step asked for,
+  one per (journey, step), with what became of it (``outcome``: sent, failed,
+  suppressed or bounced, from the deliveries topic, and when). ``counts_at`` is the instant the frequency cap counts a marketing message at:
   its decision until the notifier reports it, its send time once sent, NULL once known
   not sent (the slot is released) and for a message the cap does not count. Backfilled
   from the step_sent history and the outcomes already projected.
@@ -31,10 +31,9 @@ TS = sa.TIMESTAMP(timezone=True)
 def upgrade() -> None:
     op.create_table(
         "journey_messages",
-        sa.Column("notification_id", sa.Text, primary_key=True),
+        sa.Column("journey_id", sa.Text, sa.ForeignKey("journeys.journey_id"), primary_key=True),
+        sa.Column("step", sa.Text, primary_key=True),
         sa.Column("customer_id", sa.Text, nullable=False),
-        sa.Column("journey_id", sa.Text, sa.ForeignKey("journeys.journey_id"), nullable=False),
-        sa.Column("step", sa.Text, nullable=False),
         sa.Column("marketing", sa.Boolean, nullable=False),
         sa.Column("decided_at", TS, nullable=False),
         sa.Column("outcome", sa.Text),
@@ -47,16 +46,15 @@ def upgrade() -> None:
         ["customer_id", "counts_at"],
         postgresql_where=sa.text("counts_at IS NOT NULL"),
     )
-    op.create_index("journey_messages_journey", "journey_messages", ["journey_id"])
     op.execute(
         """
         INSERT INTO journey_messages
-          (notification_id, customer_id, journey_id, step, marketing, decided_at, counts_at)
-        SELECT t.detail->>'notification_id', j.customer_id, t.journey_id, t.detail->>'step',
+          (journey_id, step, customer_id, marketing, decided_at, counts_at)
+        SELECT t.journey_id, t.detail->>'step', j.customer_id,
                coalesce((t.detail->>'marketing')::boolean, false), t.at,
                CASE WHEN coalesce((t.detail->>'marketing')::boolean, false) THEN t.at END
         FROM journey_transitions t JOIN journeys j USING (journey_id)
-        WHERE t.event = 'step_sent' AND t.detail ? 'notification_id'
+        WHERE t.event = 'step_sent' AND t.detail ? 'step'
         ON CONFLICT DO NOTHING
         """
     )
@@ -66,20 +64,32 @@ def upgrade() -> None:
         SET outcome = o.status, outcome_at = o.occurred_at,
             counts_at = CASE WHEN NOT m.marketing THEN NULL
                              WHEN o.status = 'sent' THEN o.occurred_at END
-        FROM (SELECT DISTINCT ON (notification_id) notification_id, status, occurred_at
-              FROM message_outcomes
-              WHERE status IN ('sent', 'failed', 'suppressed', 'bounced')
-              ORDER BY notification_id, (status = 'sent'), occurred_at DESC) AS o
-        WHERE o.notification_id = m.notification_id
+        FROM (SELECT DISTINCT ON (t.journey_id, t.detail->>'step')
+                     t.journey_id, t.detail->>'step' AS step, mo.status, mo.occurred_at
+              FROM journey_transitions t
+              JOIN message_outcomes mo ON mo.notification_id = t.detail->>'notification_id'
+              WHERE t.event = 'step_sent'
+                AND mo.status IN ('sent', 'failed', 'suppressed', 'bounced')
+              ORDER BY t.journey_id, t.detail->>'step', (mo.status = 'sent'),
+                       mo.occurred_at DESC) AS o
+        WHERE o.journey_id = m.journey_id AND o.step = m.step
         """
     )
     op.alter_column("timers", "due_at", nullable=True)
     op.add_column("timers", sa.Column("waiting_since", TS))
     op.alter_column("held_triggers", "due_at", nullable=True)
     op.add_column("held_triggers", sa.Column("blocked_by", sa.Text))
+    # Few triggers are blocked: lifting a customer's is one probe of a small index.
+    op.create_index(
+        "held_triggers_blocked",
+        "held_triggers",
+        ["customer_id"],
+        postgresql_where=sa.text("blocked_by IS NOT NULL AND status = 'pending'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("held_triggers_blocked", table_name="held_triggers")
     op.drop_column("held_triggers", "blocked_by")
     op.execute("DELETE FROM held_triggers WHERE due_at IS NULL")
     op.alter_column("held_triggers", "due_at", nullable=False)
