@@ -2,10 +2,11 @@
 
 - ``journey_messages``: every customer message (email, in-app) a journey step asked for,
   one per (journey, step), with what became of it (``outcome``: sent, failed,
-  suppressed or bounced, from the deliveries topic, and when). ``counts_at`` is the instant the frequency cap counts a marketing message at:
-  its decision until the notifier reports it, its send time once sent, NULL once known
-  not sent (the slot is released) and for a message the cap does not count. Backfilled
-  from the step_sent history and the outcomes already projected.
+  suppressed or bounced, from the deliveries topic, and when). ``counts_at`` is the
+  instant the frequency cap counts a marketing message at: its decision until the
+  notifier reports it, its send time once sent, NULL once known not sent (the slot is
+  released) and for a message the cap does not count. Backfilled from the step_sent
+  history and the outcomes already projected.
 - ``timers.due_at`` may be NULL: a step timed from an earlier step's send (``from`` in
   the playbook) has no due time until that step is sent or skipped.
 - ``timers.waiting_since``: when a marketing step deferred for a cap slot first came
