@@ -981,7 +981,8 @@ async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
     assert len(due) == 2
     topic = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
     take = sa.text(
-        "SELECT t.id, t.step, t.due_at, j.* FROM timers t JOIN journeys j USING (journey_id) "
+        "SELECT t.id, t.step, t.due_at, t.waiting_since, j.* FROM timers t"
+        " JOIN journeys j USING (journey_id) "
         "WHERE t.id = :id FOR UPDATE OF t"
     )
 

@@ -26,7 +26,8 @@ from orchestrator.domain.story import StepRecord, message_record
 # cap counts the customer's marketing messages at, the live journeys (with their pending
 # steps; one scan of the customer's live journeys for the three arrays), the steps of its
 # active treatment-arm journeys that are due or deferred for a cap slot (those waiting for
-# a slot, once the marketing ones are picked out), and the paused playbooks (the same on
+# a slot, once the marketing ones are picked out; looked for only when the customer has
+# more pending steps than the group fires, $4), and the paused playbooks (the same on
 # every row).
 _GATHER = """
 SELECT c.id,
@@ -42,7 +43,7 @@ SELECT c.id,
        waiting.playbooks AS waiting_playbooks, waiting.steps AS waiting_steps,
        waiting.since AS waiting_since, waiting.deferred AS waiting_deferred,
        ARRAY(SELECT playbook FROM paused_playbooks) AS paused
-FROM unnest($1::text[]) AS c(id)
+FROM unnest($1::text[], $4::int[]) AS c(id, fired)
 LEFT JOIN customers p ON p.customer_id = c.id
 LEFT JOIN customer_state s ON s.customer_id = c.id
 LEFT JOIN scores sc ON sc.customer_id = c.id
@@ -66,6 +67,7 @@ CROSS JOIN LATERAL (
   WHERE j.customer_id = c.id AND j.ended_at IS NULL AND j.state = 'active'
     AND j.arm = 'treatment' AND t.status = 'pending'
     AND (t.due_at <= $3 OR t.waiting_since IS NOT NULL)
+    AND (SELECT coalesce(sum(n), 0) FROM unnest(live.pending) AS n) > c.fired
 ) AS waiting
 """
 
@@ -100,8 +102,9 @@ FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) ORDER BY c.n
 # rows no other one touches (PostgreSQL runs them all on one snapshot). History rows are
 # inserted in the order given (their ids follow it). A deferred timer is due again later
 # and gives its lease back, so that it can be claimed as soon as it is due; deferred for a
-# cap slot, it keeps the instant it first came due. The customer messages made are
-# recorded with where the cap counts them (the decision, for a marketing message). Steps timed
+# cap slot, it keeps the instant it first came due. The customer messages sent (the
+# step_sent history rows of a channel other than webhook) are recorded with where the cap
+# counts them (the decision, for a marketing message). Steps timed
 # from a step fired here get their due time. The woken customers' steps deferred for a
 # slot are due now (a timer fired or deferred here was due, so none is woken twice; one
 # another transaction holds is being fired, and is left to it). The
@@ -137,29 +140,34 @@ WITH outbox_rows AS (
   RETURNING 1
 ), messages AS (
   INSERT INTO journey_messages (journey_id, step, customer_id, marketing, decided_at, counts_at)
-  SELECT m.journey_id, m.step, m.customer_id, m.marketing, $12,
-         CASE WHEN m.marketing THEN $12::timestamptz END
-  FROM unnest($18::text[], $19::text[], $20::text[], $21::boolean[])
-       AS m(journey_id, step, customer_id, marketing)
+  SELECT s.journey_id, s.step, j.customer_id, s.marketing, s.at,
+         CASE WHEN s.marketing THEN s.at END
+  FROM (SELECT x.journey_id, x.at, d.detail->>'step' AS step,
+               (d.detail->>'marketing')::boolean AS marketing
+        FROM unnest($5::text[], $8::text[], $9::timestamptz[], $10::text[])
+             AS x(journey_id, event, at, detail)
+        CROSS JOIN LATERAL (SELECT x.detail::jsonb AS detail) AS d
+        WHERE x.event = 'step_sent' AND d.detail->>'channel' <> 'webhook') AS s
+  JOIN journeys j ON j.journey_id = s.journey_id
   ON CONFLICT (journey_id, step) DO NOTHING
   RETURNING 1
 ), scheduled AS (
   UPDATE timers t SET due_at = f.due
-  FROM unnest($22::text[], $23::text[], $24::timestamptz[]) AS f(journey_id, step, due)
+  FROM unnest($18::text[], $19::text[], $20::timestamptz[]) AS f(journey_id, step, due)
   WHERE t.journey_id = f.journey_id AND t.step = f.step AND t.status = 'pending'
     AND t.due_at IS NULL
   RETURNING 1
 ), woken AS (
   UPDATE timers SET due_at = $12
   WHERE id IN (SELECT t.id FROM timers t JOIN journeys j ON j.journey_id = t.journey_id
-               WHERE j.customer_id = ANY($25::text[]) AND j.state = 'active'
+               WHERE j.customer_id = ANY($21::text[]) AND j.state = 'active'
                  AND t.status = 'pending' AND t.waiting_since IS NOT NULL
                  AND t.due_at > $12
                FOR UPDATE OF t SKIP LOCKED)
   RETURNING 1
 ), lifted AS (
   UPDATE held_triggers SET blocked_by = NULL, due_at = $12
-  WHERE customer_id = ANY($26::text[]) AND status = 'pending'
+  WHERE customer_id = ANY($22::text[]) AND status = 'pending'
     AND blocked_by = 'retention first'
   RETURNING 1
 )
@@ -263,14 +271,20 @@ async def lock_caps(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
 async def gather(
     conn: AsyncConnection, customer_ids: Iterable[str], *, cap_since: datetime, now: datetime
 ) -> tuple[dict[str, CustomerFacts], frozenset[str]]:
-    """The facts of every customer of ``customer_ids`` and the paused playbooks, in one
-    statement (steps due at ``now`` count as waiting)."""
-    ids = sorted(set(customer_ids))
+    """The facts of every customer of ``customer_ids`` (one per timer of the group) and the
+    paused playbooks, in one statement (steps due at ``now`` count as waiting). The
+    steps waiting for a slot are looked for only for a customer with pending steps
+    besides the group's: the caller adds the group's own."""
+    fired: dict[str, int] = {}
+    for customer_id in customer_ids:
+        fired[customer_id] = fired.get(customer_id, 0) + 1
+    ids = sorted(fired)
     found: dict[str, CustomerFacts] = {}
     paused: frozenset[str] = frozenset()
     if not ids:
         return found, paused
-    rows = (await conn.exec_driver_sql(_GATHER, (ids, cap_since, now))).mappings().all()
+    counts = [fired[i] for i in ids]
+    rows = (await conn.exec_driver_sql(_GATHER, (ids, cap_since, now, counts))).mappings().all()
     for row in rows:
         profile = (
             {
@@ -321,7 +335,9 @@ async def gather(
                     row["waiting_deferred"],
                     strict=True,
                 )
-            ],
+            ]
+            if row["waiting_ids"]
+            else [],
         )
         paused = frozenset(row["paused"])
     return found, paused
@@ -362,8 +378,6 @@ class Writes:
     # timer id, due again at, and when it came due if it waits for a cap slot
     deferred: list[tuple[int, datetime, datetime | None]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
-    # customer messages made: journey, step, customer, marketing
-    messages: list[tuple[str, str, str, bool]] = field(default_factory=list)
     scheduled: list[tuple[str, str, datetime]] = field(default_factory=list)  # journey, step, due
     woken: set[str] = field(default_factory=set)  # customers whose waiting steps are due now
     lifted: set[str] = field(default_factory=set)  # customers retention first no longer blocks
@@ -404,7 +418,6 @@ class Writes:
                 self.cancelled,
                 *_columns(self.deferred, 3),
                 self.finished,
-                *_columns(self.messages, 4),
                 *_columns(self.scheduled, 3),
                 sorted(self.woken),
                 sorted(self.lifted),
@@ -417,7 +430,6 @@ class Writes:
             self.cancelled,
             self.deferred,
             self.finished,
-            self.messages,
             self.scheduled,
         ):
             collected.clear()

@@ -44,9 +44,9 @@ async def fire_steps(
 ) -> None:
     """Fire taken timers: send, skip, defer or exit, and advance their journeys.
 
-    Each row carries the timer (``id``, ``step``, ``due_at``) and its journey's columns
-    (``journey_id``, ``customer_id``, ``playbook``, ``state``, ``arm``, ``variant``,
-    ``seen``, ``started_at``). A customer's timers are decided in the order its waiting
+    Each row carries the timer (``id``, ``step``, ``due_at``, ``waiting_since``) and its
+    journey's columns (``journey_id``, ``customer_id``, ``playbook``, ``state``, ``arm``,
+    ``variant``, ``seen``, ``started_at``). A customer's timers are decided in the order its waiting
     steps take cap slots (playbook priority, then the one waiting longest, then timer
     order); a marketing step also yields to the customer's steps outside the group that
     rank before it and wait for a slot. A timer of a journey that is no longer active is
@@ -61,6 +61,8 @@ async def fire_steps(
     facts, paused = await step_store.gather(
         conn, [t.customer_id for t in timers], cap_since=now - deps.rules.cap_window, now=now
     )
+    for timer in timers:  # the group's own steps waiting for a slot, if gather left them out
+        _add_waiting(facts[timer.customer_id], timer)
     waiting = {w.timer_id: w for known in facts.values() for w in known.waiting}
     ordered = sorted(timers, key=lambda t: _order(deps, waiting, t))
     tasks = [t.journey_id for t in ordered if (s := _step(deps, t)) and s.channel == "webhook"]
@@ -173,15 +175,12 @@ async def fire_steps(
                     orjson.dumps({"notification_id": notification.notification_id}).decode(),
                 )
             )
-            if step.channel != "webhook":  # a customer message: its outcome is tracked
-                writes.messages.append(
-                    (timer.journey_id, step.id, timer.customer_id, step.marketing)
-                )
             event = Event.STEP_SENT
-            detail = {
+            detail = {  # a customer message (channel) is recorded in journey_messages too
                 "step": step.id,
                 "notification_id": notification.notification_id,
                 "marketing": step.marketing,
+                "channel": step.channel,
             }
             if step.marketing:
                 known.sent.append(now)
@@ -229,6 +228,28 @@ def _wake(
         timer_id, until, since = writes.deferred[index]
         if customer == customer_id and until > now:
             writes.deferred[index] = (timer_id, now, since)
+
+
+def _add_waiting(known: step_store.CustomerFacts, timer: sa.Row[Any]) -> None:
+    """A due timer of an active treatment-arm journey waits for a slot (if marketing)."""
+    if (
+        timer.state != State.ACTIVE.value
+        or (timer.arm or decisions.TREATMENT) != decisions.TREATMENT
+    ):
+        return
+    if any(w.timer_id == timer.id for w in known.waiting):
+        return
+    since = timer.waiting_since or timer.due_at
+    known.waiting.append(
+        step_store.WaitingStep(
+            timer.id,
+            timer.journey_id,
+            timer.playbook,
+            timer.step,
+            since,
+            timer.waiting_since is not None,
+        )
+    )
 
 
 def _step(deps: Deps, timer: sa.Row[Any]) -> Step | None:
