@@ -36,6 +36,7 @@ from orchestrator.domain.playbook import Step
 from orchestrator.domain.story import StepRecord, journey_story
 from orchestrator.entrypoints.deps import Deps
 
+TREATMENT = decisions.TREATMENT
 OUTCOMES = {"send": "sent", "skip": "skipped", "defer": "deferred", "exit": "exited"}
 
 
@@ -46,9 +47,9 @@ async def fire_steps(
 
     Each row carries the timer (``id``, ``step``, ``due_at``, ``waiting_since``) and its
     journey's columns (``journey_id``, ``customer_id``, ``playbook``, ``state``, ``arm``,
-    ``variant``, ``seen``, ``started_at``). A customer's timers are decided in the order its waiting
-    steps take cap slots (playbook priority, then the one waiting longest, then timer
-    order); a marketing step also yields to the customer's steps outside the group that
+    ``variant``, ``seen``, ``started_at``). A customer's timers are decided in the order
+    its waiting steps take cap slots (playbook priority, then the one waiting longest,
+    then timer order); a marketing step also yields to the customer's steps outside the group that
     rank before it and wait for a slot. A timer of a journey that is no longer active is
     left alone when the journey is paused (it waits for the resume) and cancelled when
     the journey ended or its playbook is no longer shipped. Blocks on the cap locks of
@@ -56,16 +57,20 @@ async def fire_steps(
     """
     if not timers:
         return
-    marketing = [t.customer_id for t in timers if (s := _step(deps, t)) and s.marketing]
-    await step_store.lock_caps(conn, marketing)
+    steps = {key: _step(deps, *key) for key in {(t.playbook, t.step) for t in timers}}
+    marketing = [t for t in timers if (s := steps[t.playbook, t.step]) and s.marketing]
+    await step_store.lock_caps(conn, [t.customer_id for t in marketing])
     facts, paused = await step_store.gather(
         conn, [t.customer_id for t in timers], cap_since=now - deps.rules.cap_window, now=now
     )
-    for timer in timers:  # the group's own steps waiting for a slot, if gather left them out
-        _add_waiting(facts[timer.customer_id], timer)
-    waiting = {w.timer_id: w for known in facts.values() for w in known.waiting}
-    ordered = sorted(timers, key=lambda t: _order(deps, waiting, t))
-    tasks = [t.journey_id for t in ordered if (s := _step(deps, t)) and s.channel == "webhook"]
+    waiting: dict[int, step_store.WaitingStep] = {}
+    for timer in marketing:  # the group's own steps waiting for a slot (gather may not say)
+        if (found := _add_waiting(facts[timer.customer_id], timer)) is not None:
+            waiting[timer.id] = found
+    ordered = sorted(timers, key=lambda t: _order(deps, t))
+    tasks = [
+        t.journey_id for t in ordered if (s := steps[t.playbook, t.step]) and s.channel == "webhook"
+    ]
     stories = await step_store.stories(conn, tasks)
     writes = step_store.Writes()
     states: dict[str, State] = {}  # journeys whose state changed in this group
@@ -91,9 +96,9 @@ async def fire_steps(
         if journey is None:  # ended since it was taken
             writes.cancelled.append(timer.id)
             continue
-        step = playbook.step(timer.step)
+        step = steps[timer.playbook, timer.step] or playbook.step(timer.step)
         me = waiting.get(timer.id)
-        since = me.since if me is not None else timer.due_at
+        since = timer.waiting_since or timer.due_at
         situation = decisions.Situation(
             customer=known.customer,
             arm=timer.arm or decisions.TREATMENT,
@@ -230,41 +235,34 @@ def _wake(
             writes.deferred[index] = (timer_id, now, since)
 
 
-def _add_waiting(known: step_store.CustomerFacts, timer: sa.Row[Any]) -> None:
-    """A due timer of an active treatment-arm journey waits for a slot (if marketing)."""
-    if (
-        timer.state != State.ACTIVE.value
-        or (timer.arm or decisions.TREATMENT) != decisions.TREATMENT
-    ):
-        return
-    if any(w.timer_id == timer.id for w in known.waiting):
-        return
-    since = timer.waiting_since or timer.due_at
-    known.waiting.append(
-        step_store.WaitingStep(
-            timer.id,
-            timer.journey_id,
-            timer.playbook,
-            timer.step,
-            since,
-            timer.waiting_since is not None,
+def _add_waiting(
+    known: step_store.CustomerFacts, timer: sa.Row[Any]
+) -> step_store.WaitingStep | None:
+    """A due marketing timer of an active treatment-arm journey waits for a slot: its entry
+    in the customer's waiting steps (added unless the read found it), or None."""
+    if timer.state != State.ACTIVE.value or (timer.arm or TREATMENT) != TREATMENT:
+        return None
+    found = next((w for w in known.waiting if w.timer_id == timer.id), None)
+    if found is None:
+        since = timer.waiting_since or timer.due_at
+        deferred = timer.waiting_since is not None
+        found = step_store.WaitingStep(
+            timer.id, timer.journey_id, timer.playbook, timer.step, since, deferred
         )
-    )
+        known.waiting.append(found)
+    return found
 
 
-def _step(deps: Deps, timer: sa.Row[Any]) -> Step | None:
-    book = deps.playbooks.get(timer.playbook)
-    return next((s for s in book.steps if s.id == timer.step), None) if book else None
+def _step(deps: Deps, playbook: str, step: str) -> Step | None:
+    book = deps.playbooks.get(playbook)
+    return next((s for s in book.steps if s.id == step), None) if book else None
 
 
-def _order(
-    deps: Deps, waiting: dict[int, step_store.WaitingStep], timer: sa.Row[Any]
-) -> tuple[Any, ...]:
+def _order(deps: Deps, timer: sa.Row[Any]) -> tuple[Any, ...]:
     """A customer's timers in the order their steps take cap slots (the in-memory engine
     fires the steps due at one instant in the same order)."""
     book = deps.playbooks.get(timer.playbook)
-    me = waiting.get(timer.id)
-    since = me.since if me is not None else timer.due_at
+    since = timer.waiting_since or timer.due_at
     return (timer.customer_id, -(book.priority if book else 0), since, timer.id)
 
 
