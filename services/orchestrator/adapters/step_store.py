@@ -155,20 +155,21 @@ WITH outbox_rows AS (
   UPDATE timers t SET due_at = f.due
   FROM unnest($18::text[], $19::text[], $20::timestamptz[]) AS f(journey_id, step, due)
   WHERE t.journey_id = f.journey_id AND t.step = f.step AND t.status = 'pending'
-    AND t.due_at IS NULL
   RETURNING 1
 ), woken AS (
   UPDATE timers SET due_at = $12
-  WHERE id IN (SELECT t.id FROM timers t JOIN journeys j ON j.journey_id = t.journey_id
-               WHERE j.customer_id = ANY($21::text[]) AND j.state = 'active'
-                 AND t.status = 'pending' AND t.waiting_since IS NOT NULL
-                 AND t.due_at > $12
+  WHERE id IN (SELECT t.id
+               FROM unnest($21::text[]) AS c(id)
+               JOIN journeys j ON j.customer_id = c.id
+               JOIN timers t ON t.journey_id = j.journey_id
+               WHERE j.ended_at IS NULL AND j.state = 'active' AND t.status = 'pending'
+                 AND t.waiting_since IS NOT NULL AND t.due_at > $12
                FOR UPDATE OF t SKIP LOCKED)
   RETURNING 1
 ), lifted AS (
-  UPDATE held_triggers SET blocked_by = NULL, due_at = $12
-  WHERE customer_id = ANY($22::text[]) AND status = 'pending'
-    AND blocked_by = 'retention first'
+  UPDATE held_triggers h SET blocked_by = NULL, due_at = $12
+  FROM unnest($22::text[]) AS c(id)
+  WHERE h.customer_id = c.id AND h.status = 'pending' AND h.blocked_by = 'retention first'
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM outbox_rows), (SELECT count(*) FROM history),

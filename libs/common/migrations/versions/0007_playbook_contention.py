@@ -78,6 +78,13 @@ def upgrade() -> None:
     )
     op.alter_column("timers", "due_at", nullable=True)
     op.add_column("timers", sa.Column("waiting_since", TS))
+    # Few timers wait for a cap slot: waking a customer's is one probe of a small index.
+    op.create_index(
+        "timers_waiting",
+        "timers",
+        ["journey_id"],
+        postgresql_where=sa.text("waiting_since IS NOT NULL AND status = 'pending'"),
+    )
     op.alter_column("held_triggers", "due_at", nullable=True)
     op.add_column("held_triggers", sa.Column("blocked_by", sa.Text))
     # Few triggers are blocked: lifting a customer's is one probe of a small index.
@@ -94,6 +101,7 @@ def downgrade() -> None:
     op.drop_column("held_triggers", "blocked_by")
     op.execute("DELETE FROM held_triggers WHERE due_at IS NULL")
     op.alter_column("held_triggers", "due_at", nullable=False)
+    op.drop_index("timers_waiting", table_name="timers")
     op.drop_column("timers", "waiting_since")
     op.execute("UPDATE timers SET status = 'cancelled' WHERE due_at IS NULL")
     op.execute("UPDATE timers SET due_at = 'epoch' WHERE due_at IS NULL")
