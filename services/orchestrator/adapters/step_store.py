@@ -27,8 +27,8 @@ from orchestrator.domain.story import StepRecord, message_record
 # steps; one scan of the customer's live journeys for the three arrays), the steps of its
 # active treatment-arm journeys that are due or deferred for a cap slot (those waiting for
 # a slot, once the marketing ones are picked out; looked for only when the customer has
-# more pending steps than the group fires, $4), and the paused playbooks (the same on
-# every row).
+# more pending steps than the group fires, $4), whether retention before expansion
+# postponed one of its triggers, and the paused playbooks (the same on every row).
 _GATHER = """
 SELECT c.id,
        p.customer_id IS NOT NULL AS has_profile, p.email, p.first_name, p.time_zone, p.plan,
@@ -42,6 +42,8 @@ SELECT c.id,
        waiting.ids AS waiting_ids, waiting.journeys AS waiting_journeys,
        waiting.playbooks AS waiting_playbooks, waiting.steps AS waiting_steps,
        waiting.since AS waiting_since, waiting.deferred AS waiting_deferred,
+       EXISTS(SELECT 1 FROM held_triggers h WHERE h.customer_id = c.id
+              AND h.blocked_by = 'retention first' AND h.status = 'pending') AS postponed,
        ARRAY(SELECT playbook FROM paused_playbooks) AS paused
 FROM unnest($1::text[], $4::int[]) AS c(id, fired)
 LEFT JOIN customers p ON p.customer_id = c.id
@@ -209,6 +211,7 @@ class CustomerFacts:
     sent: list[datetime]  # when the cap counts its marketing messages in the window
     live: list[LiveJourney]
     waiting: list[WaitingStep] = field(default_factory=list)
+    postponed: bool = False  # a trigger waits for retention before expansion to lift
 
 
 def _json(value: Any) -> Any:
@@ -339,6 +342,7 @@ async def gather(
             ]
             if row["waiting_ids"]
             else [],
+            postponed=row["postponed"],
         )
         paused = frozenset(row["paused"])
     return found, paused

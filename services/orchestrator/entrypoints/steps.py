@@ -302,7 +302,7 @@ def _ended(
     if known.waiting:
         known.waiting[:] = [w for w in known.waiting if w.journey_id != journey.journey_id]
     book = deps.playbooks.get(journey.playbook)
-    if book is None or book.lane not in R.RETENTION_LANES:
+    if not known.postponed or book is None or book.lane not in R.RETENTION_LANES:
         return  # only a retention journey's end can lift retention before expansion
     if not R.retention_first("expansion", known.customer.tier, _lanes(deps, known, but="")):
         writes.lifted.add(customer_id)
