@@ -7,12 +7,14 @@ engine of the unit timelines uses.
 
 A group of timers is fired with a handful of statements whatever its size
 (``adapters.step_store``): the frequency-cap locks of its customers, one read of every
-fact the decisions need, then one write per table. The decisions are taken one timer
-after the other, in the order given, on facts kept up to date in memory (a message
-sent counts for the customer's next step, a finished journey no longer blocks an
-expansion step, a journey's last pending step finishes it), so the result is the one
-step-by-step firing would give. Rare outcomes (a wait branch that exits, a playbook
-paused since the claim) are written at once, after what was collected before them.
+fact the decisions need (and one of the journeys of its CSM tasks, for what they say),
+then one write. The decisions are taken one timer after the other, a customer's in the
+order its steps take cap slots, on facts kept up to date in memory (a message sent
+counts for the customer's next step, a step decided no longer waits for a slot, a
+finished journey no longer blocks an expansion step, a journey's last pending step
+finishes it), so the result is the one step-by-step firing would give. Rare outcomes
+(a wait branch that exits, a playbook paused since the claim) are written at once,
+after what was collected before them.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ async def fire_steps(
     journey's columns (``journey_id``, ``customer_id``, ``playbook``, ``state``, ``arm``,
     ``variant``, ``seen``, ``started_at``). A customer's timers are decided in the order
     its waiting steps take cap slots (playbook priority, then the one waiting longest,
-    then timer order); a marketing step also yields to the customer's steps outside the group that
-    rank before it and wait for a slot. A timer of a journey that is no longer active is
-    left alone when the journey is paused (it waits for the resume) and cancelled when
-    the journey ended or its playbook is no longer shipped. Blocks on the cap locks of
-    customers whose marketing steps another transaction is deciding.
+    then timer order); a marketing step also yields to the customer's steps outside the
+    group that rank before it and wait for a slot. A timer of a journey that is no longer
+    active is left alone when the journey is paused (it waits for the resume) and
+    cancelled when the journey ended or its playbook is no longer shipped. Blocks on the
+    cap locks of customers whose marketing steps another transaction is deciding.
     """
     if not timers:
         return
