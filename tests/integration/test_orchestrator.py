@@ -131,17 +131,29 @@ async def test_journey_lives_through_day_0_1_3(env) -> None:
     assert journey.state == "active"
     timers = await rows(
         deps,
-        "SELECT step, due_at FROM timers WHERE journey_id=:j ORDER BY due_at",
+        "SELECT step, due_at FROM timers WHERE journey_id=:j ORDER BY id",
         j=journey.journey_id,
     )
-    assert [(t.step, t.due_at - T0) for t in timers] == [
-        ("offer", timedelta(0)),
-        ("retention_call", timedelta(days=1)),
-        ("escalation", timedelta(days=3)),
+    # the call and the escalation are timed from the offer's send: no due time before it
+    assert [(t.step, t.due_at) for t in timers] == [
+        ("offer", T0),
+        ("retention_call", None),
+        ("escalation", None),
     ]
 
     fired = []
     for day in (0, 0.5, 1, 2, 2.99, 3, 4):
+        if day == 0.5:
+            timers = await rows(
+                deps,
+                "SELECT step, due_at FROM timers WHERE journey_id=:j ORDER BY id",
+                j=journey.journey_id,
+            )
+            assert [(t.step, t.due_at - T0) for t in timers] == [
+                ("offer", timedelta(0)),
+                ("retention_call", timedelta(days=1)),
+                ("escalation", timedelta(days=3)),
+            ]
         clock.set(T0 + timedelta(days=day))
         while await fire_due(deps, limit=10):
             pass
@@ -251,9 +263,10 @@ async def test_no_consent_skips_the_email_but_not_the_csm_task(env) -> None:
     customer = new_customer()
     await identify(settings, deps, customer, consent=False)
     await router(deps)(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
-    clock.set(T0 + timedelta(days=1))
-    while await fire_due(deps, limit=10):
-        pass
+    for day in (0, 1):  # the call is timed from the offer, sent or (here) skipped
+        clock.set(T0 + timedelta(days=day))
+        while await fire_due(deps, limit=10):
+            pass
     steps = [
         Notification.model_validate_json(r.payload).step
         for r in await rows(deps, "SELECT payload FROM outbox WHERE key=:c ORDER BY id", c=customer)
@@ -553,14 +566,16 @@ async def test_frequency_cap_defers_the_fourth_marketing_message(env) -> None:
     for name in ("limit_reached", "cross_sell_ready", "roi_proven"):
         await handle(record(settings, Topic.SIGNALS, customer, signal(customer, name, True, T0)))
     await fire_all(deps)
+    # priority decides who gets the three slots: upsell_need (50) and upsell_results (45)
+    # before cross_sell (30)
     sent = await sent_steps(deps, customer)
-    assert len(sent) == 3 and "upsell_results/first_month_free" not in sent
+    assert len(sent) == 3 and "cross_sell/bundle_offer" not in sent
     [deferred] = await deferrals(deps, customer)
     assert deferred["reason"] == "frequency cap"
     assert deferred["until"] == (T0 + timedelta(days=7)).isoformat()
     clock.set(T0 + timedelta(days=7))
     await fire_all(deps)
-    assert (await sent_steps(deps, customer))[-1] == "upsell_results/first_month_free"
+    assert (await sent_steps(deps, customer))[-1] == "cross_sell/bundle_offer"
 
 
 async def test_pause_resume_and_cancel_a_journey(env) -> None:
@@ -879,6 +894,26 @@ PARITY = {
         (38, S("power_user")),
         (70, E("subscription_reactivated")),
     ],
+    # issue 13: the offer takes the first freed slot, its call and escalation follow it
+    "capped slots by priority": [
+        (0, E("subscription_started")),
+        (0, S("power_user")),
+        (2, lambda t: decisions.ScoreFact({"churn_probability": 0.8}, t)),
+    ],
+    "a need postponed by a high risk tier": [
+        (0, lambda t: decisions.ScoreFact({}, t, tier="high")),
+        (1, S("limit_reached")),
+        (5, lambda t: decisions.ScoreFact({}, t, tier="medium")),
+    ],
+    "cancelled at night, before the upsell's morning": [
+        (11 / 24, S("limit_reached")),
+        (14 / 24, E("subscription_cancelled")),
+    ],
+    "cancelled: a held signal waits for the reactivation": [
+        (0, S("usage_reduced")),
+        (10, E("subscription_cancelled")),
+        (50, E("subscription_reactivated")),
+    ],
 }
 
 
@@ -946,7 +981,8 @@ async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
     assert len(due) == 2
     topic = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
     take = sa.text(
-        "SELECT t.id, t.step, t.due_at, j.* FROM timers t JOIN journeys j USING (journey_id) "
+        "SELECT t.id, t.step, t.due_at, t.waiting_since, j.* FROM timers t"
+        " JOIN journeys j USING (journey_id) "
         "WHERE t.id = :id FOR UPDATE OF t"
     )
 

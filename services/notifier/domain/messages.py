@@ -125,13 +125,37 @@ def _percent(value: object) -> str:
     return f"{float(value) * 100:.0f}%" if isinstance(value, int | float) else "unknown"
 
 
+def _journey_line(journey: object) -> str | None:
+    """One line on what the journey sent, when, and what is pending (None: not known)."""
+    if not isinstance(journey, Mapping):
+        return None
+    parts = []
+    for entry in journey.get("steps", ()):
+        if not isinstance(entry, Mapping):
+            continue
+        status, at, reason = entry.get("status"), entry.get("at"), entry.get("reason")
+        when = f"{str(at)[:16].replace('T', ' ')} UTC" if at else None
+        if status == "sent":
+            text = f"sent {when}"
+        elif status == "queued":
+            text = f"handed for delivery {when}, not yet confirmed sent"
+        elif status in ("not_sent", "skipped"):
+            text = f"not sent ({reason})"
+        else:
+            text = f"due {when}" if when else f"pending, {reason}"
+        parts.append(f"{entry.get('step')} ({entry.get('channel')}) {text}")
+    return "; ".join(parts) or None
+
+
 def csm_task_body(n: Notification, title: str, fmt: WebhookFormat = "standard") -> dict[str, Any]:
-    """The JSON body of a CSM task: the task, the customer and the score explanation.
+    """The JSON body of a CSM task: the task, the customer, the score explanation and the
+    journey so far (what was sent, when, what is pending; from the orchestrator's context).
 
     ``standard`` is Tenure's own shape; ``slack`` is an incoming-webhook message (``text``
     and ``blocks``) that also carries the standard fields under ``tenure``.
     """
     score = n.context.get("score")
+    journey = n.context.get("journey")
     task: dict[str, Any] = {
         "type": "csm_task",
         "notification_id": n.notification_id,
@@ -144,6 +168,7 @@ def csm_task_body(n: Notification, title: str, fmt: WebhookFormat = "standard") 
         "due_at": n.context.get("due_at"),
         "title": title,
         "explanation": score,
+        "journey": journey if isinstance(journey, Mapping) else None,
     }
     if fmt == "standard":
         return task
@@ -155,6 +180,8 @@ def csm_task_body(n: Notification, title: str, fmt: WebhookFormat = "standard") 
         or "no active signal"
     )
     priority = ":rotating_light: high priority" if n.priority == "high" else "normal priority"
+    so_far = _journey_line(journey)
+    story = [{"type": "mrkdwn", "text": f"So far: {so_far}"}] if so_far else []
     return {
         "text": title,
         "blocks": [
@@ -178,7 +205,8 @@ def csm_task_body(n: Notification, title: str, fmt: WebhookFormat = "standard") 
                         "type": "mrkdwn",
                         "text": f"Why: {why}"
                         + (f"; red flags: {', '.join(map(str, flags))}" if flags else ""),
-                    }
+                    },
+                    *story,
                 ],
             },
         ],

@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.messages import Notification
+from common.messages import Delivery
 from orchestrator.adapters.step_store import customer_from
 from orchestrator.adapters.tables import (
     customer_state,
     customers,
-    held_triggers,
+    journey_messages,
     journey_transitions,
     journeys,
     outbox,
@@ -28,7 +28,6 @@ from orchestrator.adapters.tables import (
     timers,
 )
 from orchestrator.domain import rules as R
-from orchestrator.domain.decisions import StepDecision
 from orchestrator.domain.journey import (
     Event,
     Facts,
@@ -70,19 +69,6 @@ async def upsert_score(conn: AsyncConnection, row: dict[str, Any]) -> None:
 async def delete_score(conn: AsyncConnection, customer_id: str) -> None:
     """Forget the customer's score (scoring published a tombstone: it erased the customer)."""
     await conn.execute(scores.delete().where(scores.c.customer_id == customer_id))
-
-
-async def live_journey(
-    conn: AsyncConnection, customer_id: str, playbook: str, *, lock: bool = False
-) -> sa.Row[Any] | None:
-    query = sa.select(journeys).where(
-        journeys.c.customer_id == customer_id,
-        journeys.c.playbook == playbook,
-        journeys.c.ended_at.is_(None),
-    )
-    if lock:
-        query = query.with_for_update()
-    return (await conn.execute(query)).first()
 
 
 async def last_ended_at(conn: AsyncConnection, customer_id: str, playbook: str) -> datetime | None:
@@ -142,7 +128,7 @@ async def start_journey(
     customer_id: str,
     playbook: str,
     variant: str | None,
-    schedule: list[tuple[str, datetime]],
+    schedule: list[tuple[str, datetime | None]],
     now: datetime,
     detail: dict[str, Any],
     arm: str = "treatment",
@@ -181,7 +167,11 @@ async def start_journey(
 async def end_journey(
     conn: AsyncConnection, journey: sa.Row[Any], event: Event, now: datetime, reason: str
 ) -> None:
-    """Exit, finish or cancel a live journey and cancel its pending timers."""
+    """Exit, finish or cancel a live journey and cancel its pending timers.
+
+    If one of them was waiting for a frequency-cap slot, the customer's other steps
+    waiting for one are due now (:func:`wake_waiting`): the slot may be theirs.
+    """
     new = await _record(
         conn, journey.journey_id, State(journey.state), event, now, {"reason": reason}
     )
@@ -190,129 +180,64 @@ async def end_journey(
         .where(journeys.c.journey_id == journey.journey_id)
         .values(state=new.value, ended_at=now, exit_reason=reason, paused_by=None)
     )
-    await conn.execute(
+    cancelled = await conn.execute(
         timers.update()
         .where(timers.c.journey_id == journey.journey_id, timers.c.status == "pending")
         .values(status="cancelled")
+        .returning(timers.c.waiting_since)
     )
+    if any(row.waiting_since is not None for row in cancelled):
+        await wake_waiting(conn, journey.customer_id, now)
 
 
-async def customer_view(
-    conn: AsyncConnection, customer_id: str
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    profile = (
-        await conn.execute(sa.select(customers).where(customers.c.customer_id == customer_id))
-    ).first()
-    score = (
-        await conn.execute(sa.select(scores.c.snapshot).where(scores.c.customer_id == customer_id))
-    ).scalar()
-    return (dict(profile._mapping) if profile else {}), score
-
-
-async def pending_steps(conn: AsyncConnection, journey_id: str) -> int:
-    """How many of the journey's step timers are still pending."""
-    query = sa.select(sa.func.count()).where(
-        timers.c.journey_id == journey_id, timers.c.status == "pending"
+async def wake_waiting(conn: AsyncConnection, customer_id: str, now: datetime) -> int:
+    """Make the customer's steps deferred for a frequency-cap slot due now, so that a slot
+    just freed (a message not sent, a waiting step gone) goes to the highest-ranked of
+    them at once. Only the steps of active journeys due later; how many were moved."""
+    waiting = (
+        sa.select(timers.c.id)
+        .join(journeys, journeys.c.journey_id == timers.c.journey_id)
+        .where(
+            journeys.c.customer_id == customer_id,
+            journeys.c.state == State.ACTIVE.value,
+            timers.c.status == "pending",
+            timers.c.waiting_since.is_not(None),
+            timers.c.due_at > now,
+        )
+        .with_for_update(of=timers, skip_locked=True)  # a locked one is being fired
     )
-    return int((await conn.execute(query)).scalar_one())
+    result = await conn.execute(
+        timers.update().where(timers.c.id.in_(waiting.scalar_subquery())).values(due_at=now)
+    )
+    return int(result.rowcount)
 
 
-# The lease columns of migration 0005 (owned by the timer worker): a deferred timer gives
-# its lease back, so that it can be claimed as soon as it is due again.
-_timer_leases = sa.table(
-    "timers", sa.column("id"), sa.column("lease_owner"), sa.column("lease_until")
-)
-
-
-async def record_step(
-    conn: AsyncConnection,
-    timer: sa.Row[Any],
-    now: datetime,
-    *,
-    decision: StepDecision,
-    notification: Notification | None,
-    topic: str,
-    marketing: bool,
-) -> State:
-    """Record a fired step in one go: the outbox row (sent), the history, the timer status,
-    and the end of the journey when no step is left (finish) or a wait branch exits.
-
-    A deferred step keeps its timer, due again at ``decision.until``. Returns the state.
-    """
-    state = State(timer.state)
-    facts = Facts(pending_steps=await pending_steps(conn, timer.journey_id))
-    if decision.action == "exit":
-        await end_journey(conn, timer, Event.EXIT, now, decision.reason or "wait")
-        return State.EXITED
-    if decision.action == "defer":
-        assert decision.until is not None
-        state = await _record(
-            conn,
-            timer.journey_id,
-            state,
-            Event.STEP_DEFERRED,
-            now,
-            {"step": timer.step, "reason": decision.reason, "until": decision.until.isoformat()},
-            facts,
-        )
-        await conn.execute(
-            timers.update().where(timers.c.id == timer.id).values(due_at=decision.until)
-        )
-        await conn.execute(
-            _timer_leases.update()
-            .where(_timer_leases.c.id == timer.id)
-            .values(lease_owner=None, lease_until=None)
-        )
-        return state
-    if notification is not None:
-        await conn.execute(
-            outbox.insert().values(
-                topic=topic,
-                key=notification.customer_id,
-                payload=notification.model_dump_json().encode(),
-                headers={"notification_id": notification.notification_id},
-            )
-        )
-        state = await _record(
-            conn,
-            timer.journey_id,
-            state,
-            Event.STEP_SENT,
-            now,
-            {
-                "step": timer.step,
-                "notification_id": notification.notification_id,
-                "marketing": marketing,
-            },
-            facts,
-        )
-    else:
-        state = await _record(
-            conn,
-            timer.journey_id,
-            state,
-            Event.STEP_SKIPPED,
-            now,
-            {"step": timer.step, "reason": decision.reason},
-            facts,
-        )
+async def note_outcome(conn: AsyncConnection, delivery: Delivery) -> bool:
+    """Record a journey message's final outcome (sent, failed, suppressed, bounced) on its
+    ``journey_messages`` row and move where the frequency cap counts it
+    (:func:`rules.counts_at`). Idempotent. Returns whether a marketing message's slot
+    was released (it is known not sent)."""
+    if delivery.status not in R.NOT_SENT and delivery.status != R.SENT:
+        return False
+    if delivery.journey_id is None or delivery.step is None:
+        return False
+    key = (
+        journey_messages.c.journey_id == delivery.journey_id,
+        journey_messages.c.step == delivery.step,
+    )
+    row = (await conn.execute(sa.select(journey_messages).where(*key).with_for_update())).first()
+    if row is None:
+        return False
+    outcome = R.outcome_after(row.outcome, delivery.status)
+    if outcome == row.outcome:
+        return False
+    counted = R.counts_at(row.decided_at, outcome, delivery.occurred_at) if row.marketing else None
     await conn.execute(
-        timers.update().where(timers.c.id == timer.id).values(status="fired", fired_at=now)
+        journey_messages.update()
+        .where(*key)
+        .values(outcome=outcome, outcome_at=delivery.occurred_at, counts_at=counted)
     )
-    if facts.pending_steps == 1:
-        state = await _record(
-            conn, timer.journey_id, state, Event.FINISH, now, {"reason": "last step"}, Facts(0)
-        )
-        await conn.execute(
-            journeys.update()
-            .where(journeys.c.journey_id == timer.journey_id)
-            .values(state=state.value, ended_at=now, exit_reason="completed")
-        )
-    return state
-
-
-async def cancel_timer(conn: AsyncConnection, timer_id: int) -> None:
-    await conn.execute(timers.update().where(timers.c.id == timer_id).values(status="cancelled"))
+    return bool(row.marketing) and outcome in R.NOT_SENT
 
 
 async def claim_outbox(conn: AsyncConnection, limit: int) -> list[sa.Row[Any]]:
@@ -359,34 +284,6 @@ async def customer_facts(conn: AsyncConnection, customer_id: str) -> R.Customer:
         dict(extra._mapping) if extra else None,
         tier,
     )
-
-
-async def lock_customer_messages(conn: AsyncConnection, customer_id: str) -> None:
-    """Serialise the frequency-cap decisions of one customer until the transaction ends.
-
-    Two replicas firing two of a customer's marketing steps at once would otherwise both
-    count the same sent messages and together pass the cap. Blocks while another
-    transaction holds the customer's lock (a transaction-scoped advisory lock).
-    """
-    key = sa.func.hashtextextended(sa.literal("tenure-cap:") + customer_id, 0)
-    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-
-
-async def marketing_sent(
-    conn: AsyncConnection, customer_id: str, since: datetime
-) -> list[datetime]:
-    """When the customer's marketing messages were sent (any playbook), after ``since``."""
-    query = (
-        sa.select(journey_transitions.c.at)
-        .join(journeys, journeys.c.journey_id == journey_transitions.c.journey_id)
-        .where(
-            journeys.c.customer_id == customer_id,
-            journey_transitions.c.event == Event.STEP_SENT.value,
-            journey_transitions.c.at > since,
-            journey_transitions.c.detail["marketing"].as_boolean(),
-        )
-    )
-    return list((await conn.execute(query)).scalars())
 
 
 async def add_seen(conn: AsyncConnection, journey_id: str, name: str) -> None:
@@ -469,71 +366,6 @@ async def note_purchase(conn: AsyncConnection, customer_id: str, product: str) -
     )
 
 
-# --- held-signal triggers -------------------------------------------------------------------
-
-
-async def arm_trigger(
-    conn: AsyncConnection,
-    *,
-    customer_id: str,
-    playbook: str,
-    signal: str,
-    now: datetime,
-    due_at: datetime,
-) -> bool:
-    """Arm a held-signal trigger unless one is already pending; whether one was armed."""
-    result = await conn.execute(
-        insert(held_triggers)
-        .values(
-            customer_id=customer_id,
-            playbook=playbook,
-            signal=signal,
-            armed_at=now,
-            due_at=due_at,
-            status="pending",
-        )
-        .on_conflict_do_nothing(
-            index_elements=["customer_id", "playbook"],
-            # a literal, not a parameter: PostgreSQL must match it to the partial index
-            index_where=sa.text("status = 'pending'"),
-        )
-        .returning(held_triggers.c.id)
-    )
-    return result.first() is not None
-
-
-async def disarm_trigger(conn: AsyncConnection, customer_id: str, playbook: str) -> int:
-    """Cancel the pending held trigger of (customer, playbook); how many were cancelled."""
-    result = await conn.execute(
-        held_triggers.update()
-        .where(
-            held_triggers.c.customer_id == customer_id,
-            held_triggers.c.playbook == playbook,
-            held_triggers.c.status == "pending",
-        )
-        .values(status="cancelled")
-    )
-    return int(result.rowcount)
-
-
-async def claim_due_triggers(conn: AsyncConnection, now: datetime, limit: int) -> list[sa.Row[Any]]:
-    """Lock up to ``limit`` due held triggers no other replica holds (SKIP LOCKED)."""
-    query = (
-        sa.select(held_triggers)
-        .where(held_triggers.c.status == "pending", held_triggers.c.due_at <= now)
-        .order_by(held_triggers.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list((await conn.execute(query)).all())
-
-
-async def mark_trigger_fired(conn: AsyncConnection, trigger_id: int) -> None:
-    await conn.execute(
-        held_triggers.update().where(held_triggers.c.id == trigger_id).values(status="fired")
-    )
-
-
 # --- operator actions: pause, resume, cancel ----------------------------------------------
 
 
@@ -611,6 +443,15 @@ async def cancel_journey(
         .values(detail={"reason": reason, "by": by})
     )
     return State.CANCELLED
+
+
+async def journey_customer(conn: AsyncConnection, journey_id: str) -> str:
+    """The customer of a journey; raises :class:`JourneyNotFound`."""
+    query = sa.select(journeys.c.customer_id).where(journeys.c.journey_id == journey_id)
+    customer: str | None = (await conn.execute(query)).scalar()
+    if customer is None:
+        raise JourneyNotFound(f"no journey {journey_id!r}")
+    return customer
 
 
 async def playbook_paused(conn: AsyncConnection, name: str) -> bool:

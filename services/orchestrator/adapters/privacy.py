@@ -11,7 +11,7 @@ What an erasure leaves (docs/decisions.md, "Data protection"):
 
 - removed: the profile, learned state, score, held triggers, the outbox rows (the
   notifications as written, with their context), the outcomes projected from
-  ``deliveries``, the in-app inbox;
+  ``deliveries``, the messages the frequency cap counts, the in-app inbox;
 - anonymised, so that playbook results stay true: journeys, their history and timers,
   and attributed conversions keep their figures under a pseudonym (``erased-`` and 16
   random hex digits) that nothing links back to the customer; live journeys are
@@ -87,6 +87,9 @@ _ROWS = {
         SELECT notification_id, channel, status, attempts, created_at, updated_at, detail,
                first_attempt_at, next_attempt_at, reported_at
         FROM deliveries WHERE customer_id = :c ORDER BY created_at, notification_id""",
+    "journey_messages": """
+        SELECT journey_id, step, marketing, decided_at, outcome, outcome_at, counts_at
+        FROM journey_messages WHERE customer_id = :c ORDER BY decided_at, journey_id, step""",
     "delivery_outcomes": """
         SELECT * FROM message_outcomes WHERE customer_id = :c
         ORDER BY occurred_at, notification_id, status""",
@@ -167,6 +170,7 @@ _ERASE: tuple[tuple[str, str], ...] = (
     ("held_triggers", "DELETE FROM held_triggers WHERE customer_id = :c"),
     ("notifications", "DELETE FROM outbox WHERE key = :c AND topic <> :erasures_topic"),
     ("delivery_outcomes", "DELETE FROM message_outcomes WHERE customer_id = :c"),
+    ("journey_messages", "DELETE FROM journey_messages WHERE customer_id = :c"),
     ("inbox", "DELETE FROM inbox_messages WHERE customer_id = :c"),
     (
         # The ids stay taken (a notification still on Kafka is never sent); nothing else.

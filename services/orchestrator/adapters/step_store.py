@@ -20,11 +20,15 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.domain import rules as R
+from orchestrator.domain.story import StepRecord, message_record
 
-# One row per customer: profile, learned state, latest score, the marketing messages the
-# frequency cap counts, the live journeys (with their pending steps; one scan of the
-# customer's live journeys for the three arrays), and the paused playbooks (the same on
-# every row).
+# One row per customer: profile, learned state, latest score, the instants the frequency
+# cap counts the customer's marketing messages at, the live journeys (with their pending
+# steps; one scan of the customer's live journeys for the three arrays), the steps of its
+# active treatment-arm journeys that are due or deferred for a cap slot (those waiting for
+# a slot, once the marketing ones are picked out; looked for only when the customer has
+# more pending steps than the group fires, $4), whether retention before expansion
+# postponed one of its triggers, and the paused playbooks (the same on every row).
 _GATHER = """
 SELECT c.id,
        p.customer_id IS NOT NULL AS has_profile, p.email, p.first_name, p.time_zone, p.plan,
@@ -32,13 +36,16 @@ SELECT c.id,
        s.customer_id IS NOT NULL AS has_state, s.segment, s.plan AS state_plan, s.plan_at,
        s.unsubscribed_at, s.products, s.subscription,
        sc.tier, sc.snapshot,
-       ARRAY(SELECT jt.at FROM journey_transitions jt
-             JOIN journeys j ON j.journey_id = jt.journey_id
-             WHERE j.customer_id = c.id AND jt.event = 'step_sent' AND jt.at > $2
-               AND (jt.detail->>'marketing')::boolean) AS sent,
+       ARRAY(SELECT m.counts_at FROM journey_messages m
+             WHERE m.customer_id = c.id AND m.counts_at > $2) AS sent,
        live.ids AS live_ids, live.playbooks AS live_playbooks, live.pending AS live_pending,
+       waiting.ids AS waiting_ids, waiting.journeys AS waiting_journeys,
+       waiting.playbooks AS waiting_playbooks, waiting.steps AS waiting_steps,
+       waiting.since AS waiting_since, waiting.deferred AS waiting_deferred,
+       EXISTS(SELECT 1 FROM held_triggers h WHERE h.customer_id = c.id
+              AND h.blocked_by = 'retention first' AND h.status = 'pending') AS postponed,
        ARRAY(SELECT playbook FROM paused_playbooks) AS paused
-FROM unnest($1::text[]) AS c(id)
+FROM unnest($1::text[], $4::int[]) AS c(id, fired)
 LEFT JOIN customers p ON p.customer_id = c.id
 LEFT JOIN customer_state s ON s.customer_id = c.id
 LEFT JOIN scores sc ON sc.customer_id = c.id
@@ -51,6 +58,40 @@ CROSS JOIN LATERAL (
   FROM journeys j
   WHERE j.customer_id = c.id AND j.ended_at IS NULL
 ) AS live
+CROSS JOIN LATERAL (
+  SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}') AS ids,
+         coalesce(array_agg(t.journey_id ORDER BY t.id), '{}') AS journeys,
+         coalesce(array_agg(j.playbook ORDER BY t.id), '{}') AS playbooks,
+         coalesce(array_agg(t.step ORDER BY t.id), '{}') AS steps,
+         coalesce(array_agg(coalesce(t.waiting_since, t.due_at) ORDER BY t.id), '{}') AS since,
+         coalesce(array_agg(t.waiting_since IS NOT NULL ORDER BY t.id), '{}') AS deferred
+  FROM journeys j JOIN timers t ON t.journey_id = j.journey_id
+  WHERE j.customer_id = c.id AND j.ended_at IS NULL AND j.state = 'active'
+    AND j.arm = 'treatment' AND t.status = 'pending'
+    AND (t.due_at <= $3 OR t.waiting_since IS NOT NULL)
+    AND (SELECT coalesce(sum(n), 0) FROM unnest(live.pending) AS n) > c.fired
+) AS waiting
+"""
+
+# Where the other steps of some journeys stand, for the context of their CSM tasks: the
+# customer messages made (with their outcome), the steps sent or skipped, the timers
+# still pending.
+# One lateral per journey, so that each part is an index lookup on the journey id.
+_STORIES = """
+SELECT q.id AS journey_id, x.step, x.kind, x.at, x.outcome, x.outcome_at, x.reason
+FROM unnest($1::text[]) AS q(id)
+CROSS JOIN LATERAL (
+  SELECT m.step, 'message' AS kind, m.decided_at AS at, m.outcome, m.outcome_at,
+         NULL AS reason
+  FROM journey_messages m WHERE m.journey_id = q.id
+  UNION ALL
+  SELECT h.detail->>'step', h.event, h.at, NULL, NULL, h.detail->>'reason'
+  FROM journey_transitions h
+  WHERE h.journey_id = q.id AND h.event IN ('step_sent', 'step_skipped')
+  UNION ALL
+  SELECT t.step, 'pending', t.due_at, NULL, NULL, NULL
+  FROM timers t WHERE t.journey_id = q.id AND t.status = 'pending'
+) AS x
 """
 
 # Transaction-scoped advisory locks on the customers' frequency caps, in the order given.
@@ -62,7 +103,14 @@ FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) ORDER BY c.n
 # Everything a group of fired steps writes, in one statement: data-modifying CTEs, each on
 # rows no other one touches (PostgreSQL runs them all on one snapshot). History rows are
 # inserted in the order given (their ids follow it). A deferred timer is due again later
-# and gives its lease back, so that it can be claimed as soon as it is due.
+# and gives its lease back, so that it can be claimed as soon as it is due; deferred for a
+# cap slot, it keeps the instant it first came due. The customer messages sent (the
+# step_sent history rows of a channel other than webhook) are recorded with where the cap
+# counts them (the decision, for a marketing message). Steps timed
+# from a step fired here get their due time. The woken customers' steps deferred for a
+# slot are due now (a timer fired or deferred here was due, so none is woken twice; one
+# another transaction holds is being fired, and is left to it). The
+# lifted customers' triggers postponed by retention before expansion are due now.
 _WRITE = """
 WITH outbox_rows AS (
   INSERT INTO outbox (topic, key, payload, headers)
@@ -83,17 +131,54 @@ WITH outbox_rows AS (
 ), cancelled AS (
   UPDATE timers SET status = 'cancelled' WHERE id = ANY($13::bigint[]) RETURNING 1
 ), deferred AS (
-  UPDATE timers t SET due_at = d.until, lease_owner = NULL, lease_until = NULL
-  FROM unnest($14::bigint[], $15::timestamptz[]) AS d(id, until) WHERE t.id = d.id
+  UPDATE timers t SET due_at = d.until, lease_owner = NULL, lease_until = NULL,
+                      waiting_since = coalesce(t.waiting_since, d.since)
+  FROM unnest($14::bigint[], $15::timestamptz[], $16::timestamptz[]) AS d(id, until, since)
+  WHERE t.id = d.id
   RETURNING 1
 ), finished AS (
   UPDATE journeys SET state = 'completed', ended_at = $12, exit_reason = 'completed'
-  WHERE journey_id = ANY($16::text[])
+  WHERE journey_id = ANY($17::text[])
+  RETURNING 1
+), messages AS (
+  INSERT INTO journey_messages (journey_id, step, customer_id, marketing, decided_at, counts_at)
+  SELECT s.journey_id, s.step, j.customer_id, s.marketing, s.at,
+         CASE WHEN s.marketing THEN s.at END
+  FROM (SELECT x.journey_id, x.at, d.detail->>'step' AS step,
+               (d.detail->>'marketing')::boolean AS marketing
+        FROM unnest($5::text[], $8::text[], $9::timestamptz[], $10::text[])
+             AS x(journey_id, event, at, detail)
+        CROSS JOIN LATERAL (SELECT x.detail::jsonb AS detail) AS d
+        WHERE x.event = 'step_sent' AND d.detail->>'channel' <> 'webhook') AS s
+  JOIN journeys j ON j.journey_id = s.journey_id
+  ON CONFLICT (journey_id, step) DO NOTHING
+  RETURNING 1
+), scheduled AS (
+  UPDATE timers t SET due_at = f.due
+  FROM unnest($18::text[], $19::text[], $20::timestamptz[]) AS f(journey_id, step, due)
+  WHERE t.journey_id = f.journey_id AND t.step = f.step AND t.status = 'pending'
+  RETURNING 1
+), woken AS (
+  UPDATE timers SET due_at = $12
+  WHERE id IN (SELECT t.id
+               FROM unnest($21::text[]) AS c(id)
+               JOIN journeys j ON j.customer_id = c.id
+               JOIN timers t ON t.journey_id = j.journey_id
+               WHERE j.ended_at IS NULL AND j.state = 'active' AND t.status = 'pending'
+                 AND t.waiting_since IS NOT NULL AND t.due_at > $12
+               FOR UPDATE OF t SKIP LOCKED)
+  RETURNING 1
+), lifted AS (
+  UPDATE held_triggers h SET blocked_by = NULL, due_at = $12
+  FROM unnest($22::text[]) AS c(id)
+  WHERE h.customer_id = c.id AND h.status = 'pending' AND h.blocked_by = 'retention first'
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM outbox_rows), (SELECT count(*) FROM history),
        (SELECT count(*) FROM fired), (SELECT count(*) FROM cancelled),
-       (SELECT count(*) FROM deferred), (SELECT count(*) FROM finished)
+       (SELECT count(*) FROM deferred), (SELECT count(*) FROM finished),
+       (SELECT count(*) FROM messages), (SELECT count(*) FROM scheduled),
+       (SELECT count(*) FROM woken), (SELECT count(*) FROM lifted)
 """
 
 
@@ -105,14 +190,28 @@ class LiveJourney:
 
 
 @dataclass
+class WaitingStep:
+    """A step of an active treatment-arm journey that is due or deferred for a cap slot."""
+
+    timer_id: int
+    journey_id: str
+    playbook: str
+    step: str
+    since: datetime  # when it first came due
+    deferred: bool  # deferred for a cap slot before (its waiting_since is set)
+
+
+@dataclass
 class CustomerFacts:
     """What the step decisions of one customer need, kept up to date while a group fires."""
 
     customer: R.Customer
     profile: dict[str, Any]  # for the notification's context
     score: dict[str, Any] | None
-    sent: list[datetime]  # marketing messages in the cap window (and those sent since)
+    sent: list[datetime]  # when the cap counts its marketing messages in the window
     live: list[LiveJourney]
+    waiting: list[WaitingStep] = field(default_factory=list)
+    postponed: bool = False  # a trigger waits for retention before expansion to lift
 
 
 def _json(value: Any) -> Any:
@@ -174,16 +273,22 @@ async def lock_caps(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
 
 
 async def gather(
-    conn: AsyncConnection, customer_ids: Iterable[str], *, cap_since: datetime
+    conn: AsyncConnection, customer_ids: Iterable[str], *, cap_since: datetime, now: datetime
 ) -> tuple[dict[str, CustomerFacts], frozenset[str]]:
-    """The facts of every customer of ``customer_ids`` and the paused playbooks, in one
-    statement."""
-    ids = sorted(set(customer_ids))
+    """The facts of every customer of ``customer_ids`` (one per timer of the group) and the
+    paused playbooks, in one statement (steps due at ``now`` count as waiting). The
+    steps waiting for a slot are looked for only for a customer with pending steps
+    besides the group's: the caller adds the group's own."""
+    fired: dict[str, int] = {}
+    for customer_id in customer_ids:
+        fired[customer_id] = fired.get(customer_id, 0) + 1
+    ids = sorted(fired)
     found: dict[str, CustomerFacts] = {}
     paused: frozenset[str] = frozenset()
     if not ids:
         return found, paused
-    rows = (await conn.exec_driver_sql(_GATHER, (ids, cap_since))).mappings().all()
+    counts = [fired[i] for i in ids]
+    rows = (await conn.exec_driver_sql(_GATHER, (ids, cap_since, now, counts))).mappings().all()
     for row in rows:
         profile = (
             {
@@ -223,9 +328,47 @@ async def gather(
                     row["live_ids"], row["live_playbooks"], row["live_pending"], strict=True
                 )
             ],
+            waiting=[
+                WaitingStep(*columns)
+                for columns in zip(
+                    row["waiting_ids"],
+                    row["waiting_journeys"],
+                    row["waiting_playbooks"],
+                    row["waiting_steps"],
+                    row["waiting_since"],
+                    row["waiting_deferred"],
+                    strict=True,
+                )
+            ]
+            if row["waiting_ids"]
+            else [],
+            postponed=row["postponed"],
         )
         paused = frozenset(row["paused"])
     return found, paused
+
+
+async def stories(
+    conn: AsyncConnection, journey_ids: Iterable[str]
+) -> dict[str, dict[str, StepRecord]]:
+    """Where the steps of each journey of ``journey_ids`` stand (step -> record), in one
+    statement: made notifications with their outcome, skips, pending timers."""
+    ids = sorted(set(journey_ids))
+    found: dict[str, dict[str, StepRecord]] = {j: {} for j in ids}
+    if not ids:
+        return found
+    for row in (await conn.exec_driver_sql(_STORIES, (ids,))).all():
+        journey_id, step, kind, at, outcome, outcome_at, reason = tuple(row)
+        records = found[journey_id]
+        if kind == "message":  # a customer message: its outcome says more than the history
+            records[step] = message_record(step, at, outcome, outcome_at)
+        elif kind == "step_sent":
+            records.setdefault(step, StepRecord(step, "queued", at))
+        elif kind == "step_skipped":
+            records[step] = StepRecord(step, "skipped", at, reason)
+        else:
+            records[step] = StepRecord(step, "pending", at)
+    return found
 
 
 @dataclass
@@ -236,8 +379,12 @@ class Writes:
     transitions: list[tuple[str, str | None, str, str, datetime, str]] = field(default_factory=list)
     fired: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
-    deferred: list[tuple[int, datetime]] = field(default_factory=list)
+    # timer id, due again at, and when it came due if it waits for a cap slot
+    deferred: list[tuple[int, datetime, datetime | None]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    scheduled: list[tuple[str, str, datetime]] = field(default_factory=list)  # journey, step, due
+    woken: set[str] = field(default_factory=set)  # customers whose waiting steps are due now
+    lifted: set[str] = field(default_factory=set)  # customers retention first no longer blocks
 
     def transition(
         self,
@@ -255,29 +402,43 @@ class Writes:
     async def flush(self, conn: AsyncConnection, now: datetime) -> None:
         """Write what was collected, in one statement, and start over. History rows keep
         their order (ids are assigned in it)."""
-        if not (self.outbox or self.transitions or self.fired or self.cancelled or self.deferred):
+        if not (
+            self.outbox
+            or self.transitions
+            or self.fired
+            or self.cancelled
+            or self.deferred
+            or self.woken
+            or self.lifted
+        ):
             return
-        outbox = _columns(self.outbox, 4)
-        history = _columns(self.transitions, 6)
-        deferred = _columns(self.deferred, 2)
         await conn.exec_driver_sql(
             _WRITE,
             (
-                *outbox,
-                *history,
+                *_columns(self.outbox, 4),
+                *_columns(self.transitions, 6),
                 self.fired,
                 now,
                 self.cancelled,
-                *deferred,
+                *_columns(self.deferred, 3),
                 self.finished,
+                *_columns(self.scheduled, 3),
+                sorted(self.woken),
+                sorted(self.lifted),
             ),
         )
-        self.outbox.clear()
-        self.transitions.clear()
-        self.fired.clear()
-        self.cancelled.clear()
-        self.deferred.clear()
-        self.finished.clear()
+        for collected in (
+            self.outbox,
+            self.transitions,
+            self.fired,
+            self.cancelled,
+            self.deferred,
+            self.finished,
+            self.scheduled,
+        ):
+            collected.clear()
+        self.woken.clear()
+        self.lifted.clear()
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -73,6 +73,7 @@ timers = sa.Table(
     sa.Column("due_at", TS),
     sa.Column("status", sa.Text),
     sa.Column("fired_at", TS),
+    sa.Column("waiting_since", TS),  # 0007: deferred for a cap slot, waiting since
 )
 
 outbox = sa.Table(
@@ -111,8 +112,9 @@ held_triggers = sa.Table(
     sa.Column("playbook", sa.Text),
     sa.Column("signal", sa.Text),
     sa.Column("armed_at", TS),
-    sa.Column("due_at", TS),
+    sa.Column("due_at", TS),  # 0007: NULL while blocked
     sa.Column("status", sa.Text),
+    sa.Column("blocked_by", sa.Text),  # 0007: retention first or cancelled, until it lifts
 )
 
 # 0003: playbooks paused by an operator.
@@ -139,4 +141,19 @@ attributions = sa.Table(
     sa.Column("currency", sa.Text),
     sa.Column("converted_at", TS),
     sa.Column("recorded_at", TS),
+)
+
+# 0007: every customer message a step asked for, one per (journey, step), and what
+# became of it; ``counts_at`` is when the frequency cap counts it (NULL: not counted).
+journey_messages = sa.Table(
+    "journey_messages",
+    metadata,
+    sa.Column("journey_id", sa.Text, primary_key=True),
+    sa.Column("step", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text),
+    sa.Column("marketing", sa.Boolean),
+    sa.Column("decided_at", TS),
+    sa.Column("outcome", sa.Text),
+    sa.Column("outcome_at", TS),
+    sa.Column("counts_at", TS),
 )

@@ -44,6 +44,7 @@ timers = sa.Table(
     sa.Column("lease_until", sa.TIMESTAMP(timezone=True)),
     sa.Column("attempts", sa.Integer),
     sa.Column("last_error", sa.Text),
+    sa.Column("waiting_since", sa.TIMESTAMP(timezone=True)),  # 0007
 )
 
 
@@ -123,6 +124,7 @@ async def take_leased(conn: AsyncConnection, lease: Lease, ids: list[int]) -> li
             timers.c.step,
             timers.c.due_at,
             timers.c.attempts,
+            timers.c.waiting_since,
             journeys,
             idle_timeout.label("idle_timeout"),
         )

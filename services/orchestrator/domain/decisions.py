@@ -8,7 +8,7 @@ running service agree.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -30,6 +30,8 @@ from orchestrator.domain.playbook import (
 NOTIFICATION_NAMESPACE = uuid.UUID("8f6c2a1e-3b0d-4c57-9a43-2f1e5d7c9b60")
 CONTROL = "control"
 TREATMENT = "treatment"
+# A journey ended by a cancellation; a trigger postponed until the subscription is active.
+CANCELLED = "cancelled"
 
 
 def notification_id(journey_id: str, step: str) -> str:
@@ -60,6 +62,7 @@ class DeliveryFact:
     status: str
     at: datetime
     journey_id: str | None = None
+    notification_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,52 @@ def rearm_at(
     return now + held_for(playbook)
 
 
+def postpone_reason(playbook: Playbook, block: str | None) -> str | None:
+    """Whether a signal trigger's start that ``block`` stopped waits for the block to
+    lift (returns what it waits for) instead of being dropped.
+
+    Retention before expansion postpones a need (``retention first``: re-evaluated when
+    the risk tier is no longer high and no retention journey is live), and so does a
+    cancelled subscription (``cancelled``: until the customer is reactivated). The
+    trigger is dropped if its signal turns off meanwhile. Other blocks (cooldown, a live
+    journey, eligibility, a paused playbook) do not postpone.
+    """
+    if not isinstance(playbook.trigger, SignalTrigger):
+        return None
+    if block == R.RETENTION_FIRST:
+        return R.RETENTION_FIRST
+    if block == R.SUBSCRIPTION_CANCELLED:
+        return CANCELLED
+    return None
+
+
+def arm_block(playbook: Playbook, customer: R.Customer) -> str | None:
+    """Why a held trigger is armed blocked rather than counting its hold (None: it counts):
+    a cancelled customer's needs wait for the reactivation, when the hold starts again."""
+    if customer.subscription == "cancelled" and not playbook.admits_cancelled:
+        return CANCELLED
+    return None
+
+
+def unblock_due(playbook: Playbook, blocked_by: str, now: datetime) -> datetime:
+    """When a postponed trigger is due once its block lifts: at once after retention first
+    (the signal has been on all along); after a reactivation, once the signal has been
+    held again for the trigger's hold (0 for an unheld signal)."""
+    if blocked_by == CANCELLED:
+        return now + held_for(playbook)
+    return now
+
+
+def cancellation_ends(playbook: Playbook, fact: Fact) -> bool:
+    """Whether ``fact`` is a cancellation that ends a live journey of ``playbook``: every
+    playbook that does not admit cancelled customers (all but win_back)."""
+    return (
+        isinstance(fact, EventFact)
+        and R.SUBSCRIPTION_STATES.get(fact.type) == "cancelled"
+        and not playbook.admits_cancelled
+    )
+
+
 def start_block(
     playbook: Playbook,
     customer: R.Customer,
@@ -151,7 +200,7 @@ def start_block(
     if reason:
         return reason
     if R.retention_first(playbook.lane, customer.tier, live_lanes):
-        return "retention first"
+        return R.RETENTION_FIRST
     return None
 
 
@@ -185,6 +234,8 @@ def exit_reason(playbook: Playbook, fact: Fact, journey_id: str) -> str | None:
             and fact.on == (rule.becomes == "active")
         ):
             return rule.reason
+    if cancellation_ends(playbook, fact):
+        return CANCELLED
     return None
 
 
@@ -198,9 +249,16 @@ def observed(playbook: Playbook, fact: Fact, journey_id: str) -> str | None:
     return None
 
 
-def schedule(playbook: Playbook, started_at: datetime) -> list[tuple[str, datetime]]:
-    """(step id, due instant) for every step of a journey started at ``started_at``."""
-    return [(step.id, started_at + step.after) for step in playbook.steps]
+def schedule(playbook: Playbook, started_at: datetime) -> list[tuple[str, datetime | None]]:
+    """(step id, due instant) for every step of a journey started at ``started_at``; a step
+    timed from another step's send has no due instant yet (None, see :func:`follow_ups`)."""
+    return [(step.id, None if step.from_ else started_at + step.after) for step in playbook.steps]
+
+
+def follow_ups(playbook: Playbook, step_id: str, at: datetime) -> list[tuple[str, datetime]]:
+    """(step id, due instant) of the steps timed from ``step_id``, which was sent (or
+    skipped: what depends on it goes on, saying it was not sent) at ``at``."""
+    return [(step.id, at + step.after) for step in playbook.follow_ups(step_id)]
 
 
 def assign_arm(playbook: Playbook, customer_id: str) -> str:
@@ -216,14 +274,39 @@ def pick_variant(playbook: Playbook, customer_id: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """A customer's marketing step waiting for a cap slot: due, or deferred by the cap.
+
+    ``key`` names the step (a timer id, or journey and step); ``since`` is when it came
+    due (the first time, if it was deferred since).
+    """
+
+    key: object
+    priority: int
+    since: datetime
+
+
+def rank(waiting: Waiting) -> tuple[int, datetime]:
+    """The order in which waiting steps take cap slots: the playbook's priority (highest
+    first), then the one waiting longest."""
+    return (-waiting.priority, waiting.since)
+
+
+def ahead_of(step: Waiting, waiting: Iterable[Waiting]) -> int:
+    """How many of the customer's waiting marketing steps take a slot before ``step``."""
+    return sum(1 for w in waiting if w.key != step.key and rank(w) < rank(step))
+
+
+@dataclass(frozen=True)
 class Situation:
     """What a due step is decided on, besides the playbook and the clock."""
 
     customer: R.Customer
     arm: str = TREATMENT
     live_lanes: frozenset[str] = frozenset()  # lanes of the customer's other live journeys
-    marketing_sent: tuple[datetime, ...] = ()  # recent marketing messages to the customer
+    marketing_sent: tuple[datetime, ...] = ()  # when the cap counts recent marketing messages
     seen: frozenset[str] = field(default_factory=frozenset)  # waited-for names seen
+    ahead: int = 0  # the customer's waiting marketing steps that go before this one
 
 
 @dataclass(frozen=True)
@@ -239,21 +322,30 @@ class StepDecision:
         return self.action == "send"
 
 
+FREQUENCY_CAP = "frequency cap"  # deferred: no slot free
+PRIORITY_FIRST = "higher priority first"  # deferred: a waiting step ranked higher takes it
+CAP_REASONS = frozenset({FREQUENCY_CAP, PRIORITY_FIRST})  # the step waits for a cap slot
+
+
 def decide_step(
     playbook: Playbook, step: Step, situation: Situation, *, now: datetime, rules: R.Rules
 ) -> StepDecision:
-    """What a due step does now. In order: the control arm sends nothing; a wait-for-event
-    branch; retention before expansion; consent and address; quiet hours (customer
-    messages only, deferred to their end); the frequency cap (marketing only, deferred
-    until a message leaves the window)."""
+    """What a due step does now. In order: a cancelled customer's journey of a playbook
+    that does not admit cancelled customers exits; the control arm sends nothing; a
+    wait-for-event branch; retention before expansion; consent and address; quiet hours
+    (customer messages only, deferred to their end); the frequency cap (marketing only,
+    deferred until a slot is free for this step after the ``ahead`` steps that rank
+    before it)."""
     customer = situation.customer
+    if customer.subscription == "cancelled" and not playbook.admits_cancelled:
+        return StepDecision("exit", CANCELLED)
     if situation.arm == CONTROL:
         return StepDecision("skip", "holdout")
     if step.wait is not None and situation.seen.intersection(step.wait.for_):
         action: Literal["skip", "exit"] = step.wait.on_event
         return StepDecision(action, step.wait.reason)
     if step.marketing and R.retention_first(playbook.lane, customer.tier, situation.live_lanes):
-        return StepDecision("skip", "retention first")
+        return StepDecision("skip", R.RETENTION_FIRST)
     blocked = R.consent_block(step.channel, step.marketing, customer)
     if blocked:
         return StepDecision("skip", blocked)
@@ -262,9 +354,12 @@ def decide_step(
         if quiet is not None:
             return StepDecision("defer", "quiet hours", quiet)
     if step.marketing:
-        free = R.cap_free_at(situation.marketing_sent, now, rules)
+        free = R.cap_free_at(situation.marketing_sent, now, rules, ahead=situation.ahead)
         if free is not None:
-            return StepDecision("defer", "frequency cap", free)
+            yielded = (
+                situation.ahead > 0 and R.cap_free_at(situation.marketing_sent, now, rules) is None
+            )
+            return StepDecision("defer", PRIORITY_FIRST if yielded else FREQUENCY_CAP, free)
     return StepDecision("send")
 
 
@@ -284,8 +379,11 @@ def step_context(
     variant: str | None,
     due_at: datetime,
     step: Step,
+    journey: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What templates may use: profile fields, the offer, the variant, the score explanation."""
+    """What templates may use: profile fields, the offer, the variant, the score
+    explanation, and for a CSM task the journey so far (:func:`story.journey_story`)."""
+    extra = {"journey": journey} if journey is not None else {}
     return {
         "first_name": profile.get("first_name"),
         "email": profile.get("email"),
@@ -296,4 +394,5 @@ def step_context(
         "day": step.after.days,
         "score": score,
         **{f"offer_{k}": v for k, v in step.offer.items()},
+        **extra,
     }

@@ -2,9 +2,10 @@
 
 A playbook declares its trigger (a signal held for a while, an event, a score
 threshold, or the outcome of another playbook's journey), who is eligible, its
-steps (offset from the trigger, channel, template, optional wait-for-event branch),
-its exits, its lane and priority, the re-entry cooldown, the holdout share, the goal
-and the attribution window. Every number lives in the file.
+steps (offset from the trigger or from an earlier step's send, channel, template,
+optional wait-for-event branch), its exits, its lane and priority (a higher priority
+takes a capped slot first), the re-entry cooldown, the holdout share, the goal and the
+attribution window. Every number lives in the file.
 """
 
 from __future__ import annotations
@@ -180,7 +181,17 @@ class Wait(_Strict):
 
 class Step(_Strict):
     id: Name
-    after: timedelta = Field(description="Offset from the moment the trigger fired (ISO 8601).")
+    after: timedelta = Field(
+        description="Offset (ISO 8601) from the moment the trigger fired, or with ``from``"
+        " from the moment that earlier step was sent (or skipped)."
+    )
+    from_: Name | None = Field(
+        default=None,
+        alias="from",
+        description="An earlier step of the playbook this step's offset counts from: its "
+        "timer is set when that step is sent or skipped, however long the cap or quiet "
+        "hours held it (a call about an offer, 'no answer in 3 days').",
+    )
     channel: Channel
     template: str = Field(pattern=r"^[a-z][a-z0-9_]*/[a-z][a-z0-9_]*$")
     recipient: Literal["customer", "csm", "escalation"] = "customer"
@@ -225,7 +236,12 @@ class Playbook(_Strict):
         ids = [s.id for s in self.steps]
         if len(set(ids)) != len(ids):
             raise ValueError(f"step ids must be unique: {ids}")
-        offsets = [s.after for s in self.steps]
+        for index, step in enumerate(self.steps):
+            if step.from_ is not None and step.from_ not in ids[:index]:
+                raise ValueError(
+                    f"step {step.id}: from: {step.from_!r} is not a step listed before it"
+                )
+        offsets = [self.nominal_offset(s.id) for s in self.steps]
         if offsets != sorted(offsets):
             raise ValueError("steps must be listed in the order of their offsets")
         for step in self.steps:
@@ -245,6 +261,24 @@ class Playbook(_Strict):
 
     def is_last(self, step_id: str) -> bool:
         return self.steps[-1].id == step_id
+
+    def nominal_offset(self, step_id: str) -> timedelta:
+        """The step's offset from the trigger when every step goes when it is due (a step
+        timed ``from`` another adds that step's nominal offset)."""
+        step = self.step(step_id)
+        base = self.nominal_offset(step.from_) if step.from_ else timedelta(0)
+        return base + step.after
+
+    def follow_ups(self, step_id: str) -> tuple[Step, ...]:
+        """The steps timed from ``step_id``'s send (``from: step_id``), in order."""
+        return tuple(s for s in self.steps if s.from_ == step_id)
+
+    @property
+    def admits_cancelled(self) -> bool:
+        """Whether a customer whose subscription is cancelled may be in this playbook
+        (its eligibility allows ``cancelled``, or says nothing about subscriptions)."""
+        allowed = self.eligibility.subscription
+        return not allowed or "cancelled" in allowed
 
 
 class PlaybookError(Exception):

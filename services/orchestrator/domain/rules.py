@@ -91,17 +91,68 @@ def quiet_until(instant: datetime, time_zone: str | None, rules: Rules) -> datet
 
 # --- frequency cap ---------------------------------------------------------------------
 
+# Final outcomes the notifier reports for a notification (the deliveries topic).
+SENT = "sent"
+NOT_SENT = frozenset({"failed", "suppressed", "bounced"})
 
-def cap_free_at(sent: Iterable[datetime], now: datetime, rules: Rules) -> datetime | None:
+
+def outcome_after(current: str | None, status: str) -> str | None:
+    """The message's final outcome once ``status`` is reported (``current`` before it).
+
+    ``sent`` settles a message with no outcome yet; ``failed``, ``suppressed`` or
+    ``bounced`` settle it for good, even after ``sent`` (a later bounce: the customer did
+    not get it). Other statuses (opened, clicked...) change nothing.
+    """
+    if status in NOT_SENT and current not in NOT_SENT:
+        return status
+    if status == SENT and current is None:
+        return SENT
+    return current
+
+
+def counts_at(
+    decided_at: datetime, outcome: str | None, outcome_at: datetime | None
+) -> datetime | None:
+    """When the frequency cap counts a marketing message: the slot is reserved at the
+    decision, the message counts at its send time once the notifier reports it sent,
+    and the slot is released (None) once it is known not sent."""
+    if outcome in NOT_SENT:
+        return None
+    if outcome == SENT and outcome_at is not None:
+        return outcome_at
+    return decided_at
+
+
+def cap_free_at(
+    counted: Iterable[datetime], now: datetime, rules: Rules, *, ahead: int = 0
+) -> datetime | None:
     """None if one more marketing message may go now; else the instant one may.
 
-    Counts the messages sent in ``(now - cap_window, now]``; when ``cap_messages`` of
-    them are there, the next one may go when enough of them have left the window.
+    ``counted``: the instants the customer's marketing messages count at
+    (:func:`counts_at`). At most ``cap_messages`` of them may fall in any window of
+    ``cap_window``; an instant after ``now`` (a clock ahead of this one) counts too.
+    ``ahead``: messages of the customer that take a slot before this one (higher
+    priority, waiting): each takes the first free slot, and this one the next.
     """
-    window = sorted(t for t in sent if now - rules.cap_window < t <= now)
-    if len(window) < rules.cap_messages:
-        return None
-    return window[len(window) - rules.cap_messages] + rules.cap_window
+    times = sorted(t for t in counted if t > now - rules.cap_window)
+    if len(times) + ahead < rules.cap_messages:
+        return None  # room for the ones ahead and this one
+    at = now
+    for _ in range(ahead + 1):
+        at = _first_slot(times, at, rules)
+        times.append(at)
+        times.sort()
+    return None if at == now else at
+
+
+def _first_slot(times: Sequence[datetime], at: datetime, rules: Rules) -> datetime:
+    """The first instant from ``at`` on when one more message keeps the cap (``times``
+    sorted); each step moves to the instant the oldest message that must leave does."""
+    while True:
+        recent = [t for t in times if t > at - rules.cap_window]
+        if len(recent) < rules.cap_messages:
+            return at
+        at = recent[len(recent) - rules.cap_messages] + rules.cap_window
 
 
 # --- consent, eligibility, lanes ---------------------------------------------------------
@@ -132,7 +183,7 @@ def ineligible(rule: Eligibility, customer: Customer) -> str | None:
     if "in_app" in rule.consent and not customer.consent_in_app:
         return "no in-app consent"
     if rule.subscription and customer.subscription not in rule.subscription:
-        return f"subscription {customer.subscription}"
+        return f"subscription {customer.subscription}"  # "subscription cancelled" when cancelled
     bought = sorted(customer.products.intersection(rule.not_purchased))
     if bought:
         return f"already purchased {bought}"
@@ -140,6 +191,8 @@ def ineligible(rule: Eligibility, customer: Customer) -> str | None:
 
 
 RETENTION_LANES = frozenset({"retention"})
+RETENTION_FIRST = "retention first"  # the block retention_first gives a start or a step
+SUBSCRIPTION_CANCELLED = "subscription cancelled"  # the block ineligible gives a cancelled
 
 
 def retention_first(lane: Lane, tier: str | None, live_lanes: Iterable[str]) -> bool:

@@ -35,6 +35,7 @@ from orchestrator.adapters import operator as views
 from orchestrator.domain import attribution as A
 from orchestrator.domain.journey import IllegalTransition, State
 from orchestrator.domain.playbook import Playbook
+from orchestrator.entrypoints.consumers import lift_retention_first
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.privacy_api import privacy_router
 from orchestrator.settings import OrchestratorSettings
@@ -478,7 +479,12 @@ def create_api(
     ) -> Journey | JSONResponse:
         try:
             async with deps.engine.begin() as conn:
-                await action(conn, journey_id, deps.clock.now(), by="operator")
+                now = deps.clock.now()
+                await action(conn, journey_id, now, by="operator")
+                if action is repo.cancel_journey:
+                    # A cancelled retention journey no longer holds expansion back.
+                    customer = await repo.journey_customer(conn, journey_id)
+                    await lift_retention_first(conn, deps, customer, now)
         except repo.JourneyNotFound:
             return not_found(f"journey {journey_id}")
         except IllegalTransition as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,7 +27,7 @@ from common.topics import Topic, topic_name
 from orchestrator import metrics
 from orchestrator.adapters import attribution as attribution_store
 from orchestrator.adapters import journeys as repo
-from orchestrator.adapters import privacy
+from orchestrator.adapters import privacy, triggers
 from orchestrator.domain import attribution as A
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
@@ -46,9 +46,17 @@ PLAN_CHANGES = frozenset(
 
 
 async def apply_fact(conn: AsyncConnection, deps: Deps, customer_id: str, fact: D.Fact) -> None:
-    """Exits, then triggers, for one fact about one customer, inside ``conn``'s transaction."""
+    """Exits, then triggers, for one fact about one customer, inside ``conn``'s transaction.
+
+    A signal trigger whose start retention before expansion or a cancelled subscription
+    blocks is postponed (a blocked row in ``held_triggers``) until the block lifts:
+    after a cancellation the triggers of the playbooks a cancelled customer may not be
+    in are suspended, after a reactivation they count again; once the risk tier is not
+    high and no retention journey is live, the needs retention held back are due.
+    """
     now = deps.clock.now()
     chained: list[D.Fact] = []
+    ended = False
     for journey in await repo.live_journeys(conn, customer_id):
         playbook = deps.playbooks.get(journey.playbook)
         if playbook is None:
@@ -59,25 +67,102 @@ async def apply_fact(conn: AsyncConnection, deps: Deps, customer_id: str, fact: 
         reason = D.exit_reason(playbook, fact, journey.journey_id)
         if reason:
             await repo.end_journey(conn, journey, Event.EXIT, now, reason)
+            ended = True
             metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason=reason).inc()
             chained.append(D.JourneyEndFact(playbook.name, reason, now))
     for playbook in sorted(deps.playbooks.values(), key=lambda b: -b.priority):
         effect = D.trigger_effect(playbook, fact)
         if effect == "start":
-            await try_start(conn, deps, customer_id, playbook, now, _why(fact))
+            _, block = await try_start(conn, deps, customer_id, playbook, now, _why(fact))
+            hold = D.postpone_reason(playbook, block)
+            if hold and isinstance(fact, D.SignalFact):
+                await triggers.block(
+                    conn,
+                    customer_id=customer_id,
+                    playbook=playbook.name,
+                    signal=fact.name,
+                    why=hold,
+                    now=now,
+                    replace=True,
+                )
         elif effect == "arm" and isinstance(fact, D.SignalFact):
-            await repo.arm_trigger(
-                conn,
-                customer_id=customer_id,
-                playbook=playbook.name,
-                signal=fact.name,
-                now=now,
-                due_at=fact.at + D.held_for(playbook),
-            )
-        elif effect == "disarm":
-            await repo.disarm_trigger(conn, customer_id, playbook.name)
+            await arm_held(conn, deps, customer_id, playbook, fact, now)
+        elif effect == "disarm" and isinstance(fact, D.SignalFact):
+            await triggers.disarm(conn, customer_id, playbook.name, fact.name)
+    if isinstance(fact, D.EventFact) and fact.type in R.SUBSCRIPTION_STATES:
+        await subscription_changed(conn, deps, customer_id, R.SUBSCRIPTION_STATES[fact.type], now)
+    if ended or isinstance(fact, D.ScoreFact):
+        await lift_retention_first(conn, deps, customer_id, now)
     for follow in chained:
         await apply_fact(conn, deps, customer_id, follow)
+
+
+async def arm_held(
+    conn: AsyncConnection,
+    deps: Deps,
+    customer_id: str,
+    playbook: Playbook,
+    fact: D.SignalFact,
+    now: datetime,
+) -> None:
+    """Arm a held-signal trigger: due once the signal has been held, or blocked until the
+    reactivation when the customer is cancelled (:func:`decisions.arm_block`)."""
+    hold = D.arm_block(playbook, await repo.customer_facts(conn, customer_id))
+    if hold:
+        await triggers.block(
+            conn,
+            customer_id=customer_id,
+            playbook=playbook.name,
+            signal=fact.name,
+            why=hold,
+            now=now,
+            replace=False,
+        )
+        return
+    await triggers.arm(
+        conn,
+        customer_id=customer_id,
+        playbook=playbook.name,
+        signal=fact.name,
+        now=now,
+        due_at=fact.at + D.held_for(playbook),
+    )
+
+
+async def subscription_changed(
+    conn: AsyncConnection, deps: Deps, customer_id: str, state: str, now: datetime
+) -> None:
+    """A cancellation suspends the pending triggers of every playbook a cancelled customer
+    may not be in; a reactivation (or a new subscription) makes them due again, each once
+    its signal has been held again (:func:`decisions.unblock_due`)."""
+    if state == "cancelled":
+        names = [b.name for b in deps.playbooks.values() if not b.admits_cancelled]
+        await triggers.suspend(conn, customer_id, names, why=D.CANCELLED)
+        return
+    due = {
+        name: D.unblock_due(deps.playbooks[name], D.CANCELLED, now)
+        for name in await triggers.blocked(conn, customer_id, D.CANCELLED)
+        if name in deps.playbooks
+    }
+    await triggers.lift(conn, customer_id, D.CANCELLED, due)
+
+
+async def lift_retention_first(
+    conn: AsyncConnection, deps: Deps, customer_id: str, now: datetime
+) -> None:
+    """Make the triggers retention before expansion postponed due now, once it no longer
+    holds: the risk tier is not high and no retention journey is live. Call it after a
+    score (the tier may have fallen) and after a journey ended."""
+    waiting = await triggers.blocked(conn, customer_id, R.RETENTION_FIRST)
+    if not waiting:
+        return
+    live = await repo.live_journeys(conn, customer_id, lock=False)
+    lanes = [deps.playbooks[j.playbook].lane for j in live if j.playbook in deps.playbooks]
+    customer = await repo.customer_facts(conn, customer_id)
+    if R.retention_first("expansion", customer.tier, lanes):
+        return
+    due = {name: now for name in waiting}
+    await triggers.lift(conn, customer_id, R.RETENTION_FIRST, due)
 
 
 def _why(fact: D.Fact) -> dict[str, Any]:
@@ -274,7 +359,12 @@ async def on_delivery(record: Record, deps: Deps) -> None:
     async with deps.engine.begin() as conn:
         if delivery.status == "unsubscribed":
             await repo.note_unsubscribed(conn, delivery.customer_id, delivery.occurred_at)
-        fact = D.DeliveryFact(delivery.status, delivery.occurred_at, delivery.journey_id)
+        if await repo.note_outcome(conn, delivery):
+            # Not sent: its cap slot is free, for the steps waiting for one.
+            await repo.wake_waiting(conn, delivery.customer_id, deps.clock.now())
+        fact = D.DeliveryFact(
+            delivery.status, delivery.occurred_at, delivery.journey_id, delivery.notification_id
+        )
         await apply_fact(conn, deps, delivery.customer_id, fact)
 
 
@@ -304,33 +394,50 @@ def router(deps: Deps) -> Handler:
 
 
 async def fire_due_triggers(deps: Deps, *, limit: int) -> int:
-    """Start the journeys whose signal has been held long enough; how many triggers fired.
+    """Start the journeys whose signal has been held long enough, or whose postponed start
+    is due again (its block lifted); how many triggers fired.
 
     The signal_off that would have disarmed a trigger commits before or after this
     transaction, never in the middle (the row is locked), so a trigger fires only if
-    its signal stayed on. While the signal stays on, the trigger is armed again
-    (:func:`decisions.rearm_at`): a customer still in that state re-enters after the
-    cooldown. Safe to run from any number of replicas (SKIP LOCKED).
+    its signal stayed on. A start blocked again by retention before expansion or a
+    cancellation waits for that block to lift; otherwise, while a held signal stays on,
+    the trigger is armed again (:func:`decisions.rearm_at`): a customer still in that
+    state re-enters after the cooldown. A postponed unheld trigger fires once. Safe to
+    run from any number of replicas (SKIP LOCKED).
     """
     now = deps.clock.now()
     async with deps.engine.begin() as conn:
-        due = await repo.claim_due_triggers(conn, now, limit)
+        due = await triggers.claim_due(conn, now, limit)
         for trigger in due:
-            await repo.mark_trigger_fired(conn, trigger.id)
+            await triggers.mark_fired(conn, trigger.id)
             playbook = deps.playbooks.get(trigger.playbook)
             if playbook is None:
                 continue
-            detail = {"trigger": "signal_held", "signal": trigger.signal}
+            held = D.held_for(playbook) > timedelta(0)
+            kind = "signal_held" if held else "signal_postponed"
+            detail = {"trigger": kind, "signal": trigger.signal}
             _, block = await try_start(conn, deps, trigger.customer_id, playbook, now, detail)
-            ended = await repo.last_ended_at(conn, trigger.customer_id, playbook.name)
-            await repo.arm_trigger(
-                conn,
-                customer_id=trigger.customer_id,
-                playbook=playbook.name,
-                signal=trigger.signal,
-                now=now,
-                due_at=D.rearm_at(playbook, block, now=now, last_ended_at=ended),
-            )
+            hold = D.postpone_reason(playbook, block)
+            if hold:
+                await triggers.block(
+                    conn,
+                    customer_id=trigger.customer_id,
+                    playbook=playbook.name,
+                    signal=trigger.signal,
+                    why=hold,
+                    now=now,
+                    replace=True,
+                )
+            elif held:
+                ended = await repo.last_ended_at(conn, trigger.customer_id, playbook.name)
+                await triggers.arm(
+                    conn,
+                    customer_id=trigger.customer_id,
+                    playbook=playbook.name,
+                    signal=trigger.signal,
+                    now=now,
+                    due_at=D.rearm_at(playbook, block, now=now, last_ended_at=ended),
+                )
     return len(due)
 
 

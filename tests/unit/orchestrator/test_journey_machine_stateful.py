@@ -44,7 +44,17 @@ EVENTS = [
     "downgrade_requested",
     "purchase",
 ]
-STATUSES = ["opened", "clicked", "replied", "unsubscribed", "read", "sent"]
+STATUSES = [
+    "opened",
+    "clicked",
+    "replied",
+    "unsubscribed",
+    "read",
+    "sent",
+    "failed",
+    "bounced",
+    "suppressed",
+]
 
 # What an entry kind says about the journey's state afterwards.
 ENDS = {"exit", "finish", "cancel"}
@@ -81,8 +91,10 @@ class JourneyMachine(RuleBasedStateMachine):
 
     @rule(status=st.sampled_from(STATUSES), pick=st.integers(min_value=0, max_value=50))
     def delivery(self, status: str, pick: int) -> None:
-        ids = [j.journey_id for j in self.engine.journeys] or [None]
-        self.engine.receive(D.DeliveryFact(status, self.engine.now, ids[pick % len(ids)]))
+        # an outcome of one of the messages sent (the notifier's report), or of none
+        sent = [(m.journey_id, key) for key, m in self.engine.messages.items()]
+        journey, key = sent[pick % len(sent)] if sent else (None, None)
+        self.engine.receive(D.DeliveryFact(status, self.engine.now, journey, key))
 
     @rule(
         probability=st.floats(min_value=0, max_value=1),

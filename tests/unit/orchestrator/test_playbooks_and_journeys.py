@@ -26,12 +26,16 @@ RULES = OrchestratorSettings().rules()
 
 
 def test_retention_offer_steps_on_day_0_1_3() -> None:
+    # The call and the escalation are timed from the offer's send: no due time until then.
     plan = decisions.schedule(RETENTION, T0)
-    assert plan == [
-        ("offer", T0),
-        ("retention_call", T0 + timedelta(days=1)),
-        ("escalation", T0 + timedelta(days=3)),
+    assert plan == [("offer", T0), ("retention_call", None), ("escalation", None)]
+    sent = T0 + timedelta(days=5, minutes=20)  # held by the cap, then sent
+    assert decisions.follow_ups(RETENTION, "offer", sent) == [
+        ("retention_call", sent + timedelta(days=1)),
+        ("escalation", sent + timedelta(days=3)),
     ]
+    assert decisions.follow_ups(RETENTION, "retention_call", sent) == []
+    assert [RETENTION.nominal_offset(s.id).days for s in RETENTION.steps] == [0, 1, 3]
     assert [s.channel for s in RETENTION.steps] == ["email", "webhook", "webhook"]
     assert RETENTION.step("retention_call").priority == "high"
 
@@ -164,6 +168,24 @@ def test_invalid_playbook_names_file_field_and_reason(tmp_path: Path) -> None:
         load_playbook(bad)
 
 
+def test_a_step_is_timed_only_from_an_earlier_step(tmp_path: Path) -> None:
+    text = (SHIPPED / "retention_offer.yaml").read_text()
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(text.replace("from: offer,", "from: nowhere,"))
+    with pytest.raises(PlaybookError, match="step retention_call: from: 'nowhere' is not a step"):
+        load_playbook(bad)
+    bad.write_text(text.replace("from: offer,", "from: escalation,"))
+    with pytest.raises(PlaybookError, match="from: 'escalation' is not a step listed before it"):
+        load_playbook(bad)
+    bad.write_text(text.replace("from: offer,", "from: retention_call,"))  # itself
+    with pytest.raises(PlaybookError, match="from: 'retention_call' is not a step listed"):
+        load_playbook(bad)
+    # nominal offsets stay in order: a call at +3.5 d would come after the +3 d escalation
+    bad.write_text(text.replace("after: P1D, from: offer", "after: P3DT12H, from: offer"))
+    with pytest.raises(PlaybookError, match="order of their offsets"):
+        load_playbook(bad)
+
+
 def test_every_shipped_playbook_matches_the_contract() -> None:
     books = load_playbooks(SHIPPED)
     contract = {
@@ -226,7 +248,8 @@ def test_every_shipped_playbook_matches_the_contract() -> None:
     assert set(books) == set(contract)
     for name, steps in contract.items():
         book = books[name]
-        assert [(s.id, s.channel, s.after.days) for s in book.steps] == steps, name
+        offsets = [(s.id, s.channel, book.nominal_offset(s.id).days) for s in book.steps]
+        assert offsets == steps, name
         for step in book.steps:
             assert step.template == f"{name}/{step.id}"
             assert step.marketing == (step.channel != "webhook")

@@ -275,16 +275,21 @@ def test_expansion_exit_before_the_deferred_morning_step(
 
 
 def test_expansion_waits_for_retention() -> None:
-    # A live retention journey blocks the start; after it ends, the next trigger starts one.
+    # A live retention journey blocks the start; the need is postponed, not dropped: the
+    # upsell starts when the retention journey ends (its escalation, day 3), the signal
+    # being still on. A second signal_on while it waits changes nothing.
     facts = [
         (0, score(churn_probability=0.9)),
         (1, on("power_user")),
-        (5, on("power_user")),
+        (2, on("power_user")),
     ]
     log = live(["retention_offer", "upsell_usage"], facts, until=30)
-    upsell = [e for e in log if e[0] == "upsell_usage"]
-    assert upsell[0] == ("upsell_usage", "start", "start", 5)
-    assert not [e for e in upsell if e[3] < 5]
+    assert [(b, k, d) for b, k, _, d in log if k in ("start", "finish")] == [
+        ("retention_offer", "start", 0),
+        ("retention_offer", "finish", 3),
+        ("upsell_usage", "start", 3),
+        ("upsell_usage", "finish", 3),
+    ]
 
 
 def test_high_risk_tier_blocks_expansion() -> None:
@@ -545,7 +550,9 @@ def test_wait_event_takes_the_exit_branch() -> None:
 
 def test_a_cancelled_customer_is_win_backs_alone() -> None:
     # Unopened win-back emails turn engagement_low on; a cancelled customer still gets no
-    # re-engagement campaign, and no upsell, until the subscription is active again.
+    # re-engagement campaign, and no upsell, until the subscription is active again. The
+    # triggers wait for the reactivation (day 70): the upsell, whose signal is still on,
+    # starts then; engagement_low must then be held 14 days as an active customer.
     facts = [
         (0, event("subscription_cancelled")),
         (37.5, on("engagement_low")),
@@ -555,5 +562,6 @@ def test_a_cancelled_customer_is_win_backs_alone() -> None:
     log = live(["win_back", "re_engagement", "upsell_usage"], facts, until=100)
     assert [(b, d) for b, k, _, d in log if k == "start"] == [
         ("win_back", 0),
-        ("re_engagement", 79.5),  # held since 37.5, re-checked every 14 days: 51.5, 65.5, 79.5
+        ("upsell_usage", 70),
+        ("re_engagement", 84),
     ]

@@ -7,14 +7,14 @@ retry worker reads unreported outcomes through must cover it. (``handed``, the s
 an email being given to the mail server, needs no schema change: statuses are text.)
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
