@@ -50,11 +50,11 @@ schemas: $(VENV)/.installed
 	$(PY) -m common.schemas docs/schemas
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check --quiet libs services tests bench
-	$(VENV)/bin/ruff format --quiet --check libs services tests bench
+	$(VENV)/bin/ruff check --quiet libs services cli tests bench
+	$(VENV)/bin/ruff format --quiet --check libs services cli tests bench
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy --strict --no-error-summary libs/common services/*/domain
+	$(VENV)/bin/mypy --strict --no-error-summary libs/common cli services/*/domain
 
 clean:
 	rm -rf $(STACK)
