@@ -8,7 +8,7 @@ STACK := .stack
 KAFKA_LIBS := $(STACK)/kafka/libs
 PROMETHEUS := $(STACK)/prometheus
 
-.PHONY: run test bench schemas lint typecheck deps kafka prometheus clean
+.PHONY: run test test-unit bench schemas lint typecheck deps kafka prometheus clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -42,6 +42,11 @@ run: deps
 
 test: deps lint typecheck
 	$(PY) -m pytest -q
+
+# The unit tests alone: no Kafka, no PostgreSQL, no network (the loopback at most), so
+# only the virtual environment is needed, not the broker jars.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
 
 bench: deps
 	$(PY) -m bench
