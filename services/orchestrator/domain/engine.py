@@ -133,6 +133,8 @@ class Engine:
         if isinstance(fact, D.DeliveryFact):
             self._note_delivery(fact)
         for journey in [j for j in self.journeys if j.state in LIVE]:
+            if journey.state not in LIVE:  # ended meanwhile, by what an earlier exit chained
+                continue
             seen = D.observed(journey.playbook, fact, journey.journey_id)
             if seen:
                 journey.seen.add(seen)
