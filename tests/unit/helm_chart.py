@@ -189,7 +189,11 @@ def value_sets(tmp_path: Path) -> dict[str, tuple[Path, ...]]:
                 "webhooks": {"allowHosts": ["10.0.0.0/8"], "slackTargets": ["escalation"]},
                 "ingress": {"enabled": True},
             },
-            "ingest": {"ingress": {"enabled": True, "host": "events.example.com"}},
+            "ingest": {
+                "ingress": {"enabled": True, "host": "events.example.com"},
+                "env": {"TENURE_INGEST_WORKERS": "4", "TENURE_LOG_LEVEL": "DEBUG"},
+            },
+            "env": {"TENURE_PRODUCER_REQUEST_TIMEOUT_MS": "20000", "TENURE_LOG_LEVEL": "WARNING"},
             "serviceMonitor": {"enabled": True},
             "serviceAccountName": "tenure",
             "imagePullSecrets": [{"name": "registry"}],

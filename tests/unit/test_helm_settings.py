@@ -102,6 +102,20 @@ def test_the_settings_build_from_what_is_rendered(
         assert not missing, f"{component} misses {missing}"
 
 
+def test_more_settings_from_env_values_win_over_the_charts(tmp_path: Path) -> None:
+    """``env`` (every process) and ``<service>.env`` add settings or replace the chart's,
+    the service's winning; each variable is set once."""
+    objects = render(value_sets(tmp_path)["everything"])
+    ingest = {e["name"]: e.get("value") for e in env_entries(objects, "ingest")}
+    assert ingest["TENURE_INGEST_WORKERS"] == "4"
+    assert ingest["TENURE_LOG_LEVEL"] == "DEBUG"
+    assert ingest["TENURE_PRODUCER_REQUEST_TIMEOUT_MS"] == "20000"
+    for component in ("scoring", "migrate", "topics"):
+        env = {e["name"]: e.get("value") for e in env_entries(objects, component)}
+        assert env["TENURE_LOG_LEVEL"] == "WARNING", component
+        assert env["TENURE_PRODUCER_REQUEST_TIMEOUT_MS"] == "20000", component
+
+
 def test_a_process_gets_only_the_connections_it_uses() -> None:
     """Scoring and the topics job never open PostgreSQL, migrate never Kafka: they are not
     given the database URL or the Kafka credentials."""
