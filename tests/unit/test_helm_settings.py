@@ -118,7 +118,7 @@ def test_more_settings_from_env_values_win_over_the_charts(tmp_path: Path) -> No
 
 def test_a_process_gets_only_the_connections_it_uses() -> None:
     """Scoring and the topics job never open PostgreSQL, migrate never Kafka: they are not
-    given the database URL or the Kafka credentials."""
+    given the database URL or the Kafka credentials, nor their certificates."""
     objects = render((PRODUCTION,))
     for component in pod_specs(objects):
         names = {entry["name"] for entry in env_entries(objects, component)}
@@ -126,6 +126,9 @@ def test_a_process_gets_only_the_connections_it_uses() -> None:
         kafka = {"TENURE_KAFKA_BOOTSTRAP", *KAFKA_SECURITY_VARS} & names
         assert bool(database) == (component not in ("scoring", "topics")), component
         assert bool(kafka) == (component != "migrate"), component
+        volumes = {volume["name"] for volume in pod_specs(objects)[component]["volumes"]}
+        assert ("postgresql-ca" in volumes) == bool(database), component
+        assert ("kafka-tls" in volumes) == bool(kafka), component
 
 
 async def test_probes_reach_routes_on_the_ports_the_settings_say(

@@ -133,13 +133,14 @@ securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 {{- end }}
 
-{{/* Volumes every pod may have: /tmp, and the Kafka and PostgreSQL certificates. */}}
+{{/* Volumes every pod may have: /tmp, and the Kafka (.kafka) and PostgreSQL (.database)
+certificates of a process that uses them. */}}
 {{- define "tenure.commonVolumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
-{{- with .Values.kafka.tls }}
-{{- if .existingSecret }}
+    sizeLimit: {{ .root.Values.tmpSizeLimit }}
+{{- with .root.Values.kafka.tls }}
+{{- if and $.kafka .existingSecret }}
 - name: kafka-tls
   secret:
     secretName: {{ .existingSecret }}
@@ -152,8 +153,8 @@ securityContext:
       {{- end }}
 {{- end }}
 {{- end }}
-{{- with .Values.postgresql.ca }}
-{{- if .existingSecret }}
+{{- with .root.Values.postgresql.ca }}
+{{- if and $.database .existingSecret }}
 - name: postgresql-ca
   secret:
     secretName: {{ .existingSecret }}
@@ -167,12 +168,12 @@ securityContext:
 {{- define "tenure.commonMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- if .Values.kafka.tls.existingSecret }}
+{{- if and .kafka .root.Values.kafka.tls.existingSecret }}
 - name: kafka-tls
   mountPath: /etc/tenure/kafka
   readOnly: true
 {{- end }}
-{{- if .Values.postgresql.ca.existingSecret }}
+{{- if and .database .root.Values.postgresql.ca.existingSecret }}
 - name: postgresql-ca
   mountPath: /etc/tenure/postgresql
   readOnly: true
