@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 STACK := .stack
 KAFKA_LIBS := $(STACK)/kafka/libs
 PROMETHEUS := $(STACK)/prometheus
+HELM_VERSION := v4.3.2
+HELM_DIR := $(STACK)/helm
+GO ?= $(firstword $(shell command -v go) /usr/local/go/bin/go)
 
-.PHONY: run test test-unit bench schemas lint typecheck deps kafka prometheus clean
+.PHONY: run test test-unit bench schemas lint typecheck deps kafka prometheus helm clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -37,10 +40,20 @@ $(PROMETHEUS)/.fetched:
 	     && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb); then touch $@; \
 	 else echo "warning: Debian's prometheus package could not be fetched"; fi
 
+# Helm, built from its Go module once (a few minutes cold) and kept in .stack/ with the
+# module and build caches: the tests lint deploy/helm/tenure and render it with it.
+helm: $(HELM_DIR)/.$(HELM_VERSION)
+
+$(HELM_DIR)/.$(HELM_VERSION):
+	@mkdir -p $(HELM_DIR)
+	GOPATH=$(abspath $(STACK)/go) GOCACHE=$(abspath $(STACK)/go/cache) GOFLAGS=-modcacherw \
+	    GOBIN=$(abspath $(HELM_DIR)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	@rm -f $(HELM_DIR)/.v* && touch $@
+
 run: deps
 	$(PY) -m devstack run
 
-test: deps lint typecheck
+test: deps helm lint typecheck
 	$(PY) -m pytest -q
 
 # The unit tests alone: no Kafka, no PostgreSQL, no network (the loopback at most), so
