@@ -513,19 +513,17 @@ def create_app(
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        plan = record.key.decode() if record.key else ""
-                        try:
-                            stats = decode_stats(record.value)
-                        except (ValueError, KeyError, TypeError) as exc:
-                            log.warning("invalid cohort-stats record", extra={"error": str(exc)})
-                            continue
-                        if stats is None:
-                            cohorts.pop(plan, None)
-                        else:
-                            cohorts[plan] = stats
+                for record in await consumer.poll(timeout_s=1.0, max_records=500):
+                    plan = record.key or ""
+                    try:
+                        stats = decode_stats(record.value)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.warning("invalid cohort-stats record", extra={"error": str(exc)})
+                        continue
+                    if stats is None:
+                        cohorts.pop(plan, None)
+                    else:
+                        cohorts[plan] = stats
         finally:
             await consumer.stop()
 
