@@ -172,12 +172,16 @@ class MemoryBroker:
             self._rebalance(member.group_id)
 
     def _rebalance(self, group: str) -> None:
-        """Share the group's partitions among its members, round robin in join order."""
+        """Share each topic's partitions among the members subscribed to it, round robin
+        in join order."""
         members = self._groups[group]
-        topics = sorted({t for m in members for t in m.topics})
-        every = [(t, p) for t in topics for p in range(self.partitions(t))]
-        for i, member in enumerate(members):
-            member._assign({where for j, where in enumerate(every) if j % len(members) == i}, self)
+        shares: dict[int, set[Partition]] = {id(m): set() for m in members}
+        for topic in sorted({t for m in members for t in m.topics}):
+            readers = [m for m in members if topic in m.topics]
+            for p in range(self.partitions(topic)):
+                shares[id(readers[p % len(readers)])].add((topic, p))
+        for member in members:
+            member._assign(shares[id(member)], self)
 
     def _commit(self, member: FakeConsumer, offsets: Mapping[Partition, int]) -> None:
         if member.group_id is None:

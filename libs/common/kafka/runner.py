@@ -93,6 +93,7 @@ class Sequential:
     the last one is handled and committed."""
 
     def start(self, process: Process) -> _Dispatcher:
+        """The strategy at work for one run of the runner; ``process`` handles a record."""
         return _InOrder(process)
 
 
@@ -107,6 +108,7 @@ class KeyedParallel:
     batches_in_flight: int = 2
 
     def start(self, process: Process) -> _Dispatcher:
+        """The strategy at work for one run of the runner; ``process`` handles a record."""
         return _ByKey(process, self.concurrency, self.batches_in_flight)
 
 
@@ -114,6 +116,8 @@ Strategy = Sequential | KeyedParallel
 
 
 class _InOrder:
+    """:class:`Sequential` at work: a batch's records one after the other, in one task."""
+
     batches_in_flight = 1
 
     def __init__(self, process: Process) -> None:
@@ -128,6 +132,9 @@ class _InOrder:
 
 
 class _ByKey:
+    """:class:`KeyedParallel` at work: a task per key and batch, chained after the key's
+    task of the batch before, ``concurrency`` of them past the gate at once."""
+
     def __init__(self, process: Process, concurrency: int, batches_in_flight: int) -> None:
         self._process = process
         self._gate = asyncio.Semaphore(concurrency)
