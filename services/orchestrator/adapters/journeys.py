@@ -14,9 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.messages import Delivery
-from orchestrator.adapters.step_store import customer_from
-from orchestrator.adapters.tables import (
+from common.db.tables import (
     customer_state,
     customers,
     journey_messages,
@@ -27,6 +25,8 @@ from orchestrator.adapters.tables import (
     scores,
     timers,
 )
+from common.messages import Delivery
+from orchestrator.adapters.step_store import customer_from
 from orchestrator.domain import rules as R
 from orchestrator.domain.journey import (
     Event,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import held_triggers
+from common.db.tables import held_triggers
 
 # A literal, not a parameter: PostgreSQL must match it to the partial unique index.
 _PENDING = sa.text("status = 'pending'")
