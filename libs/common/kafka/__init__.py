@@ -22,7 +22,7 @@ is at-least-once and handlers are idempotent.
 """
 
 from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
-from common.kafka.consumer import Consumer, KafkaConsumer, make_consumer
+from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
 from common.kafka.partitioning import KeyPartitioner, partition_for
@@ -78,6 +78,7 @@ __all__ = [
     "committed_headers",
     "encode",
     "ensure_topics",
+    "follow",
     "make_consumer",
     "partition_for",
     "read_topic",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -126,6 +126,17 @@ class KafkaConsumer:
             await self._client.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
         except (CommitFailedError, IllegalStateError) as exc:
             raise CommitFailed(str(exc)) from exc
+
+
+async def follow(
+    consumer: Consumer, *, timeout_s: float = 1.0, max_records: int = 500
+) -> AsyncIterator[Record]:
+    """Every record ``consumer`` polls, as it comes, forever: for a reader that keeps a
+    view of a topic and commits nothing (no group). Processing with commits, dead
+    letters and retries is :func:`common.kafka.runner.run_consumer`'s."""
+    while True:
+        for record in await consumer.poll(timeout_s=timeout_s, max_records=max_records):
+            yield record
 
 
 def make_consumer(
