@@ -1,7 +1,7 @@
 """``notifier_email_throughput`` and ``notifier_webhook_throughput``: the notifier's delivery path.
 
 Each measures notifications per second **from the notifications topic to the local sink**,
-through the real notifier code (``Deliverer`` and its consumer loop): decode, claim in the
+through the real notifier code (``Deliverer`` and the shared consumer runner): decode, claim in the
 delivery log (PostgreSQL), render the templates, send (SMTP with the RFC 8058 headers; or a
 Standard-Webhooks-signed POST after the SSRF check), mark the log, publish the outcome on
 ``deliveries`` and mark it reported. The clock stops when the last outcome is acknowledged
@@ -259,15 +259,7 @@ async def pipeline(env: Env, channel: str) -> float:
             )
             await consumer.start()
             stopping = asyncio.Event()
-            loop = asyncio.create_task(
-                consume(
-                    consumer,
-                    deliverer.handle,
-                    deliverer.dead_letters,
-                    stop=stopping,
-                    concurrency=settings.delivery_concurrency,
-                )
-            )
+            loop = asyncio.create_task(consume(consumer, deliverer, stop=stopping))
             try:
                 await asyncio.wait_for(counting.done.wait(), timeout=300)
             finally:

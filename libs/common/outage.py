@@ -11,7 +11,9 @@ back: a loop that waits there has paused taking work, and resumes by itself.
 
 The wait is as long as the outage, not a number of attempts: what is retried is the
 database, not the record (a record that fails for any other reason keeps its bounded
-retries). ``/readyz`` says not-ready meanwhile, which is the operator's signal.
+retries, which :func:`ride_out` also counts: it is the code base's one retry helper,
+used for a broker that does not answer yet too). ``/readyz`` says not-ready meanwhile,
+which is the operator's signal.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from sqlalchemy.exc import DBAPIError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception,
-    stop_never,
     wait_exponential_jitter,
 )
 
@@ -50,6 +50,7 @@ _CONNECTION_ERRORS = (
 
 FIRST_WAIT_S = 0.2
 LONGEST_WAIT_S = 5.0
+JITTER_S = 1.0  # at most this much is added to each wait, at random
 
 
 class DatabaseUnavailable(Exception):
@@ -112,15 +113,27 @@ async def ride_out(
     *,
     what: str,
     stop: asyncio.Event | None = None,
+    attempts: int = 1,
+    give_up: tuple[type[BaseException], ...] = (),
+    outage: Callable[[BaseException], bool] = unavailable,
     first_wait_s: float = FIRST_WAIT_S,
     longest_wait_s: float = LONGEST_WAIT_S,
+    jitter_s: float = JITTER_S,
 ) -> T:
-    """``await operation()``, called again while it fails with the database unavailable.
+    """``await operation()``, called again while it fails with an outage; the code base's
+    one retry helper.
+
+    - An error ``outage`` says is one (by default: the database is unavailable) is
+      waited out, however long it lasts: what is retried is the resource, not the
+      operation. When ``stop`` is set, the last one is raised instead of waiting more
+      (as :class:`DatabaseUnavailable` for the database: the caller is stopping).
+    - An error of a ``give_up`` type propagates at once (e.g. an invalid record: calling
+      again cannot help).
+    - Any other error: the operation is called up to ``attempts`` times in all, then the
+      error propagates (the default, 1, lets it propagate at once).
 
     Waits between calls grow from ``first_wait_s`` to ``longest_wait_s`` (exponential,
-    with jitter, so that replicas do not reconnect in step). Any other error propagates
-    at once. Blocks as long as the outage lasts; when ``stop`` is set, raises the last
-    :class:`DatabaseUnavailable` instead of waiting more (the caller is stopping).
+    plus up to ``jitter_s`` at random, so that replicas do not retry in step).
     ``operation`` must be safe to call again (idempotent).
     """
 
@@ -131,48 +144,74 @@ async def ride_out(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), seconds)
 
-    def stopping(_: RetryCallState) -> bool:
-        return stop is not None and stop.is_set()
+    failures = 0  # calls that failed with an error other than an outage
+    waited = False  # whether this call counts in _waiting (it waited for an outage)
+
+    def again(state: RetryCallState) -> bool:
+        nonlocal failures
+        error = state.outcome.exception() if state.outcome else None
+        if not isinstance(error, Exception) or isinstance(error, give_up):
+            return False  # success, a cancellation, or an error calling again cannot help
+        if outage(error):
+            return True
+        failures += 1
+        return failures < attempts
+
+    def stopping(state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        return stop is not None and stop.is_set() and error is not None and outage(error)
 
     def waiting(state: RetryCallState) -> None:
-        if state.attempt_number == 1:
+        nonlocal waited
+        error = state.outcome.exception() if state.outcome else None
+        if error is None or not outage(error):
+            log.warning(
+                "%s failed (attempt %d of %d), trying again: %r",
+                what,
+                failures,
+                attempts,
+                error,
+                exc_info=error,
+            )
+            return
+        if not waited:
+            waited = True
             _waiting[what] += 1
             if _waiting[what] == 1:
-                error = state.outcome.exception() if state.outcome else None
                 log.warning(
-                    "database unavailable, %s waits for it: %s",
+                    "%s, %s waits for it: %s",
+                    "database unavailable" if outage is unavailable else "unavailable",
                     what,
-                    describe(error) if error else "?",
+                    describe(error),
                 )
 
     retrying = AsyncRetrying(
-        retry=retry_if_exception(unavailable),
-        wait=wait_exponential_jitter(initial=first_wait_s, max=longest_wait_s),
-        stop=stopping if stop is not None else stop_never,
+        retry=again,
+        wait=wait_exponential_jitter(initial=first_wait_s, max=longest_wait_s, jitter=jitter_s),
+        stop=stopping,
         sleep=pause,
         before_sleep=waiting,
         reraise=True,
     )
-    attempts = 0
     try:
         async for attempt in retrying:
-            attempts = attempt.retry_state.attempt_number
             with attempt:
                 result = await operation()
     except BaseException as exc:
-        if attempts > 1:
+        if waited:
             _back(what, succeeded=False)
-        if unavailable(exc) and not isinstance(exc, DatabaseUnavailable):
+        if outage is unavailable and unavailable(exc) and not isinstance(exc, DatabaseUnavailable):
             raise DatabaseUnavailable(describe(exc)) from exc
         raise
-    if attempts > 1:
-        _back(what, succeeded=True)
+    if waited:
+        _back(what, succeeded=True, database=outage is unavailable)
     return result
 
 
-def _back(what: str, *, succeeded: bool) -> None:
+def _back(what: str, *, succeeded: bool, database: bool = True) -> None:
     _waiting[what] -= 1
     if _waiting[what] <= 0:
         del _waiting[what]
         if succeeded:
-            log.warning("database available again, %s resumed", what)
+            resource = "database available" if database else "available"
+            log.warning("%s again, %s resumed", resource, what)

@@ -73,13 +73,7 @@ async def run(
         )
         try:
             await run_all(
-                consume(
-                    consumer,
-                    deliverer.handle,
-                    dead_letters,
-                    stop=stop,
-                    concurrency=settings.delivery_concurrency,
-                ),
+                consume(consumer, deliverer, stop=stop),
                 retry_loop(deliverer, stop=stop),
                 serve_service(
                     create_api(

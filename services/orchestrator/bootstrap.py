@@ -7,7 +7,7 @@ import asyncio
 from common.apikeys import KeyCache, KeyRepository
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
-from common.kafka import DeadLetters, KafkaPublisher, make_consumer, run_consumer
+from common.kafka import DeadLetters, KafkaPublisher, Sequential, make_consumer, run_consumer
 from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator.domain.playbook import load_playbooks
@@ -53,6 +53,7 @@ async def run(
                 DeadLetters(publisher, consumer_name="orchestrator"),
                 stop=stop,
                 name="orchestrator consumer",
+                strategy=Sequential(),
             ),
             run_timers(
                 deps,
@@ -79,6 +80,7 @@ async def run(
                 DeadLetters(publisher, consumer_name="orchestrator-outcomes"),
                 stop=stop,
                 name="outcome consumer",
+                strategy=Sequential(),
             ),
         ]
         if serve_api:

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.clock import Clock, clock_from_settings
 from common.events import CustomerId, UtcDatetime, parse_event
-from common.kafka import KeyPartitioner, encode, make_consumer
+from common.kafka import KeyPartitioner, encode, follow, make_consumer
 from common.messages import Delivery, Erasure
 from common.topics import Topic, dlq_name, topic_name
 from scoring import metrics
@@ -512,20 +512,17 @@ def create_app(
         )
         await consumer.start()
         try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        plan = record.key.decode() if record.key else ""
-                        try:
-                            stats = decode_stats(record.value)
-                        except (ValueError, KeyError, TypeError) as exc:
-                            log.warning("invalid cohort-stats record", extra={"error": str(exc)})
-                            continue
-                        if stats is None:
-                            cohorts.pop(plan, None)
-                        else:
-                            cohorts[plan] = stats
+            async for record in follow(consumer):
+                plan = record.key or ""
+                try:
+                    stats = decode_stats(record.value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("invalid cohort-stats record", extra={"error": str(exc)})
+                    continue
+                if stats is None:
+                    cohorts.pop(plan, None)
+                else:
+                    cohorts[plan] = stats
         finally:
             await consumer.stop()
 

@@ -1,8 +1,10 @@
-"""libs/common/kafka.py against the real broker: publish, consume, DLQ, topic creation."""
+"""common.kafka against the real broker: keys, topic creation, reachability, transactions.
+
+The consumer runner and the memory broker are held to one contract in
+test_kafka_contract.py."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import orjson
@@ -12,16 +14,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from common.events import EXAMPLES, parse_event
 from common.kafka import (
-    DeadLetters,
-    InvalidRecord,
     KafkaPublisher,
     Record,
     TransactionalPublisher,
     TransactionReport,
     broker_reachable,
     ensure_topics,
-    make_consumer,
-    run_consumer,
+    read_topic,
 )
 from common.settings import CommonSettings
 from common.topics import Topic, dlq_name, topic_name
@@ -35,18 +34,10 @@ async def settings(common_settings: CommonSettings) -> CommonSettings:
     return s
 
 
-async def consume_all(settings: CommonSettings, topics: list[str], n: int) -> list[Record]:
-    consumer = make_consumer(settings, topics, group_id=f"g-{uuid.uuid4().hex[:6]}")
-    await consumer.start()
-    out: list[Record] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(out) < n:
-                batches = await consumer.getmany(timeout_ms=500)
-                out += [Record.from_consumer(r) for rs in batches.values() for r in rs]
-    finally:
-        await consumer.stop()
-    return out
+async def consume_all(settings: CommonSettings, topic: str, n: int) -> list[Record]:
+    records, _ = await read_topic(settings, topic, timeout_s=30)
+    assert len(records) >= n
+    return records
 
 
 async def test_publish_keys_by_customer_and_consumer_reads_back(settings: CommonSettings) -> None:
@@ -60,7 +51,7 @@ async def test_publish_keys_by_customer_and_consumer_reads_back(settings: Common
                 Topic.EVENTS_SUPPORT, event.customer_id, event, [("kind", b"support")]
             )
     records = await consume_all(
-        settings, [topic_name(Topic.EVENTS_SUPPORT, settings.topic_prefix)], 50
+        settings, topic_name(Topic.EVENTS_SUPPORT, settings.topic_prefix), 50
     )
     assert sorted(r.value for r in records) == sorted(e.model_dump_json().encode() for e in events)
     by_customer: dict[str, set[int]] = {}
@@ -69,44 +60,6 @@ async def test_publish_keys_by_customer_and_consumer_reads_back(settings: Common
         assert ("kind", b"support") in record.headers
         by_customer.setdefault(record.key, set()).add(record.partition)
     assert all(len(parts) == 1 for parts in by_customer.values())  # one customer, one partition
-
-
-async def test_invalid_record_goes_to_dlq_and_the_loop_goes_on(settings: CommonSettings) -> None:
-    topic = topic_name(Topic.EVENTS_USAGE, settings.topic_prefix)
-    good = parse_event({**EXAMPLES["usage"], "event_id": "ok-1"})
-    async with KafkaPublisher(settings, client_id="it") as publisher:
-        await publisher.publish(topic, "c-1", b"{not json")
-        await publisher.publish(topic, "c-1", {**EXAMPLES["usage"], "type": "nonsense"})
-        await publisher.publish(topic, "c-1", good)
-        handled: list[str] = []
-        stop = asyncio.Event()
-
-        async def handle(record: Record) -> None:
-            event = parse_event(record.value)
-            if event.event_id == "never":
-                raise InvalidRecord("unreachable")
-            handled.append(event.event_id)
-            stop.set()
-
-        consumer = make_consumer(settings, [topic], group_id=f"g-{uuid.uuid4().hex[:6]}")
-        await consumer.start()
-        try:
-            await asyncio.wait_for(
-                run_consumer(
-                    consumer, handle, DeadLetters(publisher, consumer_name="it"), stop=stop
-                ),
-                30,
-            )
-        finally:
-            await consumer.stop()
-    assert handled == ["ok-1"]
-    dead = await consume_all(settings, [dlq_name(topic)], 2)
-    assert dead[0].value == b"{not json"
-    assert b'"nonsense"' in dead[1].value
-    errors = [dict(r.headers)["dlq.error"].decode() for r in dead]
-    assert errors[0].startswith("JSONDecodeError") or "json" in errors[0].lower()
-    assert "type" in errors[1] and "ValidationError" in errors[1]
-    assert all(dict(r.headers)["dlq.topic"] == topic.encode() for r in dead)
 
 
 async def test_topics_are_created_once_with_compaction_for_scores(settings: CommonSettings) -> None:
@@ -167,7 +120,7 @@ async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
     [report] = reports  # one call, one transaction, reported once
     assert (report.outcome, report.events) == ("committed", 600)
     assert report.seconds > 0 and report.waited_s >= 0
-    got = await consume_all(settings, [topic], 600)
+    got = await consume_all(settings, topic, 600)
     mine = [r for r in got if r.key.startswith("big-")]
     assert len(mine) == 600
     for customer in ("big-0", "big-1", "big-2"):

@@ -38,6 +38,7 @@ from common.kafka import (
     Record,
     ensure_topics,
     make_consumer,
+    read_topic,
 )
 from common.messages import Delivery, Notification
 from common.settings import CommonSettings
@@ -203,33 +204,23 @@ def part(message: Message, kind: str) -> str:
     raise AssertionError(f"no {kind} part")
 
 
-async def read_topic(
+async def find_records(
     common: CommonSettings, topic: str, want: set[str], *, timeout_s: float = 15
 ) -> list[tuple[Record, dict[str, Any]]]:
     """Records of ``topic`` (from the start) whose notification id is in ``want``."""
-    consumer = make_consumer(common, [topic], group_id=f"it-{uuid.uuid4().hex[:8]}")
-    await consumer.start()
-    found: list[tuple[Record, dict[str, Any]]] = []
     deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=300)
-            for rs in batches.values():
-                for raw in rs:
-                    record = Record.from_consumer(raw)
-                    value = json.loads(record.value)
-                    if value.get("notification_id") in want:
-                        found.append((record, value))
-            if not batches and {v["notification_id"] for _, v in found} >= want:
-                break
-    finally:
-        await consumer.stop()
-    return found
+    while True:
+        records, _ = await read_topic(common, topic, timeout_s=timeout_s)
+        values = [(r, json.loads(r.value)) for r in records]
+        found = [(r, v) for r, v in values if v.get("notification_id") in want]
+        if {v["notification_id"] for _, v in found} >= want or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.3)
 
 
 async def outcomes(common: CommonSettings, *ids: str) -> dict[str, list[str]]:
     """Delivery statuses published for each notification id, in order."""
-    found = await read_topic(common, topic_name(Topic.DELIVERIES, common.topic_prefix), set(ids))
+    found = await find_records(common, topic_name(Topic.DELIVERIES, common.topic_prefix), set(ids))
     by_id: dict[str, list[str]] = {i: [] for i in ids}
     for _, value in found:
         by_id[Delivery.model_validate(value).notification_id].append(value["status"])
@@ -239,7 +230,7 @@ async def outcomes(common: CommonSettings, *ids: str) -> dict[str, list[str]]:
 async def dead_letters(common: CommonSettings, *ids: str) -> dict[str, str]:
     """The ``dlq.error`` of each notification id on the notifications dead-letter topic."""
     topic = dlq_name(topic_name(Topic.NOTIFICATIONS, common.topic_prefix))
-    found = await read_topic(common, topic, set(ids))
+    found = await find_records(common, topic, set(ids))
     return {v["notification_id"]: dict(r.headers)["dlq.error"].decode() for r, v in found}
 
 
@@ -416,7 +407,7 @@ async def test_links_are_opaque_expire_and_survive_a_key_rotation(
         assert expired.status_code == 410 and "expired" in expired.text
     assert await deliverer.suppressions.reason(n.recipient or "") is None
 
-    published = await read_topic(
+    published = await find_records(
         common, topic_name(Topic.DELIVERIES, common.topic_prefix), {n.notification_id}
     )
     found = [Delivery.model_validate(value) for _, value in published]
@@ -738,9 +729,7 @@ async def test_records_replayed_three_times_through_kafka_are_delivered_once(
     )
     await consumer.start()
     stop = asyncio.Event()
-    loop = asyncio.create_task(
-        consume(consumer, deliverer.handle, deliverer.dead_letters, stop=stop, concurrency=4)
-    )
+    loop = asyncio.create_task(consume(consumer, deliverer, stop=stop))
     ids = {n.notification_id for n in batch}
     try:
         deadline = time.monotonic() + 30

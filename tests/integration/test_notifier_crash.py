@@ -36,10 +36,10 @@ from notifier.entrypoints.deliver import Deliverer
 from tests.integration.test_notifier import (  # noqa: F401  (deliverer: a fixture)
     as_record,
     deliverer,
+    find_records,
     mails_to,
     notification,
     outcomes,
-    read_topic,
     with_settings,
 )
 
@@ -186,7 +186,7 @@ async def test_sigkill_during_a_burst_sends_no_email_twice(
     assert all(counts[nid] == 1 for nid in by_status["sent"])
     assert all(counts[nid] <= 1 for nid in by_status["unknown"])
     # `unknown` is reported like any outcome: the customer's history shows it.
-    published = await read_topic(
+    published = await find_records(
         common, topic_name(Topic.DELIVERIES, common.topic_prefix), by_status["unknown"]
     )
     reported = {Delivery.model_validate(v).notification_id for _, v in published}

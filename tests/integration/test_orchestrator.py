@@ -17,14 +17,16 @@ from common.clock import FakeClock
 from common.db import create_engine
 from common.events import EXAMPLES
 from common.kafka import (
-    DECODE_ERRORS,
+    INVALID,
     DeadLetters,
     InvalidRecord,
     KafkaPublisher,
     Record,
+    Sequential,
     encode,
     ensure_topics,
     make_consumer,
+    read_topic,
     run_consumer,
 )
 from common.messages import Delivery, Notification, ScoreSnapshot, SignalChange
@@ -293,18 +295,8 @@ async def test_relay_publishes_the_outbox_to_kafka_once(env) -> None:
     assert (await rows(deps, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL"))[
         0
     ].n == 0
-    consumer = make_consumer(settings, [Topic.NOTIFICATIONS], group_id=f"g-{uuid.uuid4().hex[:6]}")
-    await consumer.start()
-    seen: list[Notification] = []
-    try:
-        while len(seen) < total:
-            batches = await consumer.getmany(timeout_ms=1000)
-            assert batches or len(seen) >= total, "relay records missing on the topic"
-            seen += [
-                Notification.model_validate_json(r.value) for rs in batches.values() for r in rs
-            ]
-    finally:
-        await consumer.stop()
+    records, _ = await read_topic(settings, topic_name(Topic.NOTIFICATIONS, settings.topic_prefix))
+    seen = [Notification.model_validate_json(r.value) for r in records]
     ids = [n.notification_id for n in seen]
     assert len(ids) == len(set(ids)) == total
 
@@ -682,13 +674,13 @@ async def test_undecodable_records_raise_decode_errors_for_the_dead_letter_topic
     settings, deps, _ = env
     handle = router(deps)
     bad_signal = record(settings, Topic.SIGNALS, "c-1", {"customer_id": "c-1", "change": "bogus"})
-    with pytest.raises(DECODE_ERRORS):
+    with pytest.raises(INVALID):
         await handle(bad_signal)
     not_payment = record(settings, Topic.EVENTS_PAYMENT, "c-1", {**EXAMPLES["login"]})
     with pytest.raises(InvalidRecord, match="expected a payment event"):
         await handle(not_payment)
     garbage = record(settings, Topic.DELIVERIES, "c-1", b"{not json")
-    with pytest.raises(DECODE_ERRORS):
+    with pytest.raises(INVALID):
         await handle(garbage)
 
 
@@ -715,7 +707,12 @@ async def test_the_consumer_loop_on_kafka_applies_signals_and_dead_letters_poiso
         stop = asyncio.Event()
         loop = asyncio.create_task(
             run_consumer(
-                consumer, router(deps), DeadLetters(publisher, consumer_name="it"), stop=stop
+                consumer,
+                router(deps),
+                DeadLetters(publisher, consumer_name="it"),
+                stop=stop,
+                name="it",
+                strategy=Sequential(),
             )
         )
         try:
@@ -731,18 +728,8 @@ async def test_the_consumer_loop_on_kafka_applies_signals_and_dead_letters_poiso
         "onboarding",
         "upsell_usage",
     ]
-    dead = make_consumer(settings, [dlq_name(signals_topic)], group_id=f"d-{uuid.uuid4().hex[:6]}")
-    await dead.start()
-    try:
-        found = []
-        for _ in range(20):
-            batches = await dead.getmany(timeout_ms=500)
-            found += [r for rs in batches.values() for r in rs if r.key == customer.encode()]
-            if found:
-                break
-    finally:
-        await dead.stop()
-    [poison] = found
+    dead, _ = await read_topic(settings, dlq_name(signals_topic))
+    [poison] = [r for r in dead if r.key == customer]
     error = dict(poison.headers)["dlq.error"].decode()
     assert error.startswith("ValidationError") and "change" in error
 

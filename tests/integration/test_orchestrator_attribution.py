@@ -23,6 +23,7 @@ from common.kafka import (
     DeadLetters,
     KafkaPublisher,
     Record,
+    Sequential,
     encode,
     ensure_topics,
     make_consumer,
@@ -158,7 +159,14 @@ async def consume_payments(settings: CommonSettings, deps: Deps, events: list[di
 
         stop = asyncio.Event()
         loop = asyncio.create_task(
-            run_consumer(consumer, counting, DeadLetters(publisher, consumer_name="it"), stop=stop)
+            run_consumer(
+                consumer,
+                counting,
+                DeadLetters(publisher, consumer_name="it"),
+                stop=stop,
+                name="it",
+                strategy=Sequential(),
+            )
         )
         try:
             for _ in range(200):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from common.clock import FakeClock
 from common.db import create_engine
-from common.kafka import FencedProducer, ensure_topics, make_consumer
+from common.kafka import FencedProducer, ensure_topics, read_topic
 from common.messages import Notification
 from common.outage import DatabaseUnavailable
 from common.settings import CommonSettings
@@ -246,7 +246,9 @@ async def test_a_batch_on_kafka_but_not_marked_is_found_by_the_next_relay_not_re
     finally:
         await second.stop()
         await first.stop()
-    counts = collections.Counter(nid for nid, _ in await read_topic(settings, 0) if nid in mine)
+    counts = collections.Counter(
+        nid for nid, _ in await read_notifications(settings, 0) if nid in mine
+    )
     assert counts == {nid: 1 for nid in mine}
 
 
@@ -297,29 +299,16 @@ async def wait_for(deps: Deps, proc: Any, name: str, where: str, me: str) -> int
     raise TimeoutError(f"replica {name}: no timers matching {where} in 60 s")
 
 
-async def read_topic(settings: CommonSettings, expected: int) -> list[tuple[str, bytes]]:
+async def read_notifications(settings: CommonSettings, expected: int) -> list[tuple[str, bytes]]:
     """Every record of the notifications topic, as (notification id header, value)."""
     topic = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
-    consumer = make_consumer(settings, [topic], group_id=f"check-{uuid.uuid4().hex[:8]}")
-    await consumer.start()
-    seen: list[tuple[str, bytes]] = []
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for r in records:
-                    headers = dict(r.headers)
-                    seen.append((headers["notification_id"].decode(), r.value))
-            assignment = consumer.assignment()
-            if len(seen) >= expected and assignment:
-                ends = await consumer.end_offsets(list(assignment))
-                positions = {tp: await consumer.position(tp) for tp in assignment}
-                if all(positions[tp] >= ends[tp] for tp in assignment):
-                    break
-    finally:
-        await consumer.stop()
-    return seen
+    deadline = time.monotonic() + 120
+    while True:
+        records, _ = await read_topic(settings, topic, timeout_s=120)
+        seen = [(dict(r.headers)["notification_id"].decode(), r.value) for r in records]
+        if len(seen) >= expected or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(1)
 
 
 @pytest.mark.timeout(900)  # 10,000 timers on a shared 2-core machine: minutes when it is busy
@@ -392,7 +381,7 @@ async def test_two_replicas_fire_10000_timers_through_sigkills(
 
     # The topic also holds the notifications of the tests above (their outbox rows were
     # published by these replicas' relays): only this test's ids are counted.
-    records = [(nid, v) for nid, v in await read_topic(settings, TIMERS) if nid in expected]
+    records = [(nid, v) for nid, v in await read_notifications(settings, TIMERS) if nid in expected]
     counts = collections.Counter(nid for nid, _ in records)
     assert set(counts) == expected  # 0 lost
     duplicates = sum(c - 1 for c in counts.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_domain_imports_no_framework(path: Path) -> None:
     assert not imported_roots(path) & FORBIDDEN_IN_DOMAIN
 
 
-def test_aiokafka_is_imported_only_by_common_kafka() -> None:
+def test_aiokafka_is_imported_only_by_the_common_kafka_package() -> None:
     offenders = [
         str(p.relative_to(ROOT))
         for p in ROOT.glob("services/**/*.py")
@@ -54,9 +55,28 @@ def test_aiokafka_is_imported_only_by_common_kafka() -> None:
     ] + [
         str(p.relative_to(ROOT))
         for p in ROOT.glob("libs/**/*.py")
-        if "aiokafka" in imported_roots(p) and p != ROOT / "libs/common/kafka.py"
+        if "aiokafka" in imported_roots(p) and ROOT / "libs/common/kafka" not in p.parents
     ]
     assert offenders == []
+
+
+def test_one_consumer_loop_and_one_retry_helper() -> None:
+    """Consumers poll only in the shared runner (common.kafka.runner, over the consumer
+    adapters beside it), and retry only through common.outage.ride_out."""
+    code = [*ROOT.glob("services/**/*.py"), *ROOT.glob("libs/**/*.py")]
+    retrying = [
+        str(p.relative_to(ROOT))
+        for p in code
+        if imported_roots(p) & {"tenacity", "stamina", "backoff"}
+    ]
+    assert retrying == ["libs/common/outage.py"]
+    polls = re.compile(r"await [\w.]+\.(poll|getmany)\(")
+    polling = sorted(str(p.relative_to(ROOT)) for p in code if polls.search(p.read_text()))
+    assert polling == [
+        "libs/common/kafka/admin.py",  # committed_headers: reads a topic to its end
+        "libs/common/kafka/consumer.py",  # follow(): a reader without a group
+        "libs/common/kafka/runner.py",
+    ]
 
 
 def test_top_level_layout() -> None:

@@ -15,17 +15,23 @@ import asyncio
 import logging
 import random
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, Protocol
 
 import orjson
 
 from common.clock import Clock
-from common.kafka import DECODE_ERRORS, DeadLetters, Publisher, Record
+from common.kafka import (
+    INVALID,
+    Consumer,
+    DeadLetters,
+    KeyedParallel,
+    Publisher,
+    Record,
+    run_consumer,
+)
 from common.messages import Delivery, Notification
 from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import sleep_or_stop
@@ -166,7 +172,7 @@ class Deliverer:
         for claim in claims:
             try:
                 n = Notification.model_validate_json(claim.payload)
-            except DECODE_ERRORS as exc:  # a payload stored by an older release
+            except INVALID as exc:  # a payload stored by an older release
                 await self.log.finish(claim.notification_id, "dead", f"undecodable: {exc}")
                 continue
             if claim.previous == "handed" and not self.resent_after_crash(n):
@@ -371,138 +377,19 @@ class Deliverer:
         )
 
 
-class Consumer(Protocol):
-    """What :func:`consume` needs of a Kafka consumer (``common.kafka.make_consumer``)."""
-
-    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]: ...
-
-    async def commit(self, offsets: dict[Any, int] | None = None) -> None: ...
-
-    def assignment(self) -> set[Any]: ...
-
-
-@dataclass
-class _Batch:
-    """One polled batch in flight: its customers' tasks, all of them, and the offsets
-    after it."""
-
-    tasks: list[asyncio.Task[None]]
-    offsets: dict[Any, int]
-    done: asyncio.Future[list[None]]
-
-
-async def consume(
-    consumer: Consumer,
-    handle: Callable[[Record], object],
-    dead_letters: DeadLetters,
-    *,
-    stop: asyncio.Event,
-    concurrency: int,
-    max_attempts: int = 5,
-    backoff_s: float = 0.2,
-    poll_records: int = 500,
-    batches_in_flight: int = 2,
-) -> None:
-    """Consume ``notifications`` until ``stop``: customers in parallel, each in order.
-
-    A polled batch is split by key (customer); up to ``concurrency`` customers are
-    delivered at once, one customer's records one after the other, also across batches.
-    The next batch is polled while the previous one is still being delivered (up to
-    ``batches_in_flight``), so that the tail of one batch (its last, slowest sends) does
-    not leave the connections idle. A batch's offsets are committed once it and every
-    batch before it were handled (at-least-once; the delivery log makes handling
-    idempotent), for the partitions still assigned. An undecodable record goes to the
-    dead-letter topic; while the database is unavailable a record waits for it
-    (:func:`common.outage.ride_out`), however long; any other error is retried with
-    backoff, then propagates with the offsets of its batch and of every later one
-    uncommitted (their tasks are cancelled). On ``stop`` the batches in flight are
-    finished and committed first (left uncommitted if the database is unavailable).
-    """
-    gate = asyncio.Semaphore(concurrency)
-    tails: dict[str | None, asyncio.Task[None]] = {}  # each customer's latest task
-    in_flight: deque[_Batch] = deque()
-
-    async def one(record: Record) -> None:
-        async def call() -> None:
-            await handle(record)  # type: ignore[misc]
-
-        for attempt in range(1, max_attempts + 1):
-            try:
-                # A database outage pauses this customer's records until it ends.
-                await ride_out(call, what="notifier consumer", stop=stop)
-                return
-            except DECODE_ERRORS as exc:
-                await dead_letters.send(record, exc)
-                return
-            except Exception:
-                if attempt == max_attempts:
-                    raise
-                log.exception("delivery handler failed, retrying", extra={"attempt": attempt})
-                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-
-    async def customer(records: list[Record], after: asyncio.Task[None] | None) -> None:
-        if after is not None:
-            await asyncio.wait([after])
-            if after.cancelled() or after.exception() is not None:
-                return  # its batch fails and is delivered again, this one with it, in order
-        async with gate:
-            for record in records:
-                await one(record)
-
-    def forget(key: str | None, task: asyncio.Task[None]) -> None:
-        if tails.get(key) is task:
-            del tails[key]
-
-    async def settle_oldest() -> None:
-        batch = in_flight[0]
-        await batch.done  # the first handler error, if any (the batch stays for `finally`)
-        in_flight.popleft()
-        assigned = consumer.assignment()
-        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in assigned}
-        if offsets:
-            await consumer.commit(offsets)
-
-    try:
-        while not stop.is_set():
-            while in_flight and in_flight[0].done.done():
-                await settle_oldest()
-            if len(in_flight) >= batches_in_flight:
-                await settle_oldest()
-                continue
-            polled = await consumer.getmany(timeout_ms=200, max_records=poll_records)
-            by_key: dict[str | None, list[Record]] = defaultdict(list)
-            offsets: dict[Any, int] = {}
-            for tp, records in polled.items():
-                if records:
-                    offsets[tp] = records[-1].offset + 1
-                for raw in records:
-                    record = Record.from_consumer(raw)
-                    by_key[record.key].append(record)
-            if not by_key:
-                continue
-            tasks = []
-            for key, records in by_key.items():
-                task = asyncio.create_task(customer(records, tails.get(key)))
-                tails[key] = task
-                task.add_done_callback(lambda t, k=key: forget(k, t))  # type: ignore[misc]
-                tasks.append(task)
-            in_flight.append(_Batch(tasks, offsets, asyncio.gather(*tasks)))
-        while in_flight:
-            await settle_oldest()
-    except DatabaseUnavailable:
-        if not stop.is_set():
-            raise
-        log.warning("stopped during a database outage; batches in flight left uncommitted")
-    finally:
-        # After an error (or a cancellation): stop what is still running, uncommitted. (A
-        # gather that already failed does not cancel its other tasks: each is cancelled.)
-        leftover = [task for batch in in_flight for task in batch.tasks]
-        for task in leftover:
-            task.cancel()
-        await asyncio.gather(*leftover, return_exceptions=True)
-        for batch in in_flight:
-            if batch.done.done() and not batch.done.cancelled():
-                batch.done.exception()  # retrieved: it was raised above, or is a cancellation
+async def consume(consumer: Consumer, deliverer: Deliverer, *, stop: asyncio.Event) -> None:
+    """Deliver the records of ``notifications`` until ``stop``, with the shared runner's
+    keyed-parallel strategy: customers in parallel, up to ``delivery_concurrency``
+    notifications in flight, one customer's in order. At-least-once; the delivery log
+    makes a replay send nothing twice. See :func:`common.kafka.run_consumer`."""
+    await run_consumer(
+        consumer,
+        deliverer.handle,
+        deliverer.dead_letters,
+        stop=stop,
+        name="notifier consumer",
+        strategy=KeyedParallel(concurrency=deliverer.settings.delivery_concurrency),
+    )
 
 
 async def retry_loop(deliverer: Deliverer, *, stop: asyncio.Event) -> None:

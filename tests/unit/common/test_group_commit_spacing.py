@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from common.kafka import TransactionalPublisher, _Request
+from common.kafka.transactional import TransactionalPublisher, _Request
 from common.settings import CommonSettings
 
 

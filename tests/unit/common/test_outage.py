@@ -10,6 +10,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.outage import DatabaseUnavailable, ride_out, unavailable
 
+FAST = {"first_wait_s": 0.001, "longest_wait_s": 0.002}
+
 
 class Flaky:
     """Fails with ``error`` ``times`` times, then returns how many calls it took."""
@@ -57,3 +59,37 @@ async def test_stop_ends_the_wait_with_the_outage() -> None:
     with pytest.raises(DatabaseUnavailable):
         await ride_out(flaky, what="test", stop=stop, first_wait_s=0.01, longest_wait_s=0.01)
     assert flaky.calls > 1
+
+
+async def test_other_errors_are_called_again_up_to_attempts_in_all() -> None:
+    flaky = Flaky(ValueError("flaky"), times=2)
+    assert await ride_out(flaky, what="test", attempts=3, **FAST) == 3
+    always = Flaky(ValueError("a bug"), times=10**9)
+    with pytest.raises(ValueError):
+        await ride_out(always, what="test", attempts=3, **FAST)
+    assert always.calls == 3
+
+
+async def test_an_outage_does_not_count_against_the_attempts() -> None:
+    flaky = Flaky(DatabaseUnavailable("refused"), times=10)
+    assert await ride_out(flaky, what="test", attempts=2, **FAST) == 11
+
+
+async def test_give_up_errors_and_cancellations_are_never_called_again() -> None:
+    invalid = Flaky(KeyError("invalid"), times=1)
+    with pytest.raises(KeyError):
+        await ride_out(invalid, what="test", attempts=5, give_up=(KeyError,), **FAST)
+    assert invalid.calls == 1
+    cancelled = Flaky(asyncio.CancelledError(), times=1)
+    with pytest.raises(asyncio.CancelledError):
+        await ride_out(cancelled, what="test", attempts=5, **FAST)
+    assert cancelled.calls == 1
+
+
+async def test_another_kind_of_outage_is_waited_out_too() -> None:
+    broker_down = Flaky(ConnectionRefusedError("the broker is not up yet"), times=3)
+
+    def down(exc: BaseException) -> bool:
+        return isinstance(exc, OSError)
+
+    assert await ride_out(broker_down, what="test", outage=down, **FAST) == 4

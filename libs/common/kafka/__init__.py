@@ -1,0 +1,86 @@
+"""Kafka for every service: the only package that imports aiokafka.
+
+- :mod:`~common.kafka.records`: records, values and errors, free of aiokafka types.
+- :mod:`~common.kafka.publisher`: the ``Publisher`` Protocol and ``KafkaPublisher``
+  (one idempotent producer, ``acks=all``).
+- :mod:`~common.kafka.transactional`: ``TransactionalPublisher``, ingest's group
+  commit in Kafka transactions.
+- :mod:`~common.kafka.fenced`: ``FencedProducer``, the one transactional writer of a
+  single-writer role (the outbox relay).
+- :mod:`~common.kafka.consumer`: the ``Consumer`` Protocol and ``KafkaConsumer``.
+- :mod:`~common.kafka.runner`: ``run_consumer``, the one consumer loop (decode errors
+  to the dead-letter topic, outages waited out, retries, commits), with the
+  ``Sequential`` and ``KeyedParallel`` strategies.
+- :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end.
+- :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
+  ``FakeConsumer``, for unit tests.
+- :mod:`~common.kafka.partitioning`: the key -> partition mapping (murmur2).
+
+Values are JSON (orjson, or pydantic's serializer for models); the key is the customer
+id. Consumers read ``read_committed`` and commit after their handler ran, so processing
+is at-least-once and handlers are idempotent.
+"""
+
+from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
+from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
+from common.kafka.fenced import FencedProducer
+from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
+from common.kafka.partitioning import KeyPartitioner, partition_for
+from common.kafka.publisher import KafkaPublisher, Publisher
+from common.kafka.records import (
+    INVALID,
+    CommitFailed,
+    Headers,
+    InvalidRecord,
+    OutgoingRecord,
+    Partition,
+    PublishError,
+    Record,
+    encode,
+)
+from common.kafka.runner import (
+    DeadLetters,
+    Handler,
+    KeyedParallel,
+    Sequential,
+    Strategy,
+    run_consumer,
+)
+from common.kafka.transactional import TransactionalPublisher, TransactionReport
+
+__all__ = [
+    "INVALID",
+    "CommitFailed",
+    "Consumer",
+    "DeadLetters",
+    "FakeConsumer",
+    "FakePublisher",
+    "FencedProducer",
+    "Handler",
+    "Headers",
+    "InvalidRecord",
+    "KafkaConsumer",
+    "KafkaPublisher",
+    "KeyPartitioner",
+    "KeyedParallel",
+    "MemoryBroker",
+    "OutgoingRecord",
+    "Partition",
+    "PublishError",
+    "Published",
+    "Publisher",
+    "Record",
+    "Sequential",
+    "Strategy",
+    "TransactionReport",
+    "TransactionalPublisher",
+    "broker_reachable",
+    "committed_headers",
+    "encode",
+    "ensure_topics",
+    "follow",
+    "make_consumer",
+    "partition_for",
+    "read_topic",
+    "run_consumer",
+]

@@ -1,0 +1,151 @@
+"""The consumer port (what the runner needs of a consumer) and its aiokafka adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from common.kafka.records import CommitFailed, Partition, Record
+from common.settings import CommonSettings
+from common.topics import Topic, topic_name
+
+
+class Consumer(Protocol):
+    """A member of a consumer group that commits only when told to.
+
+    Implemented by :class:`KafkaConsumer` and by the memory broker's
+    :class:`common.kafka.memory.FakeConsumer`; ``tests/integration/test_kafka_contract.py``
+    runs the same tests against both.
+    """
+
+    async def start(self) -> None:
+        """Join the group; the assigned partitions resume at their committed offsets
+        (from the beginning where none is committed)."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave the group; nothing is committed on the way out."""
+        ...
+
+    async def poll(self, *, timeout_s: float, max_records: int) -> list[Record]:
+        """Up to ``max_records`` records after those returned before, in offset order
+        within each partition; waits up to ``timeout_s`` for one, then returns []. Only
+        committed records (``read_committed``): those of an open transaction wait for its
+        end, those of an aborted one are never returned."""
+        ...
+
+    def assignment(self) -> frozenset[Partition]:
+        """The partitions this member holds now (a rebalance changes them)."""
+        ...
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Record, per partition, the offset the group resumes at (the one after the last
+        record processed). Raises :class:`CommitFailed` when the group rebalanced and a
+        partition is not this member's any more."""
+        ...
+
+
+def to_record(raw: ConsumerRecord[bytes, bytes]) -> Record:
+    return Record(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key.decode() if raw.key is not None else None,
+        value=raw.value or b"",
+        headers=tuple(raw.headers or ()),
+        timestamp_ms=raw.timestamp,
+    )
+
+
+class KafkaConsumer:
+    """The real :class:`Consumer`: one aiokafka consumer, manual commits, ``read_committed``.
+
+    ``group_id=None`` reads every partition of ``topics`` from the beginning, without a
+    group (nothing to commit): a follower of a small topic.
+    """
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        topics: Iterable[Topic | str],
+        *,
+        group_id: str | None,
+        **overrides: Any,
+    ) -> None:
+        self.topics = [
+            topic_name(t, settings.topic_prefix) if isinstance(t, Topic) else t for t in topics
+        ]
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed",
+            "metadata_max_age_ms": 5000,
+            **overrides,
+        }
+        self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def _client(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("consumer not started")
+        return self._consumer
+
+    async def start(self) -> None:
+        # aiokafka needs the running loop, so the client is built here.
+        self._consumer = AIOKafkaConsumer(*self.topics, **self._options)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def __aenter__(self) -> KafkaConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def poll(self, *, timeout_s: float, max_records: int) -> list[Record]:
+        batches = await self._client.getmany(
+            timeout_ms=int(timeout_s * 1000), max_records=max_records
+        )
+        return [to_record(raw) for records in batches.values() for raw in records]
+
+    def assignment(self) -> frozenset[Partition]:
+        return frozenset((tp.topic, tp.partition) for tp in self._client.assignment())
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        try:
+            await self._client.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise CommitFailed(str(exc)) from exc
+
+
+async def follow(
+    consumer: Consumer, *, timeout_s: float = 1.0, max_records: int = 500
+) -> AsyncIterator[Record]:
+    """Every record ``consumer`` polls, as it comes, forever: for a reader that keeps a
+    view of a topic and commits nothing (no group). Processing with commits, dead
+    letters and retries is :func:`common.kafka.runner.run_consumer`'s."""
+    while True:
+        for record in await consumer.poll(timeout_s=timeout_s, max_records=max_records):
+            yield record
+
+
+def make_consumer(
+    settings: CommonSettings,
+    topics: Iterable[Topic | str],
+    *,
+    group_id: str | None,
+    **overrides: Any,
+) -> KafkaConsumer:
+    """A :class:`KafkaConsumer` of ``topics`` in ``group_id`` (start it before use);
+    ``overrides`` are aiokafka consumer options."""
+    return KafkaConsumer(settings, topics, group_id=group_id, **overrides)
