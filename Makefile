@@ -54,7 +54,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --quiet --check libs services tests bench
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy --strict --no-error-summary libs/common services/*/domain
+	$(VENV)/bin/mypy --strict --no-error-summary libs/common services/*/domain \
+	    services/orchestrator/service_layer services/orchestrator/adapters \
+	    services/orchestrator/entrypoints
 
 clean:
 	rm -rf $(STACK)

@@ -1,26 +1,37 @@
 """What firing a group of due steps reads and writes, in a few set-based statements.
+Implements :class:`ports.Steps`.
 
 The timer worker fires a group of timers in one transaction. Instead of a dozen
 statements per step (customer facts, live journeys, the frequency cap's messages, the
 history row, the outbox row, the timer...), it reads everything the step decisions need
-for all the group's customers in one statement (:func:`gather`), decides in memory, and
-writes what the steps did with one statement per table (:class:`Writes`). Statements
-are plain SQL sent with ``exec_driver_sql`` (no SQL compilation per call; asyncpg
-prepares and caches them), inside the caller's transaction.
+for all the group's customers in one statement (:meth:`SqlSteps.gather`), decides in
+memory, and writes what the steps did with one statement (:meth:`SqlSteps.write`).
+Statements are plain SQL sent with ``exec_driver_sql`` (no SQL compilation per call;
+asyncpg prepares and caches them), inside the caller's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.domain import rules as R
+from orchestrator.adapters import timer_store
+from orchestrator.adapters.customers import customer_from
+from orchestrator.adapters.journeys import journey_from
+from orchestrator.domain.journey import Journey
 from orchestrator.domain.story import StepRecord, message_record
+from orchestrator.service_layer.ports import (
+    CustomerFacts,
+    DueStep,
+    Lease,
+    LiveJourney,
+    StepWrites,
+    WaitingStep,
+)
 
 # One row per customer: profile, learned state, latest score, the instants the frequency
 # cap counts the customer's marketing messages at, the live journeys (with their pending
@@ -182,263 +193,159 @@ SELECT (SELECT count(*) FROM outbox_rows), (SELECT count(*) FROM history),
 """
 
 
-@dataclass
-class LiveJourney:
-    journey_id: str
-    playbook: str
-    pending: int  # its step timers still pending
-
-
-@dataclass
-class WaitingStep:
-    """A step of an active treatment-arm journey that is due or deferred for a cap slot."""
-
-    timer_id: int
-    journey_id: str
-    playbook: str
-    step: str
-    since: datetime  # when it first came due
-    deferred: bool  # deferred for a cap slot before (its waiting_since is set)
-
-
-@dataclass
-class CustomerFacts:
-    """What the step decisions of one customer need, kept up to date while a group fires."""
-
-    customer: R.Customer
-    profile: dict[str, Any]  # for the notification's context
-    score: dict[str, Any] | None
-    sent: list[datetime]  # when the cap counts its marketing messages in the window
-    live: list[LiveJourney]
-    waiting: list[WaitingStep] = field(default_factory=list)
-    postponed: bool = False  # a trigger waits for retention before expansion to lift
-
-
 def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def customer_from(
-    customer_id: str,
-    profile: dict[str, Any] | None,
-    state: dict[str, Any] | None,
-    tier: str | None,
-) -> R.Customer:
-    """The customer as the rules see it, from its profile row, learned state and tier.
+class SqlSteps:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
 
-    The plan is the later of the profile's and the last plan-changing payment's. An
-    unsubscribe (a ``deliveries`` record) withdraws email marketing consent for good: a
-    later profile that still says "consent" (product backends resend profiles for other
-    reasons) does not undo it.
-    """
-    plan = profile["plan"] if profile else None
-    if (
-        state is not None
-        and state["plan"]
-        and (
-            profile is None
-            or state["plan_at"] is None
-            or profile["profile_at"] is None
-            or state["plan_at"] >= profile["profile_at"]
-        )
-    ):
-        plan = state["plan"]
-    return R.Customer(
-        customer_id=customer_id,
-        email=profile["email"] if profile else None,
-        time_zone=profile["time_zone"] if profile else None,
-        plan=plan,
-        segment=state["segment"] if state else None,
-        tier=tier,
-        consent_email=bool(profile["consent_email"]) if profile else False,
-        consent_in_app=bool(profile["consent_in_app"]) if profile else True,
-        unsubscribed=state is not None and state["unsubscribed_at"] is not None,
-        products=frozenset(state["products"] or ()) if state else frozenset(),
-        subscription=(state["subscription"] if state and state["subscription"] else "active"),
-    )
+    async def take(self, lease: Lease, ids: Sequence[int]) -> list[DueStep]:
+        journeys: dict[str, Journey] = {}
+        taken = []
+        for row in await timer_store.take_leased(self.conn, lease, list(ids)):
+            journey = journeys.get(row.journey_id)
+            if journey is None:
+                journey = journeys[row.journey_id] = journey_from(row)
+            taken.append(DueStep(row.id, row.step, row.due_at, row.waiting_since, journey))
+        return taken
 
+    async def record_failure(self, lease: Lease, timer_id: int, error: str) -> bool:
+        return await timer_store.record_failure(self.conn, lease, timer_id, error)
 
-async def lock_caps(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
-    """Serialise the frequency-cap decisions of these customers until the transaction ends.
+    async def lock_caps(self, customer_ids: Iterable[str]) -> None:
+        """Two replicas firing two of a customer's marketing steps at once would otherwise
+        both count the same sent messages and together pass the cap. Blocks while another
+        transaction holds one of the locks."""
+        ids = sorted(set(customer_ids))
+        if ids:
+            await self.conn.exec_driver_sql(_LOCK_CAPS, (ids,))
 
-    Two replicas firing two of a customer's marketing steps at once would otherwise both
-    count the same sent messages and together pass the cap. Takes the locks in sorted
-    order (two groups locking the same customers never deadlock); blocks while another
-    transaction holds one. Must run before :func:`gather`, whose snapshot must see the
-    messages of the transaction that held the lock.
-    """
-    ids = sorted(set(customer_ids))
-    if ids:
-        await conn.exec_driver_sql(_LOCK_CAPS, (ids,))
-
-
-async def gather(
-    conn: AsyncConnection, customer_ids: Iterable[str], *, cap_since: datetime, now: datetime
-) -> tuple[dict[str, CustomerFacts], frozenset[str]]:
-    """The facts of every customer of ``customer_ids`` (one per timer of the group) and the
-    paused playbooks, in one statement (steps due at ``now`` count as waiting). The
-    steps waiting for a slot are looked for only for a customer with pending steps
-    besides the group's: the caller adds the group's own."""
-    fired: dict[str, int] = {}
-    for customer_id in customer_ids:
-        fired[customer_id] = fired.get(customer_id, 0) + 1
-    ids = sorted(fired)
-    found: dict[str, CustomerFacts] = {}
-    paused: frozenset[str] = frozenset()
-    if not ids:
+    async def gather(
+        self, customer_ids: Iterable[str], *, cap_since: datetime, now: datetime
+    ) -> tuple[dict[str, CustomerFacts], frozenset[str]]:
+        fired: dict[str, int] = {}
+        for customer_id in customer_ids:
+            fired[customer_id] = fired.get(customer_id, 0) + 1
+        ids = sorted(fired)
+        found: dict[str, CustomerFacts] = {}
+        paused: frozenset[str] = frozenset()
+        if not ids:
+            return found, paused
+        counts = [fired[i] for i in ids]
+        params = (ids, cap_since, now, counts)
+        rows = (await self.conn.exec_driver_sql(_GATHER, params)).mappings().all()
+        for row in rows:
+            profile = (
+                {
+                    "customer_id": row["id"],
+                    "email": row["email"],
+                    "first_name": row["first_name"],
+                    "time_zone": row["time_zone"],
+                    "plan": row["plan"],
+                    "owner_csm_email": row["owner_csm_email"],
+                    "consent_email": row["consent_email"],
+                    "consent_in_app": row["consent_in_app"],
+                    "profile_at": row["profile_at"],
+                }
+                if row["has_profile"]
+                else None
+            )
+            state = (
+                {
+                    "segment": row["segment"],
+                    "plan": row["state_plan"],
+                    "plan_at": row["plan_at"],
+                    "unsubscribed_at": row["unsubscribed_at"],
+                    "products": row["products"],
+                    "subscription": row["subscription"],
+                }
+                if row["has_state"]
+                else None
+            )
+            found[row["id"]] = CustomerFacts(
+                customer=customer_from(row["id"], profile, state, row["tier"]),
+                profile=profile or {},
+                score=_json(row["snapshot"]),
+                sent=list(row["sent"]),
+                live=[
+                    LiveJourney(j, p, int(n))
+                    for j, p, n in zip(
+                        row["live_ids"], row["live_playbooks"], row["live_pending"], strict=True
+                    )
+                ],
+                waiting=[
+                    WaitingStep(*columns)
+                    for columns in zip(
+                        row["waiting_ids"],
+                        row["waiting_journeys"],
+                        row["waiting_playbooks"],
+                        row["waiting_steps"],
+                        row["waiting_since"],
+                        row["waiting_deferred"],
+                        strict=True,
+                    )
+                ]
+                if row["waiting_ids"]
+                else [],
+                postponed=row["postponed"],
+            )
+            paused = frozenset(row["paused"])
         return found, paused
-    counts = [fired[i] for i in ids]
-    rows = (await conn.exec_driver_sql(_GATHER, (ids, cap_since, now, counts))).mappings().all()
-    for row in rows:
-        profile = (
-            {
-                "customer_id": row["id"],
-                "email": row["email"],
-                "first_name": row["first_name"],
-                "time_zone": row["time_zone"],
-                "plan": row["plan"],
-                "owner_csm_email": row["owner_csm_email"],
-                "consent_email": row["consent_email"],
-                "consent_in_app": row["consent_in_app"],
-                "profile_at": row["profile_at"],
-            }
-            if row["has_profile"]
-            else None
-        )
-        state = (
-            {
-                "segment": row["segment"],
-                "plan": row["state_plan"],
-                "plan_at": row["plan_at"],
-                "unsubscribed_at": row["unsubscribed_at"],
-                "products": row["products"],
-                "subscription": row["subscription"],
-            }
-            if row["has_state"]
-            else None
-        )
-        found[row["id"]] = CustomerFacts(
-            customer=customer_from(row["id"], profile, state, row["tier"]),
-            profile=profile or {},
-            score=_json(row["snapshot"]),
-            sent=list(row["sent"]),
-            live=[
-                LiveJourney(j, p, int(n))
-                for j, p, n in zip(
-                    row["live_ids"], row["live_playbooks"], row["live_pending"], strict=True
-                )
-            ],
-            waiting=[
-                WaitingStep(*columns)
-                for columns in zip(
-                    row["waiting_ids"],
-                    row["waiting_journeys"],
-                    row["waiting_playbooks"],
-                    row["waiting_steps"],
-                    row["waiting_since"],
-                    row["waiting_deferred"],
-                    strict=True,
-                )
-            ]
-            if row["waiting_ids"]
-            else [],
-            postponed=row["postponed"],
-        )
-        paused = frozenset(row["paused"])
-    return found, paused
 
-
-async def stories(
-    conn: AsyncConnection, journey_ids: Iterable[str]
-) -> dict[str, dict[str, StepRecord]]:
-    """Where the steps of each journey of ``journey_ids`` stand (step -> record), in one
-    statement: made notifications with their outcome, skips, pending timers."""
-    ids = sorted(set(journey_ids))
-    found: dict[str, dict[str, StepRecord]] = {j: {} for j in ids}
-    if not ids:
+    async def stories(self, journey_ids: Iterable[str]) -> dict[str, dict[str, StepRecord]]:
+        ids = sorted(set(journey_ids))
+        found: dict[str, dict[str, StepRecord]] = {j: {} for j in ids}
+        if not ids:
+            return found
+        for row in (await self.conn.exec_driver_sql(_STORIES, (ids,))).all():
+            journey_id, step, kind, at, outcome, outcome_at, reason = tuple(row)
+            records = found[journey_id]
+            if kind == "message":  # a customer message: its outcome says more than the history
+                records[step] = message_record(step, at, outcome, outcome_at)
+            elif kind == "step_sent":
+                records.setdefault(step, StepRecord(step, "queued", at))
+            elif kind == "step_skipped":
+                records[step] = StepRecord(step, "skipped", at, reason)
+            else:
+                records[step] = StepRecord(step, "pending", at)
         return found
-    for row in (await conn.exec_driver_sql(_STORIES, (ids,))).all():
-        journey_id, step, kind, at, outcome, outcome_at, reason = tuple(row)
-        records = found[journey_id]
-        if kind == "message":  # a customer message: its outcome says more than the history
-            records[step] = message_record(step, at, outcome, outcome_at)
-        elif kind == "step_sent":
-            records.setdefault(step, StepRecord(step, "queued", at))
-        elif kind == "step_skipped":
-            records[step] = StepRecord(step, "skipped", at, reason)
-        else:
-            records[step] = StepRecord(step, "pending", at)
-    return found
 
-
-@dataclass
-class Writes:
-    """The rows a group of fired steps writes, flushed with one statement per kind."""
-
-    outbox: list[tuple[str, str, bytes, str]] = field(default_factory=list)
-    transitions: list[tuple[str, str | None, str, str, datetime, str]] = field(default_factory=list)
-    fired: list[int] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-    # timer id, due again at, and when it came due if it waits for a cap slot
-    deferred: list[tuple[int, datetime, datetime | None]] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
-    scheduled: list[tuple[str, str, datetime]] = field(default_factory=list)  # journey, step, due
-    woken: set[str] = field(default_factory=set)  # customers whose waiting steps are due now
-    lifted: set[str] = field(default_factory=set)  # customers retention first no longer blocks
-
-    def transition(
-        self,
-        journey_id: str,
-        from_state: str | None,
-        to_state: str,
-        event: str,
-        at: datetime,
-        detail: dict[str, Any],
-    ) -> None:
-        self.transitions.append(
-            (journey_id, from_state, to_state, event, at, orjson.dumps(detail).decode())
-        )
-
-    async def flush(self, conn: AsyncConnection, now: datetime) -> None:
-        """Write what was collected, in one statement, and start over. History rows keep
-        their order (ids are assigned in it)."""
-        if not (
-            self.outbox
-            or self.transitions
-            or self.fired
-            or self.cancelled
-            or self.deferred
-            or self.woken
-            or self.lifted
-        ):
+    async def write(self, writes: StepWrites, now: datetime) -> None:
+        """One statement; history rows keep their order (ids are assigned in it)."""
+        if not writes:
             return
-        await conn.exec_driver_sql(
+        dumps = orjson.dumps
+        outbox = [
+            (o.topic, o.key, o.payload, dumps(dict(o.headers)).decode()) for o in writes.outbox
+        ]
+        history = [
+            (
+                c.journey_id,
+                c.before.value if c.before else None,
+                c.after.value,
+                c.event.value,
+                c.at,
+                dumps(dict(c.detail)).decode(),
+            )
+            for c in writes.changes
+        ]
+        await self.conn.exec_driver_sql(
             _WRITE,
             (
-                *_columns(self.outbox, 4),
-                *_columns(self.transitions, 6),
-                self.fired,
+                *_columns(outbox, 4),
+                *_columns(history, 6),
+                writes.fired,
                 now,
-                self.cancelled,
-                *_columns(self.deferred, 3),
-                self.finished,
-                *_columns(self.scheduled, 3),
-                sorted(self.woken),
-                sorted(self.lifted),
+                writes.cancelled,
+                *_columns(writes.deferred, 3),
+                writes.finished,
+                *_columns(writes.scheduled, 3),
+                sorted(writes.woken),
+                sorted(writes.lifted),
             ),
         )
-        for collected in (
-            self.outbox,
-            self.transitions,
-            self.fired,
-            self.cancelled,
-            self.deferred,
-            self.finished,
-            self.scheduled,
-        ):
-            collected.clear()
-        self.woken.clear()
-        self.lifted.clear()
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -21,7 +21,6 @@ Due times are on the deployment's (possibly scaled) clock and come from the call
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.adapters.tables import journeys
+from orchestrator.service_layer.ports import Claimed, Lease
+
+__all__ = ["Claimed", "Lease", "claim", "pending_due", "record_failure", "take_leased"]
 
 # The ``timers`` table as this module sees it, lease columns (migration 0005) included;
 # ``tables.timers`` keeps the columns of the journey code.
@@ -46,24 +48,6 @@ timers = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("waiting_since", sa.TIMESTAMP(timezone=True)),  # 0007
 )
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Who claims (``owner``, unique per replica process) and for how many real seconds."""
-
-    owner: str
-    seconds: float
-    max_attempts: int
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A timer leased by :func:`claim`: its id, its customer and when it was due."""
-
-    id: int
-    customer_id: str
-    due_at: datetime
 
 
 async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) -> list[Claimed]:
