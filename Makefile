@@ -8,7 +8,7 @@ STACK := .stack
 KAFKA_LIBS := $(STACK)/kafka/libs
 PROMETHEUS := $(STACK)/prometheus
 
-.PHONY: run test bench schemas lint typecheck deps kafka prometheus clean
+.PHONY: run test test-unit bench schemas lint typecheck deps kafka prometheus clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -43,6 +43,11 @@ run: deps
 test: deps lint typecheck
 	$(PY) -m pytest -q
 
+# The unit tests alone: no Kafka, no PostgreSQL, no network (the loopback at most), so
+# only the virtual environment is needed, not the broker jars.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
+
 bench: deps
 	$(PY) -m bench
 
@@ -50,11 +55,11 @@ schemas: $(VENV)/.installed
 	$(PY) -m common.schemas docs/schemas
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check --quiet libs services tests bench
-	$(VENV)/bin/ruff format --quiet --check libs services tests bench
+	$(VENV)/bin/ruff check --quiet libs services cli tests bench
+	$(VENV)/bin/ruff format --quiet --check libs services cli tests bench
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy --strict --no-error-summary libs/common services/*/domain \
+	$(VENV)/bin/mypy --strict --no-error-summary libs/common cli services/*/domain \
 	    services/orchestrator/service_layer services/orchestrator/adapters \
 	    services/orchestrator/entrypoints
 

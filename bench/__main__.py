@@ -2,8 +2,9 @@
 
 The runner starts a single-node KRaft broker on free ports under a temporary folder,
 runs the selected benchmarks (all of them by default), stops the broker (also on
-error or Ctrl-C), prints a table and merges the results into ``bench/results.json``:
-the entries of the benchmarks that ran are replaced, the others are kept.
+error or Ctrl-C), prints a table and merges the results into ``bench/results.json``
+(the entries of the benchmarks that ran are replaced, the others are kept), then
+rewrites the table of today's figures in ``docs/BENCHMARKS.md`` from it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench import (
     kafka_producer,
     notifier,
     orchestrator,
+    report,
     scoring,
 )
 from devstack.kafka import KafkaBroker
@@ -199,10 +201,12 @@ def run(names: list[str]) -> int:
                     raise ValueError(f"{name} reported {result.name!r}, not in BENCHMARKS")
             results += [replace(r, command=command_for(r.name)) for r in produced]
             print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
-    write_results(merge(load_results(), results))
+    entries = merge(load_results(), results)
+    write_results(entries)
+    report.update(entries)
     print()
     print(table(results))
-    print(f"\nWritten to {RESULTS.relative_to(REPO)}")
+    print(f"\nWritten to {RESULTS.relative_to(REPO)} and {report.DOCUMENT.relative_to(REPO)}")
     if failed:
         print(f"FAILED: {', '.join(failed)} (their previous entries, if any, were kept)")
         return 1

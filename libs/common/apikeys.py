@@ -30,10 +30,10 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.db.tables import api_keys
 from common.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -200,18 +200,6 @@ class FakeAuthenticator:
         return self.authenticate(presented)  # ``keys`` is read on every call: no reload
 
 
-# The table as this module reads and writes it; its schema is in common/migrations (0002).
-metadata = sa.MetaData()
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text),
-    sa.Column("scopes", ARRAY(sa.Text)),
-    sa.Column("secret_hash", sa.LargeBinary),
-    sa.Column("created_at", sa.TIMESTAMP(timezone=True)),
-    sa.Column("revoked_at", sa.TIMESTAMP(timezone=True)),
-)
 _PUBLIC = (
     api_keys.c.id,
     api_keys.c.name,

@@ -1,13 +1,16 @@
-"""The ``tenure`` command: operator tools.
+"""What every ``tenure`` subcommand shares, and common's own: ``tenure keys``.
 
-``tenure keys create|revoke|list`` manage API keys (see :mod:`common.apikeys`). Each
-subcommand is a register function in :data:`COMMANDS`, which adds its arguments and
-sets ``run`` (namespace -> exit status) on every leaf parser; a new subcommand is one
-more entry there.
+The command itself is assembled in the ``tenure_cli`` package (``cli/tenure_cli``),
+which imports each service's subcommands; this module imports no service, so the
+services' ``cli.py`` modules can use it: :class:`CliError` (the command's one error
+class), :func:`database_option` and :func:`with_engine`.
 
-A problem the user can fix (unknown key id, bad scope, unreachable database) exits
-with status 1 and one line on stderr, never a traceback; a malformed command line
-exits with status 2 and argparse's usage message.
+``tenure keys create|revoke|list`` manage API keys (see :mod:`common.apikeys`);
+:func:`register_keys` adds them to a parser.
+
+A problem the user can fix (unknown key id, bad scope, unreachable database) is raised
+as :class:`CliError` (or ``ValueError``); ``tenure`` reports it with status 1 and one line
+on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -28,14 +31,14 @@ from common.db import create_engine
 from common.settings import CommonSettings
 
 T = TypeVar("T")
-Register = Callable[[argparse.ArgumentParser], None]
 
 # How long a command waits for PostgreSQL before calling it unreachable.
 DB_TIMEOUT_S = 15.0
 
 
 class CliError(Exception):
-    """A problem the user can fix; reported as one line."""
+    """A problem the user can fix: ``tenure`` prints ``tenure: error:`` and the first line of
+    the message on stderr and exits with status 1. Raised by every subcommand."""
 
 
 def _out(line: str = "") -> None:
@@ -44,10 +47,6 @@ def _out(line: str = "") -> None:
 
 def _err(line: str) -> None:
     sys.stderr.write(line + "\n")
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # --- tenure keys -------------------------------------------------------------------
@@ -171,77 +170,8 @@ def with_engine(args: argparse.Namespace, operation: Callable[[AsyncEngine], Awa
 def _with_repository(
     args: argparse.Namespace, operation: Callable[[KeyRepository], Awaitable[T]]
 ) -> T:
-    return with_engine(args, lambda engine: operation(KeyRepository(engine)))
-
-
-# --- the command ---------------------------------------------------------------------
-
-
-def register_templates(parser: argparse.ArgumentParser) -> None:
-    """List, check and preview the notifier's message templates."""
-    from notifier.cli import register_templates as register  # the notifier's own command
-
-    register(parser)
-
-
-def register_inbox(parser: argparse.ArgumentParser) -> None:
-    """Issue in-app inbox tokens for customers (operators, the local stack)."""
-    from notifier.cli import register_inbox as register  # the notifier's own command
-
-    register(parser)
-
-
-def register_customers(parser: argparse.ArgumentParser) -> None:
-    """Export a customer's data or erase a customer (GDPR access and erasure)."""
-    from orchestrator.cli import register_customers as register  # the orchestrator's command
-
-    register(parser)
-
-
-def register_playbooks(parser: argparse.ArgumentParser) -> None:
-    """Validate playbook files (YAML) as the orchestrator loads them."""
-    from orchestrator.cli import register_playbooks as register  # the orchestrator's command
-
-    register(parser)
-
-
-COMMANDS: dict[str, Register] = {
-    "customers": register_customers,
-    "inbox": register_inbox,
-    "keys": register_keys,
-    "playbooks": register_playbooks,
-    "templates": register_templates,
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tenure", description="Tenure operator tools.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, register in COMMANDS.items():
-        summary = (register.__doc__ or "").strip().splitlines()[0]
-        register(commands.add_parser(name, help=summary, description=summary))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tenure`` with ``argv`` (default: the process arguments); the exit status."""
-    args = build_parser().parse_args(argv)
+    """Run ``operation`` on a key repository; its errors become :class:`CliError`."""
     try:
-        status: int = args.run(args)
-    except (CliError, ApiKeyError, ValueError) as exc:
-        _err(f"tenure: error: {_one_line(exc)}")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # the last resort: still one line, never a traceback
-        _err(f"tenure: error: unexpected {type(exc).__name__}: {_one_line(exc)}")
-        return 1
-    return status
-
-
-if __name__ == "__main__":
-    # ``python -m common.cli``: run the module as imported under its own name, so that the
-    # errors services raise (``common.cli.CliError``) are the class ``main`` catches.
-    from common.cli import main as imported_main
-
-    sys.exit(imported_main())
+        return with_engine(args, lambda engine: operation(KeyRepository(engine)))
+    except ApiKeyError as exc:
+        raise CliError(str(exc)) from exc

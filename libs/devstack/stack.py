@@ -172,8 +172,9 @@ class Stack:
             self.database_url = self._pg.start()
         upgrade(self.database_url)
 
-    def new_database(self, name: str) -> str:
-        """Create (or recreate) database ``name`` on this stack's server, migrated; its URL."""
+    def new_database(self, name: str, *, migrated: bool = True) -> str:
+        """Create (or recreate) database ``name`` on this stack's server, migrated unless
+        ``migrated`` is false (then empty); its URL."""
         assert self.database_url is not None
         url = make_url(self.database_url)
 
@@ -186,7 +187,8 @@ class Stack:
 
         asyncio.run(create())
         fresh = url.set(database=name).render_as_string(hide_password=False)
-        upgrade(fresh)
+        if migrated:
+            upgrade(fresh)
         return fresh
 
     def create_topics(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from common.cli import CliError
 from common.messages import Channel, Notification
 from notifier.domain import messages
 from notifier.domain.render import TEMPLATES, Renderer, RenderError
@@ -57,10 +58,6 @@ PREVIEW_LINKS = messages.Links(
     unsubscribe_url=f"{PREVIEW}/u/preview",
     app_url="https://app.tenure.example",
 )
-
-
-class CliError(Exception):
-    """A problem the user can fix, reported as one line."""
 
 
 def _write(text: str) -> None:
@@ -180,13 +177,13 @@ def register_templates(parser: argparse.ArgumentParser) -> None:
         help="JSON object, JSON file, or key=value,... (default: a sample customer)",
     )
     render.add_argument("--variant", help="offer variant (retention_offer)")
-    render.set_defaults(run=_guarded(cmd_render))
+    render.set_defaults(run=cmd_render)
     listing = actions.add_parser("list", parents=[common], help="every step with templates")
-    listing.set_defaults(run=_guarded(cmd_list))
+    listing.set_defaults(run=cmd_list)
     check = actions.add_parser(
         "check", parents=[common], help="render every template with the sample customer"
     )
-    check.set_defaults(run=_guarded(cmd_check))
+    check.set_defaults(run=cmd_check)
 
 
 def cmd_inbox_token(args: argparse.Namespace) -> int:
@@ -222,16 +219,4 @@ def register_inbox(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds until it expires (default TENURE_NOTIFIER_INBOX_TOKEN_TTL_S, 3600)",
     )
-    token.set_defaults(run=_guarded(cmd_inbox_token))
-
-
-def _guarded(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            status: int = fn(args)
-        except CliError as exc:
-            sys.stderr.write(f"tenure: error: {exc}\n")
-            return 1
-        return status
-
-    return run
+    token.set_defaults(run=cmd_inbox_token)

@@ -195,7 +195,7 @@ def test_export_then_erase_leaves_no_trace_and_the_unsubscribe_holds(
 def tenure(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **stack.env()}
     return subprocess.run(
-        [sys.executable, "-m", "common.cli", "customers", *args],
+        [sys.executable, "-m", "tenure_cli", "customers", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common import cli
 from common.apikeys import KeyCache, KeyRepository, Scope
 from common.db import create_engine
 from devstack.stack import Stack
+from tenure_cli import command as cli
 
 TENURE = Path(sys.executable).parent / "tenure"
 KEY_LINE = re.compile(r"^key:\s+(tnr_\S+)$", re.MULTILINE)
@@ -134,7 +134,7 @@ async def test_the_installed_entry_point_and_python_m_work(
 
     listed = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "common.cli", "keys", "list"],
+        [sys.executable, "-m", "tenure_cli", "keys", "list"],
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,10 @@
-"""Alembic environment: runs the migrations over the async engine."""
+"""Alembic environment: runs the migrations over the async engine.
+
+``target_metadata`` is the schema's one declaration (:mod:`common.db.tables`): Alembic's
+autogenerate (``command.revision(..., autogenerate=True)``) drafts a migration from the
+difference between it and the database, and ``tests/integration/test_schema.py`` fails
+while they differ.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,17 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from common.db.tables import metadata
+
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        transaction_per_migration=True,
+        compare_type=True,
+        compare_server_default=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -20,26 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.db.tables import deliveries
 from notifier.adapters.batching import Batcher
 from notifier.adapters.suppressions import address_hash
-
-TS = sa.TIMESTAMP(timezone=True)
-deliveries = sa.Table(
-    "deliveries",
-    sa.MetaData(),
-    sa.Column("notification_id", sa.Text, primary_key=True),
-    sa.Column("customer_id", sa.Text),
-    sa.Column("channel", sa.Text),
-    sa.Column("status", sa.Text),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("created_at", TS),
-    sa.Column("updated_at", TS),
-    sa.Column("detail", sa.Text),
-    sa.Column("payload", sa.LargeBinary),
-    sa.Column("first_attempt_at", TS),
-    sa.Column("next_attempt_at", TS),
-    sa.Column("reported_at", TS),
-)
 
 TERMINAL = ("sent", "suppressed", "bounced", "dead", "unknown")
 IN_FLIGHT = ("sending", "handed")

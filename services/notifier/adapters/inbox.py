@@ -20,26 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.db.tables import inbox_messages
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "tenure_inbox"
-
-TS = sa.TIMESTAMP(timezone=True)
-inbox_messages = sa.Table(
-    "inbox_messages",
-    sa.MetaData(),
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("notification_id", sa.Text),
-    sa.Column("customer_id", sa.Text),
-    sa.Column("journey_id", sa.Text),
-    sa.Column("playbook", sa.Text),
-    sa.Column("step", sa.Text),
-    sa.Column("title", sa.Text),
-    sa.Column("body", sa.Text),
-    sa.Column("created_at", TS),
-    sa.Column("read_at", TS),
-    sa.Column("dismissed_at", TS),
-)
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-TS = sa.TIMESTAMP(timezone=True)
-suppressions = sa.Table(
-    "suppressions",
-    sa.MetaData(),
-    sa.Column("address_hash", sa.Text, primary_key=True),
-    sa.Column("customer_id", sa.Text),
-    sa.Column("reason", sa.Text),
-    sa.Column("notification_id", sa.Text),
-    sa.Column("created_at", TS),
-)
+from common.db.tables import suppressions
 
 
 def normalise(address: str) -> str:

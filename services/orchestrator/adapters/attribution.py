@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import attributions, journey_transitions, journeys
+from common.db.tables import attributions, journey_transitions, journeys
 from orchestrator.domain.attribution import Attribution, JourneySpan
 from orchestrator.domain.journey import Event
 

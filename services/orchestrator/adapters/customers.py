@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.db.tables import customer_state, customers, scores
 from orchestrator.adapters import privacy
-from orchestrator.adapters.tables import customer_state, customers, scores
 from orchestrator.domain import rules as R
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import journey_messages, journey_transitions, journeys, timers
+from common.db.tables import journey_messages, journey_transitions, journeys, timers
 from orchestrator.domain import rules as R
 from orchestrator.domain.errors import JourneyNotFound
 from orchestrator.domain.journey import Change, Journey, State

@@ -17,43 +17,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.messages import Delivery
-from orchestrator.adapters.tables import (
+from common.db.tables import (
     attributions,
     customer_state,
     customers,
+    deliveries,
     journey_transitions,
     journeys,
+    message_outcomes,
     outbox,
     paused_playbooks,
     scores,
 )
+from common.messages import Delivery
 from orchestrator.domain.journey import Event
-
-TS = sa.TIMESTAMP(timezone=True)
-
-# Migration 0005: every outcome the notifier reported for a notification (one row per
-# status, the first time it was seen), projected from the deliveries topic.
-message_outcomes = sa.Table(
-    "message_outcomes",
-    sa.MetaData(),
-    sa.Column("notification_id", sa.Text, primary_key=True),
-    sa.Column("status", sa.Text, primary_key=True),
-    sa.Column("customer_id", sa.Text),
-    sa.Column("occurred_at", TS),
-    sa.Column("detail", sa.Text),
-)
-
-# The notifier's delivery log (0001/0004), read only: where a message is now.
-deliveries = sa.Table(
-    "deliveries",
-    sa.MetaData(),
-    sa.Column("notification_id", sa.Text, primary_key=True),
-    sa.Column("status", sa.Text),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("updated_at", TS),
-    sa.Column("detail", sa.Text),
-)
 
 STEP_EVENTS = (Event.STEP_SENT.value, Event.STEP_SKIPPED.value)
 

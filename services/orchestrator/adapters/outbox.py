@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import outbox
+from common.db.tables import outbox
 
 
 async def claim(conn: AsyncConnection, limit: int) -> list[sa.Row[Any]]:

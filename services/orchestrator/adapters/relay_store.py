@@ -9,19 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import outbox
+from common.db.tables import outbox, relay_checkpoint
 
 # A session-level advisory lock: one relay at a time across all replicas. It is an
 # identifier ("orchestrator outbox relay"), not a tunable number.
 RELAY_LOCK = 0x0_7E_4E_0001
-
-relay_checkpoint = sa.Table(
-    "relay_checkpoint",
-    sa.MetaData(),
-    sa.Column("topic", sa.Text, primary_key=True),
-    sa.Column("partition", sa.Integer, primary_key=True),
-    sa.Column("next_offset", sa.BigInteger),
-)
 
 
 async def try_lead(conn: AsyncConnection) -> bool:

@@ -27,27 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import journeys
+from common.db.tables import journeys, timers
 from orchestrator.service_layer.ports import Claimed, Lease
 
 __all__ = ["Claimed", "Lease", "claim", "pending_due", "record_failure", "take_leased"]
-
-# The ``timers`` table as this module sees it, lease columns (migration 0005) included;
-# ``tables.timers`` keeps the columns of the journey code.
-timers = sa.Table(
-    "timers",
-    sa.MetaData(),
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("journey_id", sa.Text),
-    sa.Column("step", sa.Text),
-    sa.Column("due_at", sa.TIMESTAMP(timezone=True)),
-    sa.Column("status", sa.Text),
-    sa.Column("lease_owner", sa.Text),
-    sa.Column("lease_until", sa.TIMESTAMP(timezone=True)),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("last_error", sa.Text),
-    sa.Column("waiting_since", sa.TIMESTAMP(timezone=True)),  # 0007
-)
 
 
 async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) -> list[Claimed]:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters.tables import held_triggers
+from common.db.tables import held_triggers
 from orchestrator.service_layer.ports import HeldTrigger
 
 # A literal, not a parameter: PostgreSQL must match it to the partial unique index.

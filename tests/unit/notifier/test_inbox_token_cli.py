@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from common import cli
 from notifier.domain.signing import BadSignature, verify_inbox_token
 from notifier.settings import NotifierSettings
+from tenure_cli import command as cli
 
 SECRET_ENV = ("TENURE_NOTIFIER_INBOX_SECRET", "TENURE_NOTIFIER_LINK_SECRET")
 

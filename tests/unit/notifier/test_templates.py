@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common import cli
 from notifier.cli import SAMPLE, parse_customer, preview
 from notifier.domain.render import Renderer, RenderError
+from tenure_cli import command as cli
 
 # The contract table (docs: contract 5): playbook -> step -> channel.
 STEPS = {

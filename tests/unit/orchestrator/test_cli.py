@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import main
 from orchestrator.domain.playbook import SHIPPED
+from tenure_cli.command import main
 
 
 def test_the_shipped_folder_is_valid(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,8 @@
-"""PostgreSQL: the async engine and the schema migrations (Alembic, in ``common/migrations``)."""
+"""PostgreSQL: the async engine, the schema (:mod:`common.db.tables`) and its migrations.
+
+The tables are declared once, in :mod:`common.db.tables`; the Alembic migrations in
+``common/migrations`` create them, and a test keeps the two equal.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from common.outage import DatabaseUnavailable, describe, unavailable
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 def async_url(url: str) -> str:

@@ -1,0 +1,62 @@
+"""``tenure``: one subcommand per entry of :data:`COMMANDS`, each from its owner's ``cli.py``.
+
+Each owner keeps its own subcommands: ``keys`` in :mod:`common.cli`, ``templates`` and
+``inbox`` in :mod:`notifier.cli`, ``playbooks`` and ``customers`` in
+:mod:`orchestrator.cli`. A register function adds its arguments to the parser it is given
+and sets ``run`` (namespace -> exit status) on every leaf parser; the first line of its
+docstring is the subcommand's help. A new subcommand is one more entry in
+:data:`COMMANDS`.
+
+A problem the user can fix (:class:`common.cli.CliError`, or a ``ValueError`` raised
+before any I/O) exits with status 1 and one line on stderr, never a traceback; a
+malformed command line exits with status 2 and argparse's usage message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from common.cli import CliError, register_keys
+from notifier.cli import register_inbox, register_templates
+from orchestrator.cli import register_customers, register_playbooks
+
+Register = Callable[[argparse.ArgumentParser], None]
+
+COMMANDS: dict[str, Register] = {
+    "customers": register_customers,
+    "inbox": register_inbox,
+    "keys": register_keys,
+    "playbooks": register_playbooks,
+    "templates": register_templates,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenure", description="Tenure operator tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, register in COMMANDS.items():
+        summary = (register.__doc__ or "").strip().splitlines()[0]
+        register(commands.add_parser(name, help=summary, description=summary))
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tenure`` with ``argv`` (default: the process arguments); the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except (CliError, ValueError) as exc:
+        sys.stderr.write(f"tenure: error: {_one_line(exc)}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last resort: still one line, never a traceback
+        sys.stderr.write(f"tenure: error: unexpected {type(exc).__name__}: {_one_line(exc)}\n")
+        return 1
+    return status
