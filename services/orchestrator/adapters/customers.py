@@ -17,46 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.db.tables import customer_state, customers, scores
 from orchestrator.adapters import privacy
 from orchestrator.domain import rules as R
-
-
-def customer_from(
-    customer_id: str,
-    profile: Mapping[str, Any] | None,
-    state: Mapping[str, Any] | None,
-    tier: str | None,
-) -> R.Customer:
-    """The customer as the rules see it, from its profile row, learned state and tier.
-
-    The plan is the later of the profile's and the last plan-changing payment's. An
-    unsubscribe (a ``deliveries`` record) withdraws email marketing consent for good: a
-    later profile that still says "consent" (product backends resend profiles for other
-    reasons) does not undo it.
-    """
-    plan = profile["plan"] if profile else None
-    if (
-        state is not None
-        and state["plan"]
-        and (
-            profile is None
-            or state["plan_at"] is None
-            or profile["profile_at"] is None
-            or state["plan_at"] >= profile["profile_at"]
-        )
-    ):
-        plan = state["plan"]
-    return R.Customer(
-        customer_id=customer_id,
-        email=profile["email"] if profile else None,
-        time_zone=profile["time_zone"] if profile else None,
-        plan=plan,
-        segment=state["segment"] if state else None,
-        tier=tier,
-        consent_email=bool(profile["consent_email"]) if profile else False,
-        consent_in_app=bool(profile["consent_in_app"]) if profile else True,
-        unsubscribed=state is not None and state["unsubscribed_at"] is not None,
-        products=frozenset(state["products"] or ()) if state else frozenset(),
-        subscription=(state["subscription"] if state and state["subscription"] else "active"),
-    )
+from orchestrator.domain.rules import customer_from
 
 
 class SqlCustomers:

@@ -20,9 +20,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.adapters import timer_store
-from orchestrator.adapters.customers import customer_from
 from orchestrator.adapters.journeys import journey_from
 from orchestrator.domain.journey import Journey
+from orchestrator.domain.rules import customer_from
 from orchestrator.domain.story import StepRecord, message_record
 from orchestrator.service_layer.ports import (
     CustomerFacts,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.adapters.customers import customer_from
 from orchestrator.adapters.step_store import _columns
+from orchestrator.domain.rules import customer_from
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 PROFILE = {

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from orchestrator.adapters.customers import customer_from
 from orchestrator.adapters.memory.tables import _STATE_COLUMNS, Tables
 from orchestrator.domain import rules as R
+from orchestrator.domain.rules import customer_from
 
 
 class MemoryCustomers:
