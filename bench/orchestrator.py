@@ -86,7 +86,6 @@ WORKERS = {
     "tenure2": ("tenure", 2),
     "bare": ("bare", 1),
     "procrastinate": ("procrastinate", 1),
-    "tenure1_plain": ("tenure-plain", 1),  # bench.orchestrator_cte: the write without CTEs
 }
 
 

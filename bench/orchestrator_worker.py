@@ -1,7 +1,7 @@
 """One timer-firing process of the orchestrator benchmark (started by ``bench.orchestrator``).
 
-``python -m bench.orchestrator_worker KIND DATABASE_URL [--until N]`` (KIND: tenure,
-tenure-plain, bare or procrastinate)
+``python -m bench.orchestrator_worker KIND DATABASE_URL [--until N]`` (KIND: tenure, bare
+or procrastinate)
 
 The process connects, warms up, prints ``ready`` and waits for a line ``go`` on stdin,
 so that imports and connections are not timed. Then:
@@ -9,9 +9,6 @@ so that imports and connections are not timed. Then:
 - ``tenure``: one orchestrator replica's timer worker (``fire_batch`` with the project's
   settings: batch, lease, poll interval), each due timer fired with its state change,
   history row and outbox row in one transaction;
-- ``tenure-plain``: the same, the group's write sent as separate statements in the same
-  transaction instead of one statement (``bench.orchestrator_plain``), to measure what
-  the data-modifying CTE buys;
 - ``bare``: the physical limit, a bare asyncpg loop that claims due timers with
   ``FOR UPDATE SKIP LOCKED`` and marks them fired, in batches of the orchestrator's
   size, one statement (and transaction) per batch: no journey, decision or outbox;
@@ -69,7 +66,7 @@ def _firing(deps: Any, settings: Any) -> Any:
     )
 
 
-async def tenure(url: str, until: int | None, plain: bool = False) -> dict[str, Any]:
+async def tenure(url: str, until: int | None) -> dict[str, Any]:
     from common.clock import ScaledClock
     from common.db import create_engine
     from orchestrator.adapters import timer_store
@@ -77,11 +74,6 @@ async def tenure(url: str, until: int | None, plain: bool = False) -> dict[str, 
     from orchestrator.entrypoints.deps import Deps
     from orchestrator.entrypoints.timers import lease_from_settings
     from orchestrator.settings import OrchestratorSettings
-
-    if plain:
-        from bench.orchestrator_plain import install
-
-        install()
 
     settings = OrchestratorSettings()
     engine = create_engine(url)
@@ -220,13 +212,13 @@ async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.orchestrator_worker")
-    parser.add_argument("kind", choices=["tenure", "tenure-plain", "bare", "procrastinate"])
+    parser.add_argument("kind", choices=["tenure", "bare", "procrastinate"])
     parser.add_argument("url")
     parser.add_argument("--until", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if args.kind in ("tenure", "tenure-plain"):
-        work = tenure(args.url, args.until, plain=args.kind == "tenure-plain")
+    if args.kind == "tenure":
+        work = tenure(args.url, args.until)
     elif args.kind == "bare":
         work = bare(args.url, args.until)
     else:

@@ -10,7 +10,8 @@ timer's failure: it is raised for the worker to wait out.
 
 A group is fired with a handful of statements whatever its size (:class:`ports.Steps`):
 the frequency-cap locks of its customers, one read of every fact the decisions need (and
-one of the journeys of its CSM tasks, for what they say), then one write. The decision
+one of the journeys of its CSM tasks, for what they say), then a statement per kind of row
+written. The decision
 is :func:`orchestrator.domain.decisions.decide_step`, taken one timer after the other, a
 customer's in the order its steps take cap slots, on facts kept up to date in memory (a
 message sent counts for the customer's next step, a step decided no longer waits for a
