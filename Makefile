@@ -72,7 +72,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --quiet --check libs services cli tests bench
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy --strict --no-error-summary libs/common cli services/*/domain
+	$(VENV)/bin/mypy --strict --no-error-summary libs/common cli services/*/domain \
+	    services/orchestrator/service_layer services/orchestrator/adapters \
+	    services/orchestrator/entrypoints
 
 clean:
 	rm -rf $(STACK)

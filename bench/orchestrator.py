@@ -1,4 +1,5 @@
-"""Timer firing with 1,000,000 pending timers: the orchestrator against Procrastinate.
+"""Timer firing with 1,000,000 pending timers: the orchestrator against Procrastinate, and
+against the physical limit of firing (a bare loop that only claims and marks rows).
 
 One embedded PostgreSQL (pgserver, the same as ``make run``) holds both systems' tables:
 the orchestrator's journeys and timers, and Procrastinate's job table, each with
@@ -9,6 +10,10 @@ times how fast the workers fire them (one process per worker, see
 
 - ``tenure1``: one orchestrator replica (claim under a lease, then the step decisions,
   state changes, history and outbox rows, a few statements per group of timers);
+- ``bare``: the physical limit, a bare asyncpg loop claiming due timers with
+  ``FOR UPDATE SKIP LOCKED`` and marking them fired, in batches of the replica's size
+  (no journey, no decision, no history, no outbox): the orchestrator's rate is reported
+  as a share of it (``orchestrator_timers_vs_bare_loop``, goal >= 0.5);
 - ``procrastinate``: one Procrastinate worker running a no-op task (its defaults);
 - ``tenure2``: two orchestrator replicas on the same timers.
 
@@ -74,14 +79,20 @@ FULL_MAX_RATE = 8_000  # timers/s the load leaves room for in the lateness-at-fu
 STEADY = (0.1, 0.9)  # the steady part of a block: between the commits of these shares
 SAMPLE_S = 0.05  # pg_stat_activity sampling period during the orchestrator's rounds
 WARM_UP = 200  # items each kind fires once before the rounds, not counted
-MEASURES = ("tenure1", "procrastinate", "tenure2")
-TENURE = ("tenure1", "tenure2")
+MEASURES = ("tenure1", "bare", "procrastinate", "tenure2")
+# measurement -> (worker kind of bench.orchestrator_worker, processes)
+WORKERS = {
+    "tenure1": ("tenure", 1),
+    "tenure2": ("tenure", 2),
+    "bare": ("bare", 1),
+    "procrastinate": ("procrastinate", 1),
+}
 
 
 def extra() -> dict[str, int]:
     """Items each table needs besides ``PENDING``: every block the run makes due."""
     return {
-        "timers": WARM_UP + ROUNDS * 2 * BACKLOG + int(LATENESS_S * (FULL_MAX_RATE + 100)),
+        "timers": 2 * WARM_UP + ROUNDS * 3 * BACKLOG + int(LATENESS_S * (FULL_MAX_RATE + 100)),
         "procrastinate_jobs": WARM_UP + ROUNDS * PROCRASTINATE_BACKLOG + int(LATENESS_S * 100),
     }
 
@@ -346,13 +357,12 @@ async def throughput(
     engine: AsyncEngine, url: str, name: str, blocks: Blocks, postmaster: int
 ) -> dict[str, Any]:
     """One measurement: its steady and whole rates and where the CPU went."""
-    table = "procrastinate_jobs" if name == "procrastinate" else "timers"
-    size = PROCRASTINATE_BACKLOG if name == "procrastinate" else BACKLOG
+    kind, replicas = WORKERS[name]
+    table = "procrastinate_jobs" if kind == "procrastinate" else "timers"
+    size = PROCRASTINATE_BACKLOG if kind == "procrastinate" else BACKLOG
     ids = blocks.take(table, size)
-    kind = "procrastinate" if name == "procrastinate" else "tenure"
-    replicas = 2 if name == "tenure2" else 1
     await make_due(engine, table, ids, "now() - interval '1 second'")
-    account = Accounting(engine, postmaster, sample=kind == "tenure")
+    account = Accounting(engine, postmaster, sample=kind.startswith("tenure"))
     results = await workers(kind, url, replicas, None, before_go=account.begin)
     await account.end()
     fired = sum(r["fired"] for r in results)
@@ -360,7 +370,7 @@ async def throughput(
         raise RuntimeError(f"{name}: fired {fired} of {size}")
     whole = rate(results)
     return {
-        "rate": steady_rate(results) if kind == "tenure" else whole,
+        "rate": whole if kind == "procrastinate" else steady_rate(results),
         "whole": whole,
         "fired": fired,
         "replicas": [r["cpu"] for r in results],
@@ -466,6 +476,36 @@ async def run(ctx: Context) -> list[Result]:
             pg.stop()
 
 
+async def measure(
+    engine: AsyncEngine, url: str, postmaster: int, blocks: Blocks, measures: tuple[str, ...]
+) -> dict[str, list[dict[str, Any]]]:
+    """Warm each kind up once, then ``ROUNDS`` interleaved rounds of ``measures`` (their
+    order rotated every round), each round under the bench lock; printed as they go."""
+    for kind in dict.fromkeys(WORKERS[name][0] for name in measures):
+        table = "procrastinate_jobs" if kind == "procrastinate" else "timers"
+        ids = blocks.take(table, WARM_UP)
+        await make_due(engine, table, ids, "now() - interval '1 second'")
+        await workers(kind, url, 1, None)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in measures}
+    order = list(measures)
+    for round_ in range(ROUNDS):
+        async with bench_lock():
+            for name in order[round_ % len(order) :] + order[: round_ % len(order)]:
+                measured = await throughput(engine, url, name, blocks, postmaster)
+                rounds[name].append(measured)
+                show(name, round_ + 1, measured)
+    for name in measures:
+        values = ", ".join(f"{m['rate']:,.0f}" for m in rounds[name])
+        print(f"  {name:<13} rounds: {values}", flush=True)
+    return rounds
+
+
+def per_round(rounds: dict[str, list[dict[str, Any]]], top: str, bottom: str) -> list[float]:
+    """``top`` / ``bottom`` round by round."""
+    pairs = zip(rounds[top], rounds[bottom], strict=True)
+    return [a["rate"] / b["rate"] for a, b in pairs]
+
+
 async def _run(url: str, postmaster: int) -> list[Result]:
     await upgrade_async(url)
     engine = create_engine(url, pool_size=2)
@@ -477,27 +517,12 @@ async def _run(url: str, postmaster: int) -> list[Result]:
             flush=True,
         )
         await load(engine, url)
-        # Warm-up (not counted): each kind once on a small block, caches and JIT-less paths.
-        for name in ("tenure1", "procrastinate"):
-            table = "procrastinate_jobs" if name == "procrastinate" else "timers"
-            ids = blocks.take(table, WARM_UP)
-            await make_due(engine, table, ids, "now() - interval '1 second'")
-            await workers("procrastinate" if name == "procrastinate" else "tenure", url, 1, None)
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in MEASURES}
-        order = list(MEASURES)
-        for round_ in range(ROUNDS):
-            async with bench_lock():
-                for name in order[round_:] + order[:round_]:
-                    measured = await throughput(engine, url, name, blocks, postmaster)
-                    rounds[name].append(measured)
-                    show(name, round_ + 1, measured)
+        rounds = await measure(engine, url, postmaster, blocks, MEASURES)
         best = {name: float(median(m["rate"] for m in ms)) for name, ms in rounds.items()}
-        for name in MEASURES:
-            values = ", ".join(f"{m['rate']:,.0f}" for m in rounds[name])
-            print(f"  {name:<13} rounds: {values}", flush=True)
-        pairs = zip(rounds["tenure2"], rounds["tenure1"], strict=True)
-        ratios = ", ".join(f"{two['rate'] / one['rate']:.2f}" for two, one in pairs)
-        print(f"  two / one replica per round: {ratios}", flush=True)
+        two = ", ".join(f"{x:.2f}" for x in per_round(rounds, "tenure2", "tenure1"))
+        print(f"  two / one replica per round: {two}", flush=True)
+        limit = ", ".join(f"{x:.2f}" for x in per_round(rounds, "tenure1", "bare"))
+        print(f"  one replica / bare loop per round: {limit}", flush=True)
         cpu = bounds(rounds, best["tenure1"])
         print(
             f"  CPU ms per timer (medians): one replica p {cpu['p1']:.3f}, its PostgreSQL"
@@ -560,7 +585,20 @@ async def _run(url: str, postmaster: int) -> list[Result]:
         "besides; lateness = commit time minus due time"
     )
     light = f"peer: the same replica at Procrastinate's rate ({per_s:,.0f}/s), same run"
+    bare = (
+        f"peer: the physical limit, a bare asyncpg loop that claims due timers with FOR UPDATE "
+        f"SKIP LOCKED and marks them fired, {settings.timer_batch} a statement (no journey, "
+        "decision, history or outbox), same database, same run"
+    )
     return [
+        Result(
+            name="orchestrator_timers_vs_bare_loop",
+            metric=f"due timers fired/s by {ours}; {shape}",
+            value=best["tenure1"],
+            unit="timers/s",
+            baseline=bare,
+            baseline_value=best["bare"],
+        ),
         Result(
             name="orchestrator_timers_one_replica",
             metric=f"due timers fired/s by {ours}; {shape}",

@@ -70,7 +70,8 @@ async def _fresh(n: int, tmp: str) -> tuple[EmbeddedPostgres, str]:
 async def statements() -> None:
     from orchestrator.domain.playbook import SHIPPED, load_playbooks
     from orchestrator.entrypoints.deps import Deps
-    from orchestrator.entrypoints.timers import fire_batch, lease_from_settings
+    from orchestrator.entrypoints.timers import lease_from_settings
+    from orchestrator.service_layer.steps import fire_batch
     from orchestrator.settings import OrchestratorSettings
 
     with tempfile.TemporaryDirectory(prefix="orch-count-", dir="/tmp") as tmp:
@@ -93,7 +94,8 @@ async def statements() -> None:
             lease = lease_from_settings(settings)
             fired = 0
             while rows := await fire_batch(
-                deps,
+                stores=deps.stores,
+                context=deps.context,
                 limit=settings.timer_batch,
                 lease=lease,
                 concurrency=settings.timer_concurrency,

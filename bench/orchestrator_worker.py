@@ -1,6 +1,7 @@
 """One timer-firing process of the orchestrator benchmark (started by ``bench.orchestrator``).
 
-``python -m bench.orchestrator_worker tenure|procrastinate DATABASE_URL [--until N]``
+``python -m bench.orchestrator_worker KIND DATABASE_URL [--until N]`` (KIND: tenure, bare
+or procrastinate)
 
 The process connects, warms up, prints ``ready`` and waits for a line ``go`` on stdin,
 so that imports and connections are not timed. Then:
@@ -8,6 +9,9 @@ so that imports and connections are not timed. Then:
 - ``tenure``: one orchestrator replica's timer worker (``fire_batch`` with the project's
   settings: batch, lease, poll interval), each due timer fired with its state change,
   history row and outbox row in one transaction;
+- ``bare``: the physical limit, a bare asyncpg loop that claims due timers with
+  ``FOR UPDATE SKIP LOCKED`` and marks them fired, in batches of the orchestrator's
+  size, one statement (and transaction) per batch: no journey, decision or outbox;
 - ``procrastinate``: a Procrastinate worker with its defaults (all queues, concurrency 1,
   polling interval, ``delete_jobs="never"``) executing a no-op task. (Naming its queue
   made each fetch scan the 1,000,000 pending jobs of that queue: about 3 jobs/s.)
@@ -16,8 +20,8 @@ Without ``--until`` it stops once no due item is left (a backlog); with it, once
 fired N items (items coming due over time). It prints one JSON line: how many it fired,
 when it began and ended (``time.time()``), each item's lateness in seconds (commit or
 start time minus due time), the CPU seconds (user + system) the process spent from the
-go to its last item, and (``tenure``) each batch as ``[time it was done, timers]``, from
-which the benchmark takes the steady part of a measurement.
+go to its last item, and (``tenure``, ``bare``) each batch as ``[time it was done,
+timers]``, from which the benchmark takes the steady part of a measurement.
 """
 
 from __future__ import annotations
@@ -41,13 +45,34 @@ def _ready() -> None:
         raise SystemExit(f"expected 'go', got {line!r}")
 
 
+def _firing(deps: Any, settings: Any) -> Any:
+    """``fire(lease)``: one claim-and-fire of the timer worker, as the code under test has it
+    (``fire_batch`` moved to the service layer in issue 14; older commits are measured
+    side by side through ``PYTHONPATH``)."""
+    try:
+        from orchestrator.service_layer.steps import fire_batch
+    except ImportError:
+        from orchestrator.entrypoints.timers import fire_batch as before
+
+        return lambda lease: before(
+            deps, limit=settings.timer_batch, lease=lease, concurrency=settings.timer_concurrency
+        )
+    return lambda lease: fire_batch(
+        stores=deps.stores,
+        context=deps.context,
+        lease=lease,
+        limit=settings.timer_batch,
+        concurrency=settings.timer_concurrency,
+    )
+
+
 async def tenure(url: str, until: int | None) -> dict[str, Any]:
     from common.clock import ScaledClock
     from common.db import create_engine
     from orchestrator.adapters import timer_store
     from orchestrator.domain.playbook import SHIPPED, load_playbooks
     from orchestrator.entrypoints.deps import Deps
-    from orchestrator.entrypoints.timers import fire_batch, lease_from_settings
+    from orchestrator.entrypoints.timers import lease_from_settings
     from orchestrator.settings import OrchestratorSettings
 
     settings = OrchestratorSettings()
@@ -61,6 +86,7 @@ async def tenure(url: str, until: int | None) -> dict[str, Any]:
         rules=settings.rules(),
     )
     lease = lease_from_settings(settings)
+    fire = _firing(deps, settings)
     async with engine.connect() as conn:  # connect and load the catalog before timing
         await timer_store.pending_due(conn, clock.now())
     _ready()
@@ -70,9 +96,7 @@ async def tenure(url: str, until: int | None) -> dict[str, Any]:
     batches: list[tuple[float, int]] = []
     ended = began
     while until is None or len(lateness) < until:
-        fired = await fire_batch(
-            deps, limit=settings.timer_batch, lease=lease, concurrency=settings.timer_concurrency
-        )
+        fired = await fire(lease)
         if fired:
             ended = time.time()
             lateness += [ended - row.due_at.timestamp() for row in fired]
@@ -85,6 +109,55 @@ async def tenure(url: str, until: int | None) -> dict[str, Any]:
         await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
     cpu = time.process_time() - cpu
     await engine.dispose()
+    return {
+        "fired": len(lateness),
+        "began": began,
+        "ended": ended,
+        "lateness": lateness,
+        "cpu": cpu,
+        "batches": batches,
+    }
+
+
+# The physical limit of firing: claim due rows and mark them fired, nothing else.
+_BARE_FIRE = """
+UPDATE timers SET status = 'fired', fired_at = now()
+WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due_at <= now()
+             ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING due_at
+"""
+_BARE_DUE = "SELECT count(*) FROM timers WHERE status = 'pending' AND due_at <= now()"
+
+
+async def bare(url: str, until: int | None) -> dict[str, Any]:
+    import asyncpg
+
+    from common.db import async_url
+    from orchestrator.settings import OrchestratorSettings
+
+    settings = OrchestratorSettings()
+    dsn = sa.make_url(async_url(url)).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn)
+    fire = await conn.prepare(_BARE_FIRE)
+    await conn.fetchval(_BARE_DUE)
+    _ready()
+    began = time.time()
+    cpu = time.process_time()
+    lateness: list[float] = []
+    batches: list[tuple[float, int]] = []
+    ended = began
+    while until is None or len(lateness) < until:
+        rows = await fire.fetch(settings.timer_batch)  # one statement: its own transaction
+        if rows:
+            ended = time.time()
+            lateness += [ended - row["due_at"].timestamp() for row in rows]
+            batches.append((ended, len(rows)))
+            continue
+        if until is None and not await conn.fetchval(_BARE_DUE):
+            break
+        await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
+    cpu = time.process_time() - cpu
+    await conn.close()
     return {
         "fired": len(lateness),
         "began": began,
@@ -139,13 +212,18 @@ async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.orchestrator_worker")
-    parser.add_argument("kind", choices=["tenure", "procrastinate"])
+    parser.add_argument("kind", choices=["tenure", "bare", "procrastinate"])
     parser.add_argument("url")
     parser.add_argument("--until", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    run = tenure if args.kind == "tenure" else procrastinate
-    result = asyncio.run(run(args.url, args.until))
+    if args.kind == "tenure":
+        work = tenure(args.url, args.until)
+    elif args.kind == "bare":
+        work = bare(args.url, args.until)
+    else:
+        work = procrastinate(args.url, args.until)
+    result = asyncio.run(work)
     print(json.dumps(result), flush=True)
 
 

@@ -12,11 +12,11 @@ from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator.domain.playbook import load_playbooks
 from orchestrator.entrypoints.api import create_api
-from orchestrator.entrypoints.consumers import ROUTES, router, run_held_triggers
+from orchestrator.entrypoints.consumers import ROUTES, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.outcomes import outcome_handler
 from orchestrator.entrypoints.relay import run_relay
-from orchestrator.entrypoints.timers import lease_from_settings, run_timers
+from orchestrator.entrypoints.timers import lease_from_settings, run_held_triggers, run_timers
 from orchestrator.settings import OrchestratorSettings
 
 

@@ -33,17 +33,18 @@ from common.messages import Delivery, Notification, ScoreSnapshot, SignalChange
 from common.settings import CommonSettings
 from common.topics import Topic, dlq_name, topic_name
 from devstack.stack import Stack
-from orchestrator.adapters import journeys as repo
 from orchestrator.domain import decisions
-from orchestrator.domain import rules as R
-from orchestrator.domain.engine import Engine
+from orchestrator.domain.errors import JourneyNotFound
 from orchestrator.domain.journey import IllegalTransition, State
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
-from orchestrator.entrypoints.consumers import fire_due_triggers, router
+from orchestrator.entrypoints.consumers import router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.relay import relay_once
-from orchestrator.entrypoints.steps import fire_step
-from orchestrator.entrypoints.timers import fire_due
+from orchestrator.entrypoints.timers import fire_due, fire_due_triggers
+from orchestrator.service_layer import operator
+from orchestrator.service_layer.ports import Lease
+from orchestrator.service_layer.steps import fire_steps
+from tests.unit.orchestrator.sim import Sim
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 BOOKS = load_playbooks(SHIPPED)
@@ -586,11 +587,10 @@ async def test_pause_resume_and_cancel_a_journey(env) -> None:
     )
     [journey] = await rows(deps, "SELECT journey_id FROM journeys WHERE customer_id=:c", c=customer)
     jid = journey.journey_id
-    async with deps.engine.begin() as conn:
-        assert await repo.pause_journey(conn, jid, clock.now()) is State.PAUSED
-    async with deps.engine.begin() as conn:
-        with pytest.raises(IllegalTransition):
-            await repo.pause_journey(conn, jid, clock.now())
+    ops = {"stores": deps.stores, "context": deps.context}
+    assert (await operator.pause_journey(jid, **ops)).state is State.PAUSED
+    with pytest.raises(IllegalTransition):
+        await operator.pause_journey(jid, **ops)
     clock.set(T0 + timedelta(days=4))
     await fire_all(deps)
     assert await sent_steps(deps, customer) == []  # welcome (day 1) and day 3 wait
@@ -598,17 +598,14 @@ async def test_pause_resume_and_cancel_a_journey(env) -> None:
         deps, "SELECT count(*) AS n FROM timers WHERE journey_id=:j AND status='pending'", j=jid
     )
     assert pending[0].n == 5
-    async with deps.engine.begin() as conn:
-        assert await repo.resume_journey(conn, jid, clock.now()) is State.ACTIVE
+    assert (await operator.resume_journey(jid, **ops)).state is State.ACTIVE
     await fire_all(deps)
     assert await sent_steps(deps, customer) == ["onboarding/welcome", "onboarding/first_success"]
-    async with deps.engine.begin() as conn:
-        assert await repo.cancel_journey(conn, jid, clock.now(), by="ops@x") is State.CANCELLED
-    async with deps.engine.begin() as conn:
-        with pytest.raises(IllegalTransition):
-            await repo.cancel_journey(conn, jid, clock.now())
-        with pytest.raises(repo.JourneyNotFound):
-            await repo.pause_journey(conn, "no-such-journey", clock.now())
+    assert (await operator.cancel_journey(jid, **ops, by="ops@x")).state is State.CANCELLED
+    with pytest.raises(IllegalTransition):
+        await operator.cancel_journey(jid, **ops)
+    with pytest.raises(JourneyNotFound):
+        await operator.pause_journey("no-such-journey", **ops)
     clock.set(T0 + timedelta(days=40))
     await fire_all(deps)
     assert len(await sent_steps(deps, customer)) == 2
@@ -637,10 +634,10 @@ async def test_a_paused_playbook_starts_nothing_and_its_journeys_wait(env) -> No
         await identify_at(settings, deps, customer, T0, time_zone="UTC")
     cancelled = event(first, "payment", "subscription_cancelled", T0)
     await handle(record(settings, Topic.EVENTS_PAYMENT, first, cancelled))
+    ops = {"stores": deps.stores, "context": deps.context}
     try:
-        async with deps.engine.begin() as conn:
-            assert await repo.pause_playbook(conn, "win_back", clock.now()) >= 1
-            assert await repo.playbook_paused(conn, "win_back")
+        assert await operator.pause_playbook("win_back", **ops) >= 1
+        assert await paused_playbooks(deps) == ["win_back"]
         later = event(second, "payment", "subscription_cancelled", T0)
         await handle(record(settings, Topic.EVENTS_PAYMENT, second, later))
         assert await journeys_of(deps, second) == []
@@ -649,12 +646,15 @@ async def test_a_paused_playbook_starts_nothing_and_its_journeys_wait(env) -> No
         await fire_all(deps)
         assert await sent_steps(deps, first) == []
     finally:
-        async with deps.engine.begin() as conn:
-            await repo.resume_playbook(conn, "win_back", clock.now())
-            assert not await repo.playbook_paused(conn, "win_back")
+        await operator.resume_playbook("win_back", **ops)
+        assert await paused_playbooks(deps) == []
     assert await journeys_of(deps, first) == [("win_back", "active", None)]
     await fire_all(deps)
     assert await sent_steps(deps, first) == ["win_back/we_miss_you"]
+
+
+async def paused_playbooks(deps: Deps) -> list[str]:
+    return [r.playbook for r in await rows(deps, "SELECT playbook FROM paused_playbooks")]
 
 
 async def test_retention_before_expansion(env) -> None:
@@ -760,12 +760,12 @@ async def test_projections_are_idempotent_and_never_go_back_in_time(env) -> None
     buy = event(customer, "payment", "purchase", T0, product="course")
     for e in (upgrade, stale, buy, buy):
         await handle(record(settings, Topic.EVENTS_PAYMENT, customer, e))
-    async with deps.engine.connect() as conn:
-        facts = await repo.customer_facts(conn, customer)
+    async with deps.stores.begin() as store:
+        facts = await store.customers.get(customer)
     assert facts.plan == "enterprise" and facts.products == frozenset({"course"})
 
 
-# --- parity: the PostgreSQL path lives the same timelines as the pure engine ----------------
+# --- parity: the service layer lives the same timelines on PostgreSQL and on the fake --------
 
 P0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # the unit timelines' start (noon in Madrid)
 
@@ -905,35 +905,29 @@ PARITY = {
 
 
 @pytest.mark.parametrize("scenario", list(PARITY))
-async def test_postgres_path_matches_the_pure_engine(env, scenario: str) -> None:
+async def test_postgres_path_matches_the_in_memory_store(env, scenario: str) -> None:
+    """The same use cases on the SQL store (records through the consumer router, the
+    timer and trigger workers) and on the in-memory store the unit timelines use: the
+    same starts, sends, skips, deferrals, exits and finishes, to the minute."""
     settings, deps, clock = env
     customer = new_customer()
     clock.set(P0 - timedelta(hours=1))
     await identify_at(
         settings, deps, customer, P0 - timedelta(hours=1), time_zone="Europe/Madrid", plan="basic"
     )
-    model = Engine(
-        BOOKS,
-        R.Customer(
-            customer,
-            email=f"{customer}@example.com",
-            time_zone="Europe/Madrid",
-            plan="basic",
-            consent_email=True,
-        ),
-        deps.rules,
-        P0,
-    )
+    async with deps.stores.begin() as store:
+        known = await store.customers.get(customer)
+    fake = Sim(BOOKS, known, deps.rules, P0)
     handle = router(deps)
     for day, make in PARITY[scenario]:
         fact = make(P0 + timedelta(days=day))
-        model.receive(fact)
+        await fake.receive(fact)
         await advance(deps, clock, customer, fact.at)
         await handle(fact_record(settings, customer, fact))
-    model.advance_to(P0 + timedelta(days=90))
+    await fake.advance_to(P0 + timedelta(days=90))
     await advance(deps, clock, customer, P0 + timedelta(days=90))
     expected = sorted(
-        (e.playbook, e.kind, e.step, round((e.at - P0) / timedelta(days=1), 4)) for e in model.log
+        (e.playbook, e.kind, e.step, round((e.at - P0) / timedelta(days=1), 4)) for e in fake.log
     )
     assert expected, "the scenario must do something"
     assert await db_log(deps, customer) == expected
@@ -966,17 +960,13 @@ async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
         c=customer,
     )
     assert len(due) == 2
-    topic = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
-    take = sa.text(
-        "SELECT t.id, t.step, t.due_at, t.waiting_since, j.* FROM timers t"
-        " JOIN journeys j USING (journey_id) "
-        "WHERE t.id = :id FOR UPDATE OF t"
-    )
+    lease = Lease(owner=f"two-{uuid.uuid4().hex[:6]}", seconds=30.0, max_attempts=5)
+    assert len(await deps.stores.claim(lease, clock.now(), 50)) == 2
 
     async def fire_alone(timer_id: int) -> None:
-        async with deps.engine.begin() as conn:
-            timer = (await conn.execute(take, {"id": timer_id})).one()
-            await fire_step(conn, deps, timer, clock.now(), topic)
+        async with deps.stores.begin() as store:
+            taken = await store.steps.take(lease, [timer_id])
+            await fire_steps(taken, store=store, context=deps.context, now=clock.now())
             await asyncio.sleep(0.3)  # not committed yet: the other decision must wait
 
     await asyncio.gather(*(fire_alone(t.id) for t in due))

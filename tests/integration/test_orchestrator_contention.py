@@ -24,8 +24,8 @@ from common.topics import Topic
 from devstack.stack import Stack
 from notifier.domain.messages import csm_task_body
 from notifier.domain.render import Renderer
-from orchestrator.adapters import journeys as repo
 from orchestrator.domain import decisions
+from orchestrator.domain.journey import Journey, State, start
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
 from orchestrator.entrypoints.consumers import router
 from orchestrator.entrypoints.deps import Deps
@@ -383,16 +383,20 @@ async def test_a_journey_that_raced_the_cancellation_sends_nothing(env) -> None:
     c = Customer(env)
     await c.identify()
     await c.payment(day(10), "subscription_cancelled")
-    async with deps.engine.begin() as conn:  # what the racing transaction wrote
-        await repo.start_journey(
-            conn,
+    async with deps.stores.begin() as store:  # what the racing transaction wrote
+        journey = Journey(
+            journey_id=store.journeys.new_id("success_coaching"),
             customer_id=c.id,
             playbook="success_coaching",
-            variant=None,
+            state=State.ACTIVE,
+            started_at=day(10),
             arm=decisions.TREATMENT,
-            schedule=decisions.schedule(deps.playbooks["success_coaching"], day(10)),
-            now=day(10),
-            detail={"trigger": "signal_held", "signal": "usage_reduced"},
+        )
+        detail = {"trigger": "signal_held", "signal": "usage_reduced"}
+        await store.journeys.start(
+            journey,
+            start(journey.journey_id, day(10), detail),
+            decisions.schedule(deps.playbooks["success_coaching"], day(10)),
         )
     await c.at(day(20))
     assert ("success_coaching", "exited", "cancelled") in await journeys_of(deps, c.id)

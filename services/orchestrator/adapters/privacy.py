@@ -39,8 +39,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.messages import Erasure
-from orchestrator.adapters import journeys as repo
-from orchestrator.domain.journey import Event
 
 
 def customer_hash(customer_id: str) -> str:
@@ -199,13 +197,12 @@ async def erase(
 ) -> ErasureRecord:
     """Erase ``customer_id`` from PostgreSQL inside ``conn``'s transaction, record it, and
     queue an :class:`~common.messages.Erasure` for scoring on ``erasures_topic`` (outbox).
+    The caller has cancelled the customer's live journeys first (reason ``erased``).
 
     Idempotent in effect: erasing again finds nothing more to remove and records another
     erasure. Blocks on the row locks of a timer being fired for the customer (the erasure
     then sees what that firing committed).
     """
-    for journey in await repo.live_journeys(conn, customer_id):
-        await repo.end_journey(conn, journey, Event.CANCEL, now, "erased")
     name = pseudonym()
     removed: dict[str, int] = {}
     params = {"c": customer_id, "p": name, "erasures_topic": erasures_topic}
@@ -243,15 +240,10 @@ async def erase(
     return record
 
 
-async def scoring_erased(
-    conn: AsyncConnection, customer_id: str, *, now: datetime, erasures_topic: str
-) -> bool:
-    """Scoring confirmed an erasure of ``customer_id`` (its tombstone on ``scores``): erase
-    again what records in flight during the erasure may have written since, remove the
-    erasure's own outbox row (it named the customer), and mark the erasure complete.
-
-    False (and nothing done) when no erasure of the customer awaits scoring's tombstone.
-    """
+async def confirm_scoring(conn: AsyncConnection, customer_id: str, *, now: datetime) -> str | None:
+    """Scoring confirmed an erasure of ``customer_id`` (its tombstone on ``scores``): mark
+    the erasures awaiting it complete; the pseudonym of the latest, or None (and nothing
+    done) when none awaited it."""
     pending = await conn.execute(
         sa.text(
             "UPDATE erasures SET scoring_erased_at = :now "
@@ -260,15 +252,19 @@ async def scoring_erased(
         {"now": now, "h": customer_hash(customer_id)},
     )
     names = [row[0] for row in pending]
-    if not names:
-        return False
-    for journey in await repo.live_journeys(conn, customer_id):
-        await repo.end_journey(conn, journey, Event.CANCEL, now, "erased")
-    params = {"c": customer_id, "p": names[-1], "erasures_topic": erasures_topic}
+    return names[-1] if names else None
+
+
+async def erase_again(
+    conn: AsyncConnection, customer_id: str, *, pseudonym: str, erasures_topic: str
+) -> None:
+    """Once scoring confirmed: erase again what records in flight during the erasure may
+    have written since (the caller cancelled the live journeys first), and remove the
+    erasure's own outbox row (it named the customer)."""
+    params = {"c": customer_id, "p": pseudonym, "erasures_topic": erasures_topic}
     for _, statement in _ERASE:
         await conn.execute(sa.text(statement), params)
     await conn.execute(
         sa.text("DELETE FROM outbox WHERE key = :c AND topic = :t AND published_at IS NOT NULL"),
         {"c": customer_id, "t": erasures_topic},
     )
-    return True

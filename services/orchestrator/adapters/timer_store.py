@@ -21,7 +21,6 @@ Due times are on the deployment's (possibly scaled) clock and come from the call
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,24 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db.tables import journeys, timers
+from orchestrator.service_layer.ports import Claimed, Lease
 
-
-@dataclass(frozen=True)
-class Lease:
-    """Who claims (``owner``, unique per replica process) and for how many real seconds."""
-
-    owner: str
-    seconds: float
-    max_attempts: int
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A timer leased by :func:`claim`: its id, its customer and when it was due."""
-
-    id: int
-    customer_id: str
-    due_at: datetime
+__all__ = ["Claimed", "Lease", "claim", "pending_due", "record_failure", "take_leased"]
 
 
 async def claim(conn: AsyncConnection, lease: Lease, now: datetime, limit: int) -> list[Claimed]:

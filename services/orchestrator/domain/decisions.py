@@ -1,8 +1,7 @@
 """What to do, decided from plain values: start, arm, exit, what each step does.
 
-The in-memory engine (:mod:`orchestrator.domain.engine`) and the PostgreSQL-backed
-consumers and timer worker call the same functions, so the unit timelines and the
-running service agree.
+The use cases of ``orchestrator.service_layer`` compose them, on the PostgreSQL journey
+store in service and on the in-memory one in the fake-clock unit tests.
 """
 
 from __future__ import annotations

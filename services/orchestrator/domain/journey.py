@@ -10,9 +10,13 @@ be cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from orchestrator.domain.errors import OrchestratorError
 
 
 class State(StrEnum):
@@ -83,7 +87,7 @@ FINAL = frozenset({State.COMPLETED, State.EXITED, State.CANCELLED})
 LIVE = frozenset({State.ACTIVE, State.PAUSED})
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(OrchestratorError):
     """``event`` is not allowed in ``state`` (or its guard does not hold)."""
 
 
@@ -116,3 +120,64 @@ def operator_transition(state: State, action: Event) -> State:
     if action not in OPERATOR_ACTIONS:
         raise IllegalTransition(f"{action.value} is not an operator action")
     return transition(state, action)
+
+
+# --- the journey aggregate ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of a journey's history: ``event`` took it from ``before`` to ``after``."""
+
+    journey_id: str
+    before: State | None
+    after: State
+    event: Event
+    at: datetime
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Journey:
+    """One customer's journey through one playbook: the aggregate the machine guards.
+
+    Every change of state goes through :meth:`apply` (which raises
+    :class:`IllegalTransition` and changes nothing when the machine forbids it) and is
+    returned as the history line the store writes with the new state. The journey's
+    pending steps are timers the store keeps beside it.
+    """
+
+    journey_id: str
+    customer_id: str
+    playbook: str
+    state: State
+    started_at: datetime
+    arm: str = "treatment"
+    variant: str | None = None
+    seen: frozenset[str] = frozenset()
+    paused_by: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    def apply(
+        self,
+        event: Event,
+        at: datetime,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        pending: int | None = None,
+    ) -> Change:
+        """Move the journey by ``event`` at ``at``; the history line. ``pending``: its
+        steps not fired yet, for the guarded events (a step fired, the last one)."""
+        facts = None if pending is None else Facts(pending_steps=pending)
+        after = transition(self.state, event, facts)
+        change = Change(self.journey_id, self.state, after, event, at, detail or {})
+        self.state = after
+        return change
+
+
+def start(journey_id: str, at: datetime, detail: Mapping[str, Any]) -> Change:
+    """The first line of a journey's history (it starts active)."""
+    return Change(journey_id, None, transition(None, Event.START), Event.START, at, detail)

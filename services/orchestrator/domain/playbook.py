@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.datafiles import load_yaml
+from orchestrator.domain.errors import OrchestratorError
 
 Channel = Literal["email", "in_app", "webhook"]
 Lane = Literal["retention", "expansion", "lifecycle"]
@@ -281,7 +282,7 @@ class Playbook(_Strict):
         return not allowed or "cancelled" in allowed
 
 
-class PlaybookError(Exception):
+class PlaybookError(OrchestratorError):
     """A playbook file is invalid."""
 
 

@@ -8,9 +8,10 @@ in through :class:`Rules` (built from the orchestrator's settings) or the playbo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.domain.playbook import Channel, Eligibility, Lane
@@ -47,6 +48,46 @@ class Customer:
     def may_email(self) -> bool:
         """Email marketing allowed: consent given and not withdrawn by an unsubscribe."""
         return self.consent_email and not self.unsubscribed
+
+
+def customer_from(
+    customer_id: str,
+    profile: Mapping[str, Any] | None,
+    state: Mapping[str, Any] | None,
+    tier: str | None,
+) -> Customer:
+    """The customer as the rules see it, from its profile row, learned state and tier.
+
+    The plan is the later of the profile's and the last plan-changing payment's. An
+    unsubscribe (a ``deliveries`` record) withdraws email marketing consent for good: a
+    later profile that still says "consent" (product backends resend profiles for other
+    reasons) does not undo it.
+    """
+    plan = profile["plan"] if profile else None
+    if (
+        state is not None
+        and state["plan"]
+        and (
+            profile is None
+            or state["plan_at"] is None
+            or profile["profile_at"] is None
+            or state["plan_at"] >= profile["profile_at"]
+        )
+    ):
+        plan = state["plan"]
+    return Customer(
+        customer_id=customer_id,
+        email=profile["email"] if profile else None,
+        time_zone=profile["time_zone"] if profile else None,
+        plan=plan,
+        segment=state["segment"] if state else None,
+        tier=tier,
+        consent_email=bool(profile["consent_email"]) if profile else False,
+        consent_in_app=bool(profile["consent_in_app"]) if profile else True,
+        unsubscribed=state is not None and state["unsubscribed_at"] is not None,
+        products=frozenset(state["products"] or ()) if state else frozenset(),
+        subscription=(state["subscription"] if state and state["subscription"] else "active"),
+    )
 
 
 # --- quiet hours -----------------------------------------------------------------------

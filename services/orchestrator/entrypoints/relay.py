@@ -32,8 +32,7 @@ from common.runtime import sleep_or_stop
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 from orchestrator import metrics
-from orchestrator.adapters import journeys as repo
-from orchestrator.adapters import relay_store
+from orchestrator.adapters import outbox, relay_store
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ async def relay_once(engine: AsyncEngine, producer: BatchPublisher, *, limit: in
     did not commit (then nothing is marked and the rows are tried again).
     """
     async with engine.begin() as conn:
-        rows = await repo.claim_outbox(conn, limit)
+        rows = await outbox.claim(conn, limit)
         if not rows:
             return 0
         after = await producer.publish_batch(
@@ -70,7 +69,7 @@ async def relay_once(engine: AsyncEngine, producer: BatchPublisher, *, limit: in
                 for row in rows
             ]
         )
-        await repo.mark_published(conn, [row.id for row in rows])
+        await outbox.mark_published(conn, [row.id for row in rows])
         await relay_store.advance(conn, after)
     metrics.OUTBOX_PUBLISHED.inc(len(rows))
     return len(rows)

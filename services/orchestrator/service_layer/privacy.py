@@ -1,8 +1,10 @@
 """Use cases of a customer's data rights: export everything kept, erase the customer.
 
-Called by the operator API (``orchestrator.entrypoints.privacy_api``) and by
-``tenure customers export|erase``; see :mod:`orchestrator.adapters.privacy` for what an
-erasure removes, anonymises and keeps.
+Called by the operator API (``orchestrator.entrypoints.api.privacy``), by
+``tenure customers export|erase`` and by the scores consumer (scoring's tombstone); see
+:mod:`orchestrator.adapters.privacy` for what an erasure removes, anonymises and keeps.
+These use cases span every service's tables in PostgreSQL (the notifier's too), so they
+run on the SQL store only, the customer's live journeys ended through it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from common.clock import Clock
 from common.topics import Topic, topic_name
 from orchestrator import metrics
 from orchestrator.adapters import privacy
+from orchestrator.adapters.store import SqlJourneyStore
+from orchestrator.service_layer.journeys import cancel_live
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,13 @@ async def erase_customer(
     """Erase ``customer_id`` from PostgreSQL in one transaction and queue scoring's part
     (an ``erasures`` record, through the outbox). Idempotent in effect; blocks on the
     database. Raises what the database raises (nothing is erased then)."""
+    now = clock.now()
     async with engine.begin() as conn:
+        await cancel_live(customer_id, "erased", store=SqlJourneyStore(conn), now=now)
         record = await privacy.erase(
             conn,
             customer_id,
-            now=clock.now(),
+            now=now,
             requested_by=requested_by,
             erasures_topic=topic_name(Topic.ERASURES, topic_prefix),
         )
@@ -59,6 +65,30 @@ async def erase_customer(
     return Erased(
         record.erasure_id, customer_id, record.erased_at, record.requested_by, record.removed
     )
+
+
+async def scoring_erased(
+    customer_id: str, *, engine: AsyncEngine, clock: Clock, topic_prefix: str
+) -> bool:
+    """Scoring erased the customer (its tombstone on ``scores``): forget the score, and
+    complete the erasures that awaited it, erasing again what records in flight may have
+    written since. False (only the score forgotten) when no erasure awaited it."""
+    now = clock.now()
+    async with engine.begin() as conn:
+        store = SqlJourneyStore(conn)
+        await store.customers.delete_score(customer_id)
+        name = await privacy.confirm_scoring(conn, customer_id, now=now)
+        if name is None:
+            return False
+        await cancel_live(customer_id, "erased", store=store, now=now)
+        await privacy.erase_again(
+            conn,
+            customer_id,
+            pseudonym=name,
+            erasures_topic=topic_name(Topic.ERASURES, topic_prefix),
+        )
+    metrics.ERASURES.labels(stage="scoring").inc()
+    return True
 
 
 async def export_customer(

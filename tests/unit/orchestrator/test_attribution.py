@@ -173,7 +173,7 @@ def test_a_bad_conversion_block_names_the_field(tmp_path: Path) -> None:
 
 def test_results_by_arm_and_by_variant_count_customer_messages_only() -> None:
     from orchestrator.adapters.operator import GroupCounts, Results
-    from orchestrator.entrypoints.api import tallies
+    from orchestrator.entrypoints.api.results import tallies
 
     book = BOOKS["retention_offer"]  # variants; offer is an email, the rest CSM tasks
     found = Results(

@@ -1,4 +1,5 @@
-"""Playbooks under contention (issue 13, items 1-5): the pure rules and the engine timelines.
+"""Playbooks under contention (issue 13, items 1-5): the pure rules, and timelines lived by
+the production use cases on the in-memory store (``sim.Sim``).
 
 Cap slots go by priority; steps about an earlier message wait for it; the cap counts
 send times and releases what was not sent; a need blocked by retention before
@@ -11,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
-from orchestrator.domain.engine import Engine
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
 from orchestrator.domain.story import StepRecord, journey_story, message_record
 from orchestrator.settings import OrchestratorSettings
+from tests.unit.orchestrator.sim import Sim
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # a Monday, 10:00 UTC
 RULES = OrchestratorSettings().rules()
@@ -33,15 +34,15 @@ def day(instant: datetime) -> float:
     return round((instant - T0) / timedelta(days=1), 4)
 
 
-def engine(*names: str, customer: R.Customer = CUSTOMER) -> Engine:
-    return Engine({n: BOOKS[n] for n in names}, customer, RULES, T0)
+def engine(*names: str, customer: R.Customer = CUSTOMER) -> Sim:
+    return Sim({n: BOOKS[n] for n in names}, customer, RULES, T0)
 
 
-def steps(e: Engine, playbook: str) -> list[tuple[str, str | None, float]]:
+def steps(e: Sim, playbook: str) -> list[tuple[str, str | None, float]]:
     return [(x.kind, x.step, day(x.at)) for x in e.log if x.playbook == playbook and x.step]
 
 
-def starts(e: Engine) -> list[tuple[str, float]]:
+def starts(e: Sim) -> list[tuple[str, float]]:
     return [(x.playbook, day(x.at)) for x in e.log if x.kind == "start"]
 
 
@@ -170,16 +171,16 @@ CONTENDED = [
 ]
 
 
-def contended() -> Engine:
+async def contended() -> Sim:
     e = engine("onboarding", "upsell_usage", "retention_offer")
     for _, fact in CONTENDED:
-        e.receive(fact)
-    e.advance_to(at(40))
+        await e.receive(fact)
+    await e.advance_to(at(40))
     return e
 
 
-def test_the_retention_offer_takes_the_first_slot_that_frees() -> None:
-    e = contended()
+async def test_the_retention_offer_takes_the_first_slot_that_frees() -> None:
+    e = await contended()
     # Day 2: three messages in the window (two on day 0, the welcome on day 1). Day 7:
     # two slots free; the offer (priority 100) takes one, the oldest onboarding step
     # waiting (first_success, since day 3) the other; check_in waits for day 8.
@@ -194,11 +195,29 @@ def test_the_retention_offer_takes_the_first_slot_that_frees() -> None:
     assert reasons == ["frequency cap", "frequency cap", "frequency cap"]
 
 
+async def test_a_step_fired_alone_yields_the_slot_to_a_higher_priority_one_due() -> None:
+    # Two steps due at once reach the timer worker in different batches (a batch of one:
+    # the older, onboarding's welcome, first). The welcome does not take the only free
+    # slot while the retention offer, due too, waits for one: it is deferred behind it.
+    e = engine("onboarding", "upsell_need", "retention_offer")
+    e.batch = 1
+    await e.receive(D.EventFact("subscription_started", at(0)))  # the welcome: due on day 1
+    await e.receive(D.SignalFact("limit_reached", True, at(0)))  # two messages: one slot left
+    await e.advance_to(at(1) - timedelta(minutes=2))
+    e.clock.set(at(1) + timedelta(minutes=1))  # the welcome is due (and a minute late)
+    await e.receive(D.ScoreFact({"churn_probability": 0.8}, e.now), late=True)  # offer: due now
+    await e.advance_to(at(2))
+    assert ("sent", "offer", day(at(1) + timedelta(minutes=1))) in steps(e, "retention_offer")
+    assert [(x.step, x.reason) for x in e.log if x.kind == "deferred"] == [
+        ("welcome", "higher priority first")
+    ]
+
+
 # --- item 2: steps that depend on an earlier message wait for it ----------------------------
 
 
-def test_the_call_and_the_escalation_count_from_the_offers_send() -> None:
-    e = contended()
+async def test_the_call_and_the_escalation_count_from_the_offers_send() -> None:
+    e = await contended()
     assert steps(e, "retention_offer") == [
         ("deferred", "offer", 2),
         ("sent", "offer", 7),
@@ -207,13 +226,13 @@ def test_the_call_and_the_escalation_count_from_the_offers_send() -> None:
     ]
 
 
-def test_the_re_engagement_csm_task_follows_the_in_app_message_it_cites() -> None:
+async def test_the_re_engagement_csm_task_follows_the_in_app_message_it_cites() -> None:
     # Two upsell messages on day 13 and the summary on day 14 fill the cap: the in-app
     # message due on day 16 goes on day 20, and the CSM task two days after it (day 22).
     e = engine("re_engagement", "upsell_usage")
-    e.receive(D.SignalFact("engagement_low", True, at(0)))
-    e.receive(D.SignalFact("power_user", True, at(13)))
-    e.advance_to(at(40))
+    await e.receive(D.SignalFact("engagement_low", True, at(0)))
+    await e.receive(D.SignalFact("power_user", True, at(13)))
+    await e.advance_to(at(40))
     assert steps(e, "re_engagement") == [
         ("sent", "summary", 14),
         ("deferred", "premium_trial", 16),
@@ -225,21 +244,21 @@ def test_the_re_engagement_csm_task_follows_the_in_app_message_it_cites() -> Non
 # --- item 3: the cap counts what customers receive -------------------------------------------
 
 
-def course(*reports: tuple[str, float, str]) -> Engine:
+async def course(*reports: tuple[str, float, str]) -> Sim:
     """course_upsell alone (emails due on days 1, 3, 5, 7, 10), each email reported by the
     notifier: (step, when, status)."""
     e = engine("course_upsell")
-    e.receive(D.JourneyEndFact("re_engagement", "re_engaged", T0))
+    await e.receive(D.JourneyEndFact("re_engagement", "re_engaged", T0))
     for step, when, status in sorted(reports, key=lambda r: r[1]):
         nid = D.notification_id("course_upsell-1", step)
-        e.receive(D.DeliveryFact(status, at(when), "course_upsell-1", nid))
-    e.advance_to(at(30))
+        await e.receive(D.DeliveryFact(status, at(when), "course_upsell-1", nid))
+    await e.advance_to(at(30))
     return e
 
 
-def test_the_cap_holds_on_send_times() -> None:
+async def test_the_cap_holds_on_send_times() -> None:
     lag = LAG / timedelta(days=1)
-    e = course(
+    e = await course(
         *((s, d + lag, "sent") for s, d in (("advantage", 1), ("roi", 3), ("last_chance", 5)))
     )
     sent = [(s, d) for k, s, d in steps(e, "course_upsell") if k == "sent"]
@@ -248,12 +267,12 @@ def test_the_cap_holds_on_send_times() -> None:
     assert sent[3][1] - sent[0][1] >= 7  # never four within 7 days by send times
 
 
-def test_a_message_not_sent_releases_its_slot() -> None:
+async def test_a_message_not_sent_releases_its_slot() -> None:
     # last_chance (day 5) bounced: success_stories goes when due, on day 7, not day 8
-    e = course(("last_chance", 5.01, "bounced"))
+    e = await course(("last_chance", 5.01, "bounced"))
     assert ("sent", "success_stories", 7) in steps(e, "course_upsell")
     # reported after the fourth was deferred (day 7.25): it is woken and sent at once
-    e = course(("last_chance", 7.25, "failed"))
+    e = await course(("last_chance", 7.25, "failed"))
     assert [s for s in steps(e, "course_upsell") if s[1] == "success_stories"] == [
         ("deferred", "success_stories", 7),
         ("sent", "success_stories", 7.25),
@@ -263,26 +282,28 @@ def test_a_message_not_sent_releases_its_slot() -> None:
 # --- item 4: a need seen while blocked is postponed, not dropped ----------------------------
 
 
-def need(*facts: tuple[float, D.Fact]) -> Engine:
+async def need(*facts: tuple[float, D.Fact]) -> Sim:
     e = engine("upsell_need")
     for _, fact in facts:
-        e.receive(fact)
-    e.advance_to(at(30))
+        await e.receive(fact)
+    await e.advance_to(at(30))
     return e
 
 
-def test_a_need_seen_at_high_risk_starts_when_the_risk_falls() -> None:
+async def test_a_need_seen_at_high_risk_starts_when_the_risk_falls() -> None:
     high = D.ScoreFact({}, at(0), tier="high")
     limit = D.SignalFact("limit_reached", True, at(1))
     medium = D.ScoreFact({}, at(5), tier="medium")
-    e = need((0, high), (1, limit), (5, medium))
+    e = await need((0, high), (1, limit), (5, medium))
     assert starts(e) == [("upsell_need", 5)]
     assert steps(e, "upsell_need") == [("sent", "plan_in_app", 5), ("sent", "plan_email", 5)]
     # the signal turned off meanwhile: nothing to start
-    e = need((0, high), (1, limit), (3, D.SignalFact("limit_reached", False, at(3))), (5, medium))
+    e = await need(
+        (0, high), (1, limit), (3, D.SignalFact("limit_reached", False, at(3))), (5, medium)
+    )
     assert starts(e) == []
     # another of the trigger's signals turning off does not drop it
-    e = need(
+    e = await need(
         (0, high), (1, limit), (3, D.SignalFact("limit_approaching", False, at(3))), (5, medium)
     )
     assert starts(e) == [("upsell_need", 5)]
@@ -291,13 +312,13 @@ def test_a_need_seen_at_high_risk_starts_when_the_risk_falls() -> None:
 # --- item 5: cancellation stops the churn playbooks ------------------------------------------
 
 
-def test_cancellation_ends_every_journey_but_win_back() -> None:
+async def test_cancellation_ends_every_journey_but_win_back() -> None:
     # An upsell decided at 23:00 waits for 08:00 (quiet hours); the customer cancels at
     # 02:00: the journey ends, nothing is sent, win_back starts.
     e = engine("upsell_need", "win_back")
-    e.receive(D.SignalFact("limit_reached", True, at(13 / 24)))  # 23:00 UTC
-    e.receive(D.EventFact("subscription_cancelled", at(16 / 24)))
-    e.advance_to(at(100))
+    await e.receive(D.SignalFact("limit_reached", True, at(13 / 24)))  # 23:00 UTC
+    await e.receive(D.EventFact("subscription_cancelled", at(16 / 24)))
+    await e.advance_to(at(100))
     assert [(x.playbook, x.kind, x.reason) for x in e.log if x.kind in ("exit", "start")] == [
         ("upsell_need", "start", "start"),
         ("upsell_need", "exit", "cancelled"),
@@ -306,15 +327,15 @@ def test_cancellation_ends_every_journey_but_win_back() -> None:
     assert {x.playbook for x in e.log if x.kind == "sent"} == {"win_back"}
 
 
-def test_a_cancelled_customers_churn_triggers_are_suspended_until_reactivation() -> None:
+async def test_a_cancelled_customers_churn_triggers_are_suspended_until_reactivation() -> None:
     e = engine("success_coaching", "win_back")
-    e.receive(D.SignalFact("usage_reduced", True, at(0)))
-    e.receive(D.EventFact("subscription_cancelled", at(10)))
-    e.advance_to(at(100))
+    await e.receive(D.SignalFact("usage_reduced", True, at(0)))
+    await e.receive(D.EventFact("subscription_cancelled", at(10)))
+    await e.advance_to(at(100))
     # usage_reduced is no longer evaluated: no re-check every 30 days, no journey
     assert e.armed == {} and e.blocked == {"success_coaching": ("cancelled", "usage_reduced")}
     assert starts(e) == [("win_back", 10)]
-    e.receive(D.EventFact("subscription_reactivated", at(100)))
+    await e.receive(D.EventFact("subscription_reactivated", at(100)))
     assert e.armed == {"success_coaching": (at(130), "usage_reduced")}  # held again, 30 days
-    e.advance_to(at(131))
+    await e.advance_to(at(131))
     assert starts(e)[-1] == ("success_coaching", 130)

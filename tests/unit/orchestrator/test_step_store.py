@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.adapters.step_store import Writes, _columns, customer_from
+from orchestrator.adapters.step_store import _columns
+from orchestrator.domain.rules import customer_from
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 PROFILE = {
@@ -47,11 +48,12 @@ def test_a_customer_without_rows_gets_the_defaults() -> None:
     assert nobody.subscription == "active" and nobody.products == frozenset()
 
 
-def test_writes_become_one_list_per_column_in_order() -> None:
-    writes = Writes()
-    writes.transition("j1", "active", "active", "step_sent", T0, {"step": "a"})
-    writes.transition("j1", "active", "completed", "finish", T0, {"reason": "last step"})
-    columns = _columns(writes.transitions, 6)
-    assert columns[0] == ["j1", "j1"] and columns[3] == ["step_sent", "finish"]
-    assert columns[5] == ['{"step":"a"}', '{"reason":"last step"}']
+def test_rows_become_one_list_per_column_in_order() -> None:
+    rows = [("j1", "step_sent", '{"step":"a"}'), ("j1", "finish", '{"reason":"last step"}')]
+    columns = _columns(rows, 3)
+    assert columns == [
+        ["j1", "j1"],
+        ["step_sent", "finish"],
+        ['{"step":"a"}', '{"reason":"last step"}'],
+    ]
     assert _columns([], 4) == [[], [], [], []]

@@ -1,4 +1,5 @@
-"""Every shipped playbook lived through its whole timeline on a fake clock (the pure engine).
+"""Every shipped playbook lived through its whole timeline on a fake clock: the production
+use cases on the in-memory journey store (``sim.Sim``).
 
 Each test asserts the exact day of every step and every exit. The customer lives in
 Madrid and the trigger comes at 10:00 UTC (noon local), so quiet hours never move a
@@ -15,9 +16,9 @@ import pytest
 
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
-from orchestrator.domain.engine import Engine
 from orchestrator.domain.playbook import SHIPPED, Playbook, load_playbooks
 from orchestrator.settings import OrchestratorSettings
+from tests.unit.orchestrator.sim import Sim
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # a Monday, 12:00 in Madrid
 RULES = OrchestratorSettings().rules()
@@ -58,21 +59,21 @@ def delivery(status: str, journey_id: str | None = None) -> FactAt:
     return lambda t: D.DeliveryFact(status, t, journey_id)
 
 
-def live(
+async def live(
     names: Iterable[str],
     facts: list[tuple[float, FactAt]],
     *,
     until: float,
     customer: R.Customer = CUSTOMER,
 ) -> list[tuple[str, str, str | None, float]]:
-    """Run the engine with only ``names`` shipped; (playbook, what, step or reason, day)."""
-    engine = Engine({n: BOOKS[n] for n in names}, customer, RULES, T0)
+    """Live with only ``names`` shipped; (playbook, what, step or reason, day)."""
+    sim = Sim({n: BOOKS[n] for n in names}, customer, RULES, T0)
     for day, fact in facts:
-        engine.receive(fact(at(day)))
-    engine.advance_to(at(until))
+        await sim.receive(fact(at(day)))
+    await sim.advance_to(at(until))
     return [
         (e.playbook, e.kind, e.step or e.reason, round((e.at - T0) / timedelta(days=1), 4))
-        for e in engine.log
+        for e in sim.log
     ]
 
 
@@ -84,8 +85,8 @@ def test_the_test_customer_is_in_every_treatment_arm() -> None:
 # --- re_engagement -------------------------------------------------------------------------
 
 
-def test_re_engagement_full_timeline() -> None:
-    log = live(["re_engagement"], [(0, on("engagement_low"))], until=45)
+async def test_re_engagement_full_timeline() -> None:
+    log = await live(["re_engagement"], [(0, on("engagement_low"))], until=45)
     assert log == [
         ("re_engagement", "start", "held", 14),
         ("re_engagement", "sent", "summary", 14),
@@ -95,10 +96,10 @@ def test_re_engagement_full_timeline() -> None:
     ]
 
 
-def test_a_signal_still_held_re_enters_after_the_cooldown() -> None:
+async def test_a_signal_still_held_re_enters_after_the_cooldown() -> None:
     # Ended on day 18; the signal never turned off: day 28 falls in the cooldown, so the
     # trigger comes back when the cooldown ends (day 48) and starts a second journey.
-    log = live(["re_engagement"], [(0, on("engagement_low"))], until=60)
+    log = await live(["re_engagement"], [(0, on("engagement_low"))], until=60)
     assert [(k, d) for _, k, _, d in log if k in ("start", "finish")] == [
         ("start", 14),
         ("finish", 18),
@@ -107,13 +108,13 @@ def test_a_signal_still_held_re_enters_after_the_cooldown() -> None:
     ]
     # once the signal turns off, it does not come back
     facts = [(0, on("engagement_low")), (30, off("engagement_low"))]
-    log = live(["re_engagement"], facts, until=90)
+    log = await live(["re_engagement"], facts, until=90)
     assert [(k, d) for _, k, _, d in log if k == "start"] == [("start", 14)]
 
 
-def test_re_engagement_not_held_14_days_never_starts_then_rearms() -> None:
+async def test_re_engagement_not_held_14_days_never_starts_then_rearms() -> None:
     facts = [(0, on("engagement_low")), (10, off("engagement_low")), (11, on("engagement_low"))]
-    log = live(["re_engagement"], facts, until=26)
+    log = await live(["re_engagement"], facts, until=26)
     assert log[:2] == [
         ("re_engagement", "start", "held", 25),
         ("re_engagement", "sent", "summary", 25),
@@ -125,8 +126,8 @@ def test_re_engagement_not_held_14_days_never_starts_then_rearms() -> None:
     [event("login", plan=None), delivery("opened"), off("engagement_low")],
     ids=["login", "open", "signal_off"],
 )
-def test_re_engagement_exits_when_engagement_recovers(recovery: FactAt) -> None:
-    log = live(["re_engagement"], [(0, on("engagement_low")), (15.5, recovery)], until=45)
+async def test_re_engagement_exits_when_engagement_recovers(recovery: FactAt) -> None:
+    log = await live(["re_engagement"], [(0, on("engagement_low")), (15.5, recovery)], until=45)
     assert log == [
         ("re_engagement", "start", "held", 14),
         ("re_engagement", "sent", "summary", 14),
@@ -137,8 +138,8 @@ def test_re_engagement_exits_when_engagement_recovers(recovery: FactAt) -> None:
 # --- success_coaching ------------------------------------------------------------------------
 
 
-def test_success_coaching_full_timeline() -> None:
-    log = live(["success_coaching"], [(0, on("usage_reduced"))], until=60)
+async def test_success_coaching_full_timeline() -> None:
+    log = await live(["success_coaching"], [(0, on("usage_reduced"))], until=60)
     assert log == [
         ("success_coaching", "start", "held", 30),
         ("success_coaching", "sent", "coaching_guide", 31),
@@ -148,13 +149,13 @@ def test_success_coaching_full_timeline() -> None:
     ]
 
 
-def test_success_coaching_exits_at_60_percent_adoption() -> None:
+async def test_success_coaching_exits_at_60_percent_adoption() -> None:
     facts = [
         (0, on("usage_reduced")),
         (34, score(feature_adoption=0.59)),
         (35, score(feature_adoption=0.60)),
     ]
-    log = live(["success_coaching"], facts, until=60)
+    log = await live(["success_coaching"], facts, until=60)
     assert log == [
         ("success_coaching", "start", "held", 30),
         ("success_coaching", "sent", "coaching_guide", 31),
@@ -166,8 +167,8 @@ def test_success_coaching_exits_at_60_percent_adoption() -> None:
 # --- retention_offer -------------------------------------------------------------------------
 
 
-def test_retention_offer_full_timeline() -> None:
-    log = live(["retention_offer"], [(0, score(churn_probability=0.71))], until=30)
+async def test_retention_offer_full_timeline() -> None:
+    log = await live(["retention_offer"], [(0, score(churn_probability=0.71))], until=30)
     assert log == [
         ("retention_offer", "start", "start", 0),
         ("retention_offer", "sent", "offer", 0),
@@ -177,15 +178,15 @@ def test_retention_offer_full_timeline() -> None:
     ]
 
 
-def test_retention_offer_exits_on_click_and_on_recovered_risk() -> None:
-    clicked = live(
+async def test_retention_offer_exits_on_click_and_on_recovered_risk() -> None:
+    clicked = await live(
         ["retention_offer"],
         [(0, score(churn_probability=0.9)), (2, delivery("clicked", "retention_offer-1"))],
         until=30,
     )
     assert clicked[-1] == ("retention_offer", "exit", "responded", 2)
     assert [s for _, kind, s, _ in clicked if kind == "sent"] == ["offer", "retention_call"]
-    recovered = live(
+    recovered = await live(
         ["retention_offer"],
         [(0, score(churn_probability=0.9)), (0.5, score(churn_probability=0.39))],
         until=30,
@@ -194,15 +195,15 @@ def test_retention_offer_exits_on_click_and_on_recovered_risk() -> None:
     assert [s for _, kind, s, _ in recovered if kind == "sent"] == ["offer"]
 
 
-def test_retention_offer_at_exactly_070_does_not_start() -> None:
-    assert live(["retention_offer"], [(0, score(churn_probability=0.70))], until=30) == []
+async def test_retention_offer_at_exactly_070_does_not_start() -> None:
+    assert await live(["retention_offer"], [(0, score(churn_probability=0.70))], until=30) == []
 
 
 # --- win_back ------------------------------------------------------------------------------
 
 
-def test_win_back_full_timeline() -> None:
-    log = live(["win_back"], [(0, event("subscription_cancelled"))], until=90)
+async def test_win_back_full_timeline() -> None:
+    log = await live(["win_back"], [(0, event("subscription_cancelled"))], until=90)
     assert log == [
         ("win_back", "start", "start", 0),
         ("win_back", "sent", "we_miss_you", 30),
@@ -213,9 +214,9 @@ def test_win_back_full_timeline() -> None:
     ]
 
 
-def test_win_back_exits_when_reactivated() -> None:
+async def test_win_back_exits_when_reactivated() -> None:
     facts = [(0, event("subscription_cancelled")), (40, event("subscription_reactivated"))]
-    log = live(["win_back"], facts, until=90)
+    log = await live(["win_back"], facts, until=90)
     assert log == [
         ("win_back", "start", "start", 0),
         ("win_back", "sent", "we_miss_you", 30),
@@ -237,10 +238,10 @@ def test_win_back_exits_when_reactivated() -> None:
         ("cross_sell", "cross_sell_ready", ["bundle_offer"]),
     ],
 )
-def test_immediate_expansion_playbooks_send_on_day_zero(
+async def test_immediate_expansion_playbooks_send_on_day_zero(
     name: str, signal: str, steps: list[str]
 ) -> None:
-    log = live([name], [(0, on(signal))], until=30)
+    log = await live([name], [(0, on(signal))], until=30)
     assert log == [
         (name, "start", "start", 0),
         *[(name, "sent", step, 0) for step in steps],
@@ -263,18 +264,18 @@ MORNING = 20 / 24
         ("cross_sell", "cross_sell_ready", event("purchase", product="bundle"), "purchased"),
     ],
 )
-def test_expansion_exit_before_the_deferred_morning_step(
+async def test_expansion_exit_before_the_deferred_morning_step(
     name: str, signal: str, goal: FactAt, reason: str
 ) -> None:
     first = BOOKS[name].steps[0].id
-    log = live([name], [(NIGHT, on(signal)), (MORNING - 0.1, goal)], until=30)
+    log = await live([name], [(NIGHT, on(signal)), (MORNING - 0.1, goal)], until=30)
     assert log[0] == (name, "start", "start", round(NIGHT, 4))
     assert log[1] == (name, "deferred", first, round(NIGHT, 4))
     assert log[-1] == (name, "exit", reason, round(MORNING - 0.1, 4))
     assert not [e for e in log if e[1] == "sent"]
 
 
-def test_expansion_waits_for_retention() -> None:
+async def test_expansion_waits_for_retention() -> None:
     # A live retention journey blocks the start; the need is postponed, not dropped: the
     # upsell starts when the retention journey ends (its escalation, day 3), the signal
     # being still on. A second signal_on while it waits changes nothing.
@@ -283,7 +284,7 @@ def test_expansion_waits_for_retention() -> None:
         (1, on("power_user")),
         (2, on("power_user")),
     ]
-    log = live(["retention_offer", "upsell_usage"], facts, until=30)
+    log = await live(["retention_offer", "upsell_usage"], facts, until=30)
     assert [(b, k, d) for b, k, _, d in log if k in ("start", "finish")] == [
         ("retention_offer", "start", 0),
         ("retention_offer", "finish", 3),
@@ -292,17 +293,17 @@ def test_expansion_waits_for_retention() -> None:
     ]
 
 
-def test_high_risk_tier_blocks_expansion() -> None:
+async def test_high_risk_tier_blocks_expansion() -> None:
     high = R.Customer(CUSTOMER_ID, email="a@b.example", plan="basic", consent_email=True)
     facts = [(0, lambda t: D.ScoreFact({}, t, tier="high")), (1, on("power_user"))]
-    assert live(["upsell_usage"], facts, until=10, customer=high) == []
+    assert await live(["upsell_usage"], facts, until=10, customer=high) == []
 
 
 # --- onboarding ------------------------------------------------------------------------------
 
 
-def test_onboarding_full_timeline() -> None:
-    log = live(["onboarding"], [(0, event("subscription_started"))], until=60)
+async def test_onboarding_full_timeline() -> None:
+    log = await live(["onboarding"], [(0, event("subscription_started"))], until=60)
     assert log == [
         ("onboarding", "start", "start", 0),
         ("onboarding", "sent", "welcome", 1),
@@ -314,9 +315,9 @@ def test_onboarding_full_timeline() -> None:
     ]
 
 
-def test_onboarding_exits_when_cancelled() -> None:
+async def test_onboarding_exits_when_cancelled() -> None:
     facts = [(0, event("subscription_started")), (10, event("subscription_cancelled"))]
-    log = live(["onboarding"], facts, until=60)
+    log = await live(["onboarding"], facts, until=60)
     assert log[-1] == ("onboarding", "exit", "cancelled", 10)
     assert [s for _, kind, s, _ in log if kind == "sent"] == [
         "welcome",
@@ -330,11 +331,11 @@ def test_onboarding_exits_when_cancelled() -> None:
 RE_ENGAGED = [(0, on("engagement_low")), (15, event("login"))]
 
 
-def test_course_upsell_after_re_engagement_with_the_frequency_cap() -> None:
+async def test_course_upsell_after_re_engagement_with_the_frequency_cap() -> None:
     free = R.Customer(
         CUSTOMER_ID, email="a@b.example", time_zone="UTC", plan="free", consent_email=True
     )
-    log = live(["re_engagement", "course_upsell"], RE_ENGAGED, until=60, customer=free)
+    log = await live(["re_engagement", "course_upsell"], RE_ENGAGED, until=60, customer=free)
     course = [e for e in log if e[0] == "course_upsell"]
     # The re-engagement summary (day 14) counts: 3 messages in 7 days moves the third
     # and fourth course emails to the day a message leaves the window (14+7, 16+7).
@@ -351,13 +352,13 @@ def test_course_upsell_after_re_engagement_with_the_frequency_cap() -> None:
     ]
 
 
-def test_course_upsell_alone_is_capped_on_day_seven() -> None:
+async def test_course_upsell_alone_is_capped_on_day_seven() -> None:
     # Five emails in ten days meet the 3-per-7-days cap: the fourth moves from day 7 to 8.
     free = R.Customer(CUSTOMER_ID, email="a@b.example", plan="free", consent_email=True)
-    engine = Engine({"course_upsell": BOOKS["course_upsell"]}, free, RULES, T0)
-    engine.receive(D.JourneyEndFact("re_engagement", "re_engaged", T0))
-    engine.advance_to(at(30))
-    sent = [(e.step, (e.at - T0).days) for e in engine.log if e.kind == "sent"]
+    sim = Sim({"course_upsell": BOOKS["course_upsell"]}, free, RULES, T0)
+    await sim.receive(D.JourneyEndFact("re_engagement", "re_engaged", T0))
+    await sim.advance_to(at(30))
+    sent = [(e.step, (e.at - T0).days) for e in sim.log if e.kind == "sent"]
     assert sent == [
         ("advantage", 1),
         ("roi", 3),
@@ -367,14 +368,14 @@ def test_course_upsell_alone_is_capped_on_day_seven() -> None:
     ]
 
 
-def test_course_upsell_exits_on_a_course_purchase_and_skips_buyers() -> None:
+async def test_course_upsell_exits_on_a_course_purchase_and_skips_buyers() -> None:
     free = R.Customer(CUSTOMER_ID, email="a@b.example", plan="free", consent_email=True)
     facts = [
         *RE_ENGAGED,
         (17, event("purchase", product="bundle")),
         (19, event("purchase", product="course")),
     ]
-    log = live(["re_engagement", "course_upsell"], facts, until=60, customer=free)
+    log = await live(["re_engagement", "course_upsell"], facts, until=60, customer=free)
     course = [e for e in log if e[0] == "course_upsell"]
     assert course[-1] == ("course_upsell", "exit", "purchased", 19)
     assert [e[2] for e in course if e[1] == "sent"] == ["advantage", "roi"]
@@ -385,12 +386,12 @@ def test_course_upsell_exits_on_a_course_purchase_and_skips_buyers() -> None:
         consent_email=True,
         products=frozenset({"course"}),
     )
-    log = live(["re_engagement", "course_upsell"], RE_ENGAGED, until=60, customer=buyer)
+    log = await live(["re_engagement", "course_upsell"], RE_ENGAGED, until=60, customer=buyer)
     assert not [e for e in log if e[0] == "course_upsell"]
 
 
-def test_saas_upsell_after_re_engagement() -> None:
-    log = live(["re_engagement", "saas_upsell"], RE_ENGAGED, until=60)
+async def test_saas_upsell_after_re_engagement() -> None:
+    log = await live(["re_engagement", "saas_upsell"], RE_ENGAGED, until=60)
     saas = [e for e in log if e[0] == "saas_upsell"]
     assert saas == [
         ("saas_upsell", "start", "start", 15),
@@ -403,26 +404,26 @@ def test_saas_upsell_after_re_engagement() -> None:
     ]
 
 
-def test_saas_upsell_exits_on_upgrade_to_pro_and_ignores_other_plans() -> None:
+async def test_saas_upsell_exits_on_upgrade_to_pro_and_ignores_other_plans() -> None:
     facts = [
         *RE_ENGAGED,
         (17, event("subscription_upgraded", plan="basic_plus")),
         (19, event("subscription_upgraded", plan="pro")),
     ]
-    log = live(["re_engagement", "saas_upsell"], facts, until=60)
+    log = await live(["re_engagement", "saas_upsell"], facts, until=60)
     saas = [e for e in log if e[0] == "saas_upsell"]
     assert saas[-1] == ("saas_upsell", "exit", "upgraded", 19)
     assert [e[2] for e in saas if e[1] == "sent"] == ["pro_features", "pro_roi"]
     pro = R.Customer(CUSTOMER_ID, email="a@b.example", plan="pro", consent_email=True)
-    log = live(["re_engagement", "saas_upsell"], RE_ENGAGED, until=60, customer=pro)
+    log = await live(["re_engagement", "saas_upsell"], RE_ENGAGED, until=60, customer=pro)
     assert not [e for e in log if e[0] == "saas_upsell"]
 
 
 # --- downgrade_save --------------------------------------------------------------------------
 
 
-def test_downgrade_save_full_timeline() -> None:
-    log = live(["downgrade_save"], [(0, event("downgrade_requested"))], until=30)
+async def test_downgrade_save_full_timeline() -> None:
+    log = await live(["downgrade_save"], [(0, event("downgrade_requested"))], until=30)
     assert log == [
         ("downgrade_save", "start", "start", 0),
         ("downgrade_save", "sent", "value_in_app", 0),
@@ -431,12 +432,12 @@ def test_downgrade_save_full_timeline() -> None:
     ]
 
 
-def test_downgrade_save_exits_when_the_downgrade_is_done_at_night() -> None:
+async def test_downgrade_save_exits_when_the_downgrade_is_done_at_night() -> None:
     facts = [
         (NIGHT, event("downgrade_requested")),
         (MORNING - 0.1, event("subscription_downgraded")),
     ]
-    log = live(["downgrade_save"], facts, until=30)
+    log = await live(["downgrade_save"], facts, until=30)
     assert log[-1] == ("downgrade_save", "exit", "downgraded", round(MORNING - 0.1, 4))
     assert not [e for e in log if e[1] == "sent"]
 
@@ -444,10 +445,10 @@ def test_downgrade_save_exits_when_the_downgrade_is_done_at_night() -> None:
 # --- rules across playbooks on a timeline ---------------------------------------------------
 
 
-def test_cooldown_of_30_days_between_journeys_of_one_playbook() -> None:
+async def test_cooldown_of_30_days_between_journeys_of_one_playbook() -> None:
     facts = [(0, event("subscription_cancelled")), (1, event("subscription_reactivated"))]
     facts += [(20, event("subscription_cancelled")), (31, event("subscription_cancelled"))]
-    log = live(["win_back"], facts, until=40)
+    log = await live(["win_back"], facts, until=40)
     assert [(k, d) for _, k, _, d in log if k in ("start", "exit")] == [
         ("start", 0),
         ("exit", 1),
@@ -455,9 +456,9 @@ def test_cooldown_of_30_days_between_journeys_of_one_playbook() -> None:
     ]
 
 
-def test_unsubscribe_stops_every_marketing_email_but_not_csm_tasks() -> None:
+async def test_unsubscribe_stops_every_marketing_email_but_not_csm_tasks() -> None:
     facts = [(0, event("subscription_cancelled")), (31, delivery("unsubscribed"))]
-    log = live(["win_back"], facts, until=90)
+    log = await live(["win_back"], facts, until=90)
     assert [(s, k, d) for _, k, s, d in log if k in ("sent", "skipped")] == [
         ("we_miss_you", "sent", 30),
         ("offer", "skipped", 37),
@@ -466,15 +467,15 @@ def test_unsubscribe_stops_every_marketing_email_but_not_csm_tasks() -> None:
     ]
 
 
-def test_holdout_arm_lives_the_timeline_and_sends_nothing() -> None:
+async def test_holdout_arm_lives_the_timeline_and_sends_nothing() -> None:
     control = next(
         f"c-{i}" for i in range(1000) if D.assign_arm(BOOKS["win_back"], f"c-{i}") == D.CONTROL
     )
     customer = R.Customer(control, email="a@b.example", consent_email=True)
-    engine = Engine({"win_back": BOOKS["win_back"]}, customer, RULES, T0)
-    engine.receive(D.EventFact("subscription_cancelled", T0))
-    engine.advance_to(at(90))
-    assert [(e.kind, e.step, e.reason, (e.at - T0).days) for e in engine.log] == [
+    sim = Sim({"win_back": BOOKS["win_back"]}, customer, RULES, T0)
+    await sim.receive(D.EventFact("subscription_cancelled", T0))
+    await sim.advance_to(at(90))
+    assert [(e.kind, e.step, e.reason, (e.at - T0).days) for e in sim.log] == [
         ("start", None, "start", 0),
         ("skipped", "we_miss_you", "holdout", 30),
         ("skipped", "offer", "holdout", 37),
@@ -514,18 +515,20 @@ def waiting_book(on_event: str) -> Playbook:
     )
 
 
-def nudge(on_event: str, facts: list[tuple[float, FactAt]]) -> list[tuple[str, str | None, float]]:
-    engine = Engine({"nudge": waiting_book(on_event)}, CUSTOMER, RULES, T0)
-    engine.receive(D.EventFact("subscription_started", T0))
+async def nudge(
+    on_event: str, facts: list[tuple[float, FactAt]]
+) -> list[tuple[str, str | None, float]]:
+    sim = Sim({"nudge": waiting_book(on_event)}, CUSTOMER, RULES, T0)
+    await sim.receive(D.EventFact("subscription_started", T0))
     for day, fact in facts:
-        engine.receive(fact(at(day)))
-    engine.advance_to(at(30))
-    return [(e.kind, e.step or e.reason, (e.at - T0) / timedelta(days=1)) for e in engine.log]
+        await sim.receive(fact(at(day)))
+    await sim.advance_to(at(30))
+    return [(e.kind, e.step or e.reason, (e.at - T0) / timedelta(days=1)) for e in sim.log]
 
 
-def test_wait_times_out_and_the_step_is_sent() -> None:
+async def test_wait_times_out_and_the_step_is_sent() -> None:
     # an open of another journey's message is not this journey's event
-    log = nudge("skip", [(1, delivery("opened", "someone-else"))])
+    log = await nudge("skip", [(1, delivery("opened", "someone-else"))])
     assert [(k, s, d) for k, s, d in log if k == "sent"] == [
         ("sent", "hello", 0),
         ("sent", "reminder", 3),
@@ -533,8 +536,8 @@ def test_wait_times_out_and_the_step_is_sent() -> None:
     ]
 
 
-def test_wait_event_takes_the_skip_branch() -> None:
-    log = nudge("skip", [(1, delivery("opened", "nudge-1"))])
+async def test_wait_event_takes_the_skip_branch() -> None:
+    log = await nudge("skip", [(1, delivery("opened", "nudge-1"))])
     assert log[1:] == [
         ("sent", "hello", 0),
         ("skipped", "reminder", 3),
@@ -543,12 +546,12 @@ def test_wait_event_takes_the_skip_branch() -> None:
     ]
 
 
-def test_wait_event_takes_the_exit_branch() -> None:
-    log = nudge("exit", [(1, delivery("opened", "nudge-1"))])
+async def test_wait_event_takes_the_exit_branch() -> None:
+    log = await nudge("exit", [(1, delivery("opened", "nudge-1"))])
     assert log[1:] == [("sent", "hello", 0), ("exit", "opened", 3)]
 
 
-def test_a_cancelled_customer_is_win_backs_alone() -> None:
+async def test_a_cancelled_customer_is_win_backs_alone() -> None:
     # Unopened win-back emails turn engagement_low on; a cancelled customer still gets no
     # re-engagement campaign, and no upsell, until the subscription is active again. The
     # triggers wait for the reactivation (day 70): the upsell, whose signal is still on,
@@ -559,7 +562,7 @@ def test_a_cancelled_customer_is_win_backs_alone() -> None:
         (38, on("power_user")),
         (70, event("subscription_reactivated")),
     ]
-    log = live(["win_back", "re_engagement", "upsell_usage"], facts, until=100)
+    log = await live(["win_back", "re_engagement", "upsell_usage"], facts, until=100)
     assert [(b, d) for b, k, _, d in log if k == "start"] == [
         ("win_back", 0),
         ("upsell_usage", 70),
