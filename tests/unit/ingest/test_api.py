@@ -14,7 +14,7 @@ from common.apikeys import ApiKey, FakeAuthenticator, Scope
 from common.clock import FakeClock
 from common.events import EXAMPLES, REDEMPTION_EXAMPLE
 from common.kafka import FakePublisher, OutgoingRecord, PublishError
-from ingest.app import create_app
+from ingest.api import create_app
 from ingest.settings import IngestSettings
 
 KEY = "writer-key"

@@ -1,0 +1,254 @@
+"""Ingest's use cases: accept one event, accept a batch.
+
+Each takes the request body as bytes and its dependencies as keyword arguments (a
+:class:`~common.kafka.Publisher`, a :class:`~common.clock.Clock`, a :class:`RateLimit`
+and the :class:`Policy` from the settings), and returns a plain result or raises an
+:class:`~ingest.errors.IngestError`. Nothing here knows HTTP: ``ingest.api`` reads the
+body, checks the key and picks the status codes.
+
+An event is answered as accepted only once the publisher reports it acknowledged by
+Kafka; one it could not publish is answered unavailable, and was not written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from common.clock import Clock
+from common.events import EVENT_MODELS, SCHEMA_VERSION, Event, event_adapter
+from common.kafka import OutgoingRecord, Publisher
+from common.topics import events_topic
+from ingest import metrics
+from ingest.domain.admission import Rejection, check_occurred_at, retry_after_s
+from ingest.errors import Invalid, RateLimited, TooLarge, Unavailable
+
+Status = Literal["accepted", "rejected", "unavailable"]
+
+
+class RateLimit(Protocol):
+    """Events a second per API key."""
+
+    def take(self, key_id: str, events: int) -> float:
+        """Take ``events`` from the key's allowance: 0 if admitted, else the seconds until
+        they would be (``inf``: never, more than the allowance holds). Never blocks."""
+        ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The numbers the use cases apply (from :class:`~ingest.settings.IngestSettings`)."""
+
+    max_future_skew: timedelta
+    max_event_age: timedelta
+    max_batch_events: int
+    publish_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One event, acknowledged by Kafka."""
+
+    event_id: str
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What became of one event of a batch (``index``: its position in the batch)."""
+
+    index: int
+    event_id: str | None
+    status: Status
+    errors: tuple[Rejection, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of every event of a batch, in the batch's order."""
+
+    results: list[EventOutcome]
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+async def accept_event(
+    body: bytes,
+    *,
+    key_id: str,
+    publisher: Publisher,
+    clock: Clock,
+    limiter: RateLimit,
+    policy: Policy,
+) -> Accepted:
+    """Admit, validate and publish one event (JSON ``body``) sent with API key ``key_id``.
+
+    Raises :class:`RateLimited`, :class:`Invalid` (nothing published) or
+    :class:`Unavailable` (not acknowledged within ``policy.publish_timeout_s``: not
+    written). Idempotent downstream: an event sent twice is dropped there by event id.
+    """
+    _admit_rate(limiter, key_id, 1)
+    try:
+        event: Event = event_adapter.validate_json(body)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        _count("unknown", "rejected", errors[0].rule)
+        raise Invalid("invalid event", errors=errors) from None
+    now = clock.now()
+    rejection = _check_time(event, now, policy)
+    if rejection is not None:
+        _count(event.kind, "rejected", rejection.rule)
+        raise Invalid("invalid event", errors=[rejection])
+    [error] = await publisher.publish_each(
+        records([event], key_id=key_id, now=now), timeout_s=policy.publish_timeout_s
+    )
+    if error is not None:
+        _count(event.kind, "unavailable", "publish")
+        raise Unavailable("event store unavailable, retry later")
+    _count(event.kind, "accepted", "")
+    return Accepted(event.event_id)
+
+
+async def accept_batch(
+    body: bytes,
+    *,
+    key_id: str,
+    publisher: Publisher,
+    clock: Clock,
+    limiter: RateLimit,
+    policy: Policy,
+) -> BatchOutcome:
+    """Admit a batch (JSON ``{"events": [...]}``), then validate and publish each event.
+
+    Raises :class:`Invalid` when the body is not a batch, :class:`TooLarge` above
+    ``policy.max_batch_events`` and :class:`RateLimited` for the batch as a whole; after
+    that each event has its own outcome: rejected (with the rules it broke), accepted
+    (acknowledged by Kafka) or unavailable (not written; retrying it is safe).
+    """
+    items = _batch_items(body, policy.max_batch_events)
+    _admit_rate(limiter, key_id, len(items))
+    metrics.BATCH_EVENTS.observe(len(items))
+    now = clock.now()
+    outcomes: list[EventOutcome] = []
+    valid: list[tuple[int, Event]] = []
+    tally: Counter[tuple[str, str, str]] = Counter()
+    for index, item in enumerate(items):
+        try:
+            event: Event = event_adapter.validate_python(item)
+        except ValidationError as exc:
+            errors = tuple(field_errors(exc))
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            if not isinstance(event_id, str):
+                event_id = None
+            outcomes.append(EventOutcome(index, event_id, "rejected", errors))
+            tally["unknown", "rejected", errors[0].rule] += 1
+            continue
+        rejection = _check_time(event, now, policy)
+        if rejection is not None:
+            outcomes.append(EventOutcome(index, event.event_id, "rejected", (rejection,)))
+            tally[event.kind, "rejected", rejection.rule] += 1
+            continue
+        valid.append((index, event))
+    if valid:
+        published = await publisher.publish_each(
+            records([e for _, e in valid], key_id=key_id, now=now),
+            timeout_s=policy.publish_timeout_s,
+        )
+        for (index, event), error in zip(valid, published, strict=True):
+            status: Status = "accepted" if error is None else "unavailable"
+            outcomes.append(EventOutcome(index, event.event_id, status))
+            tally[event.kind, status, "" if error is None else "publish"] += 1
+    for (kind, outcome, reason), n in tally.items():
+        metrics.EVENTS.labels(kind=kind, outcome=outcome, reason=reason).inc(n)
+    outcomes.sort(key=lambda r: r.index)
+    return BatchOutcome(outcomes)
+
+
+def records(events: Iterable[Event], *, key_id: str, now: datetime) -> list[OutgoingRecord]:
+    """Key = customer id, value = the validated event, headers ``kind``,
+    ``schema_version``, ``ingested_at`` and ``api_key_id``; the topic is the kind's."""
+    shared = [
+        ("schema_version", _SCHEMA_VERSION),
+        ("ingested_at", now.isoformat().encode()),
+        ("api_key_id", key_id.encode()),
+    ]
+    return [
+        (_TOPICS[e.kind], e.customer_id, e, [("kind", _KIND_HEADERS[e.kind]), *shared])
+        for e in events
+    ]
+
+
+def field_errors(exc: ValidationError) -> list[Rejection]:
+    """Pydantic's errors as (field path, rule, message); the path leaves out the kind tag
+    of the union, and an unknown or missing kind is reported on ``kind``."""
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in EVENT_MODELS:
+            loc = loc[1:]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ["kind"]
+        out.append(Rejection(".".join(loc) or "(body)", err["type"], err["msg"]))
+    return out
+
+
+_TOPICS = {kind: events_topic(kind) for kind in EVENT_MODELS}
+_KIND_HEADERS = {kind: kind.encode() for kind in EVENT_MODELS}
+_SCHEMA_VERSION = str(SCHEMA_VERSION).encode()
+
+
+def _admit_rate(limiter: RateLimit, key_id: str, events: int) -> None:
+    wait = limiter.take(key_id, events)
+    if wait > 0:
+        raise RateLimited("rate limit exceeded for this API key", retry_after_s=retry_after_s(wait))
+
+
+def _check_time(event: Event, now: datetime, policy: Policy) -> Rejection | None:
+    return check_occurred_at(
+        event.occurred_at,
+        now=now,
+        max_future=policy.max_future_skew,
+        max_age=policy.max_event_age,
+    )
+
+
+def _count(kind: str, outcome: str, reason: str) -> None:
+    metrics.EVENTS.labels(kind=kind, outcome=outcome, reason=reason).inc()
+
+
+def _batch_items(body: bytes, max_events: int) -> Sequence[Any]:
+    """The items of a batch body, each still to be validated; raises :class:`Invalid` for
+    a body that is not ``{"events": [one or more]}`` and :class:`TooLarge` above
+    ``max_events``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(
+            "invalid batch", errors=[Rejection("(body)", "json_invalid", str(exc))]
+        ) from None
+    items = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(data) != 1:
+        raise Invalid(
+            "invalid batch",
+            errors=[
+                Rejection(
+                    "events",
+                    "batch_shape",
+                    'the body must be {"events": [event, ...]} and nothing else',
+                )
+            ],
+        )
+    if not items:
+        raise Invalid(
+            "invalid batch",
+            errors=[Rejection("events", "too_short", "a batch needs at least one event")],
+        )
+    if len(items) > max_events:
+        raise TooLarge(f"more than {max_events} events in one batch")
+    return items
