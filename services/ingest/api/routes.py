@@ -64,8 +64,13 @@ async def post_batch(key: Writer, body: BatchBody, ingest: Services) -> Response
         limiter=ingest.limiter,
         policy=ingest.policy,
     )
-    counts = {status: outcome.count(status) for status in ("accepted", "rejected", "unavailable")}
-    answer: dict[str, Any] = {**counts, "results": [_result(r) for r in outcome.results]}
+    counts = outcome.counts
+    answer = {
+        "accepted": counts["accepted"],
+        "rejected": counts["rejected"],
+        "unavailable": counts["unavailable"],
+        "results": [_result(r) for r in outcome.results],
+    }
     if counts["unavailable"]:
         return json_response(answer, 503, {"Retry-After": str(ingest.settings.retry_after_s)})
     return json_response(answer, 422 if not counts["accepted"] else 202)
