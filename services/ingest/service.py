@@ -13,16 +13,15 @@ Kafka; one it could not publish is answered unavailable, and was not written.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
-import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.clock import Clock
-from common.events import EVENT_MODELS, SCHEMA_VERSION, Event, event_adapter
+from common.events import EVENT_MODELS, SCHEMA_VERSION, Event, EventBase, event_adapter
 from common.kafka import OutgoingRecord, Publisher
 from common.topics import events_topic
 from ingest import metrics
@@ -102,7 +101,9 @@ async def accept_event(
         _count("unknown", "rejected", errors[0].rule)
         raise Invalid("invalid event", errors=errors) from None
     now = clock.now()
-    rejection = _check_time(event, now, policy)
+    rejection = check_occurred_at(
+        event.occurred_at, now=now, max_future=policy.max_future_skew, max_age=policy.max_event_age
+    )
     if rejection is not None:
         _count(event.kind, "rejected", rejection.rule)
         raise Invalid("invalid event", errors=[rejection])
@@ -136,21 +137,27 @@ async def accept_batch(
     _admit_rate(limiter, key_id, len(items))
     metrics.BATCH_EVENTS.observe(len(items))
     now = clock.now()
+    max_future, max_age = policy.max_future_skew, policy.max_event_age
     outcomes: list[EventOutcome] = []
     valid: list[tuple[int, Event]] = []
     tally: Counter[tuple[str, Status, str]] = Counter()
     for index, item in enumerate(items):
-        try:
-            event: Event = event_adapter.validate_python(item)
-        except ValidationError as exc:
-            errors = tuple(field_errors(exc))
-            event_id = item.get("event_id") if isinstance(item, dict) else None
-            if not isinstance(event_id, str):
-                event_id = None
-            outcomes.append(EventOutcome(index, event_id, "rejected", errors))
-            tally["unknown", "rejected", errors[0].rule] += 1
-            continue
-        rejection = _check_time(event, now, policy)
+        if isinstance(item, EventBase):
+            event: Event = cast("Event", item)  # one of the union's models
+        else:  # not an event: validated again on its own, for its errors
+            try:
+                event = event_adapter.validate_python(item)
+            except ValidationError as exc:
+                errors = tuple(field_errors(exc))
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                if not isinstance(event_id, str):
+                    event_id = None
+                outcomes.append(EventOutcome(index, event_id, "rejected", errors))
+                tally["unknown", "rejected", errors[0].rule] += 1
+                continue
+        rejection = check_occurred_at(
+            event.occurred_at, now=now, max_future=max_future, max_age=max_age
+        )
         if rejection is not None:
             outcomes.append(EventOutcome(index, event.event_id, "rejected", (rejection,)))
             tally[event.kind, "rejected", rejection.rule] += 1
@@ -211,46 +218,38 @@ def _admit_rate(limiter: RateLimit, key_id: str, events: int) -> None:
         raise RateLimited("rate limit exceeded for this API key", retry_after_s=retry_after_s(wait))
 
 
-def _check_time(event: Event, now: datetime, policy: Policy) -> Rejection | None:
-    return check_occurred_at(
-        event.occurred_at,
-        now=now,
-        max_future=policy.max_future_skew,
-        max_age=policy.max_event_age,
-    )
-
-
 def _count(kind: str, outcome: str, reason: str) -> None:
     metrics.EVENTS.labels(kind=kind, outcome=outcome, reason=reason).inc()
 
 
-def _batch_items(body: bytes, max_events: int) -> Sequence[Any]:
-    """The items of a batch body, each still to be validated; raises :class:`Invalid` for
-    a body that is not ``{"events": [one or more]}`` and :class:`TooLarge` above
-    ``max_events``."""
+class _Batch(BaseModel):
+    """A batch's shape. Each item is validated as an event where it lies (from the JSON,
+    in the one call), and left as it was when it is not one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Annotated[Event | Any, Field(union_mode="left_to_right")]] = Field(min_length=1)
+
+
+def _batch_items(body: bytes, max_events: int) -> list[Any]:
+    """The items of a batch body: events, or what could not be validated as one; raises
+    :class:`Invalid` for a body that is not ``{"events": [one or more]}`` and
+    :class:`TooLarge` above ``max_events``."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(
-            "invalid batch", errors=[Rejection("(body)", "json_invalid", str(exc))]
-        ) from None
-    items = data.get("events") if isinstance(data, dict) else None
-    if not isinstance(items, list) or len(data) != 1:
-        raise Invalid(
-            "invalid batch",
-            errors=[
-                Rejection(
-                    "events",
-                    "batch_shape",
-                    'the body must be {"events": [event, ...]} and nothing else',
-                )
-            ],
-        )
-    if not items:
-        raise Invalid(
-            "invalid batch",
-            errors=[Rejection("events", "too_short", "a batch needs at least one event")],
-        )
+        items = _Batch.model_validate_json(body).events
+    except ValidationError as exc:
+        errors = exc.errors()
+        if errors[0]["type"] == "json_invalid":
+            rejection = Rejection("(body)", "json_invalid", errors[0]["msg"])
+        elif [(e["type"], e["loc"]) for e in errors] == [("too_short", ("events",))]:
+            rejection = Rejection("events", "too_short", "a batch needs at least one event")
+        else:
+            rejection = Rejection(
+                "events",
+                "batch_shape",
+                'the body must be {"events": [event, ...]} and nothing else',
+            )
+        raise Invalid("invalid batch", errors=[rejection]) from None
     if len(items) > max_events:
         raise TooLarge(f"more than {max_events} events in one batch")
     return items

@@ -3,8 +3,6 @@ status code of the answer."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from ingest import service
@@ -69,7 +67,15 @@ async def post_batch(key: Writer, body: BatchBody, ingest: Services) -> Response
         "accepted": counts["accepted"],
         "rejected": counts["rejected"],
         "unavailable": counts["unavailable"],
-        "results": [_result(r) for r in outcome.results],
+        "results": [
+            {
+                "index": r.index,
+                "event_id": r.event_id,
+                "status": r.status,
+                "errors": [vars(e) for e in r.errors] if r.errors else [],
+            }
+            for r in outcome.results
+        ],
     }
     if counts["unavailable"]:
         return json_response(answer, 503, {"Retry-After": str(ingest.settings.retry_after_s)})
@@ -83,13 +89,3 @@ async def readyz(ingest: Services) -> Response:
     if reason is not None:
         return json_response(Problem(error=reason).model_dump(), 503)
     return json_response({"status": "ready"}, 200)
-
-
-def _result(outcome: service.EventOutcome) -> dict[str, Any]:
-    """One entry of a batch answer (an ``EventResult``; plain dicts: 500 of them a batch)."""
-    return {
-        "index": outcome.index,
-        "event_id": outcome.event_id,
-        "status": outcome.status,
-        "errors": [vars(e) for e in outcome.errors],
-    }
