@@ -173,7 +173,7 @@ async def accept_batch(
             outcomes.append(EventOutcome(index, event.event_id, status))
             tally[event.kind, status, "" if error is None else "publish"] += 1
     for (kind, outcome, reason), n in tally.items():
-        metrics.EVENTS.labels(kind=kind, outcome=outcome, reason=reason).inc(n)
+        _count(kind, outcome, reason, n)
     outcomes.sort(key=lambda r: r.index)
     counts: dict[Status, int] = {"accepted": 0, "rejected": 0, "unavailable": 0}
     for (_, status, _), n in tally.items():
@@ -189,8 +189,14 @@ def records(events: Iterable[Event], *, key_id: str, now: datetime) -> list[Outg
         ("ingested_at", now.isoformat().encode()),
         ("api_key_id", key_id.encode()),
     ]
-    headers = {kind: [("kind", kind_header), *shared] for kind, kind_header in _KINDS.items()}
-    return [(_TOPICS[e.kind], e.customer_id, e, headers[e.kind]) for e in events]
+    by_kind: dict[str, list[tuple[str, bytes]]] = {}  # one headers list per kind, shared
+    out: list[OutgoingRecord] = []
+    for e in events:
+        headers = by_kind.get(e.kind)
+        if headers is None:
+            headers = by_kind[e.kind] = [("kind", _KINDS[e.kind]), *shared]
+        out.append((_TOPICS[e.kind], e.customer_id, e, headers))
+    return out
 
 
 def field_errors(exc: ValidationError) -> list[Rejection]:
@@ -218,8 +224,8 @@ def _admit_rate(limiter: RateLimit, key_id: str, events: int) -> None:
         raise RateLimited("rate limit exceeded for this API key", retry_after_s=retry_after_s(wait))
 
 
-def _count(kind: str, outcome: str, reason: str) -> None:
-    metrics.EVENTS.labels(kind=kind, outcome=outcome, reason=reason).inc()
+def _count(kind: str, outcome: str, reason: str, n: int = 1) -> None:
+    metrics.events(kind, outcome, reason).inc(n)
 
 
 class _Batch(BaseModel):

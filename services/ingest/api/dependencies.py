@@ -13,8 +13,9 @@ from ingest.bootstrap import Ingest
 from ingest.errors import NotAllowed, NotAuthenticated, TooLarge, UnsupportedMediaType
 
 
-def get_ingest(request: Request) -> Ingest:
-    """The app's :class:`Ingest` (made by ``create_app``)."""
+async def get_ingest(request: Request) -> Ingest:
+    """The app's :class:`Ingest` (made by ``create_app``). ``async``: FastAPI runs a
+    plain ``def`` dependency in its thread pool, a thread hop per request."""
     ingest: Ingest = request.app.state.ingest
     return ingest
 
