@@ -26,7 +26,7 @@ def main() -> None:
         metrics = serve_metrics(settings.served_metrics_host, settings.metrics_port, limits)
     try:
         uvicorn.run(
-            "ingest.app:build",
+            "ingest.api:build",
             factory=True,
             host=settings.host,
             port=settings.port,

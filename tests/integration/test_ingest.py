@@ -12,7 +12,8 @@ from common.events import EXAMPLES
 from common.kafka import Record, ensure_topics, read_topic
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
-from ingest.app import create_app, make_publisher
+from ingest.api import create_app
+from ingest.bootstrap import make_publisher
 from ingest.settings import IngestSettings
 
 

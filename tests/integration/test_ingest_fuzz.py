@@ -34,7 +34,7 @@ from common.clock import FakeClock
 from common.events import EXAMPLES
 from common.kafka import FakePublisher, KafkaPublisher, ensure_topics
 from common.settings import CommonSettings
-from ingest.app import create_app
+from ingest.api import create_app
 from ingest.settings import IngestSettings
 
 KEY = "fuzz-writer-key"

@@ -18,7 +18,7 @@ from common.kafka import KafkaPublisher, ensure_topics
 from common.settings import CommonSettings
 from common.topics import Topic
 from devstack.stack import Stack
-from ingest.app import create_app
+from ingest.api import create_app
 from ingest.settings import IngestSettings
 
 

@@ -26,7 +26,8 @@ from common.topics import Topic, topic_name
 from devstack.kafka import KafkaBroker
 from devstack.procs import free_port
 from devstack.stack import REPO
-from ingest.app import create_app, make_publisher
+from ingest.api import create_app
+from ingest.bootstrap import make_publisher
 from ingest.settings import IngestSettings
 
 PUBLISH_TIMEOUT_S = 2.0

@@ -310,7 +310,7 @@ def test_prometheus_targets_are_compose_services() -> None:
 
 
 async def test_metrics_paths_answer_200(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ingest.app import create_app
+    from ingest.api import create_app
     from notifier.entrypoints.api import create_api as notifier_api
     from orchestrator.entrypoints.api import create_api as orchestrator_api
 

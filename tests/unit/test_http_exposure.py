@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from common.clock import FakeClock
 from common.kafka import FakePublisher
-from ingest.app import create_app
+from ingest.api import create_app
 from ingest.settings import IngestSettings
 from notifier.entrypoints.api import create_api as notifier_api
 from notifier.settings import NotifierSettings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -61,6 +62,14 @@ class TokenBucket:
         return (n - self.tokens) / self.rate
 
 
+def retry_after_s(wait: float, *, never: float = 60) -> int:
+    """Whole seconds a client is told to wait for ``wait`` seconds (at least 1); ``never``
+    when no wait is enough (more events at once than the bucket holds)."""
+    if wait == float("inf"):
+        return int(never)
+    return max(1, math.ceil(wait))
+
+
 @dataclass
 class RateLimiter:
     """One token bucket per API key id."""
@@ -70,6 +79,7 @@ class RateLimiter:
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     def take(self, key_id: str, n: int, now: float) -> float:
+        """:meth:`TokenBucket.take` on ``key_id``'s bucket (made full on first use)."""
         bucket = self.buckets.get(key_id)
         if bucket is None:
             bucket = self.buckets[key_id] = TokenBucket(self.rate, self.burst)
