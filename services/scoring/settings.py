@@ -50,9 +50,6 @@ class ScoringSettings(ServiceSettings):
         description="How long the worker's producer gathers records into one request: the "
         "worker yields between events, so a short linger meant a request per event or two.",
     )
-    gil_switch_interval_s: float = Field(
-        default=0.0005, gt=0, le=0.1, description="sys.setswitchinterval for the worker process."
-    )
     metadata_max_age_ms: int = Field(
         default=5_000, ge=500, description="How often the consumer refreshes topic metadata."
     )
@@ -78,14 +75,13 @@ class ScoringSettings(ServiceSettings):
         default=500,
         ge=1,
         le=10_000,
-        description="Most events an agent handles per iteration: the first its stream hands "
-        "it and those already waiting behind it (1 is one event at a time, as faust does).",
+        description="Most events an agent takes from its stream per batch (faust's "
+        "Stream.take_events): each customer's state is stored once per batch.",
     )
     batch_within_ms: float = Field(
-        default=0.0,
-        ge=0,
+        default=10.0,
+        gt=0,
         le=1000,
-        description="When nothing waits behind an agent's first event, how long to wait once "
-        "for more before handling it: up to this much latency to coalesce a trickle; 0 never "
-        "waits (a batch is what has already arrived).",
+        description="How long an agent waits for a batch to fill before handling what it has: "
+        "the latency a trickle of events pays (a backlog fills batches at once).",
     )
