@@ -2,8 +2,8 @@
 
 Nothing connects here; the faust worker starts everything (:func:`scoring.__main__.main`).
 Unit tests pass a fake clock and a list sink and drive the agents with faust's
-``agent.test_context()`` over the memory store: the same tables and write path as
-production, without a broker.
+``agent.test_context()``: the same RocksDB tables and write path as production, the
+changelog records and the worker's records in the list instead of Kafka.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def bootstrap(
             common, topics.cohort_stats, cohort_stats, before=stats.maybe_declare
         ).run
     deps = Deps(model=model, topics=topics, cohorts=cohort_stats)
-    states = faust_app.FaustStateStore(tables.states)
+    states = faust_app.FaustStateStore(tables.states, sink)
     worker = Worker(
         states=states,
         cohort_rows=faust_app.FaustRowStore(tables.cohorts),

@@ -6,7 +6,8 @@ producer) and an in-memory fake (:mod:`scoring.adapters.memory`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from scoring.domain.state import CustomerState
@@ -43,8 +44,9 @@ class StateStore(Protocol):
         """The stored state of ``customer_id``, or None."""
         ...
 
-    def put(self, customer_id: str, state: CustomerState, origin: Incoming) -> None:
-        """Store ``state`` (replacing any); durable once the producer has flushed."""
+    async def write(self, states: Mapping[str, tuple[Incoming, CustomerState]]) -> None:
+        """Store a batch's last state of each customer (replacing any), each in the
+        partition of its origin; durable once the producer has flushed."""
         ...
 
     def delete(self, customer_id: str, origin: Incoming) -> None:
@@ -72,7 +74,8 @@ class RowStore(Protocol):
 class Sink(Protocol):
     """Where the scorer's records go (Kafka in production, a list in tests)."""
 
-    async def send(self, record: Emit) -> None:
+    async def send(self, record: Emit) -> asyncio.Future[Any] | None:
         """Hand ``record`` to the producer (the one flushed before offsets are committed);
-        blocks only while the producer's buffer is full; raises if it refuses it."""
+        blocks only while the producer's buffer is full; raises if it refuses it. Returns
+        the future of the broker's acknowledgement, when there is one."""
         ...

@@ -85,6 +85,7 @@ class Emit:
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
+    partition: int | None = None  # None: by key
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,12 @@ class ScoringSettings(ServiceSettings):
     app_id: str = "tenure-scoring"
     model_path: Path = DEFAULT_MODEL_PATH
     data_dir: Path = Path(".stack/scoring")
-    store: str = Field(default="rocksdb://", pattern="^(rocksdb|memory)://$")
+    store: str = Field(
+        default="rocksdb://",
+        pattern="^rocksdb://$",
+        description="faust's table store: RocksDB (the worker writes a batch's states to it "
+        "in write batches; see scoring.adapters.faust_app).",
+    )
     rocksdb_block_cache_mb: int = Field(default=64, ge=8)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=1, le=65535)
@@ -75,13 +80,14 @@ class ScoringSettings(ServiceSettings):
         default=500,
         ge=1,
         le=10_000,
-        description="Most events an agent takes from its stream per batch (faust's "
-        "Stream.take_events): each customer's state is stored once per batch.",
+        description="Most events an agent handles per iteration: the first its stream hands "
+        "it and those already waiting behind it (1 is one event at a time, as faust does).",
     )
     batch_within_ms: float = Field(
-        default=10.0,
-        gt=0,
+        default=0.0,
+        ge=0,
         le=1000,
-        description="How long an agent waits for a batch to fill before handling what it has: "
-        "the latency a trickle of events pays (a backlog fills batches at once).",
+        description="When nothing waits behind an agent's first event, how long to wait once "
+        "for more before handling it: up to this much latency to coalesce a trickle; 0 never "
+        "waits (a batch is what has already arrived).",
     )

@@ -1,47 +1,59 @@
 """Every faust-specific line of the scoring worker (faust-streaming 0.15.3, pinned).
 
 The app keeps each customer's state in a faust table (``customer-state``: the state's
-JSON by customer id, RocksDB in production, with faust's own changelog topic for
-recovery) and the plan cohorts' sums in another (``cohorts``, by plan). One agent per
-input kind takes its stream's events in batches (``Stream.take_events``) and hands each
-batch to :meth:`scoring.entrypoints.agents.Worker.handle`; faust acks the batch's events
-when the worker returns, and commits offsets only after flushing the producer that the
-states' changelog records and the worker's records went to (at-least-once).
+JSON by customer id, RocksDB, with faust's changelog topic for recovery) and the plan
+cohorts' sums in another (``cohorts``, by plan). One agent per input kind takes its
+stream's events in batches and hands each to
+:meth:`scoring.entrypoints.agents.Worker.handle`; the batch's events are acked when the
+worker returns, and faust commits offsets only after flushing the producer that the
+changelog records and the worker's records went to (at-least-once).
 
-What faust does not offer, worked around here and nowhere else; each workaround is
-checked against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
+faust's documented path (``Stream.take_events``, ``table[key] = value``) cost the worker
+about 60 % more CPU per event than this (docs/decisions.md, issue 14), so the worker
+goes around faust where the time went, here and nowhere else; each item is checked
+against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
 
-1. **Table writes from a batch.** faust takes a table write's partition (and the
-   RocksDB database it goes to) from the event being processed, which a stream
-   iterator sets and ``take_events`` does not (faust-streaming issue #497: "Cannot
-   modify table key from outside of stream iteration"). :func:`_processing` makes the
-   customer's own event current around each table read and write.
-2. **read_committed without exactly-once.** faust picks ``read_committed`` only with
-   ``processing_guarantee="exactly_once"``, which would also make every output a Kafka
-   transaction; :class:`_ReadCommittedThread` sets it on the consumer faust builds.
-3. **A fresh cluster.** faust creates the changelog topics after its consumer subscribed,
-   and a table write before the consumer's metadata shows them raises
-   ``PartitionsMismatch``; the agents wait for that metadata before their first write.
+1. **Batches from the stream's queue** (:func:`batches`): the first event from faust's
+   iterator, then those already waiting, without a turn of the event loop each.
+2. **Delivery without four tasks per record** (:class:`_Consumer`): faust's fetcher
+   wraps every record in ``wait_first``; a delivery that does not suspend skips it.
+3. **A batch's states written at once** (:meth:`FaustStateStore.write`): one RocksDB
+   write batch per partition, the changelog records straight to the producer, the
+   persisted offset once per partition, instead of faust's per-key path.
+4. **Table reads and writes outside a stream iteration**: faust takes their partition
+   from the current event, which :func:`_processing` sets (faust-streaming issue #497).
+5. **read_committed without exactly-once** (:class:`_Consumer`'s thread): faust picks it
+   only with ``processing_guarantee="exactly_once"`` (transactions on every output).
+6. **A lean monitor** (:class:`_LeanMonitor`, faust's documented sensor hooks): no
+   per-record statistics, which nothing here reads.
+7. **A fresh cluster**: a table write before the consumer's metadata shows the
+   changelog raises ``PartitionsMismatch``; the agents wait for that metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Mapping
 from contextlib import contextmanager
+from time import monotonic
 from typing import Any
 
 import faust
 import orjson
+import rocksdict
+from faust.sensors import Monitor
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as driver
+from faust.types import EventT
+from mode.services import WaitResults
 
 from common.kafka import KeyPartitioner
 from scoring.domain.state import CustomerState
 from scoring.entrypoints.agents import Sweep, Worker
-from scoring.ports import Incoming
+from scoring.ports import Incoming, Sink
 from scoring.service import Emit, Kind, Topics
 from scoring.settings import ScoringSettings
 
@@ -76,14 +88,122 @@ def make_app(settings: ScoringSettings) -> faust.App:
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
+        monitor=_LeanMonitor(),
     )
-    if settings.read_committed:
-        app.transport = _ReadCommittedTransport(app.conf.broker_consumer, app)
+    transport = _Transport if settings.read_committed else _UncommittedTransport
+    app.transport = transport(app.conf.broker_consumer, app)
     return app
 
 
+class _LeanMonitor(Monitor):
+    """Item 6: faust's monitor keeps per-record statistics for its web views and statsd
+    sensors, none of which the scorer uses; kept: the inbound time faust's stalled-stream
+    check reads."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        return None
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> None:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        return None
+
+
+class _Resumed:
+    """A coroutine already run up to its first suspension, awaitable from there on: what
+    it yields goes up to the awaiting task, what the task sends or throws goes down."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation or error thrown in by the task
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def start_eagerly(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Run ``coro`` up to its first suspension: ``(True, result)`` if it finished there,
+    else ``(False, awaitable of the rest)``. Its exceptions propagate."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, _Resumed(coro, yielded)
+
+
+class _Consumer(driver.Consumer):
+    """faust's aiokafka consumer, delivering eagerly (item 2) and reading committed (5)."""
+
+    read_committed = True
+
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        if not self.read_committed:
+            return super()._new_consumer_thread()
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        # the fetcher's form, wait_first(deliver(record), suspend_flow.wait()): a delivery
+        # almost never suspends (the event goes into the stream's queue), and then the four
+        # tasks faust makes to race it against a rebalance are not needed
+        if (
+            len(coros) != 2
+            or not all(inspect.iscoroutine(c) for c in coros)
+            or self._stopped.is_set()
+            or self._crashed.is_set()
+        ):
+            return await super().wait_first(*coros, timeout=timeout)
+        first, other = coros
+        try:
+            done, value = start_eagerly(first)
+        except BaseException:
+            other.close()
+            raise
+        if done:
+            other.close()  # never started: nothing to cancel
+            return WaitResults([first], [value], False)
+        return await super().wait_first(value, other, timeout=timeout)
+
+
 class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
-    # Workaround 2: faust builds its consumer with read_uncommitted unless exactly-once.
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         if not hasattr(consumer, "_isolation_level"):  # pragma: no cover - guards an upgrade
@@ -92,13 +212,16 @@ class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
         return consumer
 
 
-class _ReadCommittedConsumer(driver.Consumer):
-    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+class _UncommittedConsumer(_Consumer):
+    read_committed = False
 
 
-class _ReadCommittedTransport(driver.Transport):
-    Consumer = _ReadCommittedConsumer
+class _Transport(driver.Transport):
+    Consumer = _Consumer
+
+
+class _UncommittedTransport(driver.Transport):
+    Consumer = _UncommittedConsumer
 
 
 def isolation_level(app: faust.App) -> str | None:
@@ -108,13 +231,49 @@ def isolation_level(app: faust.App) -> str | None:
     return getattr(consumer, "_isolation_level", None)
 
 
+# -- batches --------------------------------------------------------------------------------
+
+
+async def batches(
+    stream: faust.StreamT[Any], max_events: int, within_s: float = 0.0
+) -> AsyncIterator[list[EventT]]:
+    """Item 1: lists of up to ``max_events`` events of ``stream``: the first from faust's
+    iterator, then those already in the stream's queue, each given what the iterator
+    gives an event before yielding it (one fetched before a rebalance is acked and left
+    out; one of an acking topic is tracked). With ``within_s`` and nothing waiting, wait
+    that long once. The queued events are acked after the caller handled the batch (the
+    first by faust's iterator); if handling raises, they are not."""
+    app = stream.app
+    queue = stream.channel.queue  # type: ignore[attr-defined]
+    consumer = app.consumer
+    acking_topics = app.topics.acking_topics
+    flow_control = app.flow_control
+    async for first in stream.events():
+        batch = [first]
+        if within_s > 0 and max_events > 1 and queue.empty():
+            await asyncio.sleep(within_s)
+        while len(batch) < max_events and not queue.empty():
+            event = queue.get_nowait()
+            message = event.message
+            if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+                await stream.ack(event)  # fetched before a rebalance: fetched again after it
+                continue
+            if message.topic in acking_topics and not message.tracked:
+                message.tracked = True
+                consumer.track_message(message)
+            batch.append(event)
+        yield batch
+        for event in batch[1:]:
+            await stream.ack(event)
+
+
 # -- tables as the service's stores -----------------------------------------------------------
 
 
 @contextmanager
 def _processing(origin: Incoming) -> Iterator[None]:
-    """Workaround 1: make ``origin`` faust's current event in this task, for a table
-    read or write (``take_events`` hands over events without making them current)."""
+    """Item 4: make ``origin`` faust's current event in this task, around a table read or
+    write (faust reads its partition from there)."""
     token = _current_event.set(weakref.ref(origin))
     try:
         yield
@@ -138,24 +297,62 @@ class Tables:
 
 
 class FaustStateStore:
-    """:class:`scoring.ports.StateStore` over the ``customer-state`` table."""
+    """:class:`scoring.ports.StateStore` over the ``customer-state`` table (RocksDB).
 
-    def __init__(self, table: Any) -> None:
+    :meth:`write` does what ``table[key] = value`` does for each customer (faust's
+    ``Table.on_key_set``) in bulk (item 3): the values go to the database of the
+    partition of the customer's event, one RocksDB write batch per partition; the
+    changelog records, encoded by the table's serializers, go to ``sink`` on the same
+    partition of the changelog; when the broker has a partition's last record, its offset
+    becomes the store's persisted offset (where recovery resumes).
+    """
+
+    def __init__(self, table: Any, sink: Sink) -> None:
         self._table = table
+        self._sink = sink
+        self._changelog = table.changelog_topic.get_topic_name()
 
     def get(self, customer_id: str, origin: Incoming) -> CustomerState | None:
         with _processing(origin):
-            raw = self._table.get(customer_id)
+            raw = self._table.data.get(customer_id)  # one read (Table.get reads twice)
         return CustomerState.from_dict(orjson.loads(raw)) if raw else None
 
-    def put(self, customer_id: str, state: CustomerState, origin: Incoming) -> None:
-        value = orjson.dumps(state.to_dict())
-        with _processing(origin):
-            self._table[customer_id] = value
+    async def write(self, states: Mapping[str, tuple[Incoming, CustomerState]]) -> None:
+        table, store = self._table, self._table.data
+        serializers = table.app.serializers
+        rows: dict[int, list[tuple[bytes, bytes]]] = {}
+        for customer_id, (origin, state) in states.items():
+            key = serializers.dumps_key(
+                table.key_type, customer_id, serializer=table.key_serializer
+            )
+            value = serializers.dumps_value(
+                table.value_type, orjson.dumps(state.to_dict()), serializer=table.value_serializer
+            )
+            rows.setdefault(origin.message.partition, []).append((key, value))
+        for partition, items in rows.items():
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in items:
+                batch.put(key, value)
+                store._key_index[key] = partition
+            store._db_for_partition(partition).write(batch)
+        last: dict[int, asyncio.Future[Any]] = {}
+        for partition, items in rows.items():
+            for key, value in items:
+                sent = await self._sink.send(Emit(self._changelog, key, value, partition=partition))
+                if sent is not None:
+                    last[partition] = sent
+        for future in last.values():  # a partition's records are written in order
+            future.add_done_callback(self._persisted)
+
+    def _persisted(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # faust's flush before the commit raises it; no offset to record
+        written = future.result()
+        self._table.data.set_persisted_offset(written.topic_partition, written.offset)
 
     def delete(self, customer_id: str, origin: Incoming) -> None:
         with _processing(origin):
-            if customer_id in self._table:
+            if self._table.data.get(customer_id) is not None:
                 del self._table[customer_id]
 
     def scan(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -191,16 +388,16 @@ class FaustSink:
         self._app = app
         self._undeclared = dict(declare)
 
-    async def send(self, record: Emit) -> None:
+    async def send(self, record: Emit) -> asyncio.Future[Any]:
         if self._undeclared:
             topic = self._undeclared.pop(record.topic, None)
             if topic is not None:
                 await topic.maybe_declare()
-        await self._app.producer.send(
+        return await self._app.producer.send(  # type: ignore[no-any-return]
             record.topic,
             record.key,
             record.value,
-            partition=None,
+            partition=record.partition,
             timestamp=None,
             headers=list(record.headers),
         )
@@ -260,7 +457,7 @@ def register(
 
     def per_customer(kind: Kind) -> Any:
         async def agent(stream: faust.StreamT[bytes]) -> None:
-            async for batch in stream.take_events(settings.batch_max_events, within):
+            async for batch in batches(stream, settings.batch_max_events, within):
                 await states_ready()
                 await worker.handle(kind, batch)
 

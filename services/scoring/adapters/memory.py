@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -22,8 +22,9 @@ class MemoryStateStore:
         raw = self.rows.get(customer_id)
         return CustomerState.from_dict(orjson.loads(raw)) if raw else None
 
-    def put(self, customer_id: str, state: CustomerState, origin: Incoming) -> None:
-        self.rows[customer_id] = orjson.dumps(state.to_dict())
+    async def write(self, states: Mapping[str, tuple[Incoming, CustomerState]]) -> None:
+        for customer_id, (_, state) in states.items():
+            self.rows[customer_id] = orjson.dumps(state.to_dict())
 
     def delete(self, customer_id: str, origin: Incoming) -> None:
         self.rows.pop(customer_id, None)
@@ -54,6 +55,7 @@ class ListSink:
 
     async def send(self, record: Emit) -> None:
         self.records.append(record)
+        return None
 
     def values(self, topic: str) -> list[Any]:
         """The decoded JSON values sent to ``topic`` (tombstones left out), in order."""

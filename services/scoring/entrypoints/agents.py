@@ -129,8 +129,8 @@ class Worker:
                 for record in step.records:
                     await self._sink.send(record)
                 _count(kind, payload, step)
-            for customer_id, (origin, state) in pending.items():
-                self._states.put(customer_id, state, origin)
+            if pending:
+                await self._states.write(pending)
 
     async def _dead_letter(self, item: Incoming, error: Exception, fallback: str) -> None:
         """Send ``item`` to its topic's dead-letter topic (``fallback``'s when its topic is

@@ -1,7 +1,8 @@
 """The scoring agents through faust's ``agent.test_context()`` and the memory store.
 
-No broker: the agents write the same faust tables as in production (memory store instead
-of RocksDB), their records go to a list (the ``Sink`` port), time to a fake clock.
+No broker: the agents write the same RocksDB tables as in production, by the same path;
+their records, and the tables' changelog records, go to a list (the ``Sink`` port), time
+to a fake clock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from common.clock import FakeClock
 from common.messages import Delivery, Erasure, ScoreSnapshot, SignalChange
@@ -86,14 +88,20 @@ class Feed:
 
 
 def make_harness(settings: ScoringSettings) -> Harness:
-    """The worker wired as production wires it, with faust set up for its test context
-    (the memory store, flow control on: faust's testing guide)."""
+    """The worker wired as production wires it (RocksDB tables in a temporary folder),
+    with faust set up for its test context (flow control on: faust's testing guide)."""
     sink = ListSink()
     clock = FakeClock(T0)
     scoring = bootstrap(settings, model=MODEL, clock=clock, sink=sink)
     scoring.app.finalize()
-    scoring.app.conf.store = "memory://"
     scoring.app.flow_control.resume()
+    # no broker, so no rebalance: this worker holds every partition of its tables
+    held = {
+        TP(table.changelog_topic.get_topic_name(), partition)
+        for table in (scoring.tables.states, scoring.tables.cohorts)
+        for partition in range(settings.common.topic_partitions)
+    }
+    scoring.app.assignor.assigned_actives = lambda: held
     return Harness(scoring, sink, clock)
 
 
@@ -312,22 +320,20 @@ async def test_a_redemption_through_the_agent_is_in_the_snapshot(harness: Harnes
 async def test_a_batch_stores_each_customers_last_state_once_and_outputs_per_event(
     unit_settings: ScoringSettings,
 ) -> None:
-    # a batch of exactly the six events put (it is handed over when full)
+    # one batch of the six events put: the agent waits up to a second for them to queue
     settings = unit_settings.model_copy(update={"batch_max_events": 6, "batch_within_ms": 1000})
     harness = make_harness(settings)
-    table = harness.table
-    writes: list[str] = []
-    on_key_set = table.on_key_set
-
-    def counting(key: str, value: Any) -> None:
-        writes.append(key)
-        on_key_set(key, value)
-
-    table.on_key_set = counting  # faust calls it for every write (and sends the changelog)
+    changelog = harness.table.changelog_topic.get_topic_name()
     async with harness.agent("events") as agent:
         for _ in range(5):
             await agent.put(event("referral"))
         await agent.put(event("referral", customer_id="c-2"), key=b"c-2")
     assert harness.state("c-1")["events_counted"] == 5
-    assert sorted(writes) == ["c-1", "c-2"]  # one batch: each customer's last state, once
+    written = [r for r in harness.sink.records if r.topic == changelog]
+    # each customer's last state of the batch, once, encoded as faust encodes the table
+    assert [(r.key, json.loads(r.value or b"")["events_counted"]) for r in written] == [
+        (b'"c-1"', 5),
+        (b'"c-2"', 1),
+    ]
+    assert {r.partition for r in written} == {0}  # the partition of the customers' events
     assert len(harness.on("t.scores")) == 6  # outputs stay per event

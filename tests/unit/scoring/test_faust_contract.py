@@ -1,23 +1,31 @@
 """What ``scoring.adapters.faust_app`` relies on in faust-streaming 0.15.3 (pinned).
 
-Each test states one faust behaviour the adapter depends on or works around; if an
-upgrade changes it, the test fails and names what to revisit. No broker.
+Each test states one faust behaviour the adapter depends on or works around (the items
+of its module docstring); if an upgrade changes it, the test fails and names what to
+revisit. No broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import faust
 import pytest
+from faust.sensors import Monitor
 from faust.streams import current_event
+from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
 from scoring.adapters import faust_app
+from scoring.adapters.memory import ListSink
+from scoring.domain.state import CustomerState
 from scoring.settings import ScoringSettings
 
 
@@ -26,102 +34,162 @@ def test_the_pinned_version() -> None:
 
 
 @pytest.fixture
-def app() -> Iterator[faust.App]:
-    app = faust.App(f"contract-{uuid.uuid4().hex[:8]}", store="memory://", web_enabled=False)
+def app(tmp_path: Path) -> Iterator[faust.App]:
+    app = faust.App(
+        f"contract-{uuid.uuid4().hex[:8]}",
+        store="rocksdb://",
+        datadir=str(tmp_path),
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     app.finalize()
     app.flow_control.resume()
     yield app
 
 
-async def _drive(agent: Any, values: list[bytes]) -> list[Any]:
-    """Put ``values`` to ``agent`` in its test context; wait until every one is acked."""
-    async with agent.test_context() as running:
-        sent = [await running.put(v, key=v, wait=False) for v in values]
-        for _ in range(300):
-            if all(e.message.acked for e in sent):
-                return sent
-            await asyncio.sleep(0.01)
+async def _acked(sent: list[Any]) -> None:
+    for _ in range(300):
+        if all(e.message.acked for e in sent):
+            return
+        await asyncio.sleep(0.01)
     raise AssertionError("not every event was acked")
 
 
-async def test_take_events_hands_over_events_that_are_not_current(app: faust.App) -> None:
-    """faust-streaming issue #497: a table cannot be written from a ``take_events`` batch,
-    because the batch's events are not faust's current event in the agent's task. The
-    adapter makes them current itself (workaround 1); when this test fails, faust fixed
-    it and ``_processing`` can go."""
-    table = app.Table("t", default=None)
-    seen: list[tuple[Any, str]] = []
+# -- item 1: batches from the stream's queue --------------------------------------------------
+
+
+async def test_batches_take_what_waits_in_the_queue_and_ack_it_once_handled(
+    app: faust.App,
+) -> None:
+    """``batches`` reads the stream's channel queue (``stream.channel.queue``) and acks
+    with ``Stream.ack``; faust's iterator acks the first event, the stream's current one."""
+    handled: list[tuple[int, list[bool]]] = []
 
     @app.agent(app.topic("in"))
-    async def batches(stream: Any) -> None:
-        async for batch in stream.take_events(10, 0.01):
-            for event in batch:
-                try:
-                    table[event.key] = event.value
-                except (TypeError, RuntimeError) as exc:
-                    seen.append((current_event(), type(exc).__name__))
-
-    await _drive(batches, [b"a", b"b"])
-    assert seen == [(None, "TypeError"), (None, "TypeError")]
-
-
-async def test_processing_makes_the_event_current_for_a_table_write(app: faust.App) -> None:
-    """Workaround 1: with the event made current, the write takes the event's partition
-    (the changelog's, and the RocksDB database's) and succeeds."""
-    table = app.Table("t", default=None)
-    partitions: list[tuple[int | None, int]] = []
-
-    @app.agent(app.topic("in"))
-    async def batches(stream: Any) -> None:
-        async for batch in stream.take_events(10, 0.01):
-            for event in batch:
-                with faust_app._processing(event):
-                    assert current_event() is event
-                    partitions.append((table.partition_for_key(event.key), event.message.partition))
-                    table[event.key] = event.value
-            assert current_event() is None  # only around the write
-
-    async with batches.test_context() as running:
-        sent = [await running.put(b"v", key=b"k", partition=2, wait=False)]
-        for _ in range(300):
-            if all(e.message.acked for e in sent):
-                break
-            await asyncio.sleep(0.01)
-    assert partitions == [(2, 2)]
-    assert table[b"k"] == b"v"
-
-
-async def test_take_events_acks_a_batch_only_once_the_agent_handled_it(app: faust.App) -> None:
-    """At-least-once: faust commits an offset only for acked events, and ``take_events``
-    acks a batch's events when the agent comes back for the next batch."""
-    acked_while_handling: list[list[bool]] = []
-
-    @app.agent(app.topic("in"))
-    async def batches(stream: Any) -> None:
-        async for batch in stream.take_events(3, 0.01):
+    async def agent(stream: Any) -> None:
+        async for batch in faust_app.batches(stream, 10, within_s=0.3):
             await asyncio.sleep(0.02)  # handling takes a while
-            acked_while_handling.append([e.message.acked for e in batch])
+            handled.append((len(batch), [e.message.acked for e in batch]))
 
-    sent = await _drive(batches, [b"a", b"b", b"c"])
-    assert acked_while_handling == [[False, False, False]]
-    assert all(e.message.acked for e in sent)
+    async with agent.test_context() as running:
+        sent = [await running.put(v, key=v, wait=False) for v in (b"a", b"b", b"c")]
+        await _acked(sent)
+    assert handled == [(3, [False, False, False])]  # one batch, acked after it was handled
+
+
+# -- item 2: delivery without four tasks per record --------------------------------------------
+
+
+def test_the_fetcher_races_each_delivery_with_the_flow_in_wait_first() -> None:
+    """The eager ``wait_first`` takes its fast path only for the fetcher's call form; if
+    faust changes it, every call falls back to faust's own (correct, but slower)."""
+    source = " ".join(inspect.getsource(Consumer._drain_messages).split())
+    assert "await self.wait_first( callback(message), self.suspend_flow.wait() )" in source
+    assert issubclass(faust_app._Consumer, driver.Consumer)
+
+
+async def test_a_delivery_that_does_not_suspend_finishes_in_the_eager_step() -> None:
+    async def deliver() -> str:
+        return "delivered"
+
+    assert faust_app.start_eagerly(deliver()) == (True, "delivered")
+
+
+async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> None:
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def deliver() -> int:
+        steps.append("before")
+        try:
+            return await gate + 1
+        finally:
+            steps.append("after")
+
+    done, rest = faust_app.start_eagerly(deliver())
+    assert not done and steps == ["before"]
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    gate.set_result(41)
+    assert await task == 42 and steps == ["before", "after"]
+
+    other: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    gate = other
+    done, rest = faust_app.start_eagerly(deliver())
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert other.cancelled() and steps[-1] == "after"
+
+
+# -- items 3 and 4: a batch's states, written as faust writes a table -------------------------
+
+
+class _Origin:
+    def __init__(self, partition: int) -> None:
+        self.message = faust.types.Message(
+            topic="in", partition=partition, offset=0, timestamp=0.0, timestamp_type=0,
+            headers=None, key=None, value=None, checksum=None,
+        )  # fmt: skip
+
+
+async def test_written_states_are_what_faust_reads_and_what_its_recovery_replays(
+    app: faust.App,
+) -> None:
+    """The RocksDB store's ``_db_for_partition`` and ``_key_index``; the value bytes in
+    the store are the changelog record's (faust's recovery puts ``message.value`` as is);
+    ``set_persisted_offset`` is where recovery resumes."""
+    table = app.Table("states", default=None, value_type=bytes, partitions=3)
+    sink = ListSink()
+    store = faust_app.FaustStateStore(table, sink)
+    state = CustomerState("c-1", events_counted=3)
+    await store.write({"c-1": (_Origin(2), state)})
+    [record] = sink.records
+    assert record.topic == table.changelog_topic.get_topic_name() and record.partition == 2
+    assert record.key == b'"c-1"'  # faust's json key serializer
+    assert table.data._db_for_partition(2).get(record.key) == record.value
+    assert table.data.get("c-1") == record.value  # found without a current event
+    assert store.get("c-1", _Origin(2)) == state
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    class Written:
+        topic_partition = TP(record.topic, 2)
+        offset = 41
+
+    future.set_result(Written())
+    store._persisted(future)
+    assert table.data.persisted_offset(TP(record.topic, 2)) == 41
+
+
+async def test_a_table_is_written_outside_a_stream_only_with_the_event_made_current(
+    app: faust.App,
+) -> None:
+    """faust-streaming issue #497: faust takes a write's partition from the current event
+    (``faust.streams._current_event``); outside a stream iteration there is none."""
+    table = app.Table("t", default=None, value_type=bytes, partitions=3)
+    with pytest.raises(TypeError, match="outside of stream iteration"):
+        table["k"] = b"v"
+    origin = _Origin(1)
+    with faust_app._processing(origin):
+        assert current_event() is origin
+        assert table.partition_for_key("k") == 1
+    assert current_event() is None
 
 
 def test_a_table_of_bytes_keeps_the_value_raw_and_the_key_as_json(app: faust.App) -> None:
-    """The changelog's format (recovery and the integration tests read it): the state's
-    JSON as the value, the customer id as a JSON string as the key."""
     table = app.Table("t", default=None, value_type=bytes)
     assert (table.key_serializer, table.value_serializer) == ("json", "raw")
-    serializers = app.serializers
-    assert serializers.dumps_key(None, "c-1", serializer=table.key_serializer) == b'"c-1"'
-    value = serializers.dumps_value(bytes, b'{"a": 1}', serializer=table.value_serializer)
-    assert value == b'{"a": 1}'
+
+
+# -- item 5: read_committed -------------------------------------------------------------------
 
 
 async def test_faust_reads_uncommitted_without_exactly_once_and_ours_reads_committed(
     unit_settings: ScoringSettings,
 ) -> None:
-    """Workaround 2: faust-streaming has no setting for the isolation level alone."""
     plain = faust.App(f"contract-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:1")
     thread = plain.consumer._new_consumer_thread()
     assert type(thread) is driver.AIOKafkaConsumerThread
@@ -132,7 +200,25 @@ async def test_faust_reads_uncommitted_without_exactly_once_and_ours_reads_commi
     assert thread._create_worker_consumer(ours.transport)._isolation_level == "read_committed"
 
 
+# -- item 6: the lean monitor ------------------------------------------------------------------
+
+
+def test_the_lean_monitor_overrides_faust_sensor_hooks_with_their_signatures() -> None:
+    for name, method in vars(faust_app._LeanMonitor).items():
+        if name.startswith("on_"):
+            ours = list(inspect.signature(method).parameters)
+            assert ours == list(inspect.signature(getattr(Monitor, name)).parameters), name
+    monitor = faust_app._LeanMonitor()
+    tp = TP("t", 1)
+    monitor.on_stream_event_in(tp, 7, stream=object(), event=object())
+    assert tp in monitor.stream_inbound_time  # faust's stalled-stream check reads it
+    assert monitor.events_total == 0
+
+
+# -- item 7: a fresh cluster -------------------------------------------------------------------
+
+
 def test_a_consumer_that_is_not_running_knows_no_topic(app: faust.App) -> None:
-    """Workaround 3 waits while the consumer reports 0 partitions for a changelog; with
-    no consumer running (tests) faust answers None, and the agents do not wait."""
+    """The agents wait while the consumer reports 0 partitions for a changelog; with no
+    consumer running (tests) faust answers None, and they do not wait."""
     assert app.consumer.topic_partitions("anything") is None
