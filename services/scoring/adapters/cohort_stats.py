@@ -57,7 +57,7 @@ class CohortStatsFollower:
         consumer = make_consumer(
             self._settings,
             [self._topic],
-            group_id=None,  # type: ignore[arg-type]  # outside the group: every worker reads all
+            group_id=None,  # outside the group: every worker reads the whole topic
             isolation_level="read_uncommitted",
         )
         await consumer.start()

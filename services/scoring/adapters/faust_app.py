@@ -39,7 +39,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -236,7 +236,7 @@ def isolation_level(app: faust.App) -> str | None:
 
 async def batches(
     stream: faust.StreamT[Any], max_events: int, within_s: float = 0.0
-) -> AsyncIterator[list[EventT]]:
+) -> AsyncIterator[list[EventT[Any]]]:
     """Item 1: lists of up to ``max_events`` events of ``stream``: the first from faust's
     iterator, then those already in the stream's queue, each given what the iterator
     gives an event before yielding it (one fetched before a rebalance is acked and left
@@ -274,7 +274,7 @@ async def batches(
 def _processing(origin: Incoming) -> Iterator[None]:
     """Item 4: make ``origin`` faust's current event in this task, around a table read or
     write (faust reads its partition from there)."""
-    token = _current_event.set(weakref.ref(origin))
+    token = _current_event.set(weakref.ref(cast(EventT[Any], origin)))  # a faust event
     try:
         yield
     finally:
@@ -393,7 +393,7 @@ class FaustSink:
             topic = self._undeclared.pop(record.topic, None)
             if topic is not None:
                 await topic.maybe_declare()
-        return await self._app.producer.send(  # type: ignore[no-any-return]
+        return await self._app.producer.send(  # type: ignore[return-value]
             record.topic,
             record.key,
             record.value,
@@ -459,7 +459,7 @@ def register(
         async def agent(stream: faust.StreamT[bytes]) -> None:
             async for batch in batches(stream, settings.batch_max_events, within):
                 await states_ready()
-                await worker.handle(kind, batch)
+                await worker.handle(kind, cast(list[Incoming], batch))
 
         agent.__name__ = agent.__qualname__ = f"score_{kind.value}"
         return app.agent(sources[kind], name=f"scoring.{kind.value}")(agent)
