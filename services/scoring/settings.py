@@ -66,13 +66,6 @@ class ScoringSettings(ServiceSettings):
         default="scoring.cohort-stats",
         description="Internal compacted topic (prefixed) of each plan's pooled cohort counts.",
     )
-    state_cache_size: int = Field(
-        default=2_000,
-        ge=0,
-        description="Decoded customer states kept in memory (written through to the table); "
-        "0 turns the cache off. A state at the model's limits (1,000 event ids, 500 users, "
-        "70 days of buckets) is ~250 KB in memory, a typical one a few KB.",
-    )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."
     )

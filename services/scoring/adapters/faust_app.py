@@ -204,6 +204,7 @@ class _Consumer(driver.Consumer):
 
 
 class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
+    # item 5: faust builds its consumer read_uncommitted unless exactly-once (no setting)
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         if not hasattr(consumer, "_isolation_level"):  # pragma: no cover - guards an upgrade
@@ -244,7 +245,7 @@ async def batches(
     that long once. The queued events are acked after the caller handled the batch (the
     first by faust's iterator); if handling raises, they are not."""
     app = stream.app
-    queue = stream.channel.queue  # type: ignore[attr-defined]
+    queue = stream.channel.queue  # type: ignore[attr-defined]  # faust has no "what is queued"
     consumer = app.consumer
     acking_topics = app.topics.acking_topics
     flow_control = app.flow_control
@@ -333,7 +334,8 @@ class FaustStateStore:
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in items:
                 batch.put(key, value)
-                store._key_index[key] = partition
+                store._key_index[key] = partition  # as faust's own put: later reads find it
+            # item 3: faust's store has no bulk write; this is its per-partition database
             store._db_for_partition(partition).write(batch)
         last: dict[int, asyncio.Future[Any]] = {}
         for partition, items in rows.items():
