@@ -416,7 +416,7 @@ def stats_topic(app: faust.App, topics: Topics) -> Any:
 
 
 def _wait_for_changelog(app: faust.App, table: Any) -> Callable[[], Any]:
-    """Workaround 3: an awaitable check that returns once the consumer knows ``table``'s
+    """Item 7: an awaitable check that returns once the consumer knows ``table``'s
     changelog topic (at once after the first success, and in tests, with no consumer)."""
     name = table.changelog_topic.get_topic_name()
     known = [False]
