@@ -75,7 +75,7 @@ def _count_invalid(kind: Kind) -> None:
 
 
 class Worker:
-    """The per-customer agents' batches, the cohort agent's deltas and the clock sweep.
+    """What the per-customer agents do with a batch, and the cohort agent with a delta.
 
     One batch at a time across the per-customer agents: a batch stores its states at its
     end, so two batches interleaved at an ``await`` could store a customer's states out
