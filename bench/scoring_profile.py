@@ -33,11 +33,11 @@ from bench.scoring import CUSTOMERS, RECORDS, _backlog, counted, cpu_seconds, ne
 
 ROWS: list[tuple[str, str]] = [
     ("the rules (score)", r"score \(scoring/domain/rules\.py"),
-    ("states written (store write batch, changelog records)", r"write_states \("),
+    ("states written (table write, changelog record)", r"put \(scoring/adapters/faust_app\.py"),
     ("produce requests written (aiokafka's sender)", r"_sender_routine|_send_produce_req"),
     (
         "signals, snapshots and deltas handed to the producer",
-        r"^(?!.*write_states).*send \(aiokafka/producer/producer\.py",
+        r"^(?!.*put \(scoring/adapters/faust_app).*send \(aiokafka/producer/producer\.py",
     ),
     ("faust's fetcher (records to the conductor)", r"_drain_messages \("),
     (
@@ -46,10 +46,10 @@ ROWS: list[tuple[str, str]] = [
     ),
     ("  of it: mode's wait_first (tasks per record)", r"wait_first \(mode/services\.py"),
     ("faust's stream iterator", r"_py_aiter \(|_c_aiter|streams\.pyx"),
-    ("the batch helper (queue drain, acks)", r"batches \(scoring/adapters/batches\.py"),
+    ("faust's take_events (batches, acks)", r"take_events \(faust/streams\.py"),
     ("offset commit", r"commit \(faust/transport/consumer\.py"),
     ("parse_event", r"parse_event \("),
-    ("table read (RocksDB get, decode)", r"load_state \("),
+    ("table read (RocksDB get, decode)", r"get \(scoring/adapters/faust_app\.py"),
     ("the /metrics server (the bench's polls)", r"prometheus_client|socketserver\.py"),
     (
         "faust's consumer thread (aiokafka fetches)",

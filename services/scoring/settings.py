@@ -17,7 +17,12 @@ class ScoringSettings(ServiceSettings):
     app_id: str = "tenure-scoring"
     model_path: Path = DEFAULT_MODEL_PATH
     data_dir: Path = Path(".stack/scoring")
-    store: str = Field(default="rocksdb://", pattern="^(rocksdb|memory)://$")
+    store: str = Field(
+        default="rocksdb://",
+        pattern="^rocksdb://$",
+        description="faust's table store: RocksDB (the worker writes a batch's states to it "
+        "in write batches; see scoring.adapters.faust_app).",
+    )
     rocksdb_block_cache_mb: int = Field(default=64, ge=8)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=1, le=65535)
@@ -50,9 +55,6 @@ class ScoringSettings(ServiceSettings):
         description="How long the worker's producer gathers records into one request: the "
         "worker yields between events, so a short linger meant a request per event or two.",
     )
-    gil_switch_interval_s: float = Field(
-        default=0.0005, gt=0, le=0.1, description="sys.setswitchinterval for the worker process."
-    )
     metadata_max_age_ms: int = Field(
         default=5_000, ge=500, description="How often the consumer refreshes topic metadata."
     )
@@ -63,13 +65,6 @@ class ScoringSettings(ServiceSettings):
     cohort_stats_topic: str = Field(
         default="scoring.cohort-stats",
         description="Internal compacted topic (prefixed) of each plan's pooled cohort counts.",
-    )
-    state_cache_size: int = Field(
-        default=2_000,
-        ge=0,
-        description="Decoded customer states kept in memory (written through to the table); "
-        "0 turns the cache off. A state at the model's limits (1,000 event ids, 500 users, "
-        "70 days of buckets) is ~250 KB in memory, a typical one a few KB.",
     )
     sweep_batch: int = Field(
         default=500, ge=1, description="Customers re-evaluated per sweep at most (bounded work)."

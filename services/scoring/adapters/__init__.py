@@ -1,1 +1,1 @@
-"""The scorer's edges: how faust talks to Kafka."""
+"""The scorer's edges: faust (every faust line), the cohort-stats follower, in-memory fakes."""

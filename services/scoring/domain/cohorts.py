@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scoring.domain.model import Clv
+from common.events import Event, PaymentEvent
+from scoring.domain.model import Clv, ScoringModel
+from scoring.domain.state import CustomerState
 from scoring.domain.value import CohortStats
 
 Month = str  # "YYYY-MM"
@@ -202,3 +204,36 @@ def stats_from_dict(data: dict[str, Any]) -> CohortStats:
         mrr_at_start=float(data["mrr_at_start"]),
         expansion_mrr=float(data["expansion_mrr"]),
     )
+
+
+# -- one customer's deltas -------------------------------------------------------------------
+
+
+def register_customer(state: CustomerState, model: ScoringModel, at: datetime) -> list[CohortDelta]:
+    """Count the customer in the cohort of the month of ``at`` if it is not counted yet
+    (with the plan and MRR the state has); mutates ``state.cohort``."""
+    return register(
+        state.cohort,
+        plan=state.plan,
+        plan_at=state.plan_at,
+        mrr=state.mrr,
+        cancelled_at=state.cancelled_at,
+        at=at,
+        model=model.clv,
+    )
+
+
+def customer_deltas(state: CustomerState, event: Event, model: ScoringModel) -> list[CohortDelta]:
+    """What ``event`` changes in the plan cohorts; call *before* folding it (the plan and
+    MRR of the state are then those the customer had before the event). Mutates
+    ``state.cohort``."""
+    when = event.occurred_at
+    deltas = register_customer(state, model, when)
+    if isinstance(event, PaymentEvent):
+        if event.type == "subscription_cancelled":
+            deltas += on_cancelled(state.cohort, when)
+        elif event.type == "subscription_upgraded":
+            before = event.mrr_before if event.mrr_before is not None else state.mrr
+            if before is not None and event.mrr_after is not None:
+                deltas += on_upgraded(state.cohort, when, event.mrr_after - before)
+    return deltas

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from common.datafiles import load_yaml
+from scoring.errors import ScoringError
 
 Rule = Literal[
     "count_above",
@@ -341,7 +342,7 @@ class ScoringModel(_Strict):
         return self.limits.dedup_ids_per_customer
 
 
-class ModelError(Exception):
+class ModelError(ScoringError):
     """The scoring model file is invalid."""
 
 

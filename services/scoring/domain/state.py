@@ -103,3 +103,40 @@ class CustomerState:
 
 
 _FIELDS = tuple(f.name for f in fields(CustomerState))
+
+
+# -- writing the state's buckets (every section folds its facts with these) ----------------
+
+
+def add(state: CustomerState, counter: str, when: datetime, amount: float = 1.0) -> None:
+    """Count ``amount`` in the daily bucket of ``when`` (in place)."""
+    buckets = state.counters.setdefault(counter, {})
+    day = day_number(when)
+    buckets[day] = buckets.get(day, 0.0) + amount
+
+
+def mark(state: CustomerState, counter: str, when: datetime) -> None:
+    """A once-a-day fact (the customer was active that day)."""
+    state.counters.setdefault(counter, {})[day_number(when)] = 1.0
+
+
+def set_latest(state: CustomerState, source: str, when: datetime, value: float) -> None:
+    """Keep ``value`` as the latest of ``source`` if it is newer by event time (in place)."""
+    previous = state.latest.get(source)
+    stamp = when.isoformat()
+    # Out-of-order events: the newest by event time wins, whatever the arrival order; two
+    # answers stamped the same instant keep the lower (the cautious reading of risk).
+    if previous is None or previous[0] < stamp or (previous[0] == stamp and value < previous[1]):
+        state.latest[source] = (stamp, value)
+
+
+def remember(table: dict[str, int], key: str, day: int, cap: int) -> None:
+    """Record ``key`` as seen on ``day``; beyond ``cap`` keys, forget the least recent."""
+    if key not in table and len(table) >= cap:
+        del table[min(table, key=lambda k: table[k])]
+    table[key] = max(day, table.get(key, day))
+
+
+def newest_event_time(state: CustomerState) -> datetime:
+    """The newest event time counted (the earliest instant when none was)."""
+    return datetime.fromisoformat(state.as_of) if state.as_of else datetime.min.replace(tzinfo=UTC)

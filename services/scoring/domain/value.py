@@ -1,4 +1,4 @@
-"""Value metrics (DOMAIN section 6): CLV with its cohort fallback, segments, loyalty tiers.
+"""Value metrics (DOMAIN section 6.1-6.2): CLV with its cohort fallback, segments, churn figures.
 
 Plain arithmetic on numbers; the model file supplies every constant.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scoring.domain.model import Clv, LoyaltyTiers
+from scoring.domain.model import Clv
 
 Segment = str  # "low" | "medium" | "high"
 
@@ -89,13 +89,3 @@ def net_revenue_retention(
     if mrr_at_start <= 0:
         raise ValueError("mrr_at_start must be above 0")
     return (mrr_at_start + expansion - contraction - churned) / mrr_at_start
-
-
-def loyalty_tier_for(points: int, tiers: LoyaltyTiers) -> str:
-    if points >= tiers.platinum:
-        return "platinum"
-    if points >= tiers.gold:
-        return "gold"
-    if points >= tiers.silver:
-        return "silver"
-    return "bronze"

@@ -1,4 +1,4 @@
-"""Settings of a scoring app for unit tests: memory store, no broker reachable."""
+"""Settings of a scoring app for unit tests: RocksDB in a temporary folder, no broker reachable."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from scoring.settings import ScoringSettings
 def unit_settings(tmp_path: Path) -> ScoringSettings:
     return ScoringSettings(
         app_id=f"test-scoring-{uuid.uuid4().hex[:8]}",
-        store="memory://",
         data_dir=tmp_path,
         read_committed=False,
         common=CommonSettings(topic_prefix="t.", kafka_bootstrap="127.0.0.1:1"),

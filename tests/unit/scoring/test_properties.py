@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.events import parse_event
+from scoring.domain.churn import probability_for, tier_for
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
-from scoring.domain.rules import evaluate, probability_for, score, tier_for
+from scoring.domain.rules import evaluate, score
 from scoring.domain.state import CustomerState
 
 MODEL = load_model(DEFAULT_MODEL_PATH)

@@ -12,6 +12,7 @@ import pytest
 
 from common.events import parse_event
 from common.messages import Delivery
+from scoring.domain.loyalty import loyalty_tier_for
 from scoring.domain.model import DEFAULT_MODEL_PATH, ModelError, load_model
 from scoring.domain.rules import reevaluate, score, score_delivery
 from scoring.domain.state import CustomerState
@@ -21,7 +22,6 @@ from scoring.domain.value import (
     clv,
     cohort_rates,
     customer_clv,
-    loyalty_tier_for,
     net_revenue_retention,
     segment_for,
 )

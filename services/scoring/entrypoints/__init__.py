@@ -1,0 +1,1 @@
+"""The scoring worker's thin entrypoints: what its agents and timer do with their input."""

@@ -1,0 +1,224 @@
+"""What ``scoring.adapters.faust_app`` relies on in faust-streaming 0.15.3 (pinned).
+
+Each test states one faust behaviour the adapter depends on or works around (the items
+of its module docstring); if an upgrade changes it, the test fails and names what to
+revisit. No broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from faust.sensors import Monitor
+from faust.streams import current_event
+from faust.transport.consumer import Consumer
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+
+from scoring.adapters import faust_app
+from scoring.adapters.memory import ListSink
+from scoring.domain.state import CustomerState
+from scoring.settings import ScoringSettings
+
+
+def test_the_pinned_version() -> None:
+    assert version("faust-streaming") == "0.15.3"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[faust.App]:
+    app = faust.App(
+        f"contract-{uuid.uuid4().hex[:8]}",
+        store="rocksdb://",
+        datadir=str(tmp_path),
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.finalize()
+    app.flow_control.resume()
+    yield app
+
+
+async def _acked(sent: list[Any]) -> None:
+    for _ in range(300):
+        if all(e.message.acked for e in sent):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not every event was acked")
+
+
+# -- item 1: batches from the stream's queue --------------------------------------------------
+
+
+async def test_batches_take_what_waits_in_the_queue_and_ack_it_once_handled(
+    app: faust.App,
+) -> None:
+    """``batches`` reads the stream's channel queue (``stream.channel.queue``) and acks
+    with ``Stream.ack``; faust's iterator acks the first event, the stream's current one."""
+    handled: list[tuple[int, list[bool]]] = []
+
+    @app.agent(app.topic("in"))
+    async def agent(stream: Any) -> None:
+        async for batch in faust_app.batches(stream, 10, within_s=0.3):
+            await asyncio.sleep(0.02)  # handling takes a while
+            handled.append((len(batch), [e.message.acked for e in batch]))
+
+    async with agent.test_context() as running:
+        sent = [await running.put(v, key=v, wait=False) for v in (b"a", b"b", b"c")]
+        await _acked(sent)
+    assert handled == [(3, [False, False, False])]  # one batch, acked after it was handled
+
+
+# -- item 2: delivery without four tasks per record --------------------------------------------
+
+
+def test_the_fetcher_races_each_delivery_with_the_flow_in_wait_first() -> None:
+    """The eager ``wait_first`` takes its fast path only for the fetcher's call form; if
+    faust changes it, every call falls back to faust's own (correct, but slower)."""
+    source = " ".join(inspect.getsource(Consumer._drain_messages).split())
+    assert "await self.wait_first( callback(message), self.suspend_flow.wait() )" in source
+    assert issubclass(faust_app._Consumer, driver.Consumer)
+
+
+async def test_a_delivery_that_does_not_suspend_finishes_in_the_eager_step() -> None:
+    async def deliver() -> str:
+        return "delivered"
+
+    assert faust_app.start_eagerly(deliver()) == (True, "delivered")
+
+
+async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> None:
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def deliver() -> int:
+        steps.append("before")
+        try:
+            return await gate + 1
+        finally:
+            steps.append("after")
+
+    done, rest = faust_app.start_eagerly(deliver())
+    assert not done and steps == ["before"]
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    gate.set_result(41)
+    assert await task == 42 and steps == ["before", "after"]
+
+    other: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    gate = other
+    done, rest = faust_app.start_eagerly(deliver())
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert other.cancelled() and steps[-1] == "after"
+
+
+# -- items 3 and 4: a batch's states, written as faust writes a table -------------------------
+
+
+class _Origin:
+    def __init__(self, partition: int) -> None:
+        self.message = faust.types.Message(
+            topic="in", partition=partition, offset=0, timestamp=0.0, timestamp_type=0,
+            headers=None, key=None, value=None, checksum=None,
+        )  # fmt: skip
+
+
+async def test_written_states_are_what_faust_reads_and_what_its_recovery_replays(
+    app: faust.App,
+) -> None:
+    """The RocksDB store's ``_db_for_partition`` and ``_key_index``; the value bytes in
+    the store are the changelog record's (faust's recovery puts ``message.value`` as is);
+    ``set_persisted_offset`` is where recovery resumes."""
+    table = app.Table("states", default=None, value_type=bytes, partitions=3)
+    sink = ListSink()
+    store = faust_app.FaustStateStore(table, sink)
+    state = CustomerState("c-1", events_counted=3)
+    await store.write({"c-1": (_Origin(2), state)})
+    [record] = sink.records
+    assert record.topic == table.changelog_topic.get_topic_name() and record.partition == 2
+    assert record.key == b'"c-1"'  # faust's json key serializer
+    assert table.data._db_for_partition(2).get(record.key) == record.value
+    assert table.data.get("c-1") == record.value  # found without a current event
+    assert store.get("c-1", _Origin(2)) == state
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    class Written:
+        topic_partition = TP(record.topic, 2)
+        offset = 41
+
+    future.set_result(Written())
+    store._persisted(future)
+    assert table.data.persisted_offset(TP(record.topic, 2)) == 41
+
+
+async def test_a_table_is_written_outside_a_stream_only_with_the_event_made_current(
+    app: faust.App,
+) -> None:
+    """faust-streaming issue #497: faust takes a write's partition from the current event
+    (``faust.streams._current_event``); outside a stream iteration there is none."""
+    table = app.Table("t", default=None, value_type=bytes, partitions=3)
+    with pytest.raises(TypeError, match="outside of stream iteration"):
+        table["k"] = b"v"
+    origin = _Origin(1)
+    with faust_app._processing(origin):
+        assert current_event() is origin
+        assert table.partition_for_key("k") == 1
+    assert current_event() is None
+
+
+def test_a_table_of_bytes_keeps_the_value_raw_and_the_key_as_json(app: faust.App) -> None:
+    table = app.Table("t", default=None, value_type=bytes)
+    assert (table.key_serializer, table.value_serializer) == ("json", "raw")
+
+
+# -- item 5: read_committed -------------------------------------------------------------------
+
+
+async def test_faust_reads_uncommitted_without_exactly_once_and_ours_reads_committed(
+    unit_settings: ScoringSettings,
+) -> None:
+    plain = faust.App(f"contract-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:1")
+    thread = plain.consumer._new_consumer_thread()
+    assert type(thread) is driver.AIOKafkaConsumerThread
+    assert thread._create_worker_consumer(plain.transport)._isolation_level == "read_uncommitted"
+
+    ours = faust_app.make_app(unit_settings.model_copy(update={"read_committed": True}))
+    thread = ours.consumer._new_consumer_thread()
+    assert thread._create_worker_consumer(ours.transport)._isolation_level == "read_committed"
+
+
+# -- item 6: the lean monitor ------------------------------------------------------------------
+
+
+def test_the_lean_monitor_overrides_faust_sensor_hooks_with_their_signatures() -> None:
+    for name, method in vars(faust_app._LeanMonitor).items():
+        if name.startswith("on_"):
+            ours = list(inspect.signature(method).parameters)
+            assert ours == list(inspect.signature(getattr(Monitor, name)).parameters), name
+    monitor = faust_app._LeanMonitor()
+    tp = TP("t", 1)
+    monitor.on_stream_event_in(tp, 7, stream=object(), event=object())
+    assert tp in monitor.stream_inbound_time  # faust's stalled-stream check reads it
+    assert monitor.events_total == 0
+
+
+# -- item 7: a fresh cluster -------------------------------------------------------------------
+
+
+def test_a_consumer_that_is_not_running_knows_no_topic(app: faust.App) -> None:
+    """The agents wait while the consumer reports 0 partitions for a changelog; with no
+    consumer running (tests) faust answers None, and they do not wait."""
+    assert app.consumer.topic_partitions("anything") is None
