@@ -134,7 +134,7 @@ def test_a_process_gets_only_the_connections_it_uses() -> None:
 async def test_probes_reach_routes_on_the_ports_the_settings_say(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ingest.app import create_app
+    from ingest.api import create_app
     from notifier.entrypoints.api import create_api as notifier_api
     from orchestrator.entrypoints.api import create_api as orchestrator_api
     from orchestrator.entrypoints.deps import Deps
