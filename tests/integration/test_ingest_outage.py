@@ -135,9 +135,15 @@ async def test_outage_gives_503_then_recovers_and_kafka_holds_exactly_the_202s(
 
 
 async def assert_kafka_holds_exactly_the_202s(
-    common: CommonSettings, answers: dict[str, int]
+    common: CommonSettings, answers: dict[str, int], ambiguous_events: int = 0
 ) -> set[str]:
-    """Every event answered 202 is on the login topic once, and no other; the 503s."""
+    """Every event answered 202 is on the login topic once, and no other; the 503s.
+
+    ``ambiguous_events``: events of transactions whose commit got no answer, or an error
+    after a broker restart, when the broker may have committed it all the same. Those
+    were answered 503 and may be in Kafka (a retry is a duplicate that consumers drop by
+    ``event_id``: docs/decisions.md); at most that many refused events may be found.
+    """
     await asyncio.sleep(3)  # give aborted batches of the outage time to land, if they would
     topic = topic_name(Topic.EVENTS_LOGIN, common.topic_prefix)
     records, _ = await read_topic(common, topic, timeout_s=60)
@@ -148,14 +154,18 @@ async def assert_kafka_holds_exactly_the_202s(
     assert accepted | refused == set(answers)  # nothing but 202 and 503
     assert len(in_kafka) == len(set(in_kafka)), "an event was written twice"
     # read_committed: what a consumer sees is exactly what ingest acknowledged.
-    assert set(in_kafka) == accepted, (
-        f"missing: {sorted(accepted - set(in_kafka))}, "
-        f"written although refused: {sorted(set(in_kafka) & refused)}"
+    written_refused = set(in_kafka) & refused
+    assert accepted <= set(in_kafka), f"missing: {sorted(accepted - set(in_kafka))}"
+    assert len(written_refused) <= ambiguous_events, (
+        f"written although refused: {sorted(written_refused)}, "
+        f"only {ambiguous_events} in transactions of unknown outcome"
     )
+    assert set(in_kafka) <= accepted | refused
     return refused
 
 
 RESTARTS = 3
+SENDERS = 8
 CLEAN_WINDOW_S = 5.0
 RECOVERY_BOUND_S = 20.0
 
@@ -209,7 +219,7 @@ async def test_after_repeated_restarts_under_load_ingest_returns_to_no_errors(
                     log.append((time.monotonic(), response.status_code))
                     await asyncio.sleep(0.05)
 
-            senders = [asyncio.create_task(sender(n)) for n in range(8)]
+            senders = [asyncio.create_task(sender(n)) for n in range(SENDERS)]
 
             async def clean_window_by(limit: float) -> float:
                 """When a window of CLEAN_WINDOW_S without errors (and with answers) ended."""
@@ -242,7 +252,12 @@ async def test_after_repeated_restarts_under_load_ingest_returns_to_no_errors(
                 stop.set()
                 await asyncio.gather(*senders)
 
-    refused = await assert_kafka_holds_exactly_the_202s(common, answers)
+    # A sender waits for its answer before its next event: a transaction holds one
+    # event per sender at most.
+    ambiguous = publisher.outcomes["unknown"] + publisher.outcomes["failed"]
+    refused = await assert_kafka_holds_exactly_the_202s(
+        common, answers, ambiguous_events=ambiguous * SENDERS
+    )
     print(
         f"{len(answers)} events, {len(refused)} answered 503, "
         f"producers replaced: {publisher.replaced}, transactions: {dict(publisher.outcomes)}"
