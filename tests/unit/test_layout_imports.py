@@ -11,8 +11,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 500
 
@@ -70,12 +68,6 @@ def line_counts() -> dict[str, int]:
     }
 
 
-LONG = sorted(name for name, lines in line_counts().items() if lines > MAX_LINES)
-
-
-@pytest.mark.xfail(
-    bool(LONG), reason=f"issue 14 in progress: {', '.join(LONG)} over {MAX_LINES}", strict=False
-)
 def test_no_file_is_over_500_lines() -> None:
     long = {name: lines for name, lines in line_counts().items() if lines > MAX_LINES}
     assert long == {}, "split these files:\n" + "\n".join(
