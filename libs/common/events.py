@@ -1,4 +1,4 @@
-"""The events product backends send (DOMAIN section 2), as frozen, versioned models.
+"""The events product backends send (docs/domain.md section 2), as frozen, versioned models.
 
 An event is one JSON object: the envelope fields (``event_id``, ``customer_id``,
 ``occurred_at``, ``kind``, ``type``, ``schema_version``) plus the fields of its

@@ -2,7 +2,7 @@
 
 A mix of healthy, slipping and churning customers, so that playbooks trigger within
 minutes at one simulated day a minute. It reads the mail sink and clicks a share of the
-retention offers it finds, as real customers would (DOMAIN section 8: 40-50 % retained).
+retention offers it finds, as real customers would (docs/domain.md section 8: 40-50 % retained).
 Bounded: ``duration_s`` (0 = until stopped) and a fixed number of customers.
 """
 

@@ -71,7 +71,7 @@ class OrchestratorSettings(HttpServiceSettings):
     )
     relay_poll_s: float = Field(default=0.1, gt=0)
     relay_batch: int = Field(default=500, ge=1)
-    # Rules across playbooks (DOMAIN section 7).
+    # Rules across playbooks (docs/domain.md section 7).
     cap_messages: int = Field(
         default=3, ge=1, description="Marketing messages allowed per customer per cap_window."
     )

@@ -1,4 +1,4 @@
-"""Attribution of conversions and their revenue to journeys (DOMAIN sections 6-7).
+"""Attribution of conversions and their revenue to journeys (docs/domain.md sections 6-7).
 
 "Each playbook has a goal and an attribution window (default 14 days after the last
 step); conversions and revenue are attributed to it." A payment event that meets a

@@ -1,4 +1,4 @@
-"""Rules across playbooks (DOMAIN section 7), as pure functions over plain values.
+"""Rules across playbooks (docs/domain.md section 7), as pure functions over plain values.
 
 Quiet hours in the customer's time zone, the frequency cap, consent, retention
 before expansion, deterministic holdout and variant assignment. The numbers come

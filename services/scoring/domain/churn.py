@@ -1,4 +1,5 @@
-"""Churn risk (DOMAIN section 3): each signal measured, the score, tier, probability, red flags."""
+"""Churn risk (docs/domain.md section 3): each signal measured, the score, tier,
+probability, red flags."""
 
 from __future__ import annotations
 

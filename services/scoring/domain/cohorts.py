@@ -1,4 +1,4 @@
-"""Plan cohorts (DOMAIN section 6): who was a customer of each plan at a month's start,
+"""Plan cohorts (docs/domain.md section 6): who was a customer of each plan at a month's start,
 who of them was lost in that month, their MRR at the start and the expansion MRR.
 
 Two halves, both pure:

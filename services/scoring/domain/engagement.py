@@ -1,4 +1,4 @@
-"""Engagement with Tenure's own messages (DOMAIN sections 2 and 3: ``engagement_low``).
+"""Engagement with Tenure's own messages (docs/domain.md sections 2 and 3: ``engagement_low``).
 
 The notifier reports each message's outcome on ``deliveries``; email and in-app
 messages count, webhooks (CSM tasks) do not.

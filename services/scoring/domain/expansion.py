@@ -1,4 +1,4 @@
-"""Usage, limits, expansion signals and onboarding milestones (DOMAIN section 5)."""
+"""Usage, limits, expansion signals and onboarding milestones (docs/domain.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What each event says about a customer (DOMAIN sections 1 and 2), folded into its state.
+"""What each event says about a customer (docs/domain.md sections 1 and 2), folded into its state.
 
 :func:`fold` records one event's facts in the state's daily buckets, latest values,
 plan and lifecycle fields, through the section each fact belongs to (loyalty points,

@@ -1,4 +1,4 @@
-"""Health (retention) score, DOMAIN section 4.
+"""Health (retention) score, docs/domain.md section 4.
 
 Four sub-scores, each 0-100 and each the plain average of the parts that could be
 measured (a sub-score with none scores the model's ``neutral``), weighted by the model.

@@ -1,4 +1,4 @@
-"""Loyalty (DOMAIN section 6.3): points earned once a day, tiers, redemptions."""
+"""Loyalty (docs/domain.md section 6.3): points earned once a day, tiers, redemptions."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The scoring model file: its schema and loader. Invalid files fail with file, field and reason.
 
-Every number the scorer uses (DOMAIN sections 3 to 6) lives in the model file; the
+Every number the scorer uses (docs/domain.md sections 3 to 6) lives in the model file; the
 classes below only say what shape those numbers must have.
 """
 
@@ -111,7 +111,7 @@ class Plan(_Strict):
 
 
 class Utilisation(_Strict):
-    """Plan utilisation (DOMAIN section 5)."""
+    """Plan utilisation (docs/domain.md section 5)."""
 
     period_days: int = Field(ge=1, le=400)
     approaching: float = Field(gt=0)
@@ -191,7 +191,7 @@ class HealthBands(_Strict):
 
 
 class Health(_Strict):
-    """Health score (DOMAIN section 4): weighted sub-scores, each 0-100."""
+    """Health score (docs/domain.md section 4): weighted sub-scores, each 0-100."""
 
     weights: HealthWeights
     bands: HealthBands
@@ -217,7 +217,7 @@ class ClvSegments(_Strict):
 
 
 class Clv(_Strict):
-    """CLV (DOMAIN section 6) and its cohort fallback."""
+    """CLV (docs/domain.md section 6) and its cohort fallback."""
 
     gross_margin: float = Field(gt=0, le=1)
     default_monthly_churn: float = Field(gt=0, le=1)

@@ -1,4 +1,5 @@
-"""The scorer's rules as pure functions over :class:`CustomerState` (DOMAIN sections 3 to 6).
+"""The scorer's rules as pure functions over :class:`CustomerState`
+(docs/domain.md sections 3 to 6).
 
 ``score(state, event, model, now=...)`` folds one event into a copy of the state and
 re-evaluates it; ``score_delivery`` does the same for a notifier outcome, and

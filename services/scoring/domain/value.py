@@ -1,4 +1,5 @@
-"""Value metrics (DOMAIN section 6.1-6.2): CLV with its cohort fallback, segments, churn figures.
+"""Value metrics (docs/domain.md section 6.1-6.2): CLV with its cohort fallback, segments,
+churn figures.
 
 Plain arithmetic on numbers; the model file supplies every constant.
 """

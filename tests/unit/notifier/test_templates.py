@@ -1,4 +1,4 @@
-"""Every step of every playbook (DOMAIN section 7) has templates, and they render."""
+"""Every step of every playbook (docs/domain.md section 7) has templates, and they render."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plan cohorts (DOMAIN section 6): observed churn and expansion rates for CLV.
+"""Plan cohorts (docs/domain.md section 6): observed churn and expansion rates for CLV.
 
 Pure functions only: the per-customer deltas, the per-plan sums, the pooled months.
 """

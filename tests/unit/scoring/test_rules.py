@@ -1,4 +1,4 @@
-"""Churn risk rules (DOMAIN section 3) on plain values: no faust, no Kafka."""
+"""Churn risk rules (docs/domain.md section 3) on plain values: no faust, no Kafka."""
 
 from __future__ import annotations
 

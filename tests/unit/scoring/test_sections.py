@@ -1,4 +1,4 @@
-"""DOMAIN sections 3 to 6 on plain values: engagement, usage, logins, health, limits,
+"""docs/domain.md sections 3 to 6 on plain values: engagement, usage, logins, health, limits,
 expansion, milestones, CLV and loyalty. No faust, no Kafka."""
 
 from __future__ import annotations
