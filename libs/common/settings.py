@@ -43,6 +43,13 @@ class CommonSettings(TenureSettings):
     producer_request_timeout_ms: int = Field(
         default=15_000, ge=1000, description="Longest wait for one produce request's answer."
     )
+    metrics_every_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often the stall gauges are measured: consumer lag, due timers, the "
+        "outbox and retry backlogs, live journeys (one Kafka or SQL round trip each time).",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
 

@@ -17,6 +17,7 @@ from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.render import Renderer
 from notifier.entrypoints.api import create_api
+from notifier.entrypoints.backlog import run_backlog_gauges
 from notifier.entrypoints.deliver import Deliverer, consume, retry_loop
 from notifier.settings import NotifierSettings
 
@@ -75,6 +76,7 @@ async def run(
             await run_all(
                 consume(consumer, deliverer, stop=stop),
                 retry_loop(deliverer, stop=stop),
+                run_backlog_gauges(engine, clock, stop=stop, every_s=common.metrics_every_s),
                 serve_service(
                     create_api(
                         settings,

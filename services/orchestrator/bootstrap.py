@@ -10,8 +10,10 @@ from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, Sequential, make_consumer, run_consumer
 from common.runtime import run_all, serve_service
 from common.topics import Topic
+from orchestrator import metrics
 from orchestrator.domain.playbook import load_playbooks
 from orchestrator.entrypoints.api import create_api
+from orchestrator.entrypoints.backlog import run_backlog_gauges
 from orchestrator.entrypoints.consumers import ROUTES, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.outcomes import outcome_handler
@@ -54,6 +56,8 @@ async def run(
                 stop=stop,
                 name="orchestrator consumer",
                 strategy=Sequential(),
+                report_lag=metrics.report_lag,
+                lag_every_s=common.metrics_every_s,
             ),
             run_timers(
                 deps,
@@ -81,7 +85,10 @@ async def run(
                 stop=stop,
                 name="outcome consumer",
                 strategy=Sequential(),
+                report_lag=metrics.report_lag,
+                lag_every_s=common.metrics_every_s,
             ),
+            run_backlog_gauges(engine, deps.clock, stop=stop, every_s=common.metrics_every_s),
         ]
         if serve_api:
             api = create_api(deps, settings=settings, authenticator=keys)
