@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import TenureSettings
+from devstack import prometheus as prometheus_files
 from devstack.stack import REPO, Stack
 
 
@@ -30,6 +31,12 @@ def banner(stack: Stack, *, with_prometheus: bool) -> str:
         if with_prometheus
         else "not started (`make prometheus` could not fetch Debian's package)"
     )
+    alerts = (
+        f"http://127.0.0.1:{p.prometheus}{prometheus_files.ALERTS_PAGE}"
+        "  (rules: deploy/prometheus/alerts.yml, what to do: docs/runbooks.md)"
+        if with_prometheus
+        else "no Prometheus, no alerts"
+    )
     now = stack.clock().now().strftime("%Y-%m-%d %H:%M UTC")
     clock = (
         f"{now}, resumed where the last run stopped (data kept in {stack.root};"
@@ -48,6 +55,7 @@ Tenure is running (a simulated day passes every {86400 / stack.time_scale:.0f} s
                        orchestrator http://127.0.0.1:{p.orchestrator}/metrics
                        notifier     http://127.0.0.1:{p.notifier}/metrics
   Prometheus           {prometheus}
+  Alerts               {alerts}
   Kafka                {stack.kafka.bootstrap}
   PostgreSQL           {stack.database_url}
   Emails (.eml)        {stack.mail_dir}

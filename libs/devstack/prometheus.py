@@ -14,6 +14,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / ".stack" / "prometheus" / "usr" / "bin" / "prometheus"
 DEPLOY_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+# Debian's build reads its web pages from this folder of the package (the classic UI:
+# /classic/graph, /classic/alerts); the default path is that of an installed package.
+ASSETS = REPO / ".stack" / "prometheus" / "usr" / "share" / "prometheus" / "web"
+ALERTS_PAGE = "/classic/alerts"
+"""The page listing the alerts and their state, in Debian's build (the classic UI)."""
 
 
 def local_config(
@@ -38,4 +43,5 @@ def command(config_path: Path, data_dir: Path, port: int) -> list[str]:
         f"--storage.tsdb.path={data_dir}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--storage.tsdb.retention.time=1d",
+        f"--web.local-assets={ASSETS}/",
     ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from devstack import prometheus
+from devstack.__main__ import banner
 from devstack.stack import Ports, Stack
 
 
@@ -37,3 +40,33 @@ def test_promtool_accepts_the_local_config(tmp_path: Path) -> None:
         [str(promtool), "check", "config", str(path)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_run_prometheus_loads_the_alert_rules_and_the_banner_shows_their_page(
+    tmp_path: Path,
+) -> None:
+    if not prometheus.BINARY.exists():
+        pytest.skip("`make prometheus` could not fetch Debian's package")
+    stack = Stack(root=tmp_path, ports=Ports.free(), database_url="postgresql://x@/t")
+    stack.log_dir.mkdir(parents=True, exist_ok=True)
+    assert stack.start_prometheus()
+    try:
+        url = f"http://127.0.0.1:{stack.ports.prometheus}"
+        deadline = time.monotonic() + 30
+        while True:
+            groups = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            if groups or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+        deployed = yaml.safe_load(prometheus.DEPLOY_CONFIG.with_name("alerts.yml").read_text())
+        assert alerts == {
+            r["alert"] for g in deployed["groups"] for r in g["rules"] if "alert" in r
+        }
+        assert {g["interval"] for g in groups} == {5}  # the local stack evaluates every 5 s
+        shown = f"{url}{prometheus.ALERTS_PAGE}"
+        assert shown in banner(stack, with_prometheus=True)
+        page = httpx.get(shown, timeout=5)
+        assert page.status_code == 200 and "TenureServiceDown" in page.text
+    finally:
+        stack.stop()
