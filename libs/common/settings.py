@@ -9,6 +9,7 @@ named. Nothing else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,9 +52,13 @@ class CommonSettings(TenureSettings):
         "outbox and retry backlogs, live journeys (one Kafka or SQL round trip each time).",
     )
     log_level: str = "INFO"
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json (one object a line, for files and collectors) or text (for a "
+        "person); unset: text when stderr is a terminal, json otherwise.",
+    )
 
-    @field_validator("clock_epoch", mode="before")
+    @field_validator("clock_epoch", "log_format", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common.logging import resolve_format
 from common.settings import TenureSettings
 from devstack import prometheus as prometheus_files
 from devstack.stack import REPO, Stack
@@ -21,6 +23,11 @@ class RunSettings(TenureSettings):
 
     database_url: str | None = None
     time_scale: float = Field(default=1440.0, gt=0, description="1440: a simulated day a minute.")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="How the services' log lines are shown on the terminal (the files in "
+        ".stack/logs are JSON); unset: text on a terminal, JSON otherwise.",
+    )
 
 
 def banner(stack: Stack, *, with_prometheus: bool) -> str:
@@ -75,6 +82,7 @@ def run() -> int:
         time_scale=settings.time_scale,
         database_url=settings.database_url,
         echo=sys.stdout,
+        echo_format=resolve_format(settings.log_format, sys.stdout),
     )
     stopping = False
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from common.clock import ScaledClock
 from common.db import upgrade
 from common.kafka import ensure_topics
+from common.logging import LogFormat, json_to_text
 from common.settings import CommonSettings
 from devstack import prometheus
 from devstack.kafka import KafkaBroker
@@ -96,6 +97,8 @@ class Stack:
     database_url: str | None = None
     kafka_libs: Path = REPO / ".stack" / "kafka" / "libs"
     echo: IO[str] | None = None
+    # How the services' lines are shown on ``echo``; ``.stack/logs`` keeps their JSON.
+    echo_format: LogFormat = "json"
     # Real instant from which the scaled clock runs; None: resume the clock saved in
     # ``root`` (see the module's docstring), or start it now if there is none.
     epoch: datetime = field(default=None)  # type: ignore[assignment]
@@ -230,6 +233,7 @@ class Stack:
         p = self.ports
         return {
             "PYTHONUNBUFFERED": "1",
+            "TENURE_LOG_FORMAT": "json",  # the files keep JSON; `echo` may show text
             "TENURE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "TENURE_TOPIC_PREFIX": self.topic_prefix,
             "TENURE_TOPIC_PARTITIONS": str(self.partitions),
@@ -278,7 +282,10 @@ class Stack:
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
-                self.echo.write(f"{name:>12} | {line.decode(errors='replace').rstrip()}\n")
+                shown = line.decode(errors="replace").rstrip()
+                if self.echo_format == "text":
+                    shown = json_to_text(shown)
+                self.echo.write(f"{name:>12} | {shown}\n")
                 self.echo.flush()
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:
