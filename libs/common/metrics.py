@@ -18,6 +18,7 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 __all__ = [
     "LagGauge",
     "build_info",
+    "consumer_dead_letters",
     "consumer_lag",
     "counter",
     "gauge",
@@ -98,6 +99,17 @@ def consumer_lag(service: str) -> Gauge:
         "TENURE_METRICS_EVERY_S.",
         ["group", "topic", "partition"],
         multiprocess_mode="max",
+    )
+
+
+def consumer_dead_letters(service: str) -> Counter:
+    """``tenure_<service>_consumer_dead_letters_total{topic}``: records a consumer could
+    never process, sent to ``<topic>.dlq`` (``common.kafka.DeadLetters``' ``on_sent``)."""
+    return counter(
+        service,
+        "consumer_dead_letters",
+        "Records a consumer could not process (invalid), sent to <topic>.dlq, by topic.",
+        ["topic"],
     )
 
 

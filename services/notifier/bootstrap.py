@@ -10,6 +10,7 @@ from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, make_consumer
 from common.runtime import run_all, serve_service
 from common.topics import Topic
+from notifier import metrics
 from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox, InboxEvents
 from notifier.adapters.mailer import SmtpMailer
@@ -55,7 +56,9 @@ async def run(
     async with http:
         await publisher.start()
         await consumer.start()
-        dead_letters = DeadLetters(publisher, consumer_name="notifier")
+        dead_letters = DeadLetters(
+            publisher, consumer_name="notifier", on_sent=metrics.dead_lettered
+        )
         deliverer = Deliverer(
             settings=settings,
             log=log,

@@ -1,6 +1,14 @@
 """Every metric of the notifier, declared once."""
 
-from common.metrics import LagGauge, build_info, consumer_lag, counter, gauge, histogram
+from common.metrics import (
+    LagGauge,
+    build_info,
+    consumer_dead_letters,
+    consumer_lag,
+    counter,
+    gauge,
+    histogram,
+)
 
 SERVICE = "notifier"
 
@@ -8,6 +16,13 @@ BUILD_INFO = build_info(SERVICE)
 CONSUMER_LAG = consumer_lag(SERVICE)
 report_lag = LagGauge(CONSUMER_LAG)
 """The ``report_lag`` of the notifier's consumer (``common.kafka.run_consumer``)."""
+CONSUMER_DEAD_LETTERS = consumer_dead_letters(SERVICE)
+
+
+def dead_lettered(topic: str) -> None:
+    """The ``on_sent`` of the service's ``common.kafka.DeadLetters``."""
+    CONSUMER_DEAD_LETTERS.labels(topic=topic).inc()
+
 
 NOTIFICATIONS = counter(
     SERVICE,

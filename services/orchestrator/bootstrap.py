@@ -52,7 +52,7 @@ async def run(
             run_consumer(
                 consumer,
                 router(deps),
-                DeadLetters(publisher, consumer_name="orchestrator"),
+                DeadLetters(publisher, consumer_name="orchestrator", on_sent=metrics.dead_lettered),
                 stop=stop,
                 name="orchestrator consumer",
                 strategy=Sequential(),
@@ -81,7 +81,11 @@ async def run(
             run_consumer(
                 outcomes,
                 outcome_handler(deps),
-                DeadLetters(publisher, consumer_name="orchestrator-outcomes"),
+                DeadLetters(
+                    publisher,
+                    consumer_name="orchestrator-outcomes",
+                    on_sent=metrics.dead_lettered,
+                ),
                 stop=stop,
                 name="outcome consumer",
                 strategy=Sequential(),

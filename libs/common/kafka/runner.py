@@ -55,11 +55,19 @@ stops); it must not block (it runs on the event loop)."""
 class DeadLetters:
     """Sends records that cannot be processed to ``<topic>.dlq``: the original key, value
     and headers, and the error in ``dlq.error``, ``dlq.consumer``, ``dlq.topic``,
-    ``dlq.partition`` and ``dlq.offset``."""
+    ``dlq.partition`` and ``dlq.offset``. ``on_sent``, if given, is called with the
+    record's topic once it is on its dead-letter topic (a service counts them)."""
 
-    def __init__(self, publisher: Publisher, *, consumer_name: str) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        consumer_name: str,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> None:
         self._publisher = publisher
         self._consumer = consumer_name
+        self._on_sent = on_sent
 
     async def send(self, record: Record, error: BaseException | str) -> None:
         """Publish ``record`` on its dead-letter topic; raises ``PublishError``."""
@@ -75,6 +83,8 @@ class DeadLetters:
         await self._publisher.publish(
             dlq_name(record.topic), record.key or "", record.value, headers
         )
+        if self._on_sent is not None:
+            self._on_sent(record.topic)
         log.warning(
             "record sent to dead-letter topic",
             extra={"topic": record.topic, "offset": record.offset, "error": reason[:500]},

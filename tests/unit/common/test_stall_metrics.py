@@ -91,3 +91,15 @@ def test_build_info_carries_the_version_and_the_commit_from_the_environment(
         "tenure_unit_build_build_info", {"version": "0.1.0", "commit": "0123abc"}
     )
     assert value == 1
+
+
+async def test_a_dead_letter_is_reported_with_its_topic_once_published() -> None:
+    publisher = FakePublisher()
+    counted: list[str] = []
+    letters = DeadLetters(publisher, consumer_name="unit", on_sent=counted.append)
+    record = Record(
+        topic=TOPIC, partition=0, offset=7, key="k", value=b"{", headers=(), timestamp_ms=0
+    )
+    await letters.send(record, ValueError("not JSON"))
+    assert [r.topic for r in publisher.records] == [f"{TOPIC}.dlq"]
+    assert counted == [TOPIC]
