@@ -31,7 +31,8 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 worker writes its values there and any one of them answers /metrics with the sum."""
 
 BUILD_COMMIT_ENV = "TENURE_BUILD_COMMIT"
-"""The commit a build came from (set by the image build or the deployment)."""
+"""The commit a build came from (``CommonSettings.build_commit``'s variable, set by the
+image build): read here, at import, because metrics are declared when their module is."""
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -51,6 +51,11 @@ class CommonSettings(TenureSettings):
         description="How often the stall gauges are measured: consumer lag, due timers, the "
         "outbox and retry backlogs, live journeys (one Kafka or SQL round trip each time).",
     )
+    build_commit: str = Field(
+        default="unknown",
+        description="The commit this build came from (the image sets it), shown by every "
+        "service's tenure_<service>_build_info; read when the metrics are declared.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = Field(
         default=None,
