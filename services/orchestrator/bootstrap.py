@@ -7,13 +7,20 @@ import asyncio
 from common.apikeys import KeyCache, KeyRepository
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
-from common.kafka import DeadLetters, KafkaPublisher, Sequential, make_consumer, run_consumer
+from common.kafka import (
+    DeadLetters,
+    GroupLagProbe,
+    KafkaPublisher,
+    Sequential,
+    make_consumer,
+    run_consumer,
+)
 from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator import metrics
 from orchestrator.domain.playbook import load_playbooks
 from orchestrator.entrypoints.api import create_api
-from orchestrator.entrypoints.backlog import run_backlog_gauges
+from orchestrator.entrypoints.backlog import run_backlog_gauges, run_group_lag
 from orchestrator.entrypoints.consumers import ROUTES, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.outcomes import outcome_handler
@@ -44,9 +51,11 @@ async def run(
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
     outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
     keys = KeyCache(KeyRepository(engine), miss_reload_s=settings.keys_miss_reload_s)
+    probe = GroupLagProbe(common)
     await publisher.start()
     await consumer.start()
     await outcomes.start()
+    await probe.start()
     try:
         loops = [
             run_consumer(
@@ -93,6 +102,9 @@ async def run(
                 lag_every_s=common.metrics_every_s,
             ),
             run_backlog_gauges(engine, deps.clock, stop=stop, every_s=common.metrics_every_s),
+            run_group_lag(
+                probe, settings.watched_groups, stop=stop, every_s=common.metrics_every_s
+            ),
         ]
         if serve_api:
             api = create_api(deps, settings=settings, authenticator=keys)
@@ -102,6 +114,7 @@ async def run(
             ]
         await run_all(*loops, stop=stop)
     finally:
+        await probe.stop()
         await outcomes.stop()
         await consumer.stop()
         await publisher.stop()

@@ -17,6 +17,16 @@ CONSUMER_LAG = consumer_lag(SERVICE)
 report_lag = LagGauge(CONSUMER_LAG)
 """The ``report_lag`` of the orchestrator's consumers (``common.kafka.run_consumer``)."""
 CONSUMER_DEAD_LETTERS = consumer_dead_letters(SERVICE)
+GROUP_LAG = gauge(
+    SERVICE,
+    "group_lag",
+    "Records on a partition not yet processed by a consumer group, measured from outside the "
+    "group (committed offset vs end offset) for TENURE_ORCHESTRATOR_WATCHED_GROUPS: still "
+    "there when every member is down.",
+    ["group", "topic", "partition"],
+    multiprocess_mode="max",
+)
+report_group_lag = LagGauge(GROUP_LAG)
 
 
 def dead_lettered(topic: str) -> None:

@@ -4,6 +4,7 @@ retry backlog."""
 
 from __future__ import annotations
 
+import collections
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from common.clock import FakeClock
 from common.db import create_engine
-from common.kafka import KafkaPublisher, ensure_topics, make_consumer
+from common.kafka import GroupLagProbe, KafkaPublisher, ensure_topics, make_consumer
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 from devstack.stack import Stack
@@ -62,6 +63,42 @@ async def test_a_group_that_polled_and_did_not_commit_lags_by_what_it_has_not_co
         assert sum((await consumer.lag()).values()) == 0
     finally:
         await consumer.stop()
+
+
+async def test_the_probe_sees_the_lag_of_a_group_whose_members_are_all_gone(
+    common_settings: CommonSettings,
+) -> None:
+    settings = common_settings.model_copy(
+        update={"topic_prefix": f"it-probe-{uuid.uuid4().hex[:6]}."}
+    )
+    await ensure_topics(settings)
+    async with KafkaPublisher(settings, client_id="it-probe") as publisher:
+        for i in range(9):
+            await publisher.publish(Topic.NOTIFICATIONS, f"c{i}", {"i": i})
+    group = f"it-probe-{uuid.uuid4().hex[:6]}"
+    consumer = make_consumer(settings, [Topic.NOTIFICATIONS], group_id=group)
+    await consumer.start()
+    try:
+        polled = []
+        while len(polled) < 9:
+            polled += await consumer.poll(timeout_s=1.0, max_records=100)
+        done = {}
+        for record in polled[:4]:  # four processed; the member then goes away
+            done[record.where] = record.offset + 1
+        await consumer.commit(done)
+    finally:
+        await consumer.stop()
+    probe = GroupLagProbe(settings)
+    await probe.start()
+    try:
+        lags = await probe.lag([group, "it-probe-never-started"])
+    finally:
+        await probe.stop()
+    assert lags["it-probe-never-started"] == {}
+    # A new topic's offsets start at 0: a partition's end offset is its record count.
+    records_on = collections.Counter(r.where for r in polled)
+    assert lags[group] == {where: records_on[where] - offset for where, offset in done.items()}
+    assert sum(lags[group].values()) > 0
 
 
 @pytest.fixture(scope="module")

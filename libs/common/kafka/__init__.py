@@ -12,6 +12,7 @@
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
 - :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end.
+- :mod:`~common.kafka.lag`: ``GroupLagProbe``, consumer groups' lag seen from outside.
 - :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
   ``FakeConsumer``, for unit tests.
 - :mod:`~common.kafka.partitioning`: the key -> partition mapping (murmur2).
@@ -24,6 +25,7 @@ is at-least-once and handlers are idempotent.
 from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
+from common.kafka.lag import GroupLagProbe
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
 from common.kafka.partitioning import KeyPartitioner, partition_for
 from common.kafka.publisher import KafkaPublisher, Publisher
@@ -57,6 +59,7 @@ __all__ = [
     "FakeConsumer",
     "FakePublisher",
     "FencedProducer",
+    "GroupLagProbe",
     "Handler",
     "Headers",
     "InvalidRecord",

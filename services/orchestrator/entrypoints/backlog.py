@@ -10,6 +10,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import Clock
+from common.kafka import GroupLagProbe
 from common.runtime import sleep_or_stop
 from orchestrator import metrics
 from orchestrator.adapters.backlog import Backlog, read_backlog
@@ -42,4 +43,18 @@ async def run_backlog_gauges(
             record(await read_backlog(engine, now=clock.now()), clock)
         except Exception as exc:
             log.warning("backlog not measured: %s", exc)
+        await sleep_or_stop(stop, every_s)
+
+
+async def run_group_lag(
+    probe: GroupLagProbe, groups: list[str], *, stop: asyncio.Event, every_s: float
+) -> None:
+    """Measure ``groups``' lag from outside every ``every_s`` real seconds until ``stop``
+    (``probe`` started by the caller); a failed measurement is logged and skipped."""
+    while not stop.is_set():
+        try:
+            for group, lags in (await probe.lag(groups)).items():
+                metrics.report_group_lag(group, lags)
+        except Exception as exc:
+            log.warning("consumer group lag not measured: %s", exc)
         await sleep_or_stop(stop, every_s)
