@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +13,9 @@ import yaml
 
 from devstack import prometheus
 from devstack.__main__ import banner
-from devstack.stack import Ports, Stack
+from devstack.stack import REPO, Ports, Stack
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "tenure.json"
 
 
 def test_every_job_points_at_the_stack_port_of_its_service(tmp_path: Path) -> None:
@@ -64,6 +67,13 @@ def test_make_run_prometheus_loads_the_alert_rules_and_the_banner_shows_their_pa
             r["alert"] for g in deployed["groups"] for r in g["rules"] if "alert" in r
         }
         assert {g["interval"] for g in groups} == {5}  # the local stack evaluates every 5 s
+        # Every panel of the Grafana dashboard is a query this Prometheus accepts.
+        dashboard = json.loads(DASHBOARD.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"].replace("$__rate_interval", "1m")
+                answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
+                assert answer.json()["status"] == "success", (panel["title"], answer.text)
         shown = f"{url}{prometheus.ALERTS_PAGE}"
         assert shown in banner(stack, with_prometheus=True)
         page = httpx.get(shown, timeout=5)
