@@ -24,7 +24,6 @@ from orchestrator.domain.playbook import SHIPPED, load_playbooks
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
 from tests.unit.helm_chart import (
     CHART,
-    KAFKA_SECURITY_VARS,
     LIBPQ_VARS,
     PRODUCTION,
     SERVICES,
@@ -56,7 +55,7 @@ UNREACHABLE_DATABASE = "postgresql+asyncpg://tenure:x@127.0.0.1:1/tenure"
 
 def allowed_vars(component: str) -> set[str]:
     own = env_names(settings_classes()[component]) if component in SERVICES else set()
-    return COMMON_VARS | own | KAFKA_SECURITY_VARS | LIBPQ_VARS
+    return COMMON_VARS | own | LIBPQ_VARS
 
 
 def build_settings(
@@ -123,7 +122,7 @@ def test_a_process_gets_only_the_connections_it_uses() -> None:
     for component in pod_specs(objects):
         names = {entry["name"] for entry in env_entries(objects, component)}
         database = {"TENURE_DATABASE_URL", *LIBPQ_VARS} & names
-        kafka = {"TENURE_KAFKA_BOOTSTRAP", *KAFKA_SECURITY_VARS} & names
+        kafka = {name for name in names if name.startswith("TENURE_KAFKA_")}
         assert bool(database) == (component not in ("scoring", "topics")), component
         assert bool(kafka) == (component != "migrate"), component
         volumes = {volume["name"] for volume in pod_specs(objects)[component]["volumes"]}
