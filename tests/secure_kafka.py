@@ -33,26 +33,25 @@ def pkcs8(key_pem: bytes) -> str:
     ).decode()
 
 
-@dataclass
-class SecureKafka:
-    """The running broker and the files a client needs (CA, client certificate and key)."""
+@dataclass(frozen=True)
+class TlsMaterial:
+    """A throwaway CA's files for the clients, and what the broker needs (its listeners'
+    ports, certificate and SCRAM user)."""
 
-    broker: KafkaBroker
-    tls: BrokerTls
     files: Path
+    tls: BrokerTls
 
     @classmethod
-    def start(cls, root: Path, libs: Path) -> SecureKafka:
-        files = root / "tls"
-        files.mkdir(parents=True, exist_ok=True)
+    def make(cls, folder: Path) -> TlsMaterial:
+        folder.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA()
         server = ca.issue_cert("127.0.0.1", "localhost")
         client = ca.issue_cert("tenure-client")
-        ca.cert_pem.write_to_path(str(files / "ca.pem"))
-        client.cert_chain_pems[0].write_to_path(str(files / "client.pem"))
-        (files / "client.key").write_text(pkcs8(client.private_key_pem.bytes()))
+        ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+        client.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
+        (folder / "client.key").write_text(pkcs8(client.private_key_pem.bytes()))
         # a CA that signed nothing of this broker's: "an unknown CA"
-        trustme.CA().cert_pem.write_to_path(str(files / "other-ca.pem"))
+        trustme.CA().cert_pem.write_to_path(str(folder / "other-ca.pem"))
         tls = BrokerTls(
             cert_chain_pem="".join(pem.bytes().decode() for pem in server.cert_chain_pems),
             key_pem=pkcs8(server.private_key_pem.bytes()),
@@ -61,61 +60,60 @@ class SecureKafka:
             sasl_ssl_port=free_port(),
             scram_users=((USER, PASSWORD),),
         )
+        return cls(folder, tls)
+
+    def client(self, protocol: str = "SASL_SSL") -> dict[str, Any]:
+        """CommonSettings fields to connect to the listener of ``protocol`` (SASL_SSL or
+        SSL); the PLAINTEXT listener needs none but the broker's bootstrap."""
+        if protocol == "SASL_SSL":
+            return {
+                "kafka_bootstrap": f"127.0.0.1:{self.tls.sasl_ssl_port}",
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_sasl_mechanism": "SCRAM-SHA-512",
+                "kafka_sasl_username": USER,
+                "kafka_sasl_password": PASSWORD,
+                "kafka_ssl_cafile": self.files / "ca.pem",
+            }
+        if protocol == "SSL":
+            return {
+                "kafka_bootstrap": f"127.0.0.1:{self.tls.ssl_port}",
+                "kafka_security_protocol": "SSL",
+                "kafka_ssl_cafile": self.files / "ca.pem",
+                "kafka_ssl_certfile": self.files / "client.pem",
+                "kafka_ssl_keyfile": self.files / "client.key",
+            }
+        return {"kafka_security_protocol": "PLAINTEXT"}
+
+
+@dataclass
+class SecureKafka:
+    """A running broker with SSL and SASL_SSL listeners, and the CA's files."""
+
+    broker: KafkaBroker
+    material: TlsMaterial
+
+    @classmethod
+    def start(cls, root: Path, libs: Path) -> SecureKafka:
+        material = TlsMaterial.make(root / "tls")
         broker = KafkaBroker(
             libs=libs,
             home=root / "kafka",
             port=free_port(),
             controller_port=free_port(),
             heap="384m",
-            tls=tls,
+            tls=material.tls,
         )
         broker.start()
-        return cls(broker=broker, tls=tls, files=files)
+        return cls(broker, material)
 
     def stop(self) -> None:
         self.broker.stop()
 
+    @property
+    def files(self) -> Path:
+        return self.material.files
+
     def settings(self, protocol: str = "SASL_SSL", **overrides: Any) -> CommonSettings:
         """Client settings for the listener of ``protocol`` (SASL_SSL, SSL, PLAINTEXT)."""
-        options: dict[str, Any] = {"kafka_security_protocol": protocol}
-        if protocol == "SASL_SSL":
-            options |= {
-                "kafka_bootstrap": f"127.0.0.1:{self.tls.sasl_ssl_port}",
-                "kafka_sasl_mechanism": "SCRAM-SHA-512",
-                "kafka_sasl_username": USER,
-                "kafka_sasl_password": PASSWORD,
-                "kafka_ssl_cafile": self.files / "ca.pem",
-            }
-        elif protocol == "SSL":
-            options |= {
-                "kafka_bootstrap": f"127.0.0.1:{self.tls.ssl_port}",
-                "kafka_ssl_cafile": self.files / "ca.pem",
-                "kafka_ssl_certfile": self.files / "client.pem",
-                "kafka_ssl_keyfile": self.files / "client.key",
-            }
-        else:
-            options["kafka_bootstrap"] = self.broker.bootstrap
+        options = {"kafka_bootstrap": self.broker.bootstrap, **self.material.client(protocol)}
         return CommonSettings(**{**options, **overrides})
-
-    def env(self, protocol: str = "SASL_SSL", **overrides: Any) -> dict[str, str]:
-        """The same settings as the ``TENURE_*`` variables a service process reads."""
-        settings = self.settings(protocol, **overrides)
-        names = [
-            "kafka_bootstrap",
-            "kafka_security_protocol",
-            "kafka_sasl_mechanism",
-            "kafka_sasl_username",
-            "kafka_sasl_password",
-            "kafka_ssl_cafile",
-            "kafka_ssl_certfile",
-            "kafka_ssl_keyfile",
-        ]
-        env = {}
-        for name in names:
-            value = getattr(settings, name)
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            env[f"TENURE_{name.upper()}"] = str(value)
-        return env
