@@ -161,13 +161,12 @@ class Stack:
     def common_settings(self) -> CommonSettings:
         assert self.database_url is not None
         return CommonSettings(
-            kafka_bootstrap=self.kafka.bootstrap,
+            **{"kafka_bootstrap": self.kafka.bootstrap, **self.kafka_client},
             topic_prefix=self.topic_prefix,
             topic_partitions=self.partitions,
             database_url=self.database_url,
             time_scale=self.time_scale,
             clock_epoch=self.epoch,
-            **self.kafka_client,
         )
 
     def kafka_env(self) -> dict[str, str]:
