@@ -5,6 +5,7 @@ test_kafka_contract.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
@@ -174,6 +175,9 @@ async def test_an_existing_topic_tenure_cannot_use_is_refused_naming_it(
         await admin.create_topics(
             [NewTopic(f"{prefix}scores", 3, 1), NewTopic(f"{prefix}signals", 2, 1)]
         )
+        async with asyncio.timeout(30):  # until the cluster's metadata shows them
+            while not {f"{prefix}scores", f"{prefix}signals"} <= set(await admin.list_topics()):
+                await asyncio.sleep(0.2)
     finally:
         await admin.close()
     with pytest.raises(TopicMismatch) as caught:

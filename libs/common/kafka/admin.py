@@ -17,7 +17,7 @@ from common.kafka.consumer import to_record
 from common.kafka.records import Record
 from common.kafka.security import client_options
 from common.settings import CommonSettings
-from common.topics import Topic, dlq_name, topic_name
+from common.topics import DLQ_SUFFIX, Topic, dlq_name, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,13 @@ async def ensure_topics(
         if wanted:
             response = await admin.create_topics(wanted)
             failed = []
+            policies = {t.name: t.topic_configs["cleanup.policy"] for t in wanted}
             for name, code, *rest in response.topic_errors:
                 error = Errors.for_code(code)
-                if code and error is not TopicAlreadyExistsError:  # a concurrent creation
+                if error is TopicAlreadyExistsError:  # made meanwhile: check it as existing
+                    if name in policies and not name.endswith(DLQ_SUFFIX):
+                        present[name] = policies[name]
+                elif code:
                     failed.append(f"{name}: {error.__name__} {rest[0] if rest else ''}".strip())
             if failed:
                 raise TopicMismatch(f"Kafka did not create Tenure's topics: {'; '.join(failed)}")

@@ -78,6 +78,8 @@ def make_app(settings: ScoringSettings) -> faust.App:
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=common.topic_partitions,
+        # the changelogs and internal topics faust creates are as durable as Tenure's own
+        topic_replication_factor=common.topic_replication_factor,
         processing_guarantee="at_least_once",
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000,

@@ -71,3 +71,9 @@ def test_the_app_is_built_with_them(tmp_path: Path) -> None:
     credentials = app.conf.broker_credentials
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.username == "tenure" and credentials.mechanism.value == "SCRAM-SHA-512"
+
+
+def test_the_topics_faust_creates_get_the_replication_factor(tmp_path: Path) -> None:
+    common = CommonSettings(topic_replication_factor=3, topic_min_insync_replicas=2)
+    app = make_app(ScoringSettings(common=common, data_dir=tmp_path))
+    assert app.conf.topic_replication_factor == 3
