@@ -159,6 +159,16 @@ async def test_an_unknown_ca_is_refused_at_once_naming_the_setting(
         assert f"is not trusted by TENURE_KAFKA_SSL_CAFILE ({other})" in message
 
 
+async def test_ensure_topics_says_why_kafka_refused_it(secure_kafka: SecureKafka) -> None:
+    """The topics Job: a wrong password stops it with the same line, not "Unable to
+    bootstrap"."""
+    settings = prefixed(secure_kafka.settings("SASL_SSL", kafka_sasl_password="wrong"))
+    began = time.monotonic()
+    with pytest.raises(KafkaSecurityError, match=r"^Kafka refused the SASL credentials"):
+        await ensure_topics(settings, [Topic.SIGNALS])
+    assert time.monotonic() - began < FAIL_FAST_S
+
+
 async def test_a_missing_client_certificate_or_wrong_protocol_is_refused(
     secure_kafka: SecureKafka,
 ) -> None:

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from common.kafka.consumer import to_record
 from common.kafka.records import Record
-from common.kafka.security import client_options
+from common.kafka.security import check_connection, client_options
 from common.settings import CommonSettings
 from common.topics import DLQ_SUFFIX, Topic, dlq_name, topic_name
 
@@ -55,7 +55,11 @@ async def ensure_topics(
     record per key): else :class:`TopicMismatch` names every difference. Idempotent.
     """
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="tenure-admin")
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaError:
+        await check_connection(settings)  # a refused login or certificate: say which
+        raise
     try:
         existing = set(await admin.list_topics())
         wanted: list[NewTopic] = []
