@@ -169,7 +169,7 @@ async def test_ensure_topics_says_why_kafka_refused_it(secure_kafka: SecureKafka
     assert time.monotonic() - began < FAIL_FAST_S
 
 
-async def test_a_missing_client_certificate_or_wrong_protocol_is_refused(
+async def test_a_missing_client_certificate_other_mechanism_or_wrong_protocol_is_refused(
     secure_kafka: SecureKafka,
 ) -> None:
     no_cert = secure_kafka.settings("SSL", kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
@@ -177,6 +177,8 @@ async def test_a_missing_client_certificate_or_wrong_protocol_is_refused(
     sasl_port = secure_kafka.material.tls.sasl_ssl_port
     plain = secure_kafka.settings("PLAINTEXT", kafka_bootstrap=f"127.0.0.1:{sasl_port}")
     assert "TENURE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in await refused(plain)
+    sha256 = secure_kafka.settings("SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-256")
+    assert "does not enable TENURE_KAFKA_SASL_MECHANISM=SCRAM-SHA-256" in await refused(sha256)
     missing = secure_kafka.settings("SASL_SSL", kafka_ssl_cafile=Path("/nonexistent/ca.pem"))
     assert "TENURE_KAFKA_SSL_CAFILE: no such file" in await refused(missing)
 
