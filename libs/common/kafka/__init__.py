@@ -11,7 +11,11 @@
 - :mod:`~common.kafka.runner`: ``run_consumer``, the one consumer loop (decode errors
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
-- :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end.
+- :mod:`~common.kafka.admin`: topics (created and checked), reachability, reading a topic
+  to its end.
+- :mod:`~common.kafka.security`: ``client_options``, the one builder of every client's
+  connection options from the security settings, and ``check_connection``, the start-up
+  check that stops a process whose credentials or certificates Kafka refuses.
 - :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
   ``FakeConsumer``, for unit tests.
 - :mod:`~common.kafka.partitioning`: the key -> partition mapping (murmur2).
@@ -21,7 +25,14 @@ id. Consumers read ``read_committed`` and commit after their handler ran, so pro
 is at-least-once and handlers are idempotent.
 """
 
-from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
+from common.kafka.admin import (
+    TopicMismatch,
+    broker_reachable,
+    committed_headers,
+    ensure_topics,
+    read_topic,
+    topic_configs,
+)
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
@@ -46,6 +57,13 @@ from common.kafka.runner import (
     Strategy,
     run_consumer,
 )
+from common.kafka.security import (
+    KafkaSecurityError,
+    check_connection,
+    client_options,
+    require_connection,
+    security_options,
+)
 from common.kafka.transactional import TransactionalPublisher, TransactionReport
 
 __all__ = [
@@ -61,6 +79,7 @@ __all__ = [
     "InvalidRecord",
     "KafkaConsumer",
     "KafkaPublisher",
+    "KafkaSecurityError",
     "KeyPartitioner",
     "KeyedParallel",
     "MemoryBroker",
@@ -72,9 +91,12 @@ __all__ = [
     "Record",
     "Sequential",
     "Strategy",
+    "TopicMismatch",
     "TransactionReport",
     "TransactionalPublisher",
     "broker_reachable",
+    "check_connection",
+    "client_options",
     "committed_headers",
     "encode",
     "ensure_topics",
@@ -82,5 +104,8 @@ __all__ = [
     "make_consumer",
     "partition_for",
     "read_topic",
+    "require_connection",
     "run_consumer",
+    "security_options",
+    "topic_configs",
 ]
