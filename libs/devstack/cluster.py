@@ -5,7 +5,9 @@ broker+controller nodes in KRaft mode with a three-voter quorum, run from the ja
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +29,15 @@ def _free_ports(count: int) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's storage tool makes one (``random-uuid``), without
+    starting a JVM: 16 random bytes in URL-safe base64 without padding, not led by '-'."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def cluster_overrides(replication_factor: int, min_insync: int) -> tuple[str, ...]:
@@ -67,7 +78,7 @@ class KafkaCluster:
         ports = _free_ports(2 * self.size)
         ids = range(1, self.size + 1)
         voters = ",".join(f"{n}@127.0.0.1:{ports[2 * (n - 1) + 1]}" for n in ids)
-        overrides = cluster_overrides(self.replication_factor, self.min_insync)
+        replication = cluster_overrides(self.replication_factor, self.min_insync)
         for n in ids:
             self.nodes[n] = KafkaBroker(
                 libs=self.libs,
@@ -75,9 +86,7 @@ class KafkaCluster:
                 port=ports[2 * (n - 1)],
                 controller_port=ports[2 * (n - 1) + 1],
                 heap=self.heap,
-                node_id=n,
-                quorum_voters=voters,
-                overrides=overrides,
+                overrides=(f"node.id={n}", f"controller.quorum.voters={voters}", *replication),
             )
 
     @property
@@ -90,15 +99,18 @@ class KafkaCluster:
             kafka_bootstrap=self.bootstrap, topic_prefix=topic_prefix, topic_partitions=partitions
         )
 
-    def start(self, *, timeout: float = 90.0) -> None:
+    def start(self, *, timeout: float = 180.0) -> None:
         """Format the nodes (once, one cluster id) and start them all; blocks until each
         listens. Brokers register with the controllers after that: see
         :meth:`wait_for_brokers`."""
-        first = next(iter(self.nodes.values()))
-        cluster_id = first.cluster_id or first.random_cluster_id()
+        cluster_id = new_cluster_id()
         for node in self.nodes.values():
-            node.cluster_id = cluster_id
-            node.start(wait=False)
+            node.cluster_id = node.cluster_id or cluster_id
+        # Together: a node's broker listens only once the controllers have a quorum. Not
+        # from threads of a pool: a node gets SIGTERM when the thread that started it
+        # ends (PR_SET_PDEATHSIG, devstack.procs).
+        for node in self.nodes.values():
+            node.launch()
         for node in self.nodes.values():
             node.wait_until_listening(timeout=timeout)
 
@@ -117,9 +129,11 @@ class KafkaCluster:
         """SIGKILL the node: no controlled shutdown, no leadership handed over."""
         self.nodes[node_id].stop(kill=True)
 
-    def restart(self, node_id: int, *, timeout: float = 90.0) -> None:
-        """Start a stopped node again on its ports and data; blocks until it listens."""
-        self.nodes[node_id].start(timeout=timeout)
+    def restart(self, node_id: int, *, timeout: float = 180.0) -> None:
+        """Start a stopped node again on its ports and data; blocks until it listens.
+        Call it from a thread that outlives the node (the node dies with it)."""
+        self.nodes[node_id].launch()
+        self.nodes[node_id].wait_until_listening(timeout=timeout)
 
     async def wait_for_brokers(self, settings: CommonSettings, *, timeout: float = 90.0) -> None:
         """Wait until every running node is registered as a broker in the metadata."""

@@ -46,15 +46,12 @@ class KafkaBroker:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
-    jvm_options: tuple[str, ...] = ()  # more JVM flags, e.g. -Xlog:gc for a probe
-    # A node of a cluster (devstack.cluster): its id, the quorum's voters
-    # ("1@127.0.0.1:port,2@..."; this node alone if None), the cluster id every node is
-    # formatted with (a random one if None), and server.properties lines that override
-    # the single-node ones above them (the last of two equal keys wins).
-    node_id: int = 1
-    quorum_voters: str | None = None
+    # A node of a cluster (devstack.cluster): the cluster id it is formatted with (a
+    # random one if None), and server.properties lines that override the ones above them
+    # (node.id, controller.quorum.voters, replication factors: the last of two keys wins).
     cluster_id: str | None = None
     overrides: tuple[str, ...] = ()
+    jvm_options: tuple[str, ...] = ()  # more JVM flags, e.g. -Xlog:gc for a probe
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -77,9 +74,8 @@ class KafkaBroker:
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    f"node.id={self.node_id}",
-                    "controller.quorum.voters="
-                    + (self.quorum_voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"),
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
@@ -95,10 +91,10 @@ class KafkaBroker:
                     "transaction.state.log.min.isr=1",
                     "transaction.state.log.num.partitions=5",
                     "group.initial.rebalance.delay.ms=0",
+                    *self.overrides,
                     "log.retention.hours=168",
                     # The log cleaner stays on: faust changelogs and `scores` are compacted.
                     "log.cleaner.enable=true",
-                    *self.overrides,
                     "",
                 ]
             )
@@ -125,38 +121,46 @@ class KafkaBroker:
         config = self._write_config()
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = self.cluster_id or self.random_cluster_id()
+        cluster_id = (
+            self.cluster_id
+            or subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()[-1]
+        )
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
             check=True,
             capture_output=True,
         )
 
-    def random_cluster_id(self) -> str:
-        """A new cluster id, from Kafka's storage tool."""
-        return subprocess.run(
-            self._java("kafka.tools.StorageTool", "random-uuid"),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()[-1]
-
-    def start(self, *, timeout: float = 60.0, wait: bool = True) -> None:
-        """Start the broker and block until it accepts connections (unless not ``wait``:
-        the nodes of a cluster start together, a quorum needs most of them)."""
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Start the broker and block until it accepts connections."""
         require_free(self.port, self.controller_port, what="Kafka broker")
         self.format_once()
         self.proc = spawn(
             self._java("kafka.Kafka", str(self.home / "server.properties")),
             log_path=self.home / "broker.log",
         )
-        if wait:
-            self.wait_until_listening(timeout=timeout)
-
-    def wait_until_listening(self, *, timeout: float = 60.0) -> None:
         wait_for_port(self.port, timeout=timeout, proc=self.proc, what="Kafka broker")
 
     def stop(self, *, kill: bool = False) -> None:
         if self.proc is not None:
             stop(self.proc, timeout=20.0, sig=signal.SIGKILL if kill else signal.SIGTERM)
             self.proc = None
+
+    def launch(self) -> None:
+        """Start the broker without waiting: the nodes of a cluster start together (a
+        node's broker listens only once the controllers have a quorum). Then
+        :meth:`wait_until_listening`."""
+        require_free(self.port, self.controller_port, what="Kafka broker")
+        self.format_once()
+        self.proc = spawn(
+            self._java("kafka.Kafka", str(self.home / "server.properties")),
+            log_path=self.home / "broker.log",
+        )
+
+    def wait_until_listening(self, *, timeout: float = 90.0) -> None:
+        wait_for_port(self.port, timeout=timeout, proc=self.proc, what="Kafka broker")
