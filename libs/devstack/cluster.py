@@ -105,7 +105,7 @@ class KafkaCluster:
         :meth:`wait_for_brokers`."""
         cluster_id = new_cluster_id()
         for node in self.nodes.values():
-            node.cluster_id = node.cluster_id or cluster_id
+            node.format_for(cluster_id)
         # Together: a node's broker listens only once the controllers have a quorum. Not
         # from threads of a pool: a node gets SIGTERM when the thread that started it
         # ends (PR_SET_PDEATHSIG, devstack.procs).

@@ -46,10 +46,9 @@ class KafkaBroker:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
-    # A node of a cluster (devstack.cluster): the cluster id it is formatted with (a
-    # random one if None), and server.properties lines that override the ones above them
-    # (node.id, controller.quorum.voters, replication factors: the last of two keys wins).
-    cluster_id: str | None = None
+    # server.properties lines that override the ones above them (the last of two keys
+    # wins): a node of a cluster (devstack.cluster) sets its id, the quorum's voters and
+    # the replication factors with them.
     overrides: tuple[str, ...] = ()
     jvm_options: tuple[str, ...] = ()  # more JVM flags, e.g. -Xlog:gc for a probe
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -121,15 +120,12 @@ class KafkaBroker:
         config = self._write_config()
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = (
-            self.cluster_id
-            or subprocess.run(
-                self._java("kafka.tools.StorageTool", "random-uuid"),
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.split()[-1]
-        )
+        cluster_id = subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[-1]
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
             check=True,
@@ -150,6 +146,20 @@ class KafkaBroker:
         if self.proc is not None:
             stop(self.proc, timeout=20.0, sig=signal.SIGKILL if kill else signal.SIGTERM)
             self.proc = None
+
+    # -- a node of a cluster (devstack.cluster) ---------------------------------------
+
+    def format_for(self, cluster_id: str) -> None:
+        """Format the KRaft log directory for the cluster ``cluster_id`` (every node of a
+        cluster has the same) unless it already is."""
+        config = self._write_config()
+        if (self.data_dir / "meta.properties").exists():
+            return
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            check=True,
+            capture_output=True,
+        )
 
     def launch(self) -> None:
         """Start the broker without waiting: the nodes of a cluster start together (a
