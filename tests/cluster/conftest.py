@@ -1,5 +1,6 @@
 """A cluster of three Kafka brokers for the fault tests of this folder (marker ``cluster``,
-run by ``make test-cluster``), started once for the module that asks for it."""
+run by ``make test-cluster``), started once for the session and shared: each test has
+topics of its own, and restarts the node it killed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from devstack.cluster import KafkaCluster
 from devstack.stack import REPO
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
     root = Path(tempfile.mkdtemp(prefix="tenure-test-cluster-"))
     kafka = KafkaCluster(libs=REPO / ".stack" / "kafka" / "libs", home=root)
