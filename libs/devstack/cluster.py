@@ -43,8 +43,9 @@ def new_cluster_id() -> str:
 def cluster_overrides(replication_factor: int, min_insync: int) -> tuple[str, ...]:
     """Broker settings of a replicated cluster: Kafka's internal topics (the consumer
     groups' offsets, the transactions' state) and topics created without a replication
-    factor (faust's changelogs, auto-created ones) get ``replication_factor`` replicas, and
-    a write with ``acks=all`` needs ``min_insync`` of them."""
+    factor (auto-created ones) get ``replication_factor`` replicas, and a write with
+    ``acks=all`` needs ``min_insync`` of them, on every topic. (faust creates its topics
+    with its own ``TOPIC_REPLICATION_FACTOR``, 1 unless set: writes to them then fail.)"""
     return (
         f"default.replication.factor={replication_factor}",
         f"min.insync.replicas={min_insync}",
