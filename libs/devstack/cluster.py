@@ -44,8 +44,8 @@ def cluster_overrides(replication_factor: int, min_insync: int) -> tuple[str, ..
     """Broker settings of a replicated cluster: Kafka's internal topics (the consumer
     groups' offsets, the transactions' state) and topics created without a replication
     factor (auto-created ones) get ``replication_factor`` replicas, and a write with
-    ``acks=all`` needs ``min_insync`` of them, on every topic. (faust creates its topics
-    with its own ``TOPIC_REPLICATION_FACTOR``, 1 unless set: writes to them then fail.)"""
+    ``acks=all`` needs ``min_insync`` of them. (faust creates its changelogs with its own
+    ``TOPIC_REPLICATION_FACTOR``, 1 unless set.)"""
     return (
         f"default.replication.factor={replication_factor}",
         f"min.insync.replicas={min_insync}",
