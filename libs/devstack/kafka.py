@@ -79,6 +79,10 @@ class KafkaBroker:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    # server.properties lines that override the ones above them (the last of two keys
+    # wins): a node of a cluster (devstack.cluster) sets its id, the quorum's voters and
+    # the replication factors with them.
+    overrides: tuple[str, ...] = ()
     jvm_options: tuple[str, ...] = ()  # more JVM flags, e.g. -Xlog:gc for a probe
     tls: BrokerTls | None = None  # SSL and SASL_SSL listeners too
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -128,6 +132,7 @@ class KafkaBroker:
                     "transaction.state.log.min.isr=1",
                     "transaction.state.log.num.partitions=5",
                     "group.initial.rebalance.delay.ms=0",
+                    *self.overrides,
                     "log.retention.hours=168",
                     # The log cleaner stays on: faust changelogs and `scores` are compacted.
                     "log.cleaner.enable=true",
@@ -192,3 +197,31 @@ class KafkaBroker:
         if self.proc is not None:
             stop(self.proc, timeout=20.0, sig=signal.SIGKILL if kill else signal.SIGTERM)
             self.proc = None
+
+    # -- a node of a cluster (devstack.cluster) ---------------------------------------
+
+    def format_for(self, cluster_id: str) -> None:
+        """Format the KRaft log directory for the cluster ``cluster_id`` (every node of a
+        cluster has the same) unless it already is."""
+        config = self._write_config()
+        if (self.data_dir / "meta.properties").exists():
+            return
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            check=True,
+            capture_output=True,
+        )
+
+    def launch(self) -> None:
+        """Start the broker without waiting: the nodes of a cluster start together (a
+        node's broker listens only once the controllers have a quorum). Then
+        :meth:`wait_until_listening`."""
+        require_free(self.port, self.controller_port, what="Kafka broker")
+        self.format_once()
+        self.proc = spawn(
+            self._java("kafka.Kafka", str(self.home / "server.properties")),
+            log_path=self.home / "broker.log",
+        )
+
+    def wait_until_listening(self, *, timeout: float = 90.0) -> None:
+        wait_for_port(self.port, timeout=timeout, proc=self.proc, what="Kafka broker")
