@@ -96,8 +96,13 @@ class KafkaCluster:
         return ",".join(node.bootstrap for node in self.nodes.values())
 
     def settings(self, topic_prefix: str, *, partitions: int = 3) -> CommonSettings:
+        """Settings for this cluster: its topics replicated on every node, this many in sync."""
         return CommonSettings(
-            kafka_bootstrap=self.bootstrap, topic_prefix=topic_prefix, topic_partitions=partitions
+            kafka_bootstrap=self.bootstrap,
+            topic_prefix=topic_prefix,
+            topic_partitions=partitions,
+            topic_replication_factor=self.replication_factor,
+            topic_min_insync_replicas=self.min_insync,
         )
 
     def start(self, *, timeout: float = 180.0) -> None:

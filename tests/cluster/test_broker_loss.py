@@ -24,8 +24,7 @@ import pytest
 
 from common.apikeys import ApiKey, FakeAuthenticator, Scope
 from common.events import EXAMPLES
-from common.kafka import read_topic
-from common.kafka.replicas import create_replicated_topics
+from common.kafka import ensure_topics, read_topic
 from common.topics import Topic, topic_name
 from devstack.cluster import KafkaCluster
 from ingest.api import create_app
@@ -85,12 +84,7 @@ async def test_ingest_rides_out_the_sigkill_of_a_partition_leader(
     common = cluster.settings(f"loss{uuid.uuid4().hex[:4]}.")
     await cluster.wait_for_brokers(common)
     names = [topic_name(t, common.topic_prefix) for t in Topic.events()]
-    await create_replicated_topics(
-        common,
-        names,
-        replication_factor=cluster.replication_factor,
-        configs={"min.insync.replicas": str(cluster.min_insync)},
-    )
+    await ensure_topics(common, Topic.events())
     await cluster.wait_in_sync(common, names)
     settings = IngestSettings(common=common, keys_from_database=False)
     login_topic = topic_name(Topic.EVENTS_LOGIN, common.topic_prefix)

@@ -3,7 +3,7 @@ ride out the SIGKILL of a partition leader; journeys continue, nothing is sent t
 
 The four services run as processes (as in tests/e2e) on the three-broker cluster, with a
 PostgreSQL of their own, every topic at replication 3 and ``min.insync.replicas`` 2
-(faust's own topics too: ``TOPIC_REPLICATION_FACTOR``). Customers whose churn
+(faust's own topics too, from ``TENURE_TOPIC_REPLICATION_FACTOR``). Customers whose churn
 probability passes 0.70 start retention_offer journeys: offer email (+0), CSM call
 webhook (+1 d), escalation webhook (+3 d). Once the first offers are out, the node
 leading a partition of the signals topic (scoring's output, the orchestrator's input) is
@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.kafka.replicas import create_replicated_topics, describe_partitions
+from common.kafka import ensure_topics
+from common.kafka.replicas import describe_partitions
 from common.topics import Topic, dlq_name, topic_name
 from devstack.cluster import KafkaCluster
 from devstack.postgres import EmbeddedPostgres
@@ -63,9 +64,12 @@ def services(cluster: KafkaCluster, request: pytest.FixtureRequest) -> Iterator[
         st.start_postgres()  # migrations only: the server is ours
         create_topics(cluster, st)
         st.start_sinks()
+        replication = {
+            "TENURE_TOPIC_REPLICATION_FACTOR": str(cluster.replication_factor),
+            "TENURE_TOPIC_MIN_INSYNC_REPLICAS": str(cluster.min_insync),
+        }
         for name in SERVICES:
-            extra = {"TOPIC_REPLICATION_FACTOR": "3"} if name == "scoring" else {}
-            st.start_service(name, {**fast_env(SCALE), **extra})
+            st.start_service(name, {**fast_env(SCALE), **replication})
         st.wait_ready(timeout=120)
         yield st
     finally:
@@ -80,20 +84,12 @@ def services(cluster: KafkaCluster, request: pytest.FixtureRequest) -> Iterator[
 
 def create_topics(cluster: KafkaCluster, st: Stack) -> None:
     """Every topic and its dead-letter topic, replicated (scores compacted)."""
-    common = st.common_settings()
-    isr = {"min.insync.replicas": str(cluster.min_insync)}
-    names = {t: topic_name(t, st.topic_prefix) for t in Topic}
+    common = cluster.settings(st.topic_prefix)
+    names = [topic_name(t, st.topic_prefix) for t in Topic]
 
     async def create() -> None:
-        compacted = [n for t, n in names.items() if t.compacted]
-        rest = [n for t, n in names.items() if not t.compacted]
-        rest += [dlq_name(n) for n in names.values()]
-        rf = cluster.replication_factor
-        await create_replicated_topics(
-            common, compacted, replication_factor=rf, configs={**isr, "cleanup.policy": "compact"}
-        )
-        await create_replicated_topics(common, rest, replication_factor=rf, configs=isr)
-        await cluster.wait_in_sync(common, [*compacted, *rest])
+        await ensure_topics(common)
+        await cluster.wait_in_sync(common, [*names, *map(dlq_name, names)])
 
     asyncio.run(create())
 
@@ -193,7 +189,7 @@ def test_journeys_continue_and_nothing_is_sent_twice_after_a_leader_is_killed(
     assert not duplicates, duplicates
     alive(st)
     cluster.restart(victim)
-    # faust made its changelogs with TOPIC_REPLICATION_FACTOR replicas: a write to them
+    # faust made its changelogs with TENURE_TOPIC_REPLICATION_FACTOR replicas: a write to them
     # with acks=all needs 2 of them (the cluster's min.insync.replicas).
     changelog = asyncio.run(describe_partitions(common, CHANGELOG))
     assert {len(p.replicas) for p in changelog.values()} == {cluster.replication_factor}

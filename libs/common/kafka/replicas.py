@@ -1,4 +1,4 @@
-"""Replicated topics on a cluster of brokers: creating them, and who leads each partition.
+"""Replicated topics on a cluster of brokers: who leads each partition, which are in sync.
 
 For the multi-broker tests (``devstack.cluster``) and operators' checks; the services
 themselves never need to know where a partition's leader is.
@@ -7,14 +7,15 @@ themselves never need to know where a partition's leader is.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka import errors as Errors
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
+from common.kafka.security import client_options
 from common.settings import CommonSettings
 
 NO_LEADER = -1
@@ -33,7 +34,7 @@ class PartitionReplicas:
 
 def _admin(settings: CommonSettings, timeout_s: float) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         client_id="tenure-admin",
         request_timeout_ms=int(timeout_s * 1000),
     )
@@ -59,42 +60,6 @@ async def _ask(
             finally:
                 await admin.close()
             await asyncio.sleep(0.2)
-
-
-async def create_replicated_topics(
-    settings: CommonSettings,
-    names: Iterable[str],
-    *,
-    replication_factor: int,
-    configs: Mapping[str, str] | None = None,
-    timeout_s: float = 30.0,
-) -> None:
-    """Create the topics ``names`` that do not exist yet, with ``settings.topic_partitions``
-    partitions, ``replication_factor`` replicas each and the topic ``configs`` (e.g.
-    ``min.insync.replicas``). Raises ``KafkaError`` naming a topic Kafka refused."""
-    admin = _admin(settings, timeout_s)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name,
-                num_partitions=settings.topic_partitions,
-                replication_factor=replication_factor,
-                topic_configs=dict(configs or {}),
-            )
-            for name in names
-            if name not in existing
-        ]
-        if not wanted:
-            return
-        response = await admin.create_topics(wanted)
-        for name, code, *rest in response.topic_errors:
-            error = Errors.for_code(code)
-            if code and error is not TopicAlreadyExistsError:
-                raise error(f"topic {name} not created: {rest[0] if rest else ''}")
-    finally:
-        await admin.close()
 
 
 async def describe_partitions(
