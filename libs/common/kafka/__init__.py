@@ -11,7 +11,8 @@
 - :mod:`~common.kafka.runner`: ``run_consumer``, the one consumer loop (decode errors
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
-- :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end.
+- :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end (from
+  its beginning, given offsets, or a time).
 - :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
   ``FakeConsumer``, for unit tests.
 - :mod:`~common.kafka.partitioning`: the key -> partition mapping (murmur2).
@@ -21,7 +22,13 @@ id. Consumers read ``read_committed`` and commit after their handler ran, so pro
 is at-least-once and handlers are idempotent.
 """
 
-from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
+from common.kafka.admin import (
+    broker_reachable,
+    committed_headers,
+    ensure_topics,
+    read_since,
+    read_topic,
+)
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
@@ -81,6 +88,7 @@ __all__ = [
     "follow",
     "make_consumer",
     "partition_for",
+    "read_since",
     "read_topic",
     "run_consumer",
 ]

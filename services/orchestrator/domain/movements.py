@@ -104,6 +104,7 @@ class StateChange:
     mrr: Decimal
     currency: str
     at: datetime
+    mrr_when_cancelled: Decimal = ZERO
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def classify(
                 at=payment.at,
                 event_type=kind,
             )
+        remembered = before.mrr_when_cancelled if before is not None else ZERO
         change = StateChange(
             event_id=payment.event_id,
             customer_id=customer_id,
@@ -167,6 +169,7 @@ def classify(
             mrr=mrr_after,
             currency=currency,
             at=payment.at,
+            mrr_when_cancelled=mrr_before if state is State.CANCELLED else remembered,
         )
         return Classified(moved, change)
 
@@ -195,10 +198,7 @@ def classify(
     return result(grew, state, mrr_before, after)
 
 
-def following(before: Subscription | None, classified: Classified) -> Subscription:
-    """The subscription after ``classified`` (to classify a customer's next event)."""
-    change = classified.state
-    cancelled_at = before.mrr_when_cancelled if before is not None else ZERO
-    if change.state is State.CANCELLED and classified.movement is not None:
-        cancelled_at = classified.movement.mrr_before
-    return Subscription(change.state, change.mrr, change.plan, change.currency, cancelled_at)
+def following(classified: Classified) -> Subscription:
+    """The subscription after ``classified`` (to classify the customer's next event)."""
+    c = classified.state
+    return Subscription(c.state, c.mrr, c.plan, c.currency, c.mrr_when_cancelled)

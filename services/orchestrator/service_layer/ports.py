@@ -4,7 +4,7 @@ orchestrator's state, and the plain values that cross it.
 The store is split by aggregate: the customers (what the rules know about a customer,
 projected from profiles, scores and events), the journeys (state, history, pending
 steps and the messages they made), the batched reads and write of a group of due steps,
-the held triggers, the paused playbooks and the attributed conversions. Two adapters
+the held triggers, the paused playbooks, the attributed conversions and the MRR ledger. Two adapters
 implement it: PostgreSQL (``adapters/store.py``, what runs) and an in-memory fake
 (``adapters/memory.py``, what the fake-clock unit tests run the same use cases on).
 
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from orchestrator.domain import rules as R
 from orchestrator.domain.attribution import Attribution, JourneySpan
 from orchestrator.domain.journey import Change, Journey, State
+from orchestrator.domain.movements import Classified, Subscription
 from orchestrator.domain.story import StepRecord
 
 # --- values --------------------------------------------------------------------------------
@@ -322,6 +323,19 @@ class Attributions(Protocol):
         """Record attributions (idempotent); the ones this call recorded."""
 
 
+class MrrLedger(Protocol):
+    """MRR movements and subscription states (portfolio analytics), keyed on the event id."""
+
+    async def before(self, customer_id: str, at: datetime, event_id: str) -> Subscription | None:
+        """The customer's subscription as recorded just before the event ``event_id`` at
+        ``at`` (rows ordered by time, then event id; the event's own row excluded, so the
+        answer is the same however often the event comes). None: nothing recorded."""
+
+    async def record(self, classified: Classified) -> None:
+        """Record the state and the movement (if any) of one event; a second call for the
+        same event id replaces them with the same values (idempotent)."""
+
+
 class JourneyStore(Protocol):
     """One transaction's view of the orchestrator's state."""
 
@@ -337,6 +351,8 @@ class JourneyStore(Protocol):
     def pauses(self) -> Pauses: ...
     @property
     def attributions(self) -> Attributions: ...
+    @property
+    def mrr(self) -> MrrLedger: ...
 
 
 class Stores(Protocol):

@@ -41,7 +41,7 @@ def run(*payments: Payment) -> tuple[list[tuple[Kind, Decimal]], Subscription | 
             continue
         if found.movement is not None:
             moved.append((found.movement.kind, found.movement.amount))
-        before = following(before, found)
+        before = following(found)
     return moved, before
 
 
@@ -264,7 +264,7 @@ def test_movements_add_up_to_the_mrr_and_are_positive(
             assert m.amount > 0
             assert m.mrr_before == (before.mrr if before is not None else 0)
             total += SIGN[m.kind] * m.amount
-        before = following(before, found)
+        before = following(found)
         assert before.mrr == total
         if before.state is State.CANCELLED:
             assert before.mrr == 0
