@@ -24,3 +24,8 @@ class PlaybookNotFound(OrchestratorError, LookupError):
 
 class CustomerNotFound(OrchestratorError, LookupError):
     """Nothing is kept about that customer."""
+
+
+class InvalidRequest(OrchestratorError, ValueError):
+    """A request's parameter breaks a rule the schema cannot state (a cursor of another
+    list, a period the wrong way round); the message names the parameter."""

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from common.http import AccessDenied
 from orchestrator.domain.errors import (
     CustomerNotFound,
+    InvalidRequest,
     JourneyNotFound,
     OrchestratorError,
     PlaybookNotFound,
@@ -23,6 +24,7 @@ STATUS: dict[type[OrchestratorError], int] = {
     JourneyNotFound: 404,
     PlaybookNotFound: 404,
     CustomerNotFound: 404,
+    InvalidRequest: 422,
     IllegalTransition: 409,  # the journey machine forbids it in the journey's state
 }
 
