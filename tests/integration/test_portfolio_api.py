@@ -337,7 +337,9 @@ async def test_bad_list_parameters_get_422_naming_them(api) -> None:
         assert name in response.text
     response = await api.get("/v1/customers", params={"cursor": first, "sort": "clv"})
     assert response.status_code == 422
-    assert "sorted by churn_probability desc" in response.json()["error"]
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "cursor"]
+    assert "sorted by churn_probability desc" in error["msg"]
     assert (await api.get("/v1/customers", headers={"X-API-Key": "nope"})).status_code == 401
 
 
@@ -409,14 +411,15 @@ async def test_months_from_to_and_average_clv(api) -> None:
 
 async def test_bad_periods_get_422_naming_the_parameter(api) -> None:
     cases = [
-        ({}, "period"),
-        ({"period": "2026-13"}, "period"),
-        ({"period": "2026-11", "from": "2026-10"}, "period"),
-        ({"from": "2026-11", "to": "2026-10"}, "to"),
-        ({"from": "2020-01", "to": "2026-10"}, "more than"),
-        ({"to": "2026-10"}, "from"),
+        ({}, "period", "required"),
+        ({"period": "2026-13"}, "period", "YYYY-MM"),
+        ({"period": "2026-11", "from": "2026-10"}, "period", "not both"),
+        ({"from": "2026-11", "to": "2026-10"}, "to", "before"),
+        ({"from": "2020-01", "to": "2026-10"}, "to", "more than 36 months"),
+        ({"to": "2026-10"}, "from", "required with to"),
     ]
-    for params, named in cases:
+    for params, named, why in cases:
         response = await api.get("/v1/metrics/portfolio", params=params)
         assert response.status_code == 422, (params, response.text)
-        assert named in response.json()["error"]
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["query", named] and why in error["msg"], (params, error)

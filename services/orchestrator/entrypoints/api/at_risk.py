@@ -53,10 +53,10 @@ def decode_cursor(cursor: str, sort: str, order: str) -> views.After:
         after = views.After(float(found["k"]), str(found["c"]))
         same = (found["s"], found["o"]) == (sort, order)
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise InvalidRequest("cursor: not a cursor this list gave") from None
+        raise InvalidRequest("cursor", "not a cursor this list gave") from None
     if not same:
         raise InvalidRequest(
-            f"cursor: it continues a list sorted by {found['s']} {found['o']}, not {sort} {order}"
+            "cursor", f"it continues a list sorted by {found['s']} {found['o']}, not {sort} {order}"
         )
     return after
 
@@ -103,7 +103,7 @@ async def at_risk_list(
     direction = order or DEFAULT_ORDER[sort]
     size = limit or settings.operator_page_size
     if size > settings.operator_page_max:
-        raise InvalidRequest(f"limit: at most {settings.operator_page_max}")
+        raise InvalidRequest("limit", f"at most {settings.operator_page_max}")
     after = decode_cursor(cursor, sort, direction) if cursor else None
     filters = views.Filters(
         tiers=risk_tier or (),

@@ -48,6 +48,13 @@ def install(app: FastAPI) -> None:
             log.error("unexpected orchestrator error in a route", exc_info=exc)
         return JSONResponse(Problem(error=str(exc)).model_dump(), status)
 
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        # The shape of FastAPI's own 422 (what the OpenAPI document declares for every
+        # route with parameters): the parameter named in ``loc``.
+        detail = [{"loc": ["query", exc.parameter], "msg": exc.reason, "type": "value_error"}]
+        return JSONResponse({"detail": detail}, 422)
+
     @app.exception_handler(AccessDenied)
     async def _denied(_: Request, exc: AccessDenied) -> JSONResponse:
         return JSONResponse(Problem(error=exc.error).model_dump(), exc.status, exc.headers)

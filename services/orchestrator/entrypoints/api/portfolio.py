@@ -49,7 +49,7 @@ def _month(name: str, text: str) -> P.Month:
     try:
         return P.Month.parse(text)
     except ValueError as exc:
-        raise InvalidRequest(f"{name}: {exc}") from None
+        raise InvalidRequest(name, str(exc)) from None
 
 
 def chosen_months(
@@ -58,18 +58,18 @@ def chosen_months(
     """The months a request names; :class:`InvalidRequest` naming the parameter otherwise."""
     if period is not None:
         if first is not None or last is not None:
-            raise InvalidRequest("period: give period, or from and to, not both")
+            raise InvalidRequest("period", "give period, or from and to, not both")
         return [_month("period", period)]
     if first is None:
         if last is not None:
-            raise InvalidRequest("from: required with to")
-        raise InvalidRequest("period: required (YYYY-MM), or from and to")
+            raise InvalidRequest("from", "required with to")
+        raise InvalidRequest("period", "required (YYYY-MM), or from and to")
     start = _month("from", first)
     end = _month("to", last) if last is not None else start
     try:
         return P.months(start, end, limit=limit)
     except ValueError as exc:
-        raise InvalidRequest(f"to: {exc}") from None
+        raise InvalidRequest("to", str(exc)) from None
 
 
 def waterfall(start: Decimal, end: Decimal, moved: counts.MonthCounts, cur: str) -> Waterfall:
