@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -19,6 +20,7 @@ from common.db import create_engine
 from common.kafka import (
     DeadLetters,
     KafkaPublisher,
+    Record,
     Sequential,
     ensure_topics,
     make_consumer,
@@ -168,12 +170,39 @@ async def test_a_replay_changes_nothing(env) -> None:
     assert await everything(deps) == before
 
 
+async def test_a_late_event_re_derives_the_rows_after_it(env) -> None:
+    settings, deps, _ = env
+    late = f"{M.PREFIX}late"
+    events = [
+        M.pay(90, "late", "subscription_upgraded", M.at(11, 10), mrr_after=90, currency="EUR"),
+        M.pay(91, "late", "subscription_cancelled", M.at(11, 20), currency="EUR"),
+        M.pay(92, "late", "subscription_started", M.at(11, 1), mrr_after=60, currency="EUR"),
+    ]
+    handle = analytics_handler(deps)
+    topic = topic_name(Topic.EVENTS_PAYMENT, settings.topic_prefix)
+    for n, value in enumerate(events):  # the start arrives last
+        await handle(Record(topic, 0, n, late, orjson.dumps(value), (), 0))
+    found = await rows(
+        deps,
+        "SELECT event_id, kind, amount FROM mrr_movements "
+        f"WHERE customer_id = '{late}' ORDER BY occurred_at",
+    )
+    assert [tuple(r) for r in found] == [
+        (f"{M.PREFIX}pay-92", "new", 60),
+        (f"{M.PREFIX}pay-90", "expansion", 30),
+        (f"{M.PREFIX}pay-91", "churn", 90),
+    ]
+    async with deps.engine.begin() as conn:
+        for table in ("mrr_movements", "subscription_states", "subscription_events"):
+            await conn.execute(sa.text(f"DELETE FROM {table} WHERE customer_id = '{late}'"))
+
+
 async def test_tenure_analytics_rebuild_gives_the_same_rows(env, monkeypatch) -> None:
     settings, deps, published_from = env
     before = await everything(deps)
     async with deps.engine.begin() as conn:
-        await conn.execute(sa.text("DELETE FROM mrr_movements"))
-        await conn.execute(sa.text("DELETE FROM subscription_states"))
+        for table in ("mrr_movements", "subscription_states", "subscription_events"):
+            await conn.execute(sa.text(f"DELETE FROM {table}"))
     for name, value in {
         "TENURE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "TENURE_TOPIC_PREFIX": settings.topic_prefix,

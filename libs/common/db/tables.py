@@ -272,6 +272,23 @@ mrr_movements = sa.Table(
     sa.Index("mrr_movements_customer", "customer_id", "occurred_at"),
 )
 
+# Every payment event that may change a subscription, as sent (the input the two tables
+# below are derived from, so that a late event re-derives what follows it).
+subscription_events = sa.Table(
+    "subscription_events",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Column("plan", sa.Text),
+    sa.Column("amount", sa.Numeric()),
+    sa.Column("currency", sa.Text),
+    sa.Column("mrr_before", sa.Numeric()),
+    sa.Column("mrr_after", sa.Numeric()),
+    sa.Index("subscription_events_customer", "customer_id", "occurred_at", "event_id"),
+)
+
 # Each customer's subscription over time: one row per payment event that changed it,
 # with the state, plan, MRR and currency after it. The row before an instant is the
 # customer's subscription then.

@@ -11,7 +11,8 @@ What an erasure leaves (docs/decisions.md, "Data protection"):
 
 - removed: the profile, learned state, score, held triggers, the outbox rows (the
   notifications as written, with their context), the outcomes projected from
-  ``deliveries``, the messages the frequency cap counts, the in-app inbox;
+  ``deliveries``, the messages the frequency cap counts, the in-app inbox, the payment
+  events the MRR record is derived from;
 - anonymised, so that playbook results and the portfolio's figures stay true: journeys,
   their history and timers, attributed conversions, MRR movements and subscription
   states keep their figures under a pseudonym (``erased-`` and 16 random hex digits)
@@ -99,6 +100,9 @@ _ROWS = {
     "subscription_states": """
         SELECT * FROM subscription_states WHERE customer_id = :c
         ORDER BY occurred_at, event_id""",
+    "subscription_events": """
+        SELECT * FROM subscription_events WHERE customer_id = :c
+        ORDER BY occurred_at, event_id""",
 }
 
 
@@ -176,6 +180,7 @@ _ERASE: tuple[tuple[str, str], ...] = (
     ("delivery_outcomes", "DELETE FROM message_outcomes WHERE customer_id = :c"),
     ("journey_messages", "DELETE FROM journey_messages WHERE customer_id = :c"),
     ("inbox", "DELETE FROM inbox_messages WHERE customer_id = :c"),
+    ("subscription_events", "DELETE FROM subscription_events WHERE customer_id = :c"),
     (
         # The ids stay taken (a notification still on Kafka is never sent); nothing else.
         "deliveries",

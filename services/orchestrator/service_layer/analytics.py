@@ -11,7 +11,7 @@ from __future__ import annotations
 from common.events import PaymentEvent
 from orchestrator import metrics
 from orchestrator.domain.attribution import Payment
-from orchestrator.domain.movements import Classified, classify
+from orchestrator.domain.movements import CHANGES_SUBSCRIPTION, Classified, classify, following
 from orchestrator.service_layer.context import Context
 from orchestrator.service_layer.ports import Stores
 
@@ -34,27 +34,39 @@ def payment_of(event: PaymentEvent) -> Payment:
 async def record_payment(
     event: PaymentEvent, *, stores: Stores, context: Context
 ) -> Classified | None:
-    """Record the movement and subscription state ``event`` makes, in one transaction,
-    classified against the customer's subscription as recorded just before it.
+    """Record the movement and subscription state ``event`` makes, in one transaction:
+    log the event, then derive the customer's rows again from its position (time, event
+    id) on, each event classified against the subscription derived just before it.
 
-    Idempotent on the event id: the same event recorded again gives the same rows. An
-    event older than its customer's erasure is what was erased: nothing is recorded.
-    Returns what was recorded (None: the event moves no subscription). Raises
-    :class:`common.outage.DatabaseUnavailable` while the database is out of reach.
+    The rows are therefore the same whatever order the events arrive in (a late event
+    re-derives those after it) and however often each comes: idempotent on the event
+    id. An event older than its customer's erasure is what was erased: nothing is
+    recorded. Returns what ``event`` itself made (None: it changes no subscription).
+    Raises :class:`common.outage.DatabaseUnavailable` while the database is out of reach.
     """
-    customer = event.customer_id
+    if event.type not in CHANGES_SUBSCRIPTION:
+        return None
+    customer, payment = event.customer_id, payment_of(event)
+    mine: Classified | None = None
     async with stores.begin() as store:
         erased = await store.customers.erased_since(customer)
         if erased is not None and event.occurred_at <= erased:
             metrics.ERASED_RECORDS.inc()
             return None
-        before = await store.mrr.before(customer, event.occurred_at, event.event_id)
-        found = classify(
-            customer, payment_of(event), before, default_currency=context.default_currency
-        )
-        if found is None:
-            return None
-        await store.mrr.record(found)
-    if found.movement is not None:
-        metrics.MRR_MOVEMENTS.labels(kind=found.movement.kind.value).inc()
-    return found
+        ledger = store.mrr
+        await ledger.lock(customer)
+        await ledger.log(customer, payment)
+        at, event_id = payment.at, payment.event_id
+        before = await ledger.before(customer, at, event_id)
+        await ledger.forget_from(customer, at, event_id)
+        for logged in await ledger.logged_from(customer, at, event_id):
+            found = classify(customer, logged, before, default_currency=context.default_currency)
+            if found is None:
+                continue
+            await ledger.record(found)
+            before = following(found)
+            if logged.event_id == event_id:
+                mine = found
+    if mine is not None and mine.movement is not None:
+        metrics.MRR_MOVEMENTS.labels(kind=mine.movement.kind.value).inc()
+    return mine

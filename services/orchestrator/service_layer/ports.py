@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from orchestrator.domain import rules as R
-from orchestrator.domain.attribution import Attribution, JourneySpan
+from orchestrator.domain.attribution import Attribution, JourneySpan, Payment
 from orchestrator.domain.journey import Change, Journey, State
 from orchestrator.domain.movements import Classified, Subscription
 from orchestrator.domain.story import StepRecord
@@ -324,16 +324,31 @@ class Attributions(Protocol):
 
 
 class MrrLedger(Protocol):
-    """MRR movements and subscription states (portfolio analytics), keyed on the event id."""
+    """MRR movements and subscription states (portfolio analytics), derived from the log
+    of the payment events that may change a subscription; all keyed on the event id.
+    Positions are (time, event id): "before" and "from" an event use that order."""
+
+    async def lock(self, customer_id: str) -> None:
+        """Hold the customer's ledger until the transaction ends (a rebuild and the live
+        consumer may record the same customer at once)."""
+
+    async def log(self, customer_id: str, payment: Payment) -> None:
+        """Keep ``payment`` in the log (idempotent: the same event again changes nothing)."""
+
+    async def logged_from(self, customer_id: str, at: datetime, event_id: str) -> list[Payment]:
+        """The customer's logged events from the position of ``event_id`` at ``at`` on
+        (that event included), in order."""
 
     async def before(self, customer_id: str, at: datetime, event_id: str) -> Subscription | None:
-        """The customer's subscription as recorded just before the event ``event_id`` at
-        ``at`` (rows ordered by time, then event id; the event's own row excluded, so the
-        answer is the same however often the event comes). None: nothing recorded."""
+        """The customer's subscription as derived just before the position of ``event_id``
+        at ``at`` (that event's own row excluded). None: nothing recorded before it."""
+
+    async def forget_from(self, customer_id: str, at: datetime, event_id: str) -> None:
+        """Remove the customer's derived rows (states, movements) from that position on."""
 
     async def record(self, classified: Classified) -> None:
-        """Record the state and the movement (if any) of one event; a second call for the
-        same event id replaces them with the same values (idempotent)."""
+        """Record the state and the movement (if any) of one event (replacing what an
+        earlier call recorded for the same event id)."""
 
 
 class JourneyStore(Protocol):

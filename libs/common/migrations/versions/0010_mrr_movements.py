@@ -5,6 +5,8 @@
   (positive), currency, plans and MRR before and after, and the event's time.
 - ``subscription_states``: one row per payment event that changed a subscription, with
   the state (active, cancelled, reactivated), plan, MRR and currency after it.
+- ``subscription_events``: the payment events of those types as sent, from which the
+  two tables above are derived (a late event re-derives the rows after it).
 
 Both are written by the orchestrator's analytics consumer and rebuilt by
 ``tenure analytics rebuild``.
@@ -25,6 +27,23 @@ TS = sa.TIMESTAMP(timezone=True)
 
 
 def upgrade() -> None:
+    op.create_table(
+        "subscription_events",
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("customer_id", sa.Text, nullable=False),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("occurred_at", TS, nullable=False),
+        sa.Column("plan", sa.Text),
+        sa.Column("amount", sa.Numeric()),
+        sa.Column("currency", sa.Text),
+        sa.Column("mrr_before", sa.Numeric()),
+        sa.Column("mrr_after", sa.Numeric()),
+    )
+    op.create_index(
+        "subscription_events_customer",
+        "subscription_events",
+        ["customer_id", "occurred_at", "event_id"],
+    )
     op.create_table(
         "mrr_movements",
         sa.Column("event_id", sa.Text, primary_key=True),
@@ -76,3 +95,5 @@ def downgrade() -> None:
     op.drop_index("mrr_movements_customer", table_name="mrr_movements")
     op.drop_index("mrr_movements_occurred_at", table_name="mrr_movements")
     op.drop_table("mrr_movements")
+    op.drop_index("subscription_events_customer", table_name="subscription_events")
+    op.drop_table("subscription_events")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orchestrator.domain.attribution import Attribution
+from orchestrator.domain.attribution import Attribution, Payment
 from orchestrator.domain.journey import Change, Event, Journey, State
 from orchestrator.domain.movements import Movement, StateChange
 from orchestrator.service_layer.ports import OutboxRow
@@ -108,6 +108,7 @@ class Tables:
     paused: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     outbox: list[OutboxRow] = field(default_factory=list)
     attributions: dict[tuple[str, str], tuple[str, Attribution]] = field(default_factory=dict)
+    subscription_log: dict[str, tuple[str, Payment]] = field(default_factory=dict)  # by event id
     subscriptions: dict[str, StateChange] = field(default_factory=dict)  # by event id
     movements: dict[str, Movement] = field(default_factory=dict)  # by event id
     serial: int = 0  # the last id given (journeys, timers, triggers)
