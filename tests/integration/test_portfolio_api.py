@@ -423,3 +423,61 @@ async def test_bad_periods_get_422_naming_the_parameter(api) -> None:
         assert response.status_code == 422, (params, response.text)
         [error] = response.json()["detail"]
         assert error["loc"] == ["query", named] and why in error["msg"], (params, error)
+
+
+async def test_the_dashboard_views_agree_with_the_api(api, database_url: str) -> None:
+    """The SQL views a dashboard reads (migration 0010) give the API's November."""
+    body = (await api.get("/v1/metrics/portfolio", params={"period": "2026-11"})).json()
+    [month] = body["months"]
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            waterfall = (
+                (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT * FROM portfolio_mrr_monthly WHERE month_start = :m "
+                            "ORDER BY currency"
+                        ),
+                        {"m": M.at(11, 1).replace(hour=0)},
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            people = (
+                (
+                    await conn.execute(
+                        sa.text("SELECT * FROM portfolio_customers_monthly WHERE month_start = :m"),
+                        {"m": M.at(11, 1).replace(hour=0)},
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            at_risk = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT customer_id, mrr_at_risk FROM portfolio_at_risk "
+                        "WHERE subscription IS DISTINCT FROM 'cancelled' "
+                        "ORDER BY mrr_at_risk DESC, customer_id"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [row["currency"] for row in waterfall] == ["EUR", "USD"]
+    for row in waterfall:
+        api_row = month["currencies"][row["currency"]]
+        for name in ("mrr_start", "new", "reactivation", "expansion", "contraction", "churned"):
+            assert float(row[name]) == api_row[name], (row["currency"], name)
+        assert row["upgrades"] == api_row["upgrades"]
+    assert (people["at_start"], people["lost"]) == (5, 1)
+    assert [(c.removeprefix(C), float(v)) for c, v in at_risk] == [
+        ("c4", 240.0),
+        ("c7", 60.0),
+        ("c1", 45.0),
+        ("c8", 36.0),
+        ("c5", 35.0),
+        ("c6", 12.0),
+    ]

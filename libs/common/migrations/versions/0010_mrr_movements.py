@@ -11,6 +11,16 @@
 Both are written by the orchestrator's analytics consumer and rebuilt by
 ``tenure analytics rebuild``.
 
+Views over them for dashboards and reports (plain SQL, one row per month and currency
+where monthly; months are calendar months in UTC, the session's time zone aside):
+
+- ``portfolio_mrr_monthly``: each month's MRR at its start and the movements in it by
+  kind (new, reactivation, expansion, contraction, churned, upgrades), per currency.
+- ``portfolio_customers_monthly``: customers live at each month's start and, of those,
+  cancelled at its end (lost).
+- ``portfolio_at_risk``: each scored customer's MRR, currency, churn probability and MRR
+  at risk, tier, health band, CLV segment and plan, now.
+
 Revision ID: 0010_mrr_movements
 Revises: 0009
 """
@@ -24,6 +34,76 @@ branch_labels = None
 depends_on = None
 
 TS = sa.TIMESTAMP(timezone=True)
+
+# Month starts (UTC) from the first recorded subscription event to the month after now.
+_MONTHS = """
+    SELECT generate_series(
+        date_trunc('month', min(occurred_at) AT TIME ZONE 'UTC'),
+        date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month',
+        interval '1 month'
+    ) AT TIME ZONE 'UTC' AS month_start
+    FROM subscription_states
+"""
+# Each customer's latest subscription row before :t.
+_LATEST = """
+    SELECT DISTINCT ON (customer_id) customer_id, state, mrr, currency
+    FROM subscription_states WHERE occurred_at < {t}
+    ORDER BY customer_id, occurred_at DESC, event_id DESC
+"""
+VIEWS = {
+    "portfolio_mrr_monthly": f"""
+        WITH months AS ({_MONTHS}),
+        opening AS (
+            SELECT m.month_start, s.currency, sum(s.mrr) AS mrr_start
+            FROM months m CROSS JOIN LATERAL ({_LATEST.format(t="m.month_start")}) s
+            GROUP BY 1, 2),
+        moved AS (
+            SELECT date_trunc('month', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                       AS month_start, currency,
+                   sum(amount) FILTER (WHERE kind = 'new') AS new,
+                   sum(amount) FILTER (WHERE kind = 'reactivation') AS reactivation,
+                   sum(amount) FILTER (WHERE kind = 'expansion') AS expansion,
+                   sum(amount) FILTER (WHERE kind = 'contraction') AS contraction,
+                   sum(amount) FILTER (WHERE kind = 'churn') AS churned,
+                   count(*) FILTER (WHERE kind = 'expansion') AS upgrades
+            FROM mrr_movements GROUP BY 1, 2)
+        SELECT month_start, currency,
+               coalesce(o.mrr_start, 0) AS mrr_start, coalesce(v.new, 0) AS new,
+               coalesce(v.reactivation, 0) AS reactivation,
+               coalesce(v.expansion, 0) AS expansion,
+               coalesce(v.contraction, 0) AS contraction, coalesce(v.churned, 0) AS churned,
+               coalesce(v.upgrades, 0) AS upgrades
+        FROM opening o FULL JOIN moved v USING (month_start, currency)
+    """,
+    "portfolio_customers_monthly": f"""
+        WITH months AS ({_MONTHS})
+        SELECT m.month_start, count(*) AS at_start,
+               count(*) FILTER (WHERE e.state = 'cancelled') AS lost
+        FROM months m
+        CROSS JOIN LATERAL ({_LATEST.format(t="m.month_start")}) s
+        JOIN LATERAL ({_LATEST.format(t="m.month_start + interval '1 month'")}) e
+             ON e.customer_id = s.customer_id
+        WHERE s.state <> 'cancelled'
+        GROUP BY 1
+    """,
+    "portfolio_at_risk": """
+        SELECT s.customer_id, coalesce(sub.mrr, c.mrr, 0) AS mrr,
+               coalesce(sub.currency, c.profile->>'currency') AS currency,
+               s.churn_probability,
+               coalesce(sub.mrr, c.mrr, 0) * s.churn_probability::numeric AS mrr_at_risk,
+               s.tier, s.snapshot->>'health_band' AS health_band,
+               s.snapshot->>'clv_segment' AS clv_segment,
+               coalesce(cs.plan, c.plan, s.snapshot->>'plan') AS plan,
+               coalesce(sub.state, cs.subscription) AS subscription
+        FROM scores s
+        LEFT JOIN customers c USING (customer_id)
+        LEFT JOIN customer_state cs USING (customer_id)
+        LEFT JOIN LATERAL (
+            SELECT state, mrr, currency FROM subscription_states st
+            WHERE st.customer_id = s.customer_id
+            ORDER BY occurred_at DESC, event_id DESC LIMIT 1) sub ON true
+    """,
+}
 
 
 def upgrade() -> None:
@@ -86,9 +166,13 @@ def upgrade() -> None:
         ["customer_id", "occurred_at", "event_id"],
     )
     op.create_index("subscription_states_occurred_at", "subscription_states", ["occurred_at"])
+    for name, query in VIEWS.items():
+        op.execute(f"CREATE VIEW {name} AS {query}")
 
 
 def downgrade() -> None:
+    for name in reversed(VIEWS):
+        op.execute(f"DROP VIEW {name}")
     op.drop_index("subscription_states_occurred_at", table_name="subscription_states")
     op.drop_index("subscription_states_customer", table_name="subscription_states")
     op.drop_table("subscription_states")
