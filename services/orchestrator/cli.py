@@ -33,6 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.cli import CliError, database_option, database_url, with_engine
 from common.clock import clock_from_settings
 from common.db import create_engine
+from common.kafka import broker_reachable
+from common.outage import DatabaseUnavailable
 from common.settings import CommonSettings
 from orchestrator.domain.playbook import (
     EventTrigger,
@@ -202,6 +204,8 @@ def analytics_rebuild(args: argparse.Namespace) -> int:
     url = database_url(args)
 
     async def run() -> dict[str, object]:
+        if not await broker_reachable(common):
+            raise CliError(f"Kafka unreachable at {common.kafka_bootstrap}")
         engine = create_engine(url, pool_size=1)
         try:
             deps = Deps(
@@ -212,6 +216,9 @@ def analytics_rebuild(args: argparse.Namespace) -> int:
                 default_currency=settings.default_currency,
             )
             report = await rebuild(deps, common, args.since)
+        except DatabaseUnavailable:
+            where = engine.url.render_as_string(hide_password=True)
+            raise CliError(f"database unreachable at {where}") from None
         finally:
             await engine.dispose()
         return {
