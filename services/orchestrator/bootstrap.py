@@ -11,6 +11,7 @@ from common.kafka import DeadLetters, KafkaPublisher, Sequential, make_consumer,
 from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator.domain.playbook import load_playbooks
+from orchestrator.entrypoints.analytics import analytics_handler
 from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.consumers import ROUTES, router
 from orchestrator.entrypoints.deps import Deps
@@ -41,10 +42,14 @@ async def run(
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
     outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
+    analytics = make_consumer(
+        common, [Topic.EVENTS_PAYMENT], group_id=f"{settings.group_id}-analytics"
+    )
     keys = KeyCache(KeyRepository(engine), miss_reload_s=settings.keys_miss_reload_s)
     await publisher.start()
     await consumer.start()
     await outcomes.start()
+    await analytics.start()
     try:
         loops = [
             run_consumer(
@@ -82,6 +87,14 @@ async def run(
                 name="outcome consumer",
                 strategy=Sequential(),
             ),
+            run_consumer(
+                analytics,
+                analytics_handler(deps),
+                DeadLetters(publisher, consumer_name="orchestrator-analytics"),
+                stop=stop,
+                name="analytics consumer",
+                strategy=Sequential(),
+            ),
         ]
         if serve_api:
             api = create_api(deps, settings=settings, authenticator=keys)
@@ -91,6 +104,7 @@ async def run(
             ]
         await run_all(*loops, stop=stop)
     finally:
+        await analytics.stop()
         await outcomes.stop()
         await consumer.stop()
         await publisher.stop()

@@ -64,6 +64,21 @@ class OrchestratorSettings(HttpServiceSettings):
         default=("cancelled", "downgraded"),
         description="Exit reasons that are not a conversion of the playbook's goal.",
     )
+    operator_page_size: int = Field(
+        default=50, ge=1, le=1000, description="Customers per page of GET /v1/customers."
+    )
+    operator_page_max: int = Field(
+        default=500, ge=1, le=10_000, description="The largest limit GET /v1/customers takes."
+    )
+    operator_top_factors: int = Field(
+        default=3, ge=1, le=50, description="Score factors shown per customer of the list."
+    )
+    portfolio_confidence: float = Field(
+        default=0.95, gt=0, lt=1, description="Confidence of the playbooks' uplift intervals."
+    )
+    portfolio_max_months: int = Field(
+        default=36, ge=1, le=600, description="Months GET /v1/metrics/portfolio answers at once."
+    )
     default_currency: str = Field(
         default="EUR",
         pattern=r"^[A-Z]{3}$",

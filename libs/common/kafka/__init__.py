@@ -12,7 +12,7 @@
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
 - :mod:`~common.kafka.admin`: topics (created and checked), reachability, reading a topic
-  to its end.
+  to its end (from its beginning, given offsets, or a time).
 - :mod:`~common.kafka.security`: ``client_options``, the one builder of every client's
   connection options from the security settings, and ``check_connection``, the start-up
   check that stops a process whose credentials or certificates Kafka refuses.
@@ -30,6 +30,7 @@ from common.kafka.admin import (
     broker_reachable,
     committed_headers,
     ensure_topics,
+    read_since,
     read_topic,
     topic_configs,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "follow",
     "make_consumer",
     "partition_for",
+    "read_since",
     "read_topic",
     "require_connection",
     "run_consumer",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as Errors
@@ -214,6 +215,49 @@ async def read_topic(
                     records += [to_record(raw) for raw in raws if raw.offset < ends[tp]]
                 left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
         return records, {tp.partition: end for tp, end in ends.items()}
+
+
+async def read_since(
+    settings: CommonSettings,
+    topic: str,
+    since: datetime,
+    *,
+    timeout_s: float = 60.0,
+) -> AsyncIterator[list[Record]]:
+    """The committed records of ``topic`` whose Kafka timestamp (when the producer sent
+    them) is ``since`` or later, up to the end the topic had when called, in batches as
+    polled (each partition's records in order).
+
+    Each partition starts at the offset the broker gives for ``since`` (``offsets_for_times``;
+    at its end when no record is that recent). ``read_committed``, no consumer group,
+    nothing committed. Raises ``TimeoutError`` when the reading makes no progress for
+    ``timeout_s`` before the end is reached.
+    """
+    async with _reader(settings, topic) as (consumer, ends):
+        found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in ends})
+        for tp, end in ends.items():
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else end)
+        left = {tp for tp in ends if await consumer.position(tp) < ends[tp]}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last: dict[TopicPartition, int] = {}
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            records = [
+                to_record(raw)
+                for tp, raws in batches.items()
+                for raw in raws
+                if raw.offset < ends[tp]
+            ]
+            if records:
+                yield records
+            positions = {tp: await consumer.position(tp) for tp in left}
+            if positions != last:
+                deadline, last = loop.time() + timeout_s, positions
+            elif loop.time() > deadline:
+                raise TimeoutError(f"{topic}: no progress for {timeout_s} s before its end")
+            left = {tp for tp in left if positions[tp] < ends[tp]}
 
 
 async def committed_headers(
