@@ -19,6 +19,7 @@ from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator import metrics
 from orchestrator.domain.playbook import load_playbooks
+from orchestrator.entrypoints.analytics import analytics_handler
 from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.backlog import run_backlog_gauges, run_group_lag
 from orchestrator.entrypoints.consumers import ROUTES, router
@@ -50,11 +51,15 @@ async def run(
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
     outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
+    analytics = make_consumer(
+        common, [Topic.EVENTS_PAYMENT], group_id=f"{settings.group_id}-analytics"
+    )
     keys = KeyCache(KeyRepository(engine), miss_reload_s=settings.keys_miss_reload_s)
     probe = GroupLagProbe(common)
     await publisher.start()
     await consumer.start()
     await outcomes.start()
+    await analytics.start()
     await probe.start()
     try:
         loops = [
@@ -105,6 +110,20 @@ async def run(
             run_group_lag(
                 probe, settings.watched_groups, stop=stop, every_s=common.metrics_every_s
             ),
+            run_consumer(
+                analytics,
+                analytics_handler(deps),
+                DeadLetters(
+                    publisher,
+                    consumer_name="orchestrator-analytics",
+                    on_sent=metrics.dead_lettered,
+                ),
+                stop=stop,
+                name="analytics consumer",
+                strategy=Sequential(),
+                report_lag=metrics.report_lag,
+                lag_every_s=common.metrics_every_s,
+            ),
         ]
         if serve_api:
             api = create_api(deps, settings=settings, authenticator=keys)
@@ -114,6 +133,7 @@ async def run(
             ]
         await run_all(*loops, stop=stop)
     finally:
+        await analytics.stop()
         await probe.stop()
         await outcomes.stop()
         await consumer.stop()

@@ -111,5 +111,12 @@ ERASURES = counter(
 ERASED_RECORDS = counter(
     SERVICE,
     "erased_records",
-    "Profile records dropped because they predate their customer's erasure.",
+    "Profile and payment records dropped because they predate their customer's erasure.",
+)
+MRR_MOVEMENTS = counter(
+    SERVICE,
+    "mrr_movements",
+    "Payment events recorded as an MRR movement, by kind (new, expansion, contraction, "
+    "churn, reactivation); a replayed event counts again.",
+    ["kind"],
 )

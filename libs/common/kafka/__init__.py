@@ -11,7 +11,11 @@
 - :mod:`~common.kafka.runner`: ``run_consumer``, the one consumer loop (decode errors
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
-- :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end.
+- :mod:`~common.kafka.admin`: topics (created and checked), reachability, reading a topic
+  to its end (from its beginning, given offsets, or a time).
+- :mod:`~common.kafka.security`: ``client_options``, the one builder of every client's
+  connection options from the security settings, and ``check_connection``, the start-up
+  check that stops a process whose credentials or certificates Kafka refuses.
 - :mod:`~common.kafka.lag`: ``GroupLagProbe``, consumer groups' lag seen from outside.
 - :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
   ``FakeConsumer``, for unit tests.
@@ -22,7 +26,15 @@ id. Consumers read ``read_committed`` and commit after their handler ran, so pro
 is at-least-once and handlers are idempotent.
 """
 
-from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
+from common.kafka.admin import (
+    TopicMismatch,
+    broker_reachable,
+    committed_headers,
+    ensure_topics,
+    read_since,
+    read_topic,
+    topic_configs,
+)
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
 from common.kafka.lag import GroupLagProbe
@@ -49,6 +61,13 @@ from common.kafka.runner import (
     Strategy,
     run_consumer,
 )
+from common.kafka.security import (
+    KafkaSecurityError,
+    check_connection,
+    client_options,
+    require_connection,
+    security_options,
+)
 from common.kafka.transactional import TransactionalPublisher, TransactionReport
 
 __all__ = [
@@ -65,6 +84,7 @@ __all__ = [
     "InvalidRecord",
     "KafkaConsumer",
     "KafkaPublisher",
+    "KafkaSecurityError",
     "KeyPartitioner",
     "KeyedParallel",
     "LagReport",
@@ -77,15 +97,22 @@ __all__ = [
     "Record",
     "Sequential",
     "Strategy",
+    "TopicMismatch",
     "TransactionReport",
     "TransactionalPublisher",
     "broker_reachable",
+    "check_connection",
+    "client_options",
     "committed_headers",
     "encode",
     "ensure_topics",
     "follow",
     "make_consumer",
     "partition_for",
+    "read_since",
     "read_topic",
+    "require_connection",
     "run_consumer",
+    "security_options",
+    "topic_configs",
 ]

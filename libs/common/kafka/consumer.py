@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from common.kafka.records import CommitFailed, Partition, Record
+from common.kafka.security import client_options
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 
@@ -90,7 +91,7 @@ class KafkaConsumer:
             topic_name(t, settings.topic_prefix) if isinstance(t, Topic) else t for t in topics
         ]
         self._options: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap,
+            **client_options(settings),
             "group_id": group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",

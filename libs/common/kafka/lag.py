@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from common.kafka.records import Partition
+from common.kafka.security import client_options
 from common.settings import CommonSettings
 
 
@@ -21,17 +22,17 @@ class GroupLagProbe:
     """
 
     def __init__(self, settings: CommonSettings) -> None:
-        self._bootstrap = settings.kafka_bootstrap
+        self._settings = settings
         self._admin: AIOKafkaAdminClient | None = None
         self._ends: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap, client_id="tenure-lag-probe"
+            **client_options(self._settings), client_id="tenure-lag-probe"
         )
         await self._admin.start()
         self._ends = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",

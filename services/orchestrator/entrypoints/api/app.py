@@ -1,6 +1,6 @@
 """The orchestrator's HTTP API: health, metrics and the operator API under ``/v1/``
-(customer 360 and data rights, journeys, playbooks; see :mod:`.dependencies` for the
-keys each route needs)."""
+(the at-risk list, customer 360 and data rights, journeys, playbooks, portfolio
+metrics; see :mod:`.dependencies` for the keys each route needs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from fastapi import FastAPI
 from common.apikeys import Authenticator
 from common.db import database_ready
 from common.http import RequestLog, answer_outages, docs_routes, ops_router, readiness_router
-from orchestrator.entrypoints.api import customers, errors, journeys, playbooks
+from orchestrator.entrypoints.api import (
+    at_risk,
+    customers,
+    errors,
+    journeys,
+    playbooks,
+    portfolio,
+)
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.settings import OrchestratorSettings
 
@@ -45,6 +52,7 @@ def create_api(
     app.include_router(readiness_router(lambda: database_ready(deps.engine)))
     answer_outages(app)
     errors.install(app)
-    for routes in (customers.router, journeys.router, playbooks.router):
+    routers = (at_risk, customers, journeys, playbooks, portfolio)
+    for routes in (module.router for module in routers):
         app.include_router(routes)
     return app
