@@ -17,7 +17,8 @@ import orjson
 LogFormat = Literal["json", "text"]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-_TEXT_SKIPS = {"ts", "level", "service", "pid", "logger", "msg", "exc"}
+# Shown in the line's head, or not for a person (uvicorn's copy of its message in colour).
+_TEXT_SKIPS = {"ts", "level", "service", "pid", "logger", "msg", "exc", "color_message"}
 
 
 def _entry(record: logging.LogRecord, service: str, formatter: logging.Formatter) -> dict[str, Any]:
@@ -39,7 +40,8 @@ def _entry(record: logging.LogRecord, service: str, formatter: logging.Formatter
 
 def text_line(entry: dict[str, Any]) -> str:
     """One log entry (the JSON form's fields) as a line a person reads: time, level,
-    service, message, then ``key=value`` for every other field, the traceback below."""
+    service, message, then ``key=value`` for every other field that has a value, the
+    traceback below."""
     ts = str(entry.get("ts", ""))
     clock = ts[11:23] if len(ts) >= 23 else ts
     fields = " ".join(f"{key}={value}" for key, value in entry.items() if key not in _TEXT_SKIPS)

@@ -45,7 +45,7 @@ def record(**extra: object) -> logging.LogRecord:
 
 
 def test_text_and_json_carry_the_same_fields_and_json_lines_turn_into_text() -> None:
-    entry = record(route="/v1/events", status=202)
+    entry = record(route="/v1/events", status=202, key_id=None, color_message="\x1b[36m")
     as_json = JsonFormatter("ingest").format(entry)
     parsed = orjson.loads(as_json)
     assert parsed["service"] == "ingest" and parsed["route"] == "/v1/events"
@@ -53,6 +53,8 @@ def test_text_and_json_carry_the_same_fields_and_json_lines_turn_into_text() -> 
     assert "INFO" in as_text and "ingest request" in as_text
     assert "route=/v1/events" in as_text and "status=202" in as_text
     assert not as_text.lstrip().startswith("{")
+    assert "key_id" not in as_text and "\x1b" not in as_text  # no empty fields, no colours
+    assert parsed["key_id"] is None
     assert json_to_text(as_json) == as_text
     assert (
         json_to_text("Traceback (most recent call last):") == "Traceback (most recent call last):"
