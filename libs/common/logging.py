@@ -44,7 +44,11 @@ def text_line(entry: dict[str, Any]) -> str:
     traceback below."""
     ts = str(entry.get("ts", ""))
     clock = ts[11:23] if len(ts) >= 23 else ts
-    fields = " ".join(f"{key}={value}" for key, value in entry.items() if key not in _TEXT_SKIPS)
+    fields = " ".join(
+        f"{key}={value}"
+        for key, value in entry.items()
+        if key not in _TEXT_SKIPS and value is not None
+    )
     line = (
         f"{clock} {str(entry.get('level', '')).upper():<7} {entry.get('service', '')}"
         f" {entry.get('msg', '')}"
