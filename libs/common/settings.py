@@ -98,11 +98,28 @@ class CommonSettings(TenureSettings):
     producer_request_timeout_ms: int = Field(
         default=15_000, ge=1000, description="Longest wait for one produce request's answer."
     )
+    metrics_every_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often the stall gauges are measured: consumer lag, due timers, the "
+        "outbox and retry backlogs, live journeys (one Kafka or SQL round trip each time).",
+    )
+    build_commit: str = Field(
+        default="unknown",
+        description="The commit this build came from (the image sets it), shown by every "
+        "service's tenure_<service>_build_info; read when the metrics are declared.",
+    )
     log_level: str = "INFO"
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json (one object a line, for files and collectors) or text (for a "
+        "person); unset: text when stderr is a terminal, json otherwise.",
+    )
 
     @field_validator(
         "clock_epoch",
+        "log_format",
         "kafka_sasl_mechanism",
         "kafka_sasl_username",
         "kafka_sasl_password",

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from common.clock import ScaledClock
 from common.db import upgrade
 from common.kafka import ensure_topics
+from common.logging import LogFormat, json_to_text
 from common.settings import CommonSettings
 from devstack import prometheus
 from devstack.kafka import BrokerTls, KafkaBroker
@@ -101,6 +102,8 @@ class Stack:
     kafka_tls: BrokerTls | None = None
     kafka_client: dict[str, Any] = field(default_factory=dict)
     echo: IO[str] | None = None
+    # How the services' lines are shown on ``echo``; ``.stack/logs`` keeps their JSON.
+    echo_format: LogFormat = "json"
     # Real instant from which the scaled clock runs; None: resume the clock saved in
     # ``root`` (see the module's docstring), or start it now if there is none.
     epoch: datetime = field(default=None)  # type: ignore[assignment]
@@ -244,6 +247,7 @@ class Stack:
         p = self.ports
         return {
             "PYTHONUNBUFFERED": "1",
+            "TENURE_LOG_FORMAT": "json",  # the files keep JSON; `echo` may show text
             **self.kafka_env(),
             "TENURE_TOPIC_PREFIX": self.topic_prefix,
             "TENURE_TOPIC_PARTITIONS": str(self.partitions),
@@ -292,7 +296,10 @@ class Stack:
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
-                self.echo.write(f"{name:>12} | {line.decode(errors='replace').rstrip()}\n")
+                shown = line.decode(errors="replace").rstrip()
+                if self.echo_format == "text":
+                    shown = json_to_text(shown)
+                self.echo.write(f"{name:>12} | {shown}\n")
                 self.echo.flush()
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:

@@ -21,6 +21,19 @@ class OrchestratorSettings(HttpServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
     group_id: str = "tenure-orchestrator"
+    watched_groups: list[str] = Field(
+        default=[
+            "tenure-scoring",
+            "tenure-orchestrator",
+            "tenure-orchestrator-outcomes",
+            "tenure-orchestrator-analytics",
+            "tenure-notifier",
+        ],
+        description="Consumer groups whose lag the orchestrator measures from outside "
+        "(tenure_orchestrator_group_lag, every TENURE_METRICS_EVERY_S): every Tenure group by "
+        "default (scoring's app id, the orchestrator's three, the notifier's), so that a group "
+        "whose members are all gone still shows its lag. Empty: none.",
+    )
     playbooks_dir: Path = SHIPPED
     timer_poll_s: float = Field(default=0.25, gt=0, description="Real seconds between polls.")
     timer_batch: int = Field(

@@ -16,6 +16,7 @@
 - :mod:`~common.kafka.security`: ``client_options``, the one builder of every client's
   connection options from the security settings, and ``check_connection``, the start-up
   check that stops a process whose credentials or certificates Kafka refuses.
+- :mod:`~common.kafka.lag`: ``GroupLagProbe``, consumer groups' lag seen from outside.
 - :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
   ``FakeConsumer``, for unit tests.
 - :mod:`~common.kafka.partitioning`: the key -> partition mapping (murmur2).
@@ -36,6 +37,7 @@ from common.kafka.admin import (
 )
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
+from common.kafka.lag import GroupLagProbe
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
 from common.kafka.partitioning import KeyPartitioner, partition_for
 from common.kafka.publisher import KafkaPublisher, Publisher
@@ -54,6 +56,7 @@ from common.kafka.runner import (
     DeadLetters,
     Handler,
     KeyedParallel,
+    LagReport,
     Sequential,
     Strategy,
     run_consumer,
@@ -75,6 +78,7 @@ __all__ = [
     "FakeConsumer",
     "FakePublisher",
     "FencedProducer",
+    "GroupLagProbe",
     "Handler",
     "Headers",
     "InvalidRecord",
@@ -83,6 +87,7 @@ __all__ = [
     "KafkaSecurityError",
     "KeyPartitioner",
     "KeyedParallel",
+    "LagReport",
     "MemoryBroker",
     "OutgoingRecord",
     "Partition",

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from common.apikeys import Authenticator
 from common.clock import Clock
 from common.events import Event
-from common.http import docs_routes, ops_router
+from common.http import RequestLog, docs_routes, ops_router
 from common.kafka import Publisher
 from common.logging import configure_logging
 from ingest import metrics
@@ -63,6 +63,7 @@ def create_app(
     app.include_router(router)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.add_middleware(ObserveRequests)
+    app.add_middleware(RequestLog)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 

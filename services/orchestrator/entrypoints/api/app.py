@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from common.apikeys import Authenticator
 from common.db import database_ready
-from common.http import answer_outages, docs_routes, ops_router, readiness_router
+from common.http import RequestLog, answer_outages, docs_routes, ops_router, readiness_router
 from orchestrator.entrypoints.api import (
     at_risk,
     customers,
@@ -42,6 +42,7 @@ def create_api(
         "and pausing or cancelling journeys and playbooks.",
         **docs_routes(config.docs),
     )
+    app.add_middleware(RequestLog)
     app.include_router(ops_router(metrics=config.metrics_port is None))
     if deps is None:
         return app
