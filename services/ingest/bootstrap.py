@@ -135,7 +135,6 @@ def make_publisher(
         commit_reserve_s=settings.commit_reserve_s,
         max_group_records=settings.max_transaction_events,
         committers=settings.transaction_producers,
-        rest_s=settings.transaction_rest_ms / 1000,
         spacing_s=settings.transaction_spacing_ms / 1000,
         observe=observe_transaction,
         **overrides,
