@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import gc
+import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from starlette.requests import Request
 
 from common.apikeys import ApiKey, FakeAuthenticator, Scope
 from common.clock import FakeClock
 from common.events import EXAMPLES, REDEMPTION_EXAMPLE
 from common.kafka import FakePublisher, OutgoingRecord, PublishError
-from ingest.api import create_app
+from ingest.api import create_app, routes
 from ingest.settings import IngestSettings
 
 KEY = "writer-key"
@@ -371,3 +373,41 @@ async def test_served_app_freezes_the_garbage_collector_once_started(freeze: boo
     finally:
         gc.unfreeze()
     assert (frozen > before) is freeze
+
+
+async def test_single_events_are_served_past_fastapis_request_machinery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /v1/events is a bare ASGI handler served ahead of FastAPI's routing
+    (``ingest.api.asgi_route``; docs/BENCHMARKS.md says what it buys): no Request object
+    is built for it. The batch route is an ordinary FastAPI route."""
+    built: list[str] = []
+    init = Request.__init__
+
+    def counting(self: Request, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        built.append(self.url.path)
+
+    monkeypatch.setattr(Request, "__init__", counting)
+    async with client() as c:
+        single = await post(c, EXAMPLES["login"])
+        batch = await post(c, {"events": [EXAMPLES["support"]]}, "/v1/batch")
+    assert (single.status_code, batch.status_code) == (202, 202)
+    assert "/v1/events" not in built and "/v1/batch" in built
+
+
+def test_the_single_event_operation_is_documented_from_its_handler() -> None:
+    app = create_app(
+        IngestSettings(keys_from_database=False),
+        publisher=FakePublisher(),
+        authenticator=FakeAuthenticator(KEYS),
+    )
+    operation = app.openapi()["paths"]["/v1/events"]["post"]
+    assert operation["description"] == inspect.getdoc(routes.post_event)
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Event"
+    }
+    assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Accepted"
+    }
+    assert set(operation["responses"]) >= {"401", "403", "413", "415", "422", "429", "503"}
