@@ -61,7 +61,8 @@ class Ingest:
             if self.tune_gc and settings.gc_freeze:
                 # A full collection walked all ~120,000 objects of the started process:
                 # 65-160 ms with the event loop stopped, every few seconds at 500
-                # requests/s. What is alive now lives as long as the process.
+                # requests/s, and 29 % more CPU an event on the batch path (measured:
+                # docs/BENCHMARKS.md). What is alive now lives as long as the process.
                 gc.collect()
                 gc.freeze()
             yield
