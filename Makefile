@@ -11,7 +11,7 @@ HELM_VERSION := v4.3.2
 HELM_DIR := $(STACK)/helm
 GO ?= $(firstword $(shell command -v go) /usr/local/go/bin/go)
 
-.PHONY: run test test-unit bench schemas lint typecheck deps kafka prometheus helm clean
+.PHONY: run test test-unit test-cluster bench schemas lint typecheck deps kafka prometheus helm clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -60,6 +60,11 @@ test: deps helm lint typecheck
 # only the virtual environment is needed, not the broker jars.
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit
+
+# The fault tests on a three-broker Kafka cluster of their own (tests/cluster, marker
+# `cluster`): left out of `make test` (pyproject's addopts), run by .ci/run after it.
+test-cluster: deps
+	$(PY) -m pytest -q -m cluster tests/cluster
 
 bench: deps
 	$(PY) -m bench

@@ -203,10 +203,11 @@ def run(names: list[str]) -> int:
             print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
     entries = merge(load_results(), results)
     write_results(entries)
-    report.update(entries)
+    report.update_all(entries)
     print()
     print(table(results))
-    print(f"\nWritten to {RESULTS.relative_to(REPO)} and {report.DOCUMENT.relative_to(REPO)}")
+    written = (RESULTS, report.DOCUMENT, report.OPERATIONS)
+    print(f"\nWritten to {', '.join(str(p.relative_to(REPO)) for p in written)}")
     if failed:
         print(f"FAILED: {', '.join(failed)} (their previous entries, if any, were kept)")
         return 1

@@ -15,6 +15,7 @@ import pytest
 
 from common.settings import CommonSettings
 from devstack.stack import REPO, Ports, Stack
+from tests.secure_kafka import SecureKafka
 
 E2E_TIME_SCALE = 14_400.0  # one simulated day every 6 real seconds
 
@@ -55,3 +56,19 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def common_settings(stack: Stack) -> CommonSettings:
     return stack.common_settings()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(request: pytest.FixtureRequest) -> Iterator[SecureKafka]:
+    """A broker of its own with SSL (mutual TLS) and SASL_SSL (SCRAM-SHA-512) listeners,
+    its certificates from a CA made for the session (tests/secure_kafka.py)."""
+    root = Path(tempfile.mkdtemp(prefix="tenure-test-tls-"))
+    broker = SecureKafka.start(root, REPO / ".stack" / "kafka" / "libs")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if request.session.testsfailed:
+            print(f"\nthe TLS broker's logs and data are kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,7 +1,7 @@
 """``tenure``: one subcommand per entry of :data:`COMMANDS`, each from its owner's ``cli.py``.
 
 Each owner keeps its own subcommands: ``keys`` in :mod:`common.cli`, ``templates`` and
-``inbox`` in :mod:`notifier.cli`, ``playbooks`` and ``customers`` in
+``inbox`` in :mod:`notifier.cli`, ``playbooks``, ``customers`` and ``analytics`` in
 :mod:`orchestrator.cli`. A register function adds its arguments to the parser it is given
 and sets ``run`` (namespace -> exit status) on every leaf parser; the first line of its
 docstring is the subcommand's help. A new subcommand is one more entry in
@@ -20,11 +20,12 @@ from collections.abc import Callable, Sequence
 
 from common.cli import CliError, register_keys
 from notifier.cli import register_inbox, register_templates
-from orchestrator.cli import register_customers, register_playbooks
+from orchestrator.cli import register_analytics, register_customers, register_playbooks
 
 Register = Callable[[argparse.ArgumentParser], None]
 
 COMMANDS: dict[str, Register] = {
+    "analytics": register_analytics,
     "customers": register_customers,
     "inbox": register_inbox,
     "keys": register_keys,

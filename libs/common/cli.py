@@ -130,7 +130,8 @@ def _when(instant: datetime | None) -> str:
     return "-" if instant is None else instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _database_url(args: argparse.Namespace) -> str:
+def database_url(args: argparse.Namespace) -> str:
+    """``--database-url``, else the settings' (a :class:`CliError` when neither is valid)."""
     if args.database_url:
         return str(args.database_url)
     try:
@@ -145,7 +146,7 @@ def with_engine(args: argparse.Namespace, operation: Callable[[AsyncEngine], Awa
     """Run one operation on a short-lived engine (``--database-url`` or the settings);
     blocks until it is done. An unreachable database is a :class:`CliError`."""
     try:
-        engine = create_engine(_database_url(args), pool_size=1)
+        engine = create_engine(database_url(args), pool_size=1)
     except ArgumentError:
         # The URL itself is not echoed: it may hold a password.
         raise CliError(

@@ -1,8 +1,11 @@
 """What every Tenure HTTP service shares: ``/healthz``, ``/readyz``, ``/metrics``, the API
-key check, and 503 for a request that needs the database while it is unavailable."""
+key check, a log line per request, and 503 for a request that needs the database while it
+is unavailable."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -10,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.apikeys import ApiKey, Authenticator, Scope
+from common.apikeys import ApiKey, Authenticator, Scope, parse
 from common.events import CUSTOMER_ID_PATTERN
 from common.metrics import scrape_registry
 from common.outage import DatabaseUnavailable
@@ -28,6 +31,63 @@ IDENTIFIER_PATTERN = CUSTOMER_ID_PATTERN
 symbol (the rule events follow for ``customer_id``; journey ids are UUIDs)."""
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
 """Names of things declared as data (playbooks): lowercase snake case, at most 128."""
+
+
+request_log = logging.getLogger("tenure.requests")
+
+
+class RequestLog:
+    """An ASGI middleware logging every HTTP request once answered, on ``tenure.requests``:
+    ``method``, ``route`` (the template, e.g. ``/v1/journeys/{journey_id}``; ``unmatched``
+    for a path no route serves), ``status``, ``duration_ms`` and ``key_id``, the id part of
+    the API key presented (``tnr_<id>_<secret>``: never the secret; on a 401 it is the id
+    the request claimed). Probes and scrapes (``/healthz``, ``/readyz``, ``/metrics``) log
+    at DEBUG, everything else at INFO. A plain ASGI middleware, as cheap as one can be."""
+
+    QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/"})
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            route = str(getattr(scope.get("route"), "path", None) or "unmatched")
+            level = logging.DEBUG if route in self.QUIET else logging.INFO
+            if request_log.isEnabledFor(level):
+                fields = {
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "key_id": key_id(scope["headers"]),
+                }
+                request_log.log(level, "request", extra=fields)
+
+
+def key_id(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The id of the API key in ASGI headers (``X-API-Key`` or a bearer token), if one is
+    shaped like a key; the secret is never returned."""
+    wanted = {}
+    for name, value in raw_headers:
+        if name in (b"x-api-key", b"authorization"):
+            wanted[name.decode()] = value.decode("latin-1")
+    supplied = presented_key(wanted)
+    parsed = parse(supplied) if supplied else None
+    return parsed[0] if parsed else None
 
 
 class AccessDenied(Exception):

@@ -9,8 +9,10 @@ named. Nothing else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,8 +26,61 @@ class CommonSettings(TenureSettings):
     """What every service needs: where Kafka and PostgreSQL are, and what time it is."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client connects: TLS (SSL, SASL_SSL) and/or SASL "
+        "authentication (SASL_PLAINTEXT, SASL_SSL).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="Required with a SASL_* protocol, refused without one."
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="Required with a SASL_* protocol, refused without one."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="Required with a SASL_* protocol, refused without one."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates (SSL, "
+        "SASL_SSL). None: the system's CAs.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None,
+        description="The client's certificate (PEM) for mutual TLS; with kafka_ssl_keyfile.",
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="The client certificate's private key (PEM, unencrypted)."
+    )
     topic_prefix: str = "tenure."
     topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Replicas of every topic ensure_topics creates (production: 3).",
+    )
+    topic_min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="min.insync.replicas of every topic ensure_topics creates (production: "
+        "2): with acks=all a write needs this many replicas; at most the replication factor.",
+    )
+    topic_retention_events_ms: int = Field(
+        default=7 * 24 * 3_600_000,
+        ge=-1,
+        description="retention.ms of the events.* topics (and of every DLQ); -1 keeps forever.",
+    )
+    topic_retention_signals_ms: int = Field(
+        default=7 * 24 * 3_600_000, ge=-1, description="retention.ms of signals and erasures."
+    )
+    topic_retention_deliveries_ms: int = Field(
+        default=7 * 24 * 3_600_000, ge=-1, description="retention.ms of deliveries."
+    )
+    topic_retention_notifications_ms: int = Field(
+        default=7 * 24 * 3_600_000, ge=-1, description="retention.ms of notifications."
+    )
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/tenure"
     time_scale: float = Field(
         default=1.0,
@@ -43,13 +98,52 @@ class CommonSettings(TenureSettings):
     producer_request_timeout_ms: int = Field(
         default=15_000, ge=1000, description="Longest wait for one produce request's answer."
     )
+    metrics_every_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often the stall gauges are measured: consumer lag, due timers, the "
+        "outbox and retry backlogs, live journeys (one Kafka or SQL round trip each time).",
+    )
+    build_commit: str = Field(
+        default="unknown",
+        description="The commit this build came from (the image sets it), shown by every "
+        "service's tenure_<service>_build_info; read when the metrics are declared.",
+    )
     log_level: str = "INFO"
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json (one object a line, for files and collectors) or text (for a "
+        "person); unset: text when stderr is a terminal, json otherwise.",
+    )
 
-    @field_validator("clock_epoch", mode="before")
+    @field_validator(
+        "clock_epoch",
+        "log_format",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_consistent(self) -> Self:
+        problem = kafka_security_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"TENURE_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) must be "
+                f"at most TENURE_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): "
+                "no write with acks=all could succeed"
+            )
+        return self
 
     @field_validator("clock_epoch")
     @classmethod
@@ -57,6 +151,42 @@ class CommonSettings(TenureSettings):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def kafka_security_problem(settings: CommonSettings) -> str | None:
+    """What is inconsistent in the Kafka security settings, naming the variables; None if
+    nothing is. SASL settings need a SASL_* protocol and vice versa; TLS files need SSL or
+    SASL_SSL; a client certificate needs its key and the key its certificate."""
+    protocol = settings.kafka_security_protocol
+    where = f"TENURE_KAFKA_SECURITY_PROTOCOL is {protocol}"
+    sasl = {
+        "TENURE_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "TENURE_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "TENURE_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+    }
+    if protocol.startswith("SASL_"):
+        missing = [name for name, value in sasl.items() if value is None]
+        if missing:
+            return f"{', '.join(missing)} required: {where}"
+    else:
+        given = [name for name, value in sasl.items() if value is not None]
+        if given:
+            return f"{', '.join(given)} set but {where} (SASL needs SASL_PLAINTEXT or SASL_SSL)"
+    files = {
+        "TENURE_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "TENURE_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "TENURE_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    if protocol not in ("SSL", "SASL_SSL"):
+        given = [name for name, value in files.items() if value is not None]
+        if given:
+            return f"{', '.join(given)} set but {where} (TLS needs SSL or SASL_SSL)"
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        return (
+            "TENURE_KAFKA_SSL_CERTFILE and TENURE_KAFKA_SSL_KEYFILE go together (mutual TLS): "
+            "set both or neither"
+        )
+    return None
 
 
 class ServiceSettings(TenureSettings):

@@ -32,6 +32,17 @@ class Topic(StrEnum):
         """Whether the topic keeps only the latest record per key."""
         return self is Topic.SCORES
 
+    @property
+    def retention_class(self) -> str:
+        """Which retention setting the topic (and its DLQ) gets: ``events``, ``signals``
+        (signals, erasures, and the DLQ of the compacted ``scores``), ``deliveries`` or
+        ``notifications`` (``TENURE_TOPIC_RETENTION_<CLASS>_MS``)."""
+        if self.value.startswith("events."):
+            return "events"
+        if self in (Topic.DELIVERIES, Topic.NOTIFICATIONS):
+            return self.value
+        return "signals"
+
 
 def topic_name(topic: Topic, prefix: str) -> str:
     """The physical name of ``topic`` in a deployment with ``prefix``."""

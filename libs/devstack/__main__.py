@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common.logging import resolve_format
 from common.settings import TenureSettings
+from devstack import prometheus as prometheus_files
 from devstack.stack import REPO, Stack
 
 
@@ -20,6 +23,11 @@ class RunSettings(TenureSettings):
 
     database_url: str | None = None
     time_scale: float = Field(default=1440.0, gt=0, description="1440: a simulated day a minute.")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="How the services' log lines are shown on the terminal (the files in "
+        ".stack/logs are JSON); unset: text on a terminal, JSON otherwise.",
+    )
 
 
 def banner(stack: Stack, *, with_prometheus: bool) -> str:
@@ -29,6 +37,12 @@ def banner(stack: Stack, *, with_prometheus: bool) -> str:
         f"http://127.0.0.1:{p.prometheus}/graph"
         if with_prometheus
         else "not started (`make prometheus` could not fetch Debian's package)"
+    )
+    alerts = (
+        f"http://127.0.0.1:{p.prometheus}{prometheus_files.ALERTS_PAGE}"
+        "  (rules: deploy/prometheus/alerts.yml, what to do: docs/runbooks.md)"
+        if with_prometheus
+        else "no Prometheus, no alerts"
     )
     now = stack.clock().now().strftime("%Y-%m-%d %H:%M UTC")
     clock = (
@@ -48,6 +62,7 @@ Tenure is running (a simulated day passes every {86400 / stack.time_scale:.0f} s
                        orchestrator http://127.0.0.1:{p.orchestrator}/metrics
                        notifier     http://127.0.0.1:{p.notifier}/metrics
   Prometheus           {prometheus}
+  Alerts               {alerts}
   Kafka                {stack.kafka.bootstrap}
   PostgreSQL           {stack.database_url}
   Emails (.eml)        {stack.mail_dir}
@@ -67,6 +82,7 @@ def run() -> int:
         time_scale=settings.time_scale,
         database_url=settings.database_url,
         echo=sys.stdout,
+        echo_format=resolve_format(settings.log_format, sys.stdout),
     )
     stopping = False
 

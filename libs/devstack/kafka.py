@@ -37,6 +37,39 @@ JVM_PERFORMANCE = (
 )
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """What a broker needs for two more listeners beside PLAINTEXT: ``SSL`` on
+    ``ssl_port`` (mutual TLS: a client must present a certificate ``ca_pem`` signed) and
+    ``SASL_SSL`` on ``sasl_ssl_port`` (TLS, and a SCRAM-SHA-512 login of ``scram_users``,
+    name -> password, created when the log directory is formatted). The broker's
+    certificate (``cert_chain_pem``, naming 127.0.0.1) and key (``key_pem``, unencrypted
+    PKCS#8) are PEM text, written into the broker's configuration."""
+
+    cert_chain_pem: str
+    key_pem: str
+    ca_pem: str
+    ssl_port: int
+    sasl_ssl_port: int
+    scram_users: tuple[tuple[str, str], ...] = ()
+
+    def properties(self) -> list[str]:
+        def inline(pem: str) -> str:  # one property value over several lines
+            return " \\\n".join(line for line in pem.strip().splitlines())
+
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.certificate.chain={inline(self.cert_chain_pem)}",
+            f"ssl.keystore.key={inline(self.key_pem)}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.certificates={inline(self.ca_pem)}",
+            "listener.name.ssl.ssl.client.auth=required",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+
+
 @dataclass
 class KafkaBroker:
     """One broker+controller on 127.0.0.1; its log directory is formatted once and kept."""
@@ -46,7 +79,12 @@ class KafkaBroker:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    # server.properties lines that override the ones above them (the last of two keys
+    # wins): a node of a cluster (devstack.cluster) sets its id, the quorum's voters and
+    # the replication factors with them.
+    overrides: tuple[str, ...] = ()
     jvm_options: tuple[str, ...] = ()  # more JVM flags, e.g. -Xlog:gc for a probe
+    tls: BrokerTls | None = None  # SSL and SASL_SSL listeners too
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -62,20 +100,28 @@ class KafkaBroker:
             raise FileNotFoundError(f"no Kafka jars in {self.libs}: run `make kafka` first")
         return f"{self.libs}/*"
 
+    def _listeners(self) -> dict[str, int]:
+        listeners = {"PLAINTEXT": self.port}
+        if self.tls is not None:
+            listeners |= {"SSL": self.tls.ssl_port, "SASL_SSL": self.tls.sasl_ssl_port}
+        return listeners
+
     def _write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
+        listeners = self._listeners()
+        advertised = ",".join(f"{name}://127.0.0.1:{port}" for name, port in listeners.items())
+        protocols = ",".join(f"{name}:{name}" for name in listeners)
         config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"listeners={advertised},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners={advertised}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"listener.security.protocol.map={protocols},CONTROLLER:PLAINTEXT",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=3",
@@ -86,9 +132,11 @@ class KafkaBroker:
                     "transaction.state.log.min.isr=1",
                     "transaction.state.log.num.partitions=5",
                     "group.initial.rebalance.delay.ms=0",
+                    *self.overrides,
                     "log.retention.hours=168",
                     # The log cleaner stays on: faust changelogs and `scores` are compacted.
                     "log.cleaner.enable=true",
+                    *(self.tls.properties() if self.tls is not None else []),
                     "",
                 ]
             )
@@ -121,23 +169,59 @@ class KafkaBroker:
             capture_output=True,
             text=True,
         ).stdout.split()[-1]
+        scram = [
+            arg
+            for name, password in (self.tls.scram_users if self.tls is not None else ())
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
         subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram
+            ),
             check=True,
             capture_output=True,
         )
 
     def start(self, *, timeout: float = 60.0) -> None:
         """Start the broker and block until it accepts connections."""
+        require_free(*self._listeners().values(), self.controller_port, what="Kafka broker")
+        self.format_once()
+        self.proc = spawn(
+            self._java("kafka.Kafka", str(self.home / "server.properties")),
+            log_path=self.home / "broker.log",
+        )
+        for port in self._listeners().values():
+            wait_for_port(port, timeout=timeout, proc=self.proc, what="Kafka broker")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is not None:
+            stop(self.proc, timeout=20.0, sig=signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc = None
+
+    # -- a node of a cluster (devstack.cluster) ---------------------------------------
+
+    def format_for(self, cluster_id: str) -> None:
+        """Format the KRaft log directory for the cluster ``cluster_id`` (every node of a
+        cluster has the same) unless it already is."""
+        config = self._write_config()
+        if (self.data_dir / "meta.properties").exists():
+            return
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            check=True,
+            capture_output=True,
+        )
+
+    def launch(self) -> None:
+        """Start the broker without waiting: the nodes of a cluster start together (a
+        node's broker listens only once the controllers have a quorum). Then
+        :meth:`wait_until_listening`."""
         require_free(self.port, self.controller_port, what="Kafka broker")
         self.format_once()
         self.proc = spawn(
             self._java("kafka.Kafka", str(self.home / "server.properties")),
             log_path=self.home / "broker.log",
         )
-        wait_for_port(self.port, timeout=timeout, proc=self.proc, what="Kafka broker")
 
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is not None:
-            stop(self.proc, timeout=20.0, sig=signal.SIGKILL if kill else signal.SIGTERM)
-            self.proc = None
+    def wait_until_listening(self, *, timeout: float = 90.0) -> None:
+        wait_for_port(self.port, timeout=timeout, proc=self.proc, what="Kafka broker")

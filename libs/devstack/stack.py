@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 from sqlalchemy import text
@@ -32,9 +32,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from common.clock import ScaledClock
 from common.db import upgrade
 from common.kafka import ensure_topics
+from common.logging import LogFormat, json_to_text
 from common.settings import CommonSettings
 from devstack import prometheus
-from devstack.kafka import KafkaBroker
+from devstack.kafka import BrokerTls, KafkaBroker
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, require_free, spawn, stop, wait_for_port
 
@@ -95,7 +96,14 @@ class Stack:
     api_key: str = "tenure-dev-key"
     database_url: str | None = None
     kafka_libs: Path = REPO / ".stack" / "kafka" / "libs"
+    # SSL and SASL_SSL listeners on the broker, and how every client connects (fields of
+    # CommonSettings: kafka_bootstrap, kafka_security_protocol, kafka_sasl_*, kafka_ssl_*);
+    # empty: PLAINTEXT on the broker's first listener.
+    kafka_tls: BrokerTls | None = None
+    kafka_client: dict[str, Any] = field(default_factory=dict)
     echo: IO[str] | None = None
+    # How the services' lines are shown on ``echo``; ``.stack/logs`` keeps their JSON.
+    echo_format: LogFormat = "json"
     # Real instant from which the scaled clock runs; None: resume the clock saved in
     # ``root`` (see the module's docstring), or start it now if there is none.
     epoch: datetime = field(default=None)  # type: ignore[assignment]
@@ -137,6 +145,7 @@ class Stack:
                 home=self.root / "kafka",
                 port=self.ports.kafka,
                 controller_port=self.ports.controller,
+                tls=self.kafka_tls,
             )
         return self._kafka
 
@@ -155,13 +164,21 @@ class Stack:
     def common_settings(self) -> CommonSettings:
         assert self.database_url is not None
         return CommonSettings(
-            kafka_bootstrap=self.kafka.bootstrap,
+            **{"kafka_bootstrap": self.kafka.bootstrap, **self.kafka_client},
             topic_prefix=self.topic_prefix,
             topic_partitions=self.partitions,
             database_url=self.database_url,
             time_scale=self.time_scale,
             clock_epoch=self.epoch,
         )
+
+    def kafka_env(self) -> dict[str, str]:
+        """The Kafka connection as the services' variables (``TENURE_KAFKA_*``)."""
+        env = {"TENURE_KAFKA_BOOTSTRAP": self.kafka.bootstrap}
+        for name, value in self.kafka_client.items():
+            secret = getattr(value, "get_secret_value", None)
+            env[f"TENURE_{name.upper()}"] = str(secret() if secret is not None else value)
+        return env
 
     def start_kafka(self) -> None:
         self.kafka.start()
@@ -230,7 +247,8 @@ class Stack:
         p = self.ports
         return {
             "PYTHONUNBUFFERED": "1",
-            "TENURE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "TENURE_LOG_FORMAT": "json",  # the files keep JSON; `echo` may show text
+            **self.kafka_env(),
             "TENURE_TOPIC_PREFIX": self.topic_prefix,
             "TENURE_TOPIC_PARTITIONS": str(self.partitions),
             "TENURE_DATABASE_URL": self.database_url,
@@ -278,7 +296,10 @@ class Stack:
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
-                self.echo.write(f"{name:>12} | {line.decode(errors='replace').rstrip()}\n")
+                shown = line.decode(errors="replace").rstrip()
+                if self.echo_format == "text":
+                    shown = json_to_text(shown)
+                self.echo.write(f"{name:>12} | {shown}\n")
                 self.echo.flush()
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:

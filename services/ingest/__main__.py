@@ -6,6 +6,7 @@ import tempfile
 
 import uvicorn
 
+from common.kafka import require_connection
 from common.logging import configure_logging
 from common.metrics import MULTIPROCESS_ENV
 from common.runtime import http_limits, serve_metrics
@@ -15,6 +16,7 @@ from ingest.settings import IngestSettings
 def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest", settings.common.log_level, settings.common.log_format)
+    require_connection(settings.common, service="ingest")  # before any worker starts
     owned_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
         # Workers inherit the variable: each writes its metrics there, /metrics sums them.

@@ -4,9 +4,11 @@ import functools
 
 from prometheus_client import Counter
 
-from common.metrics import counter, gauge, histogram
+from common.metrics import build_info, counter, gauge, histogram
 
 SERVICE = "ingest"
+
+BUILD_INFO = build_info(SERVICE)
 
 REQUESTS = counter(
     SERVICE,

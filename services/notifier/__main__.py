@@ -1,5 +1,6 @@
 """Run the notifier: ``python -m notifier``."""
 
+from common.kafka import require_connection
 from common.logging import configure_logging
 from common.runtime import run_until_signal
 from notifier.bootstrap import run
@@ -9,6 +10,7 @@ from notifier.settings import NotifierSettings
 def main() -> None:
     settings = NotifierSettings()
     configure_logging("notifier", settings.common.log_level, settings.common.log_format)
+    require_connection(settings.common, service="notifier")  # a refused login stops here
     run_until_signal(lambda stop: run(settings, stop))
 
 

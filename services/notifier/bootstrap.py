@@ -10,6 +10,7 @@ from common.db import create_engine
 from common.kafka import DeadLetters, KafkaPublisher, make_consumer
 from common.runtime import run_all, serve_service
 from common.topics import Topic
+from notifier import metrics
 from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox, InboxEvents
 from notifier.adapters.mailer import SmtpMailer
@@ -17,6 +18,7 @@ from notifier.adapters.suppressions import Suppressions
 from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.render import Renderer
 from notifier.entrypoints.api import create_api
+from notifier.entrypoints.backlog import run_backlog_gauges
 from notifier.entrypoints.deliver import Deliverer, consume, retry_loop
 from notifier.settings import NotifierSettings
 
@@ -54,7 +56,9 @@ async def run(
     async with http:
         await publisher.start()
         await consumer.start()
-        dead_letters = DeadLetters(publisher, consumer_name="notifier")
+        dead_letters = DeadLetters(
+            publisher, consumer_name="notifier", on_sent=metrics.dead_lettered
+        )
         deliverer = Deliverer(
             settings=settings,
             log=log,
@@ -75,6 +79,7 @@ async def run(
             await run_all(
                 consume(consumer, deliverer, stop=stop),
                 retry_loop(deliverer, stop=stop),
+                run_backlog_gauges(engine, clock, stop=stop, every_s=common.metrics_every_s),
                 serve_service(
                     create_api(
                         settings,

@@ -1,8 +1,28 @@
 """Every metric of the notifier, declared once."""
 
-from common.metrics import counter, gauge, histogram
+from common.metrics import (
+    LagGauge,
+    build_info,
+    consumer_dead_letters,
+    consumer_lag,
+    counter,
+    gauge,
+    histogram,
+)
 
 SERVICE = "notifier"
+
+BUILD_INFO = build_info(SERVICE)
+CONSUMER_LAG = consumer_lag(SERVICE)
+report_lag = LagGauge(CONSUMER_LAG)
+"""The ``report_lag`` of the notifier's consumer (``common.kafka.run_consumer``)."""
+CONSUMER_DEAD_LETTERS = consumer_dead_letters(SERVICE)
+
+
+def dead_lettered(topic: str) -> None:
+    """The ``on_sent`` of the service's ``common.kafka.DeadLetters``."""
+    CONSUMER_DEAD_LETTERS.labels(topic=topic).inc()
+
 
 NOTIFICATIONS = counter(
     SERVICE,
@@ -65,3 +85,44 @@ INBOX_REQUESTS = counter(
     ["action", "answer"],
 )
 INBOX_STREAMS = gauge(SERVICE, "inbox_streams", "Open server-sent-event inbox streams.")
+SEND_FAILURES = counter(
+    SERVICE,
+    "send_failures",
+    "Delivery attempts that failed, by channel and error class (the class of the error "
+    "underneath: SMTPServerDisconnected, ConnectError, ..., or SendError for an HTTP "
+    "status). A ratio over attempts is the delivery-failure alert's.",
+    ["channel", "error"],
+)
+
+
+def send_failed(channel: str, error: BaseException) -> None:
+    """Count a failed attempt under the class of ``error``'s cause (what went wrong on
+    the wire), or of ``error`` itself when it has none."""
+    cause = error.__cause__ or error
+    SEND_FAILURES.labels(channel=channel, error=type(cause).__name__).inc()
+
+
+RETRIES_WAITING = gauge(
+    SERVICE,
+    "retries_waiting",
+    "Notifications scheduled for another attempt after a transient failure, by channel.",
+    ["channel"],
+    multiprocess_mode="max",
+)
+RETRIES_OLDEST_SECONDS = gauge(
+    SERVICE,
+    "retries_oldest_seconds",
+    "Real seconds since the first attempt of the oldest notification waiting for a retry, "
+    "by channel (0: none waits).",
+    ["channel"],
+    multiprocess_mode="max",
+)
+EVENT_TO_SEND_SECONDS = histogram(
+    SERVICE,
+    "event_to_send_seconds",
+    "Seconds from ingest accepting the event that caused a notification to its sending, by "
+    "playbook and channel: the latency objective's (99 % under 60 s). Not observed yet: the "
+    "causing event's ingest time is not carried to the notifier (issue 16).",
+    ["playbook", "channel"],
+    buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600),
+)

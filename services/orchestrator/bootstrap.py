@@ -7,11 +7,21 @@ import asyncio
 from common.apikeys import KeyCache, KeyRepository
 from common.clock import Clock, clock_from_settings
 from common.db import create_engine
-from common.kafka import DeadLetters, KafkaPublisher, Sequential, make_consumer, run_consumer
+from common.kafka import (
+    DeadLetters,
+    GroupLagProbe,
+    KafkaPublisher,
+    Sequential,
+    make_consumer,
+    run_consumer,
+)
 from common.runtime import run_all, serve_service
 from common.topics import Topic
+from orchestrator import metrics
 from orchestrator.domain.playbook import load_playbooks
+from orchestrator.entrypoints.analytics import analytics_handler
 from orchestrator.entrypoints.api import create_api
+from orchestrator.entrypoints.backlog import run_backlog_gauges, run_group_lag
 from orchestrator.entrypoints.consumers import ROUTES, router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.outcomes import outcome_handler
@@ -41,19 +51,27 @@ async def run(
     publisher = KafkaPublisher(common, client_id="tenure-orchestrator")
     consumer = make_consumer(common, ROUTES, group_id=settings.group_id)
     outcomes = make_consumer(common, [Topic.DELIVERIES], group_id=f"{settings.group_id}-outcomes")
+    analytics = make_consumer(
+        common, [Topic.EVENTS_PAYMENT], group_id=f"{settings.group_id}-analytics"
+    )
     keys = KeyCache(KeyRepository(engine), miss_reload_s=settings.keys_miss_reload_s)
+    probe = GroupLagProbe(common)
     await publisher.start()
     await consumer.start()
     await outcomes.start()
+    await analytics.start()
+    await probe.start()
     try:
         loops = [
             run_consumer(
                 consumer,
                 router(deps),
-                DeadLetters(publisher, consumer_name="orchestrator"),
+                DeadLetters(publisher, consumer_name="orchestrator", on_sent=metrics.dead_lettered),
                 stop=stop,
                 name="orchestrator consumer",
                 strategy=Sequential(),
+                report_lag=metrics.report_lag,
+                lag_every_s=common.metrics_every_s,
             ),
             run_timers(
                 deps,
@@ -77,10 +95,34 @@ async def run(
             run_consumer(
                 outcomes,
                 outcome_handler(deps),
-                DeadLetters(publisher, consumer_name="orchestrator-outcomes"),
+                DeadLetters(
+                    publisher,
+                    consumer_name="orchestrator-outcomes",
+                    on_sent=metrics.dead_lettered,
+                ),
                 stop=stop,
                 name="outcome consumer",
                 strategy=Sequential(),
+                report_lag=metrics.report_lag,
+                lag_every_s=common.metrics_every_s,
+            ),
+            run_backlog_gauges(engine, deps.clock, stop=stop, every_s=common.metrics_every_s),
+            run_group_lag(
+                probe, settings.watched_groups, stop=stop, every_s=common.metrics_every_s
+            ),
+            run_consumer(
+                analytics,
+                analytics_handler(deps),
+                DeadLetters(
+                    publisher,
+                    consumer_name="orchestrator-analytics",
+                    on_sent=metrics.dead_lettered,
+                ),
+                stop=stop,
+                name="analytics consumer",
+                strategy=Sequential(),
+                report_lag=metrics.report_lag,
+                lag_every_s=common.metrics_every_s,
             ),
         ]
         if serve_api:
@@ -91,6 +133,8 @@ async def run(
             ]
         await run_all(*loops, stop=stop)
     finally:
+        await analytics.stop()
+        await probe.stop()
         await outcomes.stop()
         await consumer.stop()
         await publisher.stop()

@@ -1,5 +1,6 @@
 """``tenure playbooks``: check playbook files before they are deployed;
-``tenure customers``: export a customer's data, erase a customer.
+``tenure customers``: export a customer's data, erase a customer;
+``tenure analytics``: rebuild the MRR movements from the payment events on Kafka.
 
 ``tenure playbooks validate PATH`` loads a playbook file, or every ``*.yaml`` of a
 folder, with the same validation the orchestrator runs at start-up. Each invalid
@@ -10,20 +11,30 @@ the exit status is 0 when everything is valid and 1 otherwise.
 JSON document (or writes it with ``--out``); ``tenure customers erase ID`` erases the
 customer as ``DELETE /v1/customers/{id}`` does and prints the erasure record. Both talk
 to PostgreSQL directly (``--database-url`` or ``TENURE_DATABASE_URL``).
+
+``tenure analytics rebuild --since DATE`` reads ``events.payment`` from the offsets of
+that time (UTC; a date or an ISO 8601 instant) to its end and records every event's MRR
+movement and subscription state again, as the orchestrator's analytics consumer does
+(idempotent); it prints what it read and recorded as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.cli import CliError, database_option, with_engine
+from common.cli import CliError, database_option, database_url, with_engine
 from common.clock import clock_from_settings
+from common.db import create_engine
+from common.kafka import broker_reachable
+from common.outage import DatabaseUnavailable
 from common.settings import CommonSettings
 from orchestrator.domain.playbook import (
     EventTrigger,
@@ -34,7 +45,10 @@ from orchestrator.domain.playbook import (
     load_playbook,
     load_playbooks,
 )
+from orchestrator.entrypoints.analytics import rebuild
+from orchestrator.entrypoints.deps import Deps
 from orchestrator.service_layer.privacy import erase_customer, export_customer
+from orchestrator.settings import OrchestratorSettings
 
 
 def register_playbooks(parser: argparse.ArgumentParser) -> None:
@@ -152,4 +166,68 @@ def customers_erase(args: argparse.Namespace) -> int:
         "erased in PostgreSQL; scoring drops its state when the orchestrator's relay has "
         "published the erasure (seconds while the services run)\n"
     )
+    return 0
+
+
+def register_analytics(parser: argparse.ArgumentParser) -> None:
+    """Rebuild the portfolio's MRR movements from the payment events on Kafka."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    again = actions.add_parser(
+        "rebuild",
+        parents=[database_option()],
+        help="record the MRR movements of every payment event since a time again",
+    )
+    again.add_argument(
+        "--since",
+        required=True,
+        type=instant,
+        metavar="DATE",
+        help="UTC date (2026-11-01) or ISO 8601 instant from which to read events.payment",
+    )
+    again.set_defaults(run=analytics_rebuild)
+
+
+def instant(text: str) -> datetime:
+    """``--since``: a date or an ISO 8601 instant, UTC when it names no offset."""
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date or ISO 8601 instant (e.g. 2026-11-01)"
+        ) from None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+def analytics_rebuild(args: argparse.Namespace) -> int:
+    settings = OrchestratorSettings()
+    common = settings.common
+    url = database_url(args)
+
+    async def run() -> dict[str, object]:
+        if not await broker_reachable(common):
+            raise CliError(f"Kafka unreachable at {common.kafka_bootstrap}")
+        engine = create_engine(url, pool_size=1)
+        try:
+            deps = Deps(
+                engine=engine,
+                playbooks=load_playbooks(settings.playbooks_dir),
+                clock=clock_from_settings(common.time_scale, common.clock_epoch),
+                topic_prefix=common.topic_prefix,
+                default_currency=settings.default_currency,
+            )
+            report = await rebuild(deps, common, args.since)
+        except DatabaseUnavailable:
+            where = engine.url.render_as_string(hide_password=True)
+            raise CliError(f"database unreachable at {where}") from None
+        finally:
+            await engine.dispose()
+        return {
+            "since": args.since.isoformat(),
+            "records": report.records,
+            "invalid": report.invalid,
+            "states": report.states,
+            "movements": dict(sorted(report.movements.items())),
+        }
+
+    sys.stdout.write(orjson.dumps(asyncio.run(run()), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

@@ -1,8 +1,71 @@
 """Every metric of the orchestrator, declared once."""
 
-from common.metrics import counter, histogram
+from common.metrics import (
+    LagGauge,
+    build_info,
+    consumer_dead_letters,
+    consumer_lag,
+    counter,
+    gauge,
+    histogram,
+)
 
 SERVICE = "orchestrator"
+
+BUILD_INFO = build_info(SERVICE)
+CONSUMER_LAG = consumer_lag(SERVICE)
+report_lag = LagGauge(CONSUMER_LAG)
+"""The ``report_lag`` of the orchestrator's consumers (``common.kafka.run_consumer``)."""
+CONSUMER_DEAD_LETTERS = consumer_dead_letters(SERVICE)
+GROUP_LAG = gauge(
+    SERVICE,
+    "group_lag",
+    "Records on a partition not yet processed by a consumer group, measured from outside the "
+    "group (committed offset vs end offset) for TENURE_ORCHESTRATOR_WATCHED_GROUPS: still "
+    "there when every member is down.",
+    ["group", "topic", "partition"],
+    multiprocess_mode="max",
+)
+report_group_lag = LagGauge(GROUP_LAG)
+
+
+def dead_lettered(topic: str) -> None:
+    """The ``on_sent`` of the service's ``common.kafka.DeadLetters``."""
+    CONSUMER_DEAD_LETTERS.labels(topic=topic).inc()
+
+
+TIMERS_DUE = gauge(
+    SERVICE,
+    "timers_due",
+    "Pending timers whose due instant has passed and that have not fired (a timer worker "
+    "keeping up shows a few at most).",
+    multiprocess_mode="max",
+)
+TIMERS_OLDEST_DUE_SECONDS = gauge(
+    SERVICE,
+    "timers_oldest_due_seconds",
+    "Real seconds since the oldest due, unfired timer came due (0: none due).",
+    multiprocess_mode="max",
+)
+OUTBOX_PENDING = gauge(
+    SERVICE,
+    "outbox_pending",
+    "Outbox rows written and not yet published to Kafka by the relay.",
+    multiprocess_mode="max",
+)
+OUTBOX_OLDEST_SECONDS = gauge(
+    SERVICE,
+    "outbox_oldest_seconds",
+    "Real seconds since the oldest unpublished outbox row was written (0: none waits).",
+    multiprocess_mode="max",
+)
+JOURNEYS_LIVE = gauge(
+    SERVICE,
+    "journeys_live",
+    "Journeys started and not ended, by playbook and state.",
+    ["playbook", "state"],
+    multiprocess_mode="max",
+)
 
 JOURNEYS_STARTED = counter(
     SERVICE, "journeys_started", "Journeys started, by playbook.", ["playbook"]
@@ -48,5 +111,12 @@ ERASURES = counter(
 ERASED_RECORDS = counter(
     SERVICE,
     "erased_records",
-    "Profile records dropped because they predate their customer's erasure.",
+    "Profile and payment records dropped because they predate their customer's erasure.",
+)
+MRR_MOVEMENTS = counter(
+    SERVICE,
+    "mrr_movements",
+    "Payment events recorded as an MRR movement, by kind (new, expansion, contraction, "
+    "churn, reactivation); a replayed event counts again.",
+    ["kind"],
 )

@@ -21,6 +21,19 @@ class OrchestratorSettings(HttpServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
     group_id: str = "tenure-orchestrator"
+    watched_groups: list[str] = Field(
+        default=[
+            "tenure-scoring",
+            "tenure-orchestrator",
+            "tenure-orchestrator-outcomes",
+            "tenure-orchestrator-analytics",
+            "tenure-notifier",
+        ],
+        description="Consumer groups whose lag the orchestrator measures from outside "
+        "(tenure_orchestrator_group_lag, every TENURE_METRICS_EVERY_S): every Tenure group by "
+        "default (scoring's app id, the orchestrator's three, the notifier's), so that a group "
+        "whose members are all gone still shows its lag. Empty: none.",
+    )
     playbooks_dir: Path = SHIPPED
     timer_poll_s: float = Field(default=0.25, gt=0, description="Real seconds between polls.")
     timer_batch: int = Field(
@@ -63,6 +76,21 @@ class OrchestratorSettings(HttpServiceSettings):
     operator_loss_reasons: tuple[str, ...] = Field(
         default=("cancelled", "downgraded"),
         description="Exit reasons that are not a conversion of the playbook's goal.",
+    )
+    operator_page_size: int = Field(
+        default=50, ge=1, le=1000, description="Customers per page of GET /v1/customers."
+    )
+    operator_page_max: int = Field(
+        default=500, ge=1, le=10_000, description="The largest limit GET /v1/customers takes."
+    )
+    operator_top_factors: int = Field(
+        default=3, ge=1, le=50, description="Score factors shown per customer of the list."
+    )
+    portfolio_confidence: float = Field(
+        default=0.95, gt=0, lt=1, description="Confidence of the playbooks' uplift intervals."
+    )
+    portfolio_max_months: int = Field(
+        default=36, ge=1, le=600, description="Months GET /v1/metrics/portfolio answers at once."
     )
     default_currency: str = Field(
         default="EUR",

@@ -1,5 +1,6 @@
 """Run the scoring worker: ``python -m scoring``."""
 
+from common.kafka import require_connection
 from common.logging import configure_logging
 from common.runtime import serve_metrics
 from scoring.adapters import faust_app
@@ -11,6 +12,7 @@ def main() -> None:
     settings = ScoringSettings()
     configure_logging("scoring", settings.common.log_level, settings.common.log_format)
     scoring = bootstrap(settings)  # loads the model first: a bad one stops here, named
+    require_connection(settings.common, service="scoring")  # a refused login stops here
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     serve_metrics(settings.metrics_host, settings.metrics_port)
     faust_app.run(scoring.app, settings.common.log_level.lower())

@@ -4,9 +4,11 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from common.metrics import counter, histogram
+from common.metrics import build_info, counter, histogram
 
 SERVICE = "scoring"
+
+BUILD_INFO = build_info(SERVICE)
 
 EVENTS = counter(
     SERVICE,

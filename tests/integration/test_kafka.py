@@ -5,17 +5,19 @@ test_kafka_contract.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from common.events import EXAMPLES, parse_event
 from common.kafka import (
     KafkaPublisher,
     Record,
+    TopicMismatch,
     TransactionalPublisher,
     TransactionReport,
     broker_reachable,
@@ -125,3 +127,78 @@ async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
     for customer in ("big-0", "big-1", "big-2"):
         seqs = [orjson.loads(r.value)["seq"] for r in mine if r.key == customer]
         assert seqs == list(range(int(customer[-1]), 600, 3))  # every one, in order
+
+
+async def topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        return {c[0]: c[1] for c in described.resources[0][4]}
+    finally:
+        await admin.close()
+
+
+async def test_topics_get_min_insync_and_retention_from_the_settings(
+    common_settings: CommonSettings,
+) -> None:
+    settings = common_settings.model_copy(
+        update={
+            "topic_prefix": f"it-cfg-{uuid.uuid4().hex[:6]}.",
+            "topic_retention_events_ms": 3_600_000,
+            "topic_retention_notifications_ms": -1,
+        }
+    )
+    await ensure_topics(settings, [Topic.EVENTS_LOGIN, Topic.NOTIFICATIONS, Topic.SCORES])
+    events = await topic_config(settings, topic_name(Topic.EVENTS_LOGIN, settings.topic_prefix))
+    assert events["retention.ms"] == "3600000" and events["cleanup.policy"] == "delete"
+    assert events["min.insync.replicas"] == "1"
+    dlq = await topic_config(
+        settings, dlq_name(topic_name(Topic.EVENTS_LOGIN, settings.topic_prefix))
+    )
+    assert dlq["retention.ms"] == "3600000"
+    notifications = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
+    assert (await topic_config(settings, notifications))["retention.ms"] == "-1"
+    scores = topic_name(Topic.SCORES, settings.topic_prefix)
+    assert (await topic_config(settings, scores))["cleanup.policy"] == "compact"
+
+
+async def test_an_existing_topic_tenure_cannot_use_is_refused_naming_it(
+    common_settings: CommonSettings,
+) -> None:
+    prefix = f"it-bad-{uuid.uuid4().hex[:6]}."
+    settings = common_settings.model_copy(update={"topic_prefix": prefix})
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:  # made by someone else: scores not compacted, signals with 2 partitions
+        await admin.create_topics(
+            [NewTopic(f"{prefix}scores", 3, 1), NewTopic(f"{prefix}signals", 2, 1)]
+        )
+        async with asyncio.timeout(30):  # until the cluster's metadata shows them
+            while not {f"{prefix}scores", f"{prefix}signals"} <= set(await admin.list_topics()):
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    with pytest.raises(TopicMismatch) as caught:
+        await ensure_topics(settings, [Topic.SIGNALS, Topic.SCORES, Topic.DELIVERIES])
+    message = str(caught.value)
+    assert f"topic {prefix}scores has cleanup.policy=delete, needs compact" in message
+    assert f"topic {prefix}signals has 2 partitions, Tenure needs TENURE_TOPIC_PARTITIONS=3" in (
+        message
+    )
+    assert "deliveries" not in message  # created, and right
+
+
+async def test_a_topic_kafka_cannot_create_stops_ensure_topics(
+    common_settings: CommonSettings,
+) -> None:
+    """Three replicas on the one-broker cluster: Kafka's refusal was ignored before."""
+    settings = common_settings.model_copy(
+        update={
+            "topic_prefix": f"it-rf-{uuid.uuid4().hex[:6]}.",
+            "topic_replication_factor": 3,
+            "topic_min_insync_replicas": 2,
+        }
+    )
+    with pytest.raises(TopicMismatch, match="InvalidReplicationFactor"):
+        await ensure_topics(settings, [Topic.SIGNALS])

@@ -23,21 +23,6 @@ PRODUCTION = CHART / "values-production.yaml"
 SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
 RELEASE = "tenure"
 
-# Issue 15: the Kafka client security settings, which libs/common reads once the Kafka
-# layer has them (CommonSettings fields kafka_security_protocol, kafka_sasl_mechanism,
-# kafka_sasl_username, kafka_sasl_password, kafka_ssl_cafile, kafka_ssl_certfile,
-# kafka_ssl_keyfile). The chart sets them already; the settings cross-check allows them.
-KAFKA_SECURITY_VARS = frozenset(
-    {
-        "TENURE_KAFKA_SECURITY_PROTOCOL",
-        "TENURE_KAFKA_SASL_MECHANISM",
-        "TENURE_KAFKA_SASL_USERNAME",
-        "TENURE_KAFKA_SASL_PASSWORD",
-        "TENURE_KAFKA_SSL_CAFILE",
-        "TENURE_KAFKA_SSL_CERTFILE",
-        "TENURE_KAFKA_SSL_KEYFILE",
-    }
-)
 # libpq's variables, which asyncpg reads when the URL does not say (PostgreSQL TLS).
 LIBPQ_VARS = frozenset({"PGSSLMODE", "PGSSLROOTCERT"})
 

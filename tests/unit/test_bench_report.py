@@ -30,6 +30,13 @@ def test_the_committed_table_is_the_committed_results() -> None:
     assert report.block(report.DOCUMENT.read_text()) == report.render(entries)
 
 
+def test_the_capacity_in_operations_md_is_the_committed_results() -> None:
+    entries = json.loads(RESULTS.read_text())
+    table = report.render_capacity(entries)
+    assert report.block(report.OPERATIONS.read_text()) == table
+    assert len(table.splitlines()) == 2 + len(report.CAPACITY)  # every capacity measured
+
+
 def test_goals_are_judged_on_the_ratio_or_the_value() -> None:
     table = report.render(
         [

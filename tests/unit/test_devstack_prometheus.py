@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from devstack import prometheus
-from devstack.stack import Ports, Stack
+from devstack.__main__ import banner
+from devstack.stack import REPO, Ports, Stack
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "tenure.json"
 
 
 def test_every_job_points_at_the_stack_port_of_its_service(tmp_path: Path) -> None:
@@ -37,3 +43,40 @@ def test_promtool_accepts_the_local_config(tmp_path: Path) -> None:
         [str(promtool), "check", "config", str(path)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_run_prometheus_loads_the_alert_rules_and_the_banner_shows_their_page(
+    tmp_path: Path,
+) -> None:
+    if not prometheus.BINARY.exists():
+        pytest.skip("`make prometheus` could not fetch Debian's package")
+    stack = Stack(root=tmp_path, ports=Ports.free(), database_url="postgresql://x@/t")
+    stack.log_dir.mkdir(parents=True, exist_ok=True)
+    assert stack.start_prometheus()
+    try:
+        url = f"http://127.0.0.1:{stack.ports.prometheus}"
+        deadline = time.monotonic() + 30
+        while True:
+            groups = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            if groups or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+        deployed = yaml.safe_load(prometheus.DEPLOY_CONFIG.with_name("alerts.yml").read_text())
+        assert alerts == {
+            r["alert"] for g in deployed["groups"] for r in g["rules"] if "alert" in r
+        }
+        assert {g["interval"] for g in groups} == {5}  # the local stack evaluates every 5 s
+        # Every panel of the Grafana dashboard is a query this Prometheus accepts.
+        dashboard = json.loads(DASHBOARD.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"].replace("$__rate_interval", "1m")
+                answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
+                assert answer.json()["status"] == "success", (panel["title"], answer.text)
+        shown = f"{url}{prometheus.ALERTS_PAGE}"
+        assert shown in banner(stack, with_prometheus=True)
+        page = httpx.get(shown, timeout=5)
+        assert page.status_code == 200 and "TenureServiceDown" in page.text
+    finally:
+        stack.stop()

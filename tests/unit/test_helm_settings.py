@@ -17,14 +17,14 @@ import yaml
 
 from common.clock import FakeClock
 from common.db import create_engine
-from common.kafka import FakePublisher
+from common.kafka import FakePublisher, topic_configs
 from common.runtime import metrics_app
 from common.settings import CommonSettings
+from common.topics import Topic
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
 from tests.unit.helm_chart import (
     CHART,
-    KAFKA_SECURITY_VARS,
     LIBPQ_VARS,
     PRODUCTION,
     SERVICES,
@@ -56,7 +56,7 @@ UNREACHABLE_DATABASE = "postgresql+asyncpg://tenure:x@127.0.0.1:1/tenure"
 
 def allowed_vars(component: str) -> set[str]:
     own = env_names(settings_classes()[component]) if component in SERVICES else set()
-    return COMMON_VARS | own | KAFKA_SECURITY_VARS | LIBPQ_VARS
+    return COMMON_VARS | own | LIBPQ_VARS
 
 
 def build_settings(
@@ -123,7 +123,7 @@ def test_a_process_gets_only_the_connections_it_uses() -> None:
     for component in pod_specs(objects):
         names = {entry["name"] for entry in env_entries(objects, component)}
         database = {"TENURE_DATABASE_URL", *LIBPQ_VARS} & names
-        kafka = {"TENURE_KAFKA_BOOTSTRAP", *KAFKA_SECURITY_VARS} & names
+        kafka = {name for name in names if name.startswith("TENURE_KAFKA_")}
         assert bool(database) == (component not in ("scoring", "topics")), component
         assert bool(kafka) == (component != "migrate"), component
         volumes = {volume["name"] for volume in pod_specs(objects)[component]["volumes"]}
@@ -253,6 +253,19 @@ def test_mutual_tls_mounts_the_client_certificate_and_key() -> None:
             path = env[variable]
             assert path is not None
             assert mounted_file(objects, component, path) == ("secret:kafka-client", key)
+
+
+def test_the_production_topics_are_replicated_three_times_with_two_in_sync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The topics Job of the production example creates what docs/operations.md says."""
+    objects = render((PRODUCTION,))
+    settings = build_settings(objects, "topics", monkeypatch)
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (3, 2)
+    assert topic_configs(settings, Topic.EVENTS_USAGE)["retention.ms"] == "1209600000"
+    assert topic_configs(settings, Topic.SCORES)["cleanup.policy"] == "compact"
+    scoring = build_settings(objects, "scoring", monkeypatch)  # faust's changelogs too
+    assert scoring.common.topic_replication_factor == 3
 
 
 def test_postgresql_verify_full_with_the_mounted_ca() -> None:

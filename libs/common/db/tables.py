@@ -245,6 +245,72 @@ attributions = sa.Table(
     sa.Index("attributions_journey", "journey_id"),
 )
 
+# --- orchestrator: portfolio analytics (issue 17) -----------------------------------------
+
+MOVEMENT_KINDS = "kind IN ('new', 'expansion', 'contraction', 'churn', 'reactivation')"
+
+# Every MRR movement, one per payment event that moved a customer's MRR (the event id);
+# ``amount`` is positive, ``kind`` gives the direction (orchestrator.domain.movements).
+mrr_movements = sa.Table(
+    "mrr_movements",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("amount", sa.Numeric(12, 2), nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("plan_before", sa.Text),
+    sa.Column("plan_after", sa.Text),
+    sa.Column("mrr_before", sa.Numeric(12, 2), nullable=False),
+    sa.Column("mrr_after", sa.Numeric(12, 2), nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Column("recorded_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(MOVEMENT_KINDS, name="mrr_movements_kind_known"),
+    sa.CheckConstraint("amount > 0", name="mrr_movements_amount_positive"),
+    sa.Index("mrr_movements_occurred_at", "occurred_at"),
+    sa.Index("mrr_movements_customer", "customer_id", "occurred_at"),
+)
+
+# Every payment event that may change a subscription, as sent (the input the two tables
+# below are derived from, so that a late event re-derives what follows it).
+subscription_events = sa.Table(
+    "subscription_events",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Column("plan", sa.Text),
+    sa.Column("amount", sa.Numeric()),
+    sa.Column("currency", sa.Text),
+    sa.Column("mrr_before", sa.Numeric()),
+    sa.Column("mrr_after", sa.Numeric()),
+    sa.Index("subscription_events_customer", "customer_id", "occurred_at", "event_id"),
+)
+
+# Each customer's subscription over time: one row per payment event that changed it,
+# with the state, plan, MRR and currency after it. The row before an instant is the
+# customer's subscription then.
+subscription_states = sa.Table(
+    "subscription_states",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("plan", sa.Text),
+    sa.Column("mrr", sa.Numeric(12, 2), nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    # the MRR a reactivation restores when its event names none
+    sa.Column("mrr_when_cancelled", sa.Numeric(12, 2), nullable=False, server_default="0"),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.CheckConstraint(
+        "state IN ('active', 'cancelled', 'reactivated')", name="subscription_states_known"
+    ),
+    sa.Index("subscription_states_customer", "customer_id", "occurred_at", "event_id"),
+    sa.Index("subscription_states_occurred_at", "occurred_at"),
+)
+
 # Every customer message a step asked for, one per (journey, step), and what became of
 # it; ``counts_at`` is when the frequency cap counts it (NULL: not counted).
 journey_messages = sa.Table(

@@ -11,7 +11,12 @@
 - :mod:`~common.kafka.runner`: ``run_consumer``, the one consumer loop (decode errors
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
-- :mod:`~common.kafka.admin`: topics, reachability, reading a topic to its end.
+- :mod:`~common.kafka.admin`: topics (created and checked), reachability, reading a topic
+  to its end (from its beginning, given offsets, or a time).
+- :mod:`~common.kafka.security`: ``client_options``, the one builder of every client's
+  connection options from the security settings, and ``check_connection``, the start-up
+  check that stops a process whose credentials or certificates Kafka refuses.
+- :mod:`~common.kafka.lag`: ``GroupLagProbe``, consumer groups' lag seen from outside.
 - :mod:`~common.kafka.memory`: ``MemoryBroker`` with ``FakePublisher`` and
   ``FakeConsumer``, for unit tests.
 - :mod:`~common.kafka.partitioning`: the key -> partition mapping (murmur2).
@@ -21,9 +26,18 @@ id. Consumers read ``read_committed`` and commit after their handler ran, so pro
 is at-least-once and handlers are idempotent.
 """
 
-from common.kafka.admin import broker_reachable, committed_headers, ensure_topics, read_topic
+from common.kafka.admin import (
+    TopicMismatch,
+    broker_reachable,
+    committed_headers,
+    ensure_topics,
+    read_since,
+    read_topic,
+    topic_configs,
+)
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
+from common.kafka.lag import GroupLagProbe
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
 from common.kafka.partitioning import KeyPartitioner, partition_for
 from common.kafka.publisher import KafkaPublisher, Publisher
@@ -42,9 +56,17 @@ from common.kafka.runner import (
     DeadLetters,
     Handler,
     KeyedParallel,
+    LagReport,
     Sequential,
     Strategy,
     run_consumer,
+)
+from common.kafka.security import (
+    KafkaSecurityError,
+    check_connection,
+    client_options,
+    require_connection,
+    security_options,
 )
 from common.kafka.transactional import TransactionalPublisher, TransactionReport
 
@@ -56,13 +78,16 @@ __all__ = [
     "FakeConsumer",
     "FakePublisher",
     "FencedProducer",
+    "GroupLagProbe",
     "Handler",
     "Headers",
     "InvalidRecord",
     "KafkaConsumer",
     "KafkaPublisher",
+    "KafkaSecurityError",
     "KeyPartitioner",
     "KeyedParallel",
+    "LagReport",
     "MemoryBroker",
     "OutgoingRecord",
     "Partition",
@@ -72,15 +97,22 @@ __all__ = [
     "Record",
     "Sequential",
     "Strategy",
+    "TopicMismatch",
     "TransactionReport",
     "TransactionalPublisher",
     "broker_reachable",
+    "check_connection",
+    "client_options",
     "committed_headers",
     "encode",
     "ensure_topics",
     "follow",
     "make_consumer",
     "partition_for",
+    "read_since",
     "read_topic",
+    "require_connection",
     "run_consumer",
+    "security_options",
+    "topic_configs",
 ]

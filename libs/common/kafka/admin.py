@@ -4,58 +4,144 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import errors as Errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from common.kafka.consumer import to_record
 from common.kafka.records import Record
+from common.kafka.security import check_connection, client_options
 from common.settings import CommonSettings
-from common.topics import Topic, dlq_name, topic_name
+from common.topics import DLQ_SUFFIX, Topic, dlq_name, topic_name
+
+log = logging.getLogger(__name__)
+
+
+class TopicMismatch(Exception):
+    """An existing topic is not what Tenure needs (partition count, cleanup policy); the
+    message names each topic, what it has and what is needed."""
+
+
+def topic_configs(settings: CommonSettings, topic: Topic, *, dlq: bool = False) -> dict[str, str]:
+    """The configuration ``ensure_topics`` creates ``topic`` (or its DLQ) with: cleanup
+    policy (``scores`` compacted, its DLQ not), retention of its class, and
+    ``min.insync.replicas``."""
+    configs = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+    if topic.compacted and not dlq:
+        configs["cleanup.policy"] = "compact"
+        return configs
+    retention: int = getattr(settings, f"topic_retention_{topic.retention_class}_ms")
+    configs |= {"cleanup.policy": "delete", "retention.ms": str(retention)}
+    return configs
 
 
 async def ensure_topics(
     settings: CommonSettings,
     topics: Iterable[Topic] = tuple(Topic),
     *,
-    replication_factor: int = 1,
     with_dlq: bool = True,
 ) -> None:
-    """Create Tenure's topics (and their DLQs) if missing. Idempotent."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="tenure-admin"
-    )
-    await admin.start()
+    """Create Tenure's topics (and their DLQs) where missing, and check the existing ones.
+
+    New topics get ``settings.topic_partitions`` partitions, the replication factor and
+    ``min.insync.replicas`` of the settings, and :func:`topic_configs`. An existing topic
+    is left as it is, but its partition count and cleanup policy must be Tenure's (scoring's
+    tables are co-partitioned with their source topics, and ``scores`` keeps the latest
+    record per key): else :class:`TopicMismatch` names every difference. Idempotent.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="tenure-admin")
+    try:
+        await admin.start()
+    except KafkaError:
+        await check_connection(settings)  # a refused login or certificate: say which
+        raise
     try:
         existing = set(await admin.list_topics())
         wanted: list[NewTopic] = []
+        present: dict[str, str] = {}  # main topic name -> the cleanup policy it must have
         for topic in topics:
             name = topic_name(topic, settings.topic_prefix)
-            config = {"cleanup.policy": "compact"} if topic.compacted else {}
-            names = [name, dlq_name(name)] if with_dlq else [name]
-            for n in names:
-                if n not in existing:
-                    wanted.append(
-                        NewTopic(
-                            n,
-                            num_partitions=settings.topic_partitions,
-                            replication_factor=replication_factor,
-                            topic_configs=config if n == name else {},
-                        )
+            names = [(name, False), (dlq_name(name), True)] if with_dlq else [(name, False)]
+            for n, dlq in names:
+                configs = topic_configs(settings, topic, dlq=dlq)
+                if n in existing:
+                    if not dlq:
+                        present[n] = configs["cleanup.policy"]
+                    continue
+                wanted.append(
+                    NewTopic(
+                        n,
+                        num_partitions=settings.topic_partitions,
+                        replication_factor=settings.topic_replication_factor,
+                        topic_configs=configs,
                     )
+                )
         if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+            response = await admin.create_topics(wanted)
+            failed = []
+            policies = {t.name: t.topic_configs["cleanup.policy"] for t in wanted}
+            for name, code, *rest in response.topic_errors:
+                error = Errors.for_code(code)
+                if error is TopicAlreadyExistsError:  # made meanwhile: check it as existing
+                    if name in policies and not name.endswith(DLQ_SUFFIX):
+                        present[name] = policies[name]
+                elif code:
+                    failed.append(f"{name}: {error.__name__} {rest[0] if rest else ''}".strip())
+            if failed:
+                raise TopicMismatch(f"Kafka did not create Tenure's topics: {'; '.join(failed)}")
+        if present:
+            await _check_existing(admin, settings, present)
     finally:
         await admin.close()
+
+
+async def _check_existing(
+    admin: AIOKafkaAdminClient, settings: CommonSettings, policies: dict[str, str]
+) -> None:
+    """Raise :class:`TopicMismatch` if a topic of ``policies`` (name -> the cleanup policy
+    it needs) has another partition count than the settings' or another policy."""
+    problems: list[str] = []
+    for described in await admin.describe_topics(list(policies)):
+        name, count = described["topic"], len(described["partitions"])
+        if not described["error_code"] and count != settings.topic_partitions:
+            problems.append(
+                f"topic {name} has {count} partitions, Tenure needs "
+                f"TENURE_TOPIC_PARTITIONS={settings.topic_partitions} (scoring's tables are "
+                "co-partitioned with their source topics)"
+            )
+        replicas = {len(p["replicas"]) for p in described["partitions"]}
+        if replicas and min(replicas) < settings.topic_replication_factor:
+            log.warning(
+                "topic %s has %d replicas, fewer than TENURE_TOPIC_REPLICATION_FACTOR=%d",
+                name,
+                min(replicas),
+                settings.topic_replication_factor,
+            )
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in policies]
+    for response in await admin.describe_configs(resources):
+        for _code, _message, _type, name, entries in response.resources:
+            actual = {entry[0]: entry[1] for entry in entries}.get("cleanup.policy")
+            needed = policies.get(name)
+            if needed is not None and actual is not None and set(actual.split(",")) != {needed}:
+                why = " (scores keeps each customer's latest)" if needed == "compact" else ""
+                problems.append(f"topic {name} has cleanup.policy={actual}, needs {needed}{why}")
+    if problems:
+        raise TopicMismatch(
+            "; ".join(sorted(problems))
+            + ": recreate these topics or change them (kafka-topics, kafka-configs)"
+        )
 
 
 async def broker_reachable(settings: CommonSettings, timeout_s: float = 3.0) -> bool:
     """Whether the cluster answers a metadata request within ``timeout_s``."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        **client_options(settings), request_timeout_ms=int(timeout_s * 1000)
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -74,13 +160,13 @@ async def _reader(
     """A ``read_committed`` consumer without a group, assigned every partition of
     ``topic``, and the end offset of each when it started."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -129,6 +215,49 @@ async def read_topic(
                     records += [to_record(raw) for raw in raws if raw.offset < ends[tp]]
                 left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
         return records, {tp.partition: end for tp, end in ends.items()}
+
+
+async def read_since(
+    settings: CommonSettings,
+    topic: str,
+    since: datetime,
+    *,
+    timeout_s: float = 60.0,
+) -> AsyncIterator[list[Record]]:
+    """The committed records of ``topic`` whose Kafka timestamp (when the producer sent
+    them) is ``since`` or later, up to the end the topic had when called, in batches as
+    polled (each partition's records in order).
+
+    Each partition starts at the offset the broker gives for ``since`` (``offsets_for_times``;
+    at its end when no record is that recent). ``read_committed``, no consumer group,
+    nothing committed. Raises ``TimeoutError`` when the reading makes no progress for
+    ``timeout_s`` before the end is reached.
+    """
+    async with _reader(settings, topic) as (consumer, ends):
+        found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in ends})
+        for tp, end in ends.items():
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else end)
+        left = {tp for tp in ends if await consumer.position(tp) < ends[tp]}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last: dict[TopicPartition, int] = {}
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            records = [
+                to_record(raw)
+                for tp, raws in batches.items()
+                for raw in raws
+                if raw.offset < ends[tp]
+            ]
+            if records:
+                yield records
+            positions = {tp: await consumer.position(tp) for tp in left}
+            if positions != last:
+                deadline, last = loop.time() + timeout_s, positions
+            elif loop.time() > deadline:
+                raise TimeoutError(f"{topic}: no progress for {timeout_s} s before its end")
+            left = {tp for tp in left if positions[tp] < ends[tp]}
 
 
 async def committed_headers(

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from common.kafka.records import CommitFailed, Partition, Record
+from common.kafka.security import client_options
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 
@@ -20,6 +21,9 @@ class Consumer(Protocol):
     :class:`common.kafka.memory.FakeConsumer`; ``tests/integration/test_kafka_contract.py``
     runs the same tests against both.
     """
+
+    group_id: str | None
+    """The consumer group (None: no group, nothing committed)."""
 
     async def start(self) -> None:
         """Join the group; the assigned partitions resume at their committed offsets
@@ -39,6 +43,14 @@ class Consumer(Protocol):
 
     def assignment(self) -> frozenset[Partition]:
         """The partitions this member holds now (a rebalance changes them)."""
+        ...
+
+    async def lag(self) -> dict[Partition, int]:
+        """Per partition this member holds: the end offset (the last stable one, for
+        ``read_committed``) minus the group's committed offset (the partition's first
+        offset where none is committed). A transactional topic's commit marker takes an
+        offset, so a consumer that is done may show 1 per partition (as Kafka's own
+        ``kafka-consumer-groups`` does). One broker round trip per partition."""
         ...
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
@@ -79,7 +91,7 @@ class KafkaConsumer:
             topic_name(t, settings.topic_prefix) if isinstance(t, Topic) else t for t in topics
         ]
         self._options: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap,
+            **client_options(settings),
             "group_id": group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -88,6 +100,7 @@ class KafkaConsumer:
             **overrides,
         }
         self._consumer: AIOKafkaConsumer | None = None
+        self.group_id = group_id
 
     @property
     def _client(self) -> AIOKafkaConsumer:
@@ -120,6 +133,20 @@ class KafkaConsumer:
 
     def assignment(self) -> frozenset[Partition]:
         return frozenset((tp.topic, tp.partition) for tp in self._client.assignment())
+
+    async def lag(self) -> dict[Partition, int]:
+        client = self._client
+        assigned = sorted(client.assignment())
+        if not assigned:
+            return {}
+        ends = await client.end_offsets(assigned)
+        lags: dict[Partition, int] = {}
+        for tp in assigned:
+            committed = await client.committed(tp)
+            if committed is None:
+                committed = (await client.beginning_offsets([tp]))[tp]
+            lags[tp.topic, tp.partition] = max(0, ends[tp] - committed)
+        return lags
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         try:

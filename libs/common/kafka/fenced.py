@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 
 from common.kafka.publisher import offsets_after
 from common.kafka.records import OutgoingRecord, PublishError, encode
+from common.kafka.security import client_options
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 
@@ -33,7 +34,7 @@ class FencedProducer:
         transaction_timeout_ms: int = 30_000,
     ) -> None:
         self._options: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap,
+            **client_options(settings),
             "client_id": client_id,
             "transactional_id": transactional_id,
             "transaction_timeout_ms": transaction_timeout_ms,

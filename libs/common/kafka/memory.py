@@ -266,6 +266,14 @@ class FakeConsumer:
     def assignment(self) -> frozenset[Partition]:
         return frozenset(self._positions)
 
+    async def lag(self) -> dict[Partition, int]:
+        lags = {}
+        for topic, partition in self._positions:
+            group = self.group_id
+            committed = (group and self.broker.committed(group, topic, partition)) or 0
+            lags[topic, partition] = max(0, self.broker.end_offset(topic, partition) - committed)
+        return lags
+
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         self.broker._commit(self, offsets)
 

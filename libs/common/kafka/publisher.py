@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from common.kafka.records import Headers, OutgoingRecord, PublishError, encode
+from common.kafka.security import client_options
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 
@@ -61,7 +62,7 @@ class KafkaPublisher:
     def __init__(self, settings: CommonSettings, *, client_id: str, **overrides: Any) -> None:
         self._prefix = settings.topic_prefix
         options: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap,
+            **client_options(settings),
             "client_id": client_id,
             "enable_idempotence": True,
             "acks": "all",

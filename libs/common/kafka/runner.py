@@ -14,6 +14,9 @@ acts on it; :func:`run_consumer` does the rest, the same way everywhere:
 - **Other errors** are retried with backoff up to ``attempts`` calls in all, then
   propagate: the runner stops with its batches uncommitted, so they are consumed again
   after a restart. Retries and waits go through :func:`common.outage.ride_out`.
+- **Lag.** Given ``report_lag``, the runner measures its consumer's lag (end offset
+  minus committed offset, per partition it holds) every ``lag_every_s`` and hands it
+  to that callback, which a service binds to its metrics (this package has none).
 - **Commits** follow the handler (at-least-once: handlers are idempotent). A polled
   batch's offsets are committed once it and every batch polled before it are done, for
   the partitions still assigned to this member.
@@ -44,15 +47,27 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
 """Handles one record; raises one of :data:`INVALID` for a record it can never handle."""
 
+LagReport = Callable[[str, Mapping[Partition, int]], None]
+"""Receives a consumer group's lag, per partition the member holds now (``{}`` once it
+stops); it must not block (it runs on the event loop)."""
+
 
 class DeadLetters:
     """Sends records that cannot be processed to ``<topic>.dlq``: the original key, value
     and headers, and the error in ``dlq.error``, ``dlq.consumer``, ``dlq.topic``,
-    ``dlq.partition`` and ``dlq.offset``."""
+    ``dlq.partition`` and ``dlq.offset``. ``on_sent``, if given, is called with the
+    record's topic once it is on its dead-letter topic (a service counts them)."""
 
-    def __init__(self, publisher: Publisher, *, consumer_name: str) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        consumer_name: str,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> None:
         self._publisher = publisher
         self._consumer = consumer_name
+        self._on_sent = on_sent
 
     async def send(self, record: Record, error: BaseException | str) -> None:
         """Publish ``record`` on its dead-letter topic; raises ``PublishError``."""
@@ -68,6 +83,8 @@ class DeadLetters:
         await self._publisher.publish(
             dlq_name(record.topic), record.key or "", record.value, headers
         )
+        if self._on_sent is not None:
+            self._on_sent(record.topic)
         log.warning(
             "record sent to dead-letter topic",
             extra={"topic": record.topic, "offset": record.offset, "error": reason[:500]},
@@ -196,6 +213,8 @@ async def run_consumer(
     longest_wait_s: float = 5.0,
     poll_records: int = 500,
     poll_timeout_s: float = 0.2,
+    report_lag: LagReport | None = None,
+    lag_every_s: float = 15.0,
 ) -> None:
     """Consume with ``strategy`` until ``stop`` is set: poll, handle, dead-letter, commit.
 
@@ -205,7 +224,8 @@ async def run_consumer(
     then. Raises a handler's error after ``attempts`` calls (the batches in flight are
     cancelled, uncommitted), and ``PublishError`` if a dead letter cannot be published.
     A commit refused after a rebalance is logged: those records are consumed again.
-    ``name`` names the consumer in logs.
+    ``name`` names the consumer in logs. ``report_lag`` gets the lag every
+    ``lag_every_s`` seconds (see :data:`LagReport`); a failed measurement is skipped.
     """
 
     async def process(record: Record) -> None:
@@ -224,6 +244,9 @@ async def run_consumer(
 
     dispatcher = strategy.start(process)
     in_flight: deque[_Batch] = deque()
+    watcher = None
+    if report_lag is not None:
+        watcher = asyncio.create_task(_watch_lag(consumer, report_lag, lag_every_s, name))
     try:
         while not stop.is_set():
             while in_flight and in_flight[0].done.done():
@@ -243,6 +266,10 @@ async def run_consumer(
             raise
         log.warning("%s stopped during a database outage; batches left uncommitted", name)
     finally:
+        if watcher is not None and report_lag is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            report_lag(consumer.group_id or name, {})
         # After an error or a cancellation: stop what still runs, uncommitted.
         for batch in in_flight:
             batch.cancel()
@@ -252,6 +279,17 @@ async def run_consumer(
             *(b.done for b in in_flight),
             return_exceptions=True,
         )
+
+
+async def _watch_lag(consumer: Consumer, report: LagReport, every_s: float, name: str) -> None:
+    """Measure ``consumer``'s lag every ``every_s`` seconds and report it, until cancelled."""
+    group = consumer.group_id or name
+    while True:
+        try:
+            report(group, await consumer.lag())
+        except Exception as exc:  # a broker away: the next measurement will tell
+            log.debug("%s: lag not measured: %s", name, exc)
+        await asyncio.sleep(every_s)
 
 
 async def _settle(consumer: Consumer, in_flight: deque[_Batch], name: str) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from common.kafka.partitioning import KeyPartitioner
 from common.kafka.publisher import cluster_ready
 from common.kafka.records import Headers, InvalidRecord, OutgoingRecord, PublishError, encode
+from common.kafka.security import client_options
 from common.outage import ride_out
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
@@ -96,7 +97,7 @@ class TransactionalPublisher:
         self._prefix = settings.topic_prefix
         self._partitioner = KeyPartitioner()
         self._options: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap,
+            **client_options(settings),
             "client_id": client_id,
             "transaction_timeout_ms": transaction_timeout_ms,
             "partitioner": self._partitioner,

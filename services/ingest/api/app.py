@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from common.apikeys import Authenticator
 from common.clock import Clock
 from common.events import Event
-from common.http import docs_routes, ops_router
+from common.http import RequestLog, docs_routes, ops_router
 from common.kafka import Publisher
 from common.logging import configure_logging
 from ingest import metrics
@@ -64,7 +64,9 @@ def create_app(
     app.include_router(router)
     serve_ahead(app, "/v1/events", routes.post_event, **routes.EVENT_ROUTE)
     errors.install(app, retry_after_s=settings.retry_after_s)
-    app.add_middleware(ObserveRequests)  # last, so outermost: it times the fast path too
+    # Added after serve_ahead, so outside it: they time and log POST /v1/events too.
+    app.add_middleware(ObserveRequests)
+    app.add_middleware(RequestLog)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 

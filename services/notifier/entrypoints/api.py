@@ -28,7 +28,14 @@ from pydantic import BaseModel
 
 from common.clock import Clock
 from common.db import create_engine, database_ready
-from common.http import BIGINT_MAX, answer_outages, docs_routes, ops_router, readiness_router
+from common.http import (
+    BIGINT_MAX,
+    RequestLog,
+    answer_outages,
+    docs_routes,
+    ops_router,
+    readiness_router,
+)
 from common.kafka import Publisher
 from common.messages import Delivery, DeliveryStatus, Notification
 from common.topics import Topic
@@ -123,6 +130,7 @@ def create_api(
 ) -> FastAPI:
     """The notifier's ASGI app. Nothing connects until a request needs the database."""
     app = FastAPI(title="Tenure notifier", version="1", **docs_routes(settings.docs))
+    app.add_middleware(RequestLog)
     app.include_router(ops_router(metrics=settings.metrics_port is None))
     links = Links(settings)
     if suppressions is None or inbox is None or log is None:

@@ -229,15 +229,18 @@ class Deliverer:
             return await self._final(n, "suppressed", str(exc))
         except Bounced as exc:
             metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="permanent").inc()
+            metrics.send_failed(n.channel, exc)
             return await self._final(n, "bounced", str(exc))
         except (RenderError, messages.NoRoute) as exc:
             metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="render").inc()
             return await self._dead(n, raw, "render", str(exc))
         except PermanentSendError as exc:
             metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="permanent").inc()
+            metrics.send_failed(n.channel, exc)
             return await self._dead(n, raw, "permanent", str(exc))
         except SendError as exc:
             metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="transient").inc()
+            metrics.send_failed(n.channel, exc)
             due = self.policy.next_attempt(
                 first_attempt_at=first_attempt_at,
                 now=self.clock.now(),
@@ -389,6 +392,8 @@ async def consume(consumer: Consumer, deliverer: Deliverer, *, stop: asyncio.Eve
         stop=stop,
         name="notifier consumer",
         strategy=KeyedParallel(concurrency=deliverer.settings.delivery_concurrency),
+        report_lag=metrics.report_lag,
+        lag_every_s=deliverer.settings.common.metrics_every_s,
     )
 
 

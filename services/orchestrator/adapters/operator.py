@@ -205,10 +205,16 @@ class Results:
 
 
 async def results(
-    conn: AsyncConnection, playbook: str, *, goal_reasons: Iterable[str], window: timedelta
+    conn: AsyncConnection,
+    playbook: str,
+    *,
+    goal_reasons: Iterable[str],
+    window: timedelta,
+    started: tuple[datetime, datetime] | None = None,
 ) -> Results:
     """Journeys of ``playbook``, conversions, attributed revenue and steps sent, per
-    (arm, variant).
+    (arm, variant); only the journeys started in ``[started[0], started[1])`` when given
+    (their conversions and messages whenever they came).
 
     A journey converted when a payment meeting its goal was attributed to it
     (``attributions``), or when it exited for one of ``goal_reasons`` no later than
@@ -242,11 +248,14 @@ async def results(
         attributed,
     )
     arm = sa.func.coalesce(journeys.c.arm, "treatment")
+    chosen = [journeys.c.playbook == playbook]
+    if started is not None:
+        chosen += [journeys.c.started_at >= started[0], journeys.c.started_at < started[1]]
     groups = [
         GroupCounts(str(a), v, int(n), int(c))
         for a, v, n, c in await conn.execute(
             sa.select(arm, journeys.c.variant, sa.func.count(), sa.func.count().filter(converted))
-            .where(journeys.c.playbook == playbook)
+            .where(*chosen)
             .group_by(arm, journeys.c.variant)
         )
     ]
@@ -260,7 +269,10 @@ async def results(
                 sa.func.sum(attributions.c.revenue),
                 sa.func.count(),
             )
-            .where(attributions.c.playbook == playbook)
+            .select_from(
+                attributions.join(journeys, journeys.c.journey_id == attributions.c.journey_id)
+            )
+            .where(attributions.c.playbook == playbook, *chosen)
             .group_by(attributions.c.arm, attributions.c.variant, attributions.c.currency)
         )
     }
@@ -274,10 +286,7 @@ async def results(
                     journeys, journeys.c.journey_id == journey_transitions.c.journey_id
                 )
             )
-            .where(
-                journeys.c.playbook == playbook,
-                journey_transitions.c.event == Event.STEP_SENT.value,
-            )
+            .where(*chosen, journey_transitions.c.event == Event.STEP_SENT.value)
             .group_by(arm, journeys.c.variant, step)
         )
     }

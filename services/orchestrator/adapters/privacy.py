@@ -11,11 +11,13 @@ What an erasure leaves (docs/decisions.md, "Data protection"):
 
 - removed: the profile, learned state, score, held triggers, the outbox rows (the
   notifications as written, with their context), the outcomes projected from
-  ``deliveries``, the messages the frequency cap counts, the in-app inbox;
-- anonymised, so that playbook results stay true: journeys, their history and timers,
-  and attributed conversions keep their figures under a pseudonym (``erased-`` and 16
-  random hex digits) that nothing links back to the customer; live journeys are
-  cancelled first (reason ``erased``) and their pending timers with them;
+  ``deliveries``, the messages the frequency cap counts, the in-app inbox, the payment
+  events the MRR record is derived from;
+- anonymised, so that playbook results and the portfolio's figures stay true: journeys,
+  their history and timers, attributed conversions, MRR movements and subscription
+  states keep their figures under a pseudonym (``erased-`` and 16 random hex digits)
+  that nothing links back to the customer; live journeys are cancelled first (reason
+  ``erased``) and their pending timers with them;
 - the delivery log keeps one row per notification, status ``erased``, with no payload,
   address or detail: a notification still in flight on Kafka then finds its id taken and
   is never sent;
@@ -93,6 +95,14 @@ _ROWS = {
         ORDER BY occurred_at, notification_id, status""",
     "inbox": "SELECT * FROM inbox_messages WHERE customer_id = :c ORDER BY id",
     "attributions": "SELECT * FROM attributions WHERE customer_id = :c ORDER BY converted_at",
+    "mrr_movements": """
+        SELECT * FROM mrr_movements WHERE customer_id = :c ORDER BY occurred_at, event_id""",
+    "subscription_states": """
+        SELECT * FROM subscription_states WHERE customer_id = :c
+        ORDER BY occurred_at, event_id""",
+    "subscription_events": """
+        SELECT * FROM subscription_events WHERE customer_id = :c
+        ORDER BY occurred_at, event_id""",
 }
 
 
@@ -170,6 +180,7 @@ _ERASE: tuple[tuple[str, str], ...] = (
     ("delivery_outcomes", "DELETE FROM message_outcomes WHERE customer_id = :c"),
     ("journey_messages", "DELETE FROM journey_messages WHERE customer_id = :c"),
     ("inbox", "DELETE FROM inbox_messages WHERE customer_id = :c"),
+    ("subscription_events", "DELETE FROM subscription_events WHERE customer_id = :c"),
     (
         # The ids stay taken (a notification still on Kafka is never sent); nothing else.
         "deliveries",
@@ -183,6 +194,11 @@ _ERASE: tuple[tuple[str, str], ...] = (
            WHERE customer_id = :c""",
     ),
     ("attributions", "UPDATE attributions SET customer_id = :p WHERE customer_id = :c"),
+    ("mrr_movements", "UPDATE mrr_movements SET customer_id = :p WHERE customer_id = :c"),
+    (
+        "subscription_states",
+        "UPDATE subscription_states SET customer_id = :p WHERE customer_id = :c",
+    ),
     ("journeys", "UPDATE journeys SET customer_id = :p WHERE customer_id = :c"),
 )
 

@@ -17,6 +17,7 @@ from orchestrator.adapters import timer_store
 from orchestrator.adapters.attribution import SqlAttributions
 from orchestrator.adapters.customers import SqlCustomers
 from orchestrator.adapters.journeys import SqlJourneys
+from orchestrator.adapters.mrr import SqlMrrLedger
 from orchestrator.adapters.pauses import SqlPauses
 from orchestrator.adapters.step_store import SqlSteps
 from orchestrator.adapters.triggers import SqlTriggers
@@ -34,6 +35,7 @@ class SqlJourneyStore:
         self.triggers = SqlTriggers(conn)
         self.pauses = SqlPauses(conn)
         self.attributions = SqlAttributions(conn)
+        self.mrr = SqlMrrLedger(conn)
 
 
 class SqlStores:

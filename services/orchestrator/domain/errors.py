@@ -24,3 +24,13 @@ class PlaybookNotFound(OrchestratorError, LookupError):
 
 class CustomerNotFound(OrchestratorError, LookupError):
     """Nothing is kept about that customer."""
+
+
+class InvalidRequest(OrchestratorError, ValueError):
+    """A request's parameter breaks a rule the schema cannot state (a cursor of another
+    list, a period the wrong way round): ``parameter`` names it, the message says why."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"{parameter}: {reason}")
+        self.parameter = parameter
+        self.reason = reason

@@ -4,7 +4,7 @@ orchestrator's state, and the plain values that cross it.
 The store is split by aggregate: the customers (what the rules know about a customer,
 projected from profiles, scores and events), the journeys (state, history, pending
 steps and the messages they made), the batched reads and write of a group of due steps,
-the held triggers, the paused playbooks and the attributed conversions. Two adapters
+the held triggers, the paused playbooks, the attributed conversions and the MRR ledger. Two adapters
 implement it: PostgreSQL (``adapters/store.py``, what runs) and an in-memory fake
 (``adapters/memory.py``, what the fake-clock unit tests run the same use cases on).
 
@@ -23,8 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from orchestrator.domain import rules as R
-from orchestrator.domain.attribution import Attribution, JourneySpan
+from orchestrator.domain.attribution import Attribution, JourneySpan, Payment
 from orchestrator.domain.journey import Change, Journey, State
+from orchestrator.domain.movements import Classified, Subscription
 from orchestrator.domain.story import StepRecord
 
 # --- values --------------------------------------------------------------------------------
@@ -322,6 +323,34 @@ class Attributions(Protocol):
         """Record attributions (idempotent); the ones this call recorded."""
 
 
+class MrrLedger(Protocol):
+    """MRR movements and subscription states (portfolio analytics), derived from the log
+    of the payment events that may change a subscription; all keyed on the event id.
+    Positions are (time, event id): "before" and "from" an event use that order."""
+
+    async def lock(self, customer_id: str) -> None:
+        """Hold the customer's ledger until the transaction ends (a rebuild and the live
+        consumer may record the same customer at once)."""
+
+    async def log(self, customer_id: str, payment: Payment) -> None:
+        """Keep ``payment`` in the log (idempotent: the same event again changes nothing)."""
+
+    async def logged_from(self, customer_id: str, at: datetime, event_id: str) -> list[Payment]:
+        """The customer's logged events from the position of ``event_id`` at ``at`` on
+        (that event included), in order."""
+
+    async def before(self, customer_id: str, at: datetime, event_id: str) -> Subscription | None:
+        """The customer's subscription as derived just before the position of ``event_id``
+        at ``at`` (that event's own row excluded). None: nothing recorded before it."""
+
+    async def forget_from(self, customer_id: str, at: datetime, event_id: str) -> None:
+        """Remove the customer's derived rows (states, movements) from that position on."""
+
+    async def record(self, classified: Classified) -> None:
+        """Record the state and the movement (if any) of one event (replacing what an
+        earlier call recorded for the same event id)."""
+
+
 class JourneyStore(Protocol):
     """One transaction's view of the orchestrator's state."""
 
@@ -337,6 +366,8 @@ class JourneyStore(Protocol):
     def pauses(self) -> Pauses: ...
     @property
     def attributions(self) -> Attributions: ...
+    @property
+    def mrr(self) -> MrrLedger: ...
 
 
 class Stores(Protocol):

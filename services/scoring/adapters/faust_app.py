@@ -51,6 +51,7 @@ from faust.types import EventT
 from mode.services import WaitResults
 
 from common.kafka import KeyPartitioner
+from scoring.adapters.faust_security import broker_credentials
 from scoring.domain.state import CustomerState
 from scoring.entrypoints.agents import Sweep, Worker
 from scoring.ports import Incoming, Sink
@@ -73,9 +74,12 @@ def make_app(settings: ScoringSettings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{common.kafka_bootstrap}",
+        broker_credentials=broker_credentials(common),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=common.topic_partitions,
+        # the changelogs and internal topics faust creates are as durable as Tenure's own
+        topic_replication_factor=common.topic_replication_factor,
         processing_guarantee="at_least_once",
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000,

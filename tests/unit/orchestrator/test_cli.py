@@ -63,3 +63,18 @@ def test_cross_file_rules_and_missing_paths(
     with pytest.raises(SystemExit) as usage:
         main(["playbooks"])
     assert usage.value.code == 2
+
+
+def test_analytics_rebuild_says_when_kafka_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TENURE_KAFKA_BOOTSTRAP", "127.0.0.1:9")
+    assert main(["analytics", "rebuild", "--since", "2026-11-01"]) == 1
+    assert capsys.readouterr().err.strip() == ("tenure: error: Kafka unreachable at 127.0.0.1:9")
+
+
+def test_analytics_rebuild_refuses_a_malformed_since(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["analytics", "rebuild", "--since", "last tuesday"])
+    assert exited.value.code == 2
+    assert "is not a date or ISO 8601 instant" in capsys.readouterr().err

@@ -1,9 +1,8 @@
 {{/*
 The settings of each process as environment variables. Every TENURE_* name here is a
 field of a settings class (libs/common/settings.py, services/<name>/settings.py): a test
-renders the chart and checks each one, except the Kafka client security variables
-(TENURE_KAFKA_SECURITY_PROTOCOL, _SASL_*, _SSL_*), which libs/common reads once issue 15
-adds them. PGSSLMODE and PGSSLROOTCERT are libpq's, read by the driver (asyncpg).
+renders the chart and checks each one. PGSSLMODE and PGSSLROOTCERT are libpq's, read by
+the driver (asyncpg).
 
 "tenure.env" renders a dict of plain values (the service's .env on top: it wins) and a
 list of secret references, each once, sorted by name.
@@ -33,6 +32,13 @@ list of secret references, each once, sorted by name.
 {{- $_ := set $plain "TENURE_KAFKA_BOOTSTRAP" (required "kafka.bootstrapServers is required: the external Kafka's bootstrap servers, host:port[,host:port...]" $v.kafka.bootstrapServers) }}
 {{- $_ := set $plain "TENURE_TOPIC_PREFIX" $v.kafka.topicPrefix }}
 {{- $_ := set $plain "TENURE_TOPIC_PARTITIONS" $v.kafka.topicPartitions }}
+{{- $_ := set $plain "TENURE_TOPIC_REPLICATION_FACTOR" $v.kafka.replicationFactor }}
+{{- $_ := set $plain "TENURE_TOPIC_MIN_INSYNC_REPLICAS" $v.kafka.minInsyncReplicas }}
+{{- range $class, $ms := $v.kafka.retentionMs }}
+{{- if $ms }}
+{{- $_ := set $plain (printf "TENURE_TOPIC_RETENTION_%s_MS" (upper $class)) (int64 $ms) }}
+{{- end }}
+{{- end }}
 {{- $_ := set $plain "TENURE_KAFKA_SECURITY_PROTOCOL" $v.kafka.securityProtocol }}
 {{- if hasPrefix "SASL_" $v.kafka.securityProtocol }}
 {{- $_ := set $plain "TENURE_KAFKA_SASL_MECHANISM" $v.kafka.sasl.mechanism }}

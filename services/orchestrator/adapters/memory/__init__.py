@@ -21,6 +21,7 @@ from datetime import datetime
 from orchestrator.adapters.memory.attribution import MemoryAttributions, MemoryPauses
 from orchestrator.adapters.memory.customers import MemoryCustomers
 from orchestrator.adapters.memory.journeys import MemoryJourneys
+from orchestrator.adapters.memory.mrr import MemoryMrrLedger
 from orchestrator.adapters.memory.steps import MemorySteps
 from orchestrator.adapters.memory.tables import PENDING, Tables
 from orchestrator.adapters.memory.triggers import MemoryTriggers
@@ -38,6 +39,7 @@ class MemoryJourneyStore:
         self.triggers = MemoryTriggers(tables)
         self.pauses = MemoryPauses(tables)
         self.attributions = MemoryAttributions(tables)
+        self.mrr = MemoryMrrLedger(tables)
 
 
 class MemoryStores:

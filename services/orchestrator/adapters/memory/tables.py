@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orchestrator.domain.attribution import Attribution
+from orchestrator.domain.attribution import Attribution, Payment
 from orchestrator.domain.journey import Change, Event, Journey, State
+from orchestrator.domain.movements import Movement, StateChange
 from orchestrator.service_layer.ports import OutboxRow
 
 PENDING = "pending"
@@ -107,6 +108,9 @@ class Tables:
     paused: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     outbox: list[OutboxRow] = field(default_factory=list)
     attributions: dict[tuple[str, str], tuple[str, Attribution]] = field(default_factory=dict)
+    subscription_log: dict[str, tuple[str, Payment]] = field(default_factory=dict)  # by event id
+    subscriptions: dict[str, StateChange] = field(default_factory=dict)  # by event id
+    movements: dict[str, Movement] = field(default_factory=dict)  # by event id
     serial: int = 0  # the last id given (journeys, timers, triggers)
     claims: int = 0  # claims made (a lease lasts one)
 

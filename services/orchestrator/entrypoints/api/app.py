@@ -1,6 +1,6 @@
 """The orchestrator's HTTP API: health, metrics and the operator API under ``/v1/``
-(customer 360 and data rights, journeys, playbooks; see :mod:`.dependencies` for the
-keys each route needs)."""
+(the at-risk list, customer 360 and data rights, journeys, playbooks, portfolio
+metrics; see :mod:`.dependencies` for the keys each route needs)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from fastapi import FastAPI
 
 from common.apikeys import Authenticator
 from common.db import database_ready
-from common.http import answer_outages, docs_routes, ops_router, readiness_router
-from orchestrator.entrypoints.api import customers, errors, journeys, playbooks
+from common.http import RequestLog, answer_outages, docs_routes, ops_router, readiness_router
+from orchestrator.entrypoints.api import (
+    at_risk,
+    customers,
+    errors,
+    journeys,
+    playbooks,
+    portfolio,
+)
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.settings import OrchestratorSettings
 
@@ -35,6 +42,7 @@ def create_api(
         "and pausing or cancelling journeys and playbooks.",
         **docs_routes(config.docs),
     )
+    app.add_middleware(RequestLog)
     app.include_router(ops_router(metrics=config.metrics_port is None))
     if deps is None:
         return app
@@ -44,6 +52,7 @@ def create_api(
     app.include_router(readiness_router(lambda: database_ready(deps.engine)))
     answer_outages(app)
     errors.install(app)
-    for routes in (customers.router, journeys.router, playbooks.router):
+    routers = (at_risk, customers, journeys, playbooks, portfolio)
+    for routes in (module.router for module in routers):
         app.include_router(routes)
     return app

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from common.http import AccessDenied
 from orchestrator.domain.errors import (
     CustomerNotFound,
+    InvalidRequest,
     JourneyNotFound,
     OrchestratorError,
     PlaybookNotFound,
@@ -23,6 +24,7 @@ STATUS: dict[type[OrchestratorError], int] = {
     JourneyNotFound: 404,
     PlaybookNotFound: 404,
     CustomerNotFound: 404,
+    InvalidRequest: 422,
     IllegalTransition: 409,  # the journey machine forbids it in the journey's state
 }
 
@@ -45,6 +47,13 @@ def install(app: FastAPI) -> None:
         if status == 500:
             log.error("unexpected orchestrator error in a route", exc_info=exc)
         return JSONResponse(Problem(error=str(exc)).model_dump(), status)
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        # The shape of FastAPI's own 422 (what the OpenAPI document declares for every
+        # route with parameters): the parameter named in ``loc``.
+        detail = [{"loc": ["query", exc.parameter], "msg": exc.reason, "type": "value_error"}]
+        return JSONResponse({"detail": detail}, 422)
 
     @app.exception_handler(AccessDenied)
     async def _denied(_: Request, exc: AccessDenied) -> JSONResponse:

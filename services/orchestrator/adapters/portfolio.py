@@ -1,0 +1,144 @@
+"""What the portfolio figures count, read from the MRR record (``mrr_movements``,
+``subscription_states``) and the score projection; the formulas are
+``orchestrator.domain.portfolio``'s.
+
+"At an instant" means as recorded by the events before it: a customer's subscription
+at ``t`` is its latest ``subscription_states`` row with ``occurred_at < t`` (a month's
+figures take its start and its end, the next month's start). Every function takes an
+open connection and only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.domain.movements import Kind
+
+# Each customer's latest subscription row before :t.
+_LATEST = """
+    SELECT DISTINCT ON (customer_id) customer_id, state, mrr, currency
+    FROM subscription_states WHERE occurred_at < {t}
+    ORDER BY customer_id, occurred_at DESC, event_id DESC
+"""
+
+
+@dataclass(frozen=True)
+class MonthCounts:
+    """What one month's figures are computed from."""
+
+    mrr_start: dict[str, Decimal] = field(default_factory=dict)  # by currency
+    mrr_end: dict[str, Decimal] = field(default_factory=dict)
+    # currency -> kind -> (sum of amounts, movements)
+    moved: dict[str, dict[Kind, tuple[Decimal, int]]] = field(default_factory=dict)
+    at_start: int = 0
+    lost: int = 0
+    upgraded: int = 0
+    days_to_upsell: list[float] = field(default_factory=list)
+
+
+async def mrr_at(conn: AsyncConnection, at: datetime) -> dict[str, Decimal]:
+    """Currency -> MRR of the live subscriptions at ``at``."""
+    query = f"SELECT currency, sum(mrr) FROM ({_LATEST.format(t=':t')}) s GROUP BY currency"
+    return {
+        str(cur): Decimal(total)
+        for cur, total in await conn.execute(sa.text(query), {"t": at})
+        if total
+    }
+
+
+async def month_counts(conn: AsyncConnection, start: datetime, end: datetime) -> MonthCounts:
+    """The counts of the month ``[start, end)``."""
+    moved: dict[str, dict[Kind, tuple[Decimal, int]]] = {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT currency, kind, sum(amount), count(*) FROM mrr_movements "
+            "WHERE occurred_at >= :a AND occurred_at < :b GROUP BY currency, kind"
+        ),
+        {"a": start, "b": end},
+    )
+    for cur, kind, total, n in rows:
+        moved.setdefault(str(cur), {})[Kind(kind)] = (Decimal(total), int(n))
+    customers = (
+        await conn.execute(
+            sa.text(
+                f"""
+                WITH s AS ({_LATEST.format(t=":a")}), e AS ({_LATEST.format(t=":b")}),
+                up AS (SELECT DISTINCT customer_id FROM mrr_movements
+                       WHERE kind = 'expansion' AND occurred_at >= :a AND occurred_at < :b)
+                SELECT count(*),
+                       count(*) FILTER (WHERE e.state = 'cancelled'),
+                       count(*) FILTER (WHERE up.customer_id IS NOT NULL)
+                FROM s JOIN e USING (customer_id) LEFT JOIN up USING (customer_id)
+                WHERE s.state <> 'cancelled'
+                """
+            ),
+            {"a": start, "b": end},
+        )
+    ).one()
+    days = await conn.execute(
+        sa.text(
+            """
+            SELECT extract(epoch FROM u.first_upgrade - n.first_start) / 86400
+            FROM (SELECT customer_id, min(occurred_at) AS first_upgrade FROM mrr_movements
+                  WHERE kind = 'expansion' GROUP BY customer_id) u
+            JOIN (SELECT customer_id, min(occurred_at) AS first_start FROM mrr_movements
+                  WHERE kind = 'new' GROUP BY customer_id) n USING (customer_id)
+            WHERE u.first_upgrade >= :a AND u.first_upgrade < :b
+            ORDER BY 1
+            """
+        ),
+        {"a": start, "b": end},
+    )
+    return MonthCounts(
+        mrr_start=await mrr_at(conn, start),
+        mrr_end=await mrr_at(conn, end),
+        moved=moved,
+        at_start=int(customers[0]),
+        lost=int(customers[1]),
+        upgraded=int(customers[2]),
+        days_to_upsell=[float(d) for (d,) in days],
+    )
+
+
+@dataclass(frozen=True)
+class ClvGroup:
+    customers: int
+    average: Decimal
+
+
+async def average_clv(
+    conn: AsyncConnection, by: str, default_currency: str
+) -> dict[str, dict[str, ClvGroup]]:
+    """Currency -> segment (``by="segment"``) or plan (``by="plan"``) -> average CLV of
+    the scored customers whose latest score has one (the customer's currency is its
+    latest recorded subscription's, else its profile's)."""
+    group = {
+        "segment": "s.snapshot->>'clv_segment'",
+        "plan": "coalesce(cs.plan, c.plan, s.snapshot->>'plan')",
+    }[by]
+    query = f"""
+        SELECT coalesce(sub.currency, c.profile->>'currency', :dc) AS currency,
+               {group} AS g, count(*), avg((s.snapshot->>'clv')::numeric)
+        FROM scores s
+        LEFT JOIN customers c USING (customer_id)
+        LEFT JOIN customer_state cs USING (customer_id)
+        LEFT JOIN LATERAL (
+            SELECT currency FROM subscription_states st WHERE st.customer_id = s.customer_id
+            ORDER BY occurred_at DESC, event_id DESC LIMIT 1) sub ON true
+        WHERE s.snapshot->>'clv' IS NOT NULL AND {group} IS NOT NULL
+        GROUP BY 1, 2 ORDER BY 1, 2
+    """
+    found: dict[str, dict[str, ClvGroup]] = {}
+    for cur, name, n, avg in await conn.execute(sa.text(query), {"dc": default_currency}):
+        found.setdefault(str(cur), {})[str(name)] = ClvGroup(int(n), Decimal(avg))
+    return found
+
+
+def sums(moved: Mapping[Kind, tuple[Decimal, int]]) -> dict[Kind, Decimal]:
+    return {kind: total for kind, (total, _) in moved.items()}

@@ -1,0 +1,183 @@
+"""The stall measurements on the real broker and database of the test stack: a consumer
+group's lag, the orchestrator's due timers, outbox and live journeys, the notifier's
+retry backlog."""
+
+from __future__ import annotations
+
+import collections
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
+
+from common.clock import FakeClock
+from common.db import create_engine
+from common.kafka import GroupLagProbe, KafkaPublisher, ensure_topics, make_consumer
+from common.settings import CommonSettings
+from common.topics import Topic, topic_name
+from devstack.stack import Stack
+from notifier.adapters.backlog import read_retry_backlog
+from notifier.entrypoints import backlog as notifier_backlog
+from orchestrator.adapters.backlog import read_backlog
+from orchestrator.entrypoints import backlog as orchestrator_backlog
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+class RealTimeClock(FakeClock):
+    """A fake clock whose durations last as long in real time (scale 1)."""
+
+    def real_seconds(self, simulated: timedelta) -> float:
+        return simulated.total_seconds()
+
+
+def sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def test_a_group_that_polled_and_did_not_commit_lags_by_what_it_has_not_committed(
+    common_settings: CommonSettings,
+) -> None:
+    settings = common_settings.model_copy(
+        update={"topic_prefix": f"it-lag-{uuid.uuid4().hex[:6]}."}
+    )
+    await ensure_topics(settings)
+    async with KafkaPublisher(settings, client_id="it-lag") as publisher:
+        for i in range(7):
+            await publisher.publish(Topic.NOTIFICATIONS, f"c{i}", {"i": i})
+    consumer = make_consumer(settings, [Topic.NOTIFICATIONS], group_id="it-lag")
+    await consumer.start()
+    try:
+        polled = []
+        while len(polled) < 7:
+            polled += await consumer.poll(timeout_s=1.0, max_records=100)
+        lags = await consumer.lag()
+        name = topic_name(Topic.NOTIFICATIONS, settings.topic_prefix)
+        assert {t for t, _ in lags} == {name}
+        assert sum(lags.values()) == 7  # polled is not processed: only commits count
+        await consumer.commit({r.where: r.offset + 1 for r in polled[:3]})
+        assert sum((await consumer.lag()).values()) <= 4
+        await consumer.commit({r.where: r.offset + 1 for r in polled})
+        assert sum((await consumer.lag()).values()) == 0
+    finally:
+        await consumer.stop()
+
+
+async def test_the_probe_sees_the_lag_of_a_group_whose_members_are_all_gone(
+    common_settings: CommonSettings,
+) -> None:
+    settings = common_settings.model_copy(
+        update={"topic_prefix": f"it-probe-{uuid.uuid4().hex[:6]}."}
+    )
+    await ensure_topics(settings)
+    async with KafkaPublisher(settings, client_id="it-probe") as publisher:
+        for i in range(9):
+            await publisher.publish(Topic.NOTIFICATIONS, f"c{i}", {"i": i})
+    group = f"it-probe-{uuid.uuid4().hex[:6]}"
+    consumer = make_consumer(settings, [Topic.NOTIFICATIONS], group_id=group)
+    await consumer.start()
+    try:
+        polled = []
+        while len(polled) < 9:
+            polled += await consumer.poll(timeout_s=1.0, max_records=100)
+        done = {}
+        for record in polled[:4]:  # four processed; the member then goes away
+            done[record.where] = record.offset + 1
+        await consumer.commit(done)
+    finally:
+        await consumer.stop()
+    probe = GroupLagProbe(settings)
+    await probe.start()
+    try:
+        lags = await probe.lag([group, "it-probe-never-started"])
+    finally:
+        await probe.stop()
+    assert lags["it-probe-never-started"] == {}
+    # A new topic's offsets start at 0: a partition's end offset is its record count.
+    records_on = collections.Counter(r.where for r in polled)
+    assert lags[group] == {where: records_on[where] - offset for where, offset in done.items()}
+    assert sum(lags[group].values()) > 0
+
+
+@pytest.fixture(scope="module")
+def database_url(stack: Stack) -> str:
+    return stack.new_database("it_stall_gauges")
+
+
+@pytest.fixture(scope="module")
+async def engine(database_url: str):
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_orchestrator_gauges_show_due_timers_the_outbox_and_live_journeys(engine) -> None:
+    clock = RealTimeClock(T0)
+    before = await read_backlog(engine, now=clock.now())
+    assert before.timers_due == 0 and before.outbox_pending == 0
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO journeys (journey_id, customer_id, playbook, state, started_at)"
+                " SELECT 'j' || i, 'c' || i, 'retention_offer',"
+                " CASE WHEN i <= 2 THEN 'active' ELSE 'paused' END, :t0"
+                " FROM generate_series(1, 3) i"
+            ),
+            {"t0": T0},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO timers (journey_id, step, due_at, status) VALUES"
+                " ('j1', 's', :late, 'pending'), ('j2', 's', :soon, 'pending'),"
+                " ('j3', 's', :fired, 'fired'), ('j3', 't', :ahead, 'pending')"
+            ),
+            {
+                "late": T0 - timedelta(seconds=90),
+                "soon": T0 - timedelta(seconds=5),
+                "fired": T0 - timedelta(hours=1),
+                "ahead": T0 + timedelta(minutes=5),
+            },
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox (topic, key, payload, created_at) VALUES"
+                " ('t', 'k', '\\x00', now() - interval '40 seconds'), ('t', 'k', '\\x00', now())"
+            )
+        )
+    orchestrator_backlog.record(await read_backlog(engine, now=clock.now()), clock)
+    assert sample("tenure_orchestrator_timers_due") == 2
+    assert sample("tenure_orchestrator_timers_oldest_due_seconds") == 90
+    assert sample("tenure_orchestrator_outbox_pending") == 2
+    assert 40 <= (sample("tenure_orchestrator_outbox_oldest_seconds") or 0) < 60
+    live = "tenure_orchestrator_journeys_live"
+    assert sample(live, playbook="retention_offer", state="active") == 2
+    assert sample(live, playbook="retention_offer", state="paused") == 1
+
+
+async def test_notifier_gauges_show_the_retries_waiting_and_the_oldest(engine) -> None:
+    clock = RealTimeClock(T0)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO deliveries (notification_id, customer_id, channel, status,"
+                " first_attempt_at, next_attempt_at) VALUES"
+                " ('n1', 'c', 'email', 'retrying', :old, :next),"
+                " ('n2', 'c', 'email', 'retrying', :new, :next),"
+                " ('n3', 'c', 'email', 'sent', :older, NULL),"
+                " ('n4', 'c', 'webhook', 'retrying', :new, :next)"
+            ),
+            {
+                "old": T0 - timedelta(minutes=10),
+                "new": T0 - timedelta(seconds=30),
+                "older": T0 - timedelta(hours=2),
+                "next": T0 + timedelta(minutes=1),
+            },
+        )
+    notifier_backlog.record(await read_retry_backlog(engine), clock)
+    assert sample("tenure_notifier_retries_waiting", channel="email") == 2
+    assert sample("tenure_notifier_retries_waiting", channel="webhook") == 1
+    assert sample("tenure_notifier_retries_waiting", channel="in_app") == 0
+    assert sample("tenure_notifier_retries_oldest_seconds", channel="email") == 600
+    assert sample("tenure_notifier_retries_oldest_seconds", channel="webhook") == 30
