@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import inspect
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from starlette.requests import Request
 
 from common.apikeys import ApiKey, FakeAuthenticator, Scope
@@ -411,3 +413,19 @@ def test_the_single_event_operation_is_documented_from_its_handler() -> None:
         "$ref": "#/components/schemas/Accepted"
     }
     assert set(operation["responses"]) >= {"401", "403", "413", "415", "422", "429", "503"}
+
+
+async def test_single_events_are_logged_and_counted_under_their_route(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request log and the request metrics sit outside the bare handler: they see
+    POST /v1/events under its route template, as FastAPI's routes are seen."""
+    labels = {"route": "/v1/events", "status": "202"}
+    before = REGISTRY.get_sample_value("tenure_ingest_requests_total", labels) or 0.0
+    with caplog.at_level(logging.INFO, logger="tenure.requests"):
+        async with client() as c:
+            assert (await post(c, EXAMPLES["login"])).status_code == 202
+    [logged] = [r for r in caplog.records if r.name == "tenure.requests"]
+    fields = (logged.__dict__["method"], logged.__dict__["route"], logged.__dict__["status"])
+    assert fields == ("POST", "/v1/events", 202)
+    assert REGISTRY.get_sample_value("tenure_ingest_requests_total", labels) == before + 1
