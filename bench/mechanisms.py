@@ -49,7 +49,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "fast": {},  # PYTHONPATH set from --fast
     "gc_off": {"TENURE_INGEST_GC_FREEZE": "false"},
     "spacing0": {"TENURE_INGEST_TRANSACTION_SPACING_MS": "0"},
-    "rest0": {"TENURE_INGEST_TRANSACTION_REST_MS": "0"},
+    "rest0": {"TENURE_INGEST_TRANSACTION_REST_MS": "0"},  # a setting of c652ca1 and before
     "producers1": {"TENURE_INGEST_TRANSACTION_PRODUCERS": "1"},
     "per_record": {"TENURE_BENCH_PER_RECORD_SEND": "1"},  # a temporary variant's switch
 }
