@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -350,10 +350,15 @@ def _tail(log: Path, chars: int = 3000) -> str:
 
 @asynccontextmanager
 async def ingest_process(
-    ctx: Context, logdir: Path, *, workers: int = 1, argv: Sequence[str] | None = None
+    ctx: Context,
+    logdir: Path,
+    *,
+    workers: int = 1,
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Ingest]:
     """``python -m ingest`` (or ``argv``) on a free port under a fresh topic prefix; stopped
-    on exit."""
+    on exit. ``env``: more environment variables for it (settings, ``PYTHONPATH``)."""
     prefix = ctx.fresh_name(f"ingest{workers}w") + "."
     await create_event_topics(ctx, prefix)
     port = free_port()
@@ -369,6 +374,7 @@ async def ingest_process(
         "TENURE_INGEST_KEYS_FROM_DATABASE": "false",
         "TENURE_INGEST_RATE_PER_KEY": "1e9",
         "TENURE_INGEST_BURST_PER_KEY": "1e9",
+        **(env or {}),
     }
     log = logdir / f"{prefix}log"
     argv = argv or [sys.executable, "-m", "ingest"]

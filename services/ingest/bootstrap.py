@@ -61,7 +61,8 @@ class Ingest:
             if self.tune_gc and settings.gc_freeze:
                 # A full collection walked all ~120,000 objects of the started process:
                 # 65-160 ms with the event loop stopped, every few seconds at 500
-                # requests/s. What is alive now lives as long as the process.
+                # requests/s, and 29 % more CPU an event on the batch path (measured:
+                # docs/BENCHMARKS.md). What is alive now lives as long as the process.
                 gc.collect()
                 gc.freeze()
             yield
@@ -135,7 +136,6 @@ def make_publisher(
         commit_reserve_s=settings.commit_reserve_s,
         max_group_records=settings.max_transaction_events,
         committers=settings.transaction_producers,
-        rest_s=settings.transaction_rest_ms / 1000,
         spacing_s=settings.transaction_spacing_ms / 1000,
         observe=observe_transaction,
         **overrides,

@@ -71,7 +71,7 @@ TRANSACTION_WAIT_SECONDS = histogram(
     SERVICE,
     "transaction_wait_seconds",
     "How long a transaction's longest-waiting request was queued before it began (every "
-    "producer busy, resting after a commit, or the spacing between transactions).",
+    "producer busy, or the spacing between transactions).",
 )
 TRANSACTION_SECONDS = histogram(
     SERVICE,

@@ -56,20 +56,13 @@ class IngestSettings(HttpServiceSettings):
         description="Transactional producers taking turns: one transaction at a time each, "
         "so more of them overlap one group's commit with the next groups' sends.",
     )
-    transaction_rest_ms: float = Field(
-        default=10.0,
-        ge=0,
-        le=1000,
-        description="A producer rests this long after a commit before its next transaction "
-        "(Kafka refuses to begin one while it still writes the last one's commit markers).",
-    )
     transaction_spacing_ms: float = Field(
         default=5.0,
         ge=0,
         le=1000,
         description="Transactions begin at least this far apart, whichever producer takes "
-        "the next group: the producers' rests then stay out of step, so one is free to take "
-        "waiting events every this many ms.",
+        "the next group: the producers' commits then stay out of step, so one is free to "
+        "take waiting events every this many ms.",
     )
     max_transaction_events: int = Field(
         default=5_000, ge=1, description="Most events committed in one group transaction."

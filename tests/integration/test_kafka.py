@@ -106,7 +106,6 @@ async def test_transactional_group_larger_than_a_batch_keeps_order_per_customer(
         commit_reserve_s=1.0,
         max_group_records=5_000,
         committers=2,
-        rest_s=0.01,
         observe=reports.append,
         max_batch_size=16_384,
     )

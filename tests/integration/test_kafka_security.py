@@ -56,7 +56,6 @@ async def publish_with_every_producer(settings: CommonSettings) -> set[bytes]:
         commit_reserve_s=1.0,
         max_group_records=100,
         committers=1,
-        rest_s=0.0,
     ) as transactional:
         await transactional.publish(Topic.SIGNALS, "c-2", b'{"by":"transactional"}')
     fenced = FencedProducer(

@@ -90,7 +90,6 @@ class TransactionalPublisher:
         commit_reserve_s: float,
         max_group_records: int,
         committers: int,
-        rest_s: float,
         spacing_s: float = 0.0,
         observe: Callable[[TransactionReport], None] | None = None,
         **overrides: Any,
@@ -114,21 +113,19 @@ class TransactionalPublisher:
         # let one group's commit overlap the next groups' sends. Idle ones wait in
         # ``_idle``, longest idle first: a producer that begins a transaction right after
         # committing one is told to wait (Kafka's CONCURRENT_TRANSACTIONS while it writes
-        # the commit markers, and aiokafka then sleeps 20 ms), so the one that has rested
+        # the commit markers, and aiokafka then sleeps 20 ms), so the one idle the
         # longest takes the next group.
         self._ids = [f"{transactional_id}-{i}" for i in range(committers)]
         self._producers: list[AIOKafkaProducer | None] = [None] * committers
-        self._rest_s = rest_s
         # Transactions begin at least ``spacing_s`` apart. Without it the producers fall
-        # into step: a burst sends all of them off at once, they commit and rest
-        # together, and requests arriving meanwhile wait a whole rest for the next one.
-        # Spaced out, one of them is free every ``spacing_s``, which bounds the wait.
+        # into step: a burst sends all of them off at once, they commit together, and
+        # requests arriving meanwhile wait for the next commit. Spaced out, one of them
+        # is free every ``spacing_s``, which bounds the wait (p99 of the single-event
+        # load 1.6x its floor with 5 ms, 2.4x without: docs/BENCHMARKS.md).
         self._spacing_s = spacing_s
         self._next_begin = 0.0
-        # (slot, time it may begin again), in the order the producers became idle
-        self._idle: collections.deque[tuple[int, float]] = collections.deque(
-            (slot, 0.0) for slot in range(committers)
-        )
+        # slots, in the order the producers became idle
+        self._idle: collections.deque[int] = collections.deque(range(committers))
         self._queue: collections.deque[_Request] = collections.deque()
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -242,15 +239,14 @@ class TransactionalPublisher:
             await self._wakeup.wait()
             self._wakeup.clear()  # before looking: a request arriving later sets it again
             while self._queue and self._idle:
-                slot, rested_at = self._idle[0]
-                now, may_begin = loop.time(), max(rested_at, self._next_begin)
-                if may_begin > now:
-                    loop.call_at(may_begin, self._wakeup.set)
+                now = loop.time()
+                if self._next_begin > now:
+                    loop.call_at(self._next_begin, self._wakeup.set)
                     break
                 group = self._take_group()
                 if not group:
                     break
-                self._idle.popleft()
+                slot = self._idle.popleft()
                 self._next_begin = now + self._spacing_s
                 task = asyncio.create_task(self._commit_and_release(slot, group))
                 self._commits.add(task)
@@ -266,7 +262,7 @@ class TransactionalPublisher:
             # Whatever state the producer was left in, a fresh one is known to be usable.
             await self._replace(slot, f"internal error: {exc!r}")
         finally:
-            self._idle.append((slot, asyncio.get_running_loop().time() + self._rest_s))
+            self._idle.append(slot)
             self._wakeup.set()
 
     def _take_group(self) -> list[_Request]:
@@ -381,8 +377,9 @@ class TransactionalPublisher:
 
         Building the batches here (the same key -> partition mapping ``send()`` uses)
         and handing each to the producer whole costs one future per batch instead of
-        a ``send()`` call, a future and an accumulator append per record: most of the
-        publisher's CPU on the batch path.
+        a ``send()`` call, a future and an accumulator append per record: with a
+        ``send()`` per record ingest's batch throughput was 0.71 times as high
+        (docs/BENCHMARKS.md).
         """
         partitions: dict[str, list[int]] = {}
         open_: dict[tuple[str, int], Any] = {}

@@ -18,7 +18,8 @@ from common.http import RequestLog, docs_routes, ops_router
 from common.kafka import Publisher
 from common.logging import configure_logging
 from ingest import metrics
-from ingest.api import errors
+from ingest.api import errors, routes
+from ingest.api.asgi_route import serve_ahead
 from ingest.api.routes import router
 from ingest.api.schemas import Batch
 from ingest.bootstrap import bootstrap
@@ -61,7 +62,9 @@ def create_app(
     app.state.ingest = ingest
     app.include_router(ops_router(metrics=settings.metrics_port is None))
     app.include_router(router)
+    serve_ahead(app, "/v1/events", routes.post_event, **routes.EVENT_ROUTE)
     errors.install(app, retry_after_s=settings.retry_after_s)
+    # Added after serve_ahead, so outside it: they time and log POST /v1/events too.
     app.add_middleware(ObserveRequests)
     app.add_middleware(RequestLog)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]

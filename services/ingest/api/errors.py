@@ -45,20 +45,26 @@ def json_response(body: object, status: int, headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
+def problem(exc: IngestError, *, retry_after_s: int) -> tuple[int, bytes, dict[str, str]]:
+    """The answer to ``exc``: its status, a :class:`Problem` body, and the headers (503
+    says to retry after ``retry_after_s``, 429 after the rate limit's wait)."""
+    headers = {}
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(retry_after_s)
+    body = Problem(error=exc.message, errors=field_errors(exc.errors)).model_dump()
+    return STATUS[type(exc)], orjson.dumps(body), headers
+
+
 def install(app: FastAPI, *, retry_after_s: int) -> None:
-    """Answer every :class:`IngestError` with its status and a :class:`Problem` body;
-    503 says to retry after ``retry_after_s``, 429 after the rate limit's wait."""
+    """Answer every :class:`IngestError` a FastAPI route raises with :func:`problem`."""
 
     async def answer(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, IngestError)
-        headers = {}
-        if isinstance(exc, NotAuthenticated):
-            headers["WWW-Authenticate"] = "Bearer"
-        elif isinstance(exc, RateLimited):
-            headers["Retry-After"] = str(exc.retry_after_s)
-        elif isinstance(exc, Unavailable):
-            headers["Retry-After"] = str(retry_after_s)
-        problem = Problem(error=exc.message, errors=field_errors(exc.errors))
-        return json_response(problem.model_dump(), STATUS[type(exc)], headers)
+        status, body, headers = problem(exc, retry_after_s=retry_after_s)
+        return Response(body, status, headers, media_type="application/json")
 
     app.add_exception_handler(IngestError, answer)

@@ -3,11 +3,22 @@ status code of the answer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
+from starlette.datastructures import Headers
 
 from ingest import service
-from ingest.api.dependencies import BatchBody, EventBody, Services, Writer
-from ingest.api.errors import PROBLEMS, json_response
+from ingest.api.asgi_route import send_json
+from ingest.api.dependencies import (
+    BatchBody,
+    Disconnected,
+    Services,
+    Writer,
+    read_asgi_body,
+    writer_key,
+)
+from ingest.api.errors import PROBLEMS, json_response, problem
 from ingest.api.schemas import (
     BATCH_EXAMPLES,
     EVENT_EXAMPLES,
@@ -16,28 +27,42 @@ from ingest.api.schemas import (
     Problem,
     request_body,
 )
+from ingest.bootstrap import Ingest
+from ingest.errors import IngestError
 
 router = APIRouter()
 
 
-@router.post(
-    "/v1/events",
-    status_code=202,
-    response_model=Accepted,
-    responses=PROBLEMS,
-    openapi_extra=request_body("#/components/schemas/Event", EVENT_EXAMPLES),
-)
-async def post_event(key: Writer, body: EventBody, ingest: Services) -> Response:
+async def post_event(scope: Any, receive: Any, send: Any) -> None:
     """Publish one event. 202 only once Kafka acknowledged it."""
-    accepted = await service.accept_event(
-        body,
-        key_id=key.id,
-        publisher=ingest.publisher,
-        clock=ingest.clock,
-        limiter=ingest.limiter,
-        policy=ingest.policy,
-    )
-    return json_response({"event_id": accepted.event_id, "status": "accepted"}, 202)
+    # A bare ASGI handler, served ahead of FastAPI's routing (ingest.api.asgi_route).
+    ingest: Ingest = scope["app"].state.ingest
+    try:
+        key = await writer_key(ingest, Headers(scope=scope))
+        body = await read_asgi_body(scope, receive, ingest.settings.max_event_bytes)
+        accepted = await service.accept_event(
+            body,
+            key_id=key.id,
+            publisher=ingest.publisher,
+            clock=ingest.clock,
+            limiter=ingest.limiter,
+            policy=ingest.policy,
+        )
+    except IngestError as exc:
+        await send_json(send, *problem(exc, retry_after_s=ingest.settings.retry_after_s))
+        return
+    except Disconnected:
+        return
+    await send_json(send, 202, {"event_id": accepted.event_id, "status": "accepted"}, {})
+
+
+EVENT_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": Accepted,
+    "responses": PROBLEMS,
+    "openapi_extra": request_body("#/components/schemas/Event", EVENT_EXAMPLES),
+}
+"""How :func:`post_event` is declared to FastAPI (``ingest.api.asgi_route.serve_ahead``)."""
 
 
 @router.post(

@@ -23,7 +23,6 @@ def publisher(*, spacing_s: float) -> tuple[TransactionalPublisher, list]:
         commit_reserve_s=0.1,
         max_group_records=100,
         committers=4,
-        rest_s=0.0,
         spacing_s=spacing_s,
     )
     begun: list[tuple[float, int]] = []

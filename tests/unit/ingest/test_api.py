@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import gc
+import inspect
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
+from starlette.requests import Request
 
 from common.apikeys import ApiKey, FakeAuthenticator, Scope
 from common.clock import FakeClock
 from common.events import EXAMPLES, REDEMPTION_EXAMPLE
 from common.kafka import FakePublisher, OutgoingRecord, PublishError
-from ingest.api import create_app
+from ingest.api import create_app, routes
 from ingest.settings import IngestSettings
 
 KEY = "writer-key"
@@ -371,3 +375,57 @@ async def test_served_app_freezes_the_garbage_collector_once_started(freeze: boo
     finally:
         gc.unfreeze()
     assert (frozen > before) is freeze
+
+
+async def test_single_events_are_served_past_fastapis_request_machinery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /v1/events is a bare ASGI handler served ahead of FastAPI's routing
+    (``ingest.api.asgi_route``; docs/BENCHMARKS.md says what it buys): no Request object
+    is built for it. The batch route is an ordinary FastAPI route."""
+    built: list[str] = []
+    init = Request.__init__
+
+    def counting(self: Request, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        built.append(self.url.path)
+
+    monkeypatch.setattr(Request, "__init__", counting)
+    async with client() as c:
+        single = await post(c, EXAMPLES["login"])
+        batch = await post(c, {"events": [EXAMPLES["support"]]}, "/v1/batch")
+    assert (single.status_code, batch.status_code) == (202, 202)
+    assert "/v1/events" not in built and "/v1/batch" in built
+
+
+def test_the_single_event_operation_is_documented_from_its_handler() -> None:
+    app = create_app(
+        IngestSettings(keys_from_database=False),
+        publisher=FakePublisher(),
+        authenticator=FakeAuthenticator(KEYS),
+    )
+    operation = app.openapi()["paths"]["/v1/events"]["post"]
+    assert operation["description"] == inspect.getdoc(routes.post_event)
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Event"
+    }
+    assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Accepted"
+    }
+    assert set(operation["responses"]) >= {"401", "403", "413", "415", "422", "429", "503"}
+
+
+async def test_single_events_are_logged_and_counted_under_their_route(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request log and the request metrics sit outside the bare handler: they see
+    POST /v1/events under its route template, as FastAPI's routes are seen."""
+    labels = {"route": "/v1/events", "status": "202"}
+    before = REGISTRY.get_sample_value("tenure_ingest_requests_total", labels) or 0.0
+    with caplog.at_level(logging.INFO, logger="tenure.requests"):
+        async with client() as c:
+            assert (await post(c, EXAMPLES["login"])).status_code == 202
+    [logged] = [r for r in caplog.records if r.name == "tenure.requests"]
+    fields = (logged.__dict__["method"], logged.__dict__["route"], logged.__dict__["status"])
+    assert fields == ("POST", "/v1/events", 202)
+    assert REGISTRY.get_sample_value("tenure_ingest_requests_total", labels) == before + 1
