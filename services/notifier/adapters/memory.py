@@ -7,11 +7,14 @@ errors to raise, in order, before it succeeds (``failures``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from notifier.adapters.inbox import InboxMessage
 from notifier.adapters.suppressions import address_hash
 from notifier.domain.render import RenderedEmail
 from notifier.errors import SendError
@@ -85,20 +88,15 @@ class MemorySuppressions:
         return self.reasons.get(address_hash(address))
 
 
-@dataclass(frozen=True)
-class StoredMessage:
-    notification_id: str
-    customer_id: str
-    title: str
-    body: str
-    created_at: datetime
-
-
 class MemoryInbox:
-    """In-app messages by notification id (a second store of one id changes nothing)."""
+    """In-app messages by notification id (a second store of one id changes nothing),
+    numbered in the order stored; a stored message wakes the customer's subscriptions of
+    ``events``, as the real inbox's ``NOTIFY`` does."""
 
-    def __init__(self) -> None:
-        self.messages: dict[str, StoredMessage] = {}
+    def __init__(self, events: MemoryInboxEvents | None = None) -> None:
+        self.messages: dict[str, InboxMessage] = {}
+        self.events = events or MemoryInboxEvents()
+        self.channel = "memory"
 
     async def store(
         self,
@@ -114,10 +112,63 @@ class MemoryInbox:
     ) -> bool:
         if notification_id in self.messages:
             return False
-        self.messages[notification_id] = StoredMessage(
-            notification_id, customer_id, title, body, created_at
+        self.messages[notification_id] = InboxMessage(
+            id=len(self.messages) + 1,
+            notification_id=notification_id,
+            customer_id=customer_id,
+            journey_id=journey_id,
+            playbook=playbook,
+            step=step,
+            title=title,
+            body=body,
+            created_at=created_at,
+            read_at=None,
+            dismissed_at=None,
         )
+        self.events.wake(customer_id)
         return True
+
+    async def list(
+        self, customer_id: str, *, after_id: int = 0, limit: int, include_read: bool = True
+    ) -> list[InboxMessage]:
+        found = [
+            m
+            for m in self.messages.values()
+            if m.customer_id == customer_id
+            and m.id > after_id
+            and m.dismissed_at is None
+            and (include_read or m.read_at is None)
+        ]
+        return sorted(found, key=lambda m: m.id)[:limit]
+
+    async def last_id(self, customer_id: str) -> int:
+        return max(
+            (m.id for m in self.messages.values() if m.customer_id == customer_id), default=0
+        )
+
+
+class MemoryInboxEvents:
+    """:class:`~notifier.adapters.inbox.InboxEvents` without PostgreSQL: :meth:`wake`
+    stands for a committed message's ``NOTIFY``."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, customer_id: str) -> AsyncIterator[asyncio.Event]:
+        woken = asyncio.Event()
+        woken.set()  # the first read catches up, as with the real one
+        self.subscribers.setdefault(customer_id, set()).add(woken)
+        try:
+            yield woken
+        finally:
+            self.subscribers[customer_id].discard(woken)
+            if not self.subscribers[customer_id]:
+                del self.subscribers[customer_id]
+
+    def wake(self, customer_id: str) -> None:
+        for woken in self.subscribers.get(customer_id, ()):
+            woken.set()
 
 
 @dataclass
