@@ -79,7 +79,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict --no-error-summary libs/common cli services/*/domain \
 	    services/orchestrator/service_layer services/orchestrator/adapters \
-	    services/orchestrator/entrypoints
+	    services/orchestrator/entrypoints \
+	    services/notifier/*.py services/notifier/service_layer services/notifier/adapters \
+	    services/notifier/entrypoints
 
 clean:
 	rm -rf $(STACK)

@@ -8,7 +8,8 @@ from notifier.settings import NotifierSettings
 
 
 def main() -> None:
-    settings = NotifierSettings()
+    # The required fields come from TENURE_NOTIFIER_* (mypy sees only the constructor).
+    settings = NotifierSettings()  # type: ignore[call-arg]
     configure_logging("notifier", settings.common.log_level, settings.common.log_format)
     require_connection(settings.common, service="notifier")  # a refused login stops here
     run_until_signal(lambda stop: run(settings, stop))

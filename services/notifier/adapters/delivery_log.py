@@ -23,46 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from common.db.tables import deliveries
 from notifier.adapters.batching import Batcher
 from notifier.adapters.suppressions import address_hash
+from notifier.service_layer.ports import Claim, Claimed, Existing, Unreported
 
 TERMINAL = ("sent", "suppressed", "bounced", "dead", "unknown")
 IN_FLIGHT = ("sending", "handed")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A notification a worker now owns: try it (again), or, if it was ``handed``,
-    decide whether to (``previous`` is the status it was taken in)."""
-
-    notification_id: str
-    payload: bytes
-    attempts: int
-    first_attempt_at: datetime
-    previous: str = "retrying"
-
-
-@dataclass(frozen=True)
-class Unreported:
-    """A terminal outcome that never reached the deliveries topic."""
-
-    notification_id: str
-    payload: bytes
-    status: str
-    detail: str | None
-
-
-@dataclass(frozen=True)
-class Existing:
-    """What the log already knows about a notification id seen again."""
-
-    status: str
-    detail: str | None
-    reported: bool
-
-
-@dataclass(frozen=True)
-class Claimed:
-    existing: Existing | None
-    suppressed: str | None
 
 
 @dataclass(frozen=True)
@@ -165,6 +129,10 @@ class _HeldConnection:
 
 
 class DeliveryLog:
+    """The :class:`~notifier.service_layer.ports.DeliveryLog` port on PostgreSQL (the
+    ``deliveries`` table); a lost database is :class:`common.outage.DatabaseUnavailable`
+    (``common.db``'s engine translates it)."""
+
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self.engine = engine
         self._claim_conn = _HeldConnection(engine)

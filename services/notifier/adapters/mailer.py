@@ -1,4 +1,8 @@
-"""SMTP delivery (aiosmtplib)."""
+"""SMTP delivery (aiosmtplib): the :class:`~notifier.service_layer.ports.Mailer` port.
+
+aiosmtplib's errors (and the socket's) are translated here into the notifier's
+(:func:`_translate`): a permanent refusal of the recipient is :class:`Bounced`, any
+other failure a (transient) :class:`SendError`."""
 
 from __future__ import annotations
 
@@ -11,33 +15,13 @@ from dataclasses import dataclass
 from email.header import Header
 from email.policy import Compat32
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Any, Protocol
+from typing import Any
 
 import aiosmtplib
 
 from notifier.domain.render import RenderedEmail
+from notifier.errors import Bounced, SendError
 from notifier.settings import NotifierSettings
-
-
-class SendError(Exception):
-    """A message could not be handed to its channel (SMTP refused, HTTP failed, timeout).
-
-    Transient: the same message may succeed later, so it is retried.
-    """
-
-
-class PermanentSendError(SendError):
-    """The channel refused the message for good (a refused address, a URL we may not call)."""
-
-
-class Bounced(PermanentSendError):
-    """The mail server refused the recipient permanently (5xx)."""
-
-
-class Mailer(Protocol):
-    async def send(self, *, to: str, email: RenderedEmail, headers: dict[str, str]) -> None:
-        """Hand one message to the mail server; raises :class:`SendError`. Not idempotent."""
-        ...
 
 
 def _header(value: str) -> str:

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpcore
 import httpx
 
-from notifier.adapters.mailer import PermanentSendError, SendError
 from notifier.domain.signing import webhook_headers
 from notifier.domain.ssrf import Target, UnsafeUrl, check_target, parse_target
+from notifier.errors import PermanentSendError, SendError
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -139,6 +139,10 @@ def vetted_client(
 
 
 class WebhookSender:
+    """The :class:`~notifier.service_layer.ports.WebhookPoster` port on httpx: httpx's
+    errors and the SSRF guard's refusals become :class:`SendError` or
+    :class:`PermanentSendError` here."""
+
     def __init__(
         self,
         client: httpx.AsyncClient,

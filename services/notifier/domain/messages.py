@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.messages import Notification
+from notifier.errors import NotifierError
 
 WebhookFormat = Literal["standard", "slack"]
 
 
-class NoRoute(Exception):
+class NoRoute(NotifierError):
     """A webhook notification names a target no endpoint is configured for."""
 
 

@@ -15,13 +15,15 @@ from typing import Any, Literal
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from notifier.errors import NotifierError
+
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
 TemplateKind = Literal["email", "in_app", "webhook"]
 _BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 
 
-class RenderError(Exception):
+class RenderError(NotifierError):
     """A template is missing, broken, or needs a field the notification lacks."""
 
 

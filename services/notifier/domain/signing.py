@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 
 import itsdangerous
 
+from notifier.errors import NotifierError
 
-class BadSignature(Exception):
+
+class BadSignature(NotifierError):
     """A token or signature does not verify."""
 
 

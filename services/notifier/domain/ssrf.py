@@ -22,11 +22,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from notifier.errors import NotifierError
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class UnsafeUrl(Exception):
+class UnsafeUrl(NotifierError):
     """A webhook URL the notifier refuses to call; the message says why."""
 
 

@@ -23,11 +23,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from common.clock import Clock
-from common.db import create_engine, database_ready
+from common.db import database_ready
 from common.http import (
     BIGINT_MAX,
     RequestLog,
@@ -43,6 +44,8 @@ from notifier import metrics
 from notifier.adapters.delivery_log import DeliveryLog
 from notifier.adapters.inbox import Inbox, InboxEvents, InboxMessage
 from notifier.adapters.suppressions import Suppressions
+from notifier.bootstrap import inbox_events as make_inbox_events
+from notifier.bootstrap import stores
 from notifier.domain.signing import (
     BadSignature,
     LinkTokens,
@@ -64,6 +67,8 @@ REPLY_ADDRESS = re.compile(r"reply\+[A-Za-z0-9._-]+@[A-Za-z0-9.-]+", re.IGNORECA
 MAX_LINK_TOKEN = 2048
 MAX_INBOX_TOKEN = 1024
 LinkToken = Annotated[str, Path(max_length=MAX_LINK_TOKEN)]
+# Lines of the event stream end with LF alone (the SSE format allows CRLF, CR or LF).
+SEP = "\n"
 MessageId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="An inbox message's id.")]
 
 
@@ -134,22 +139,17 @@ def create_api(
     app.include_router(ops_router(metrics=settings.metrics_port is None))
     links = Links(settings)
     if suppressions is None or inbox is None or log is None:
-        engine = create_engine(settings.common.database_url)
-        suppressions = suppressions or Suppressions(engine)
-        inbox = inbox or Inbox(engine, channel=settings.inbox_channel)
-        log = log or DeliveryLog(engine)
+        built = stores(settings)
+        suppressions = suppressions or built.suppressions
+        inbox = inbox or built.inbox
+        log = log or built.log
     suppression_list: Suppressions = suppressions
     messages: Inbox = inbox
     delivery_log: DeliveryLog = log
     app.include_router(readiness_router(lambda: database_ready(delivery_log.engine)))
     answer_outages(app)
     stopping = stop or asyncio.Event()
-    announced = inbox_events or InboxEvents(
-        messages.engine,
-        channel=messages.channel,
-        retry_s=settings.inbox_listen_retry_s,
-        stop=stopping,
-    )
+    announced = inbox_events or make_inbox_events(settings, messages, stop=stopping)
 
     async def report(data: dict[str, Any], status: DeliveryStatus, **extra: Any) -> None:
         await publisher.publish(
@@ -341,9 +341,11 @@ def create_api(
         }
 
     async def mark(customer: str, message_id: int, action: str) -> dict[str, Any]:
-        column, status = {"read": ("read_at", "read"), "dismiss": ("dismissed_at", "dismissed")}[
-            action
-        ]
+        marks: dict[str, tuple[str, DeliveryStatus]] = {
+            "read": ("read_at", "read"),
+            "dismiss": ("dismissed_at", "dismissed"),
+        }
+        column, status = marks[action]
         result = await messages.mark(customer, message_id, column=column, at=clock.now())
         if result is None:
             metrics.INBOX_REQUESTS.labels(action=action, answer="not_found").inc()
@@ -374,7 +376,7 @@ def create_api(
 
     @app.get(
         "/v1/inbox/stream",
-        response_class=StreamingResponse,
+        response_class=EventSourceResponse,
         responses={
             200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}}},
             **answers(401),
@@ -382,7 +384,6 @@ def create_api(
     )
     async def stream(
         customer: Customer,
-        request: Request,
         last_event_id: Annotated[
             int | None,
             Header(
@@ -393,29 +394,31 @@ def create_api(
                 "starts after the newest message.",
             ),
         ] = None,
-    ) -> StreamingResponse:
+    ) -> EventSourceResponse:
         """New messages of the token's customer as server-sent events (``event: message``,
         ``id`` the message id, ``data`` the message as JSON), and a keep-alive comment
-        every ``inbox_heartbeat_s`` while quiet."""
+        every ``inbox_heartbeat_s``."""
         if last_event_id is not None:
             cursor = last_event_id
         else:
             cursor = await messages.last_id(customer)
         metrics.INBOX_REQUESTS.labels(action="stream", answer="ok").inc()
-        return StreamingResponse(
-            events(customer, cursor, request),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        # sse-starlette ends the stream (and closes the generator) when the client goes.
+        return EventSourceResponse(
+            events(customer, cursor),
+            ping=settings.inbox_heartbeat_s,
+            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SEP),
+            sep=SEP,
         )
 
-    async def events(customer: str, cursor: int, request: Request) -> AsyncIterator[bytes]:
+    async def events(customer: str, cursor: int) -> AsyncIterator[ServerSentEvent]:
         """New messages as they are committed: woken by NOTIFY (see InboxEvents), read from
-        the table after ``cursor``; a keep-alive comment when quiet for a heartbeat."""
+        the table after ``cursor``; read again after a quiet heartbeat all the same."""
         metrics.INBOX_STREAMS.inc()
         try:
             async with announced.subscribe(customer) as woken:
-                yield b"retry: 3000\n\n"
-                while not stopping.is_set() and not await request.is_disconnected():
+                yield ServerSentEvent(retry=3000, sep=SEP)
+                while not stopping.is_set():
                     woken.clear()  # before the read: a message committed during it wakes us
                     found: list[InboxMessage] = await messages.list(
                         customer, after_id=cursor, limit=settings.inbox_page_size
@@ -423,11 +426,10 @@ def create_api(
                     for message in found:
                         cursor = message.id
                         data = orjson.dumps(message.as_json()).decode()
-                        yield f"id: {message.id}\nevent: message\ndata: {data}\n\n".encode()
+                        yield ServerSentEvent(data, event="message", id=str(message.id), sep=SEP)
                     if len(found) == settings.inbox_page_size:
                         continue  # more to read
-                    if not await _woken(woken, stopping, settings.inbox_heartbeat_s):
-                        yield b": keep-alive\n\n"
+                    await _woken(woken, stopping, settings.inbox_heartbeat_s)
         finally:
             metrics.INBOX_STREAMS.dec()
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
-from notifier.adapters.mailer import PermanentSendError, SendError
 from notifier.adapters.webhooks import WebhookSender, vetted_client
 from notifier.domain.ssrf import UnsafeUrl
+from notifier.errors import PermanentSendError, SendError
 
 SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 PUBLIC = "93.184.216.34"
