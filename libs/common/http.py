@@ -46,8 +46,11 @@ class RequestLog:
 
     QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/"})
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, observe: Callable[[str, int, float], None] | None = None) -> None:
+        """``observe(route, status, seconds)``, if given, is called for every request too
+        (a service's request metrics), from the same measurement."""
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,6 +69,8 @@ class RequestLog:
             await self.app(scope, receive, observed)
         finally:
             route = str(getattr(scope.get("route"), "path", None) or "unmatched")
+            if self.observe is not None:
+                self.observe(route, status, time.perf_counter() - started)
             level = logging.DEBUG if route in self.QUIET else logging.INFO
             if request_log.isEnabledFor(level):
                 fields = {

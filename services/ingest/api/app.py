@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,8 +64,7 @@ def create_app(
     serve_ahead(app, "/v1/events", routes.post_event, **routes.EVENT_ROUTE)
     errors.install(app, retry_after_s=settings.retry_after_s)
     # Added after serve_ahead, so outside it: they time and log POST /v1/events too.
-    app.add_middleware(ObserveRequests)
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, observe=observe_request)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -88,35 +86,10 @@ def openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-class ObserveRequests:
-    """Counts and times requests by route template (so unknown URLs add no series).
-
-    A plain ASGI middleware: FastAPI's ``@app.middleware("http")`` wraps every request in
-    extra tasks and streams, which cost a quarter of a single event's CPU time here.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_observed(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            route = str(getattr(scope.get("route"), "path", "unmatched"))
-            metrics.REQUEST_SECONDS.labels(route=route).observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(route=route, status=str(status)).inc()
+def observe_request(route: str, status: int, seconds: float) -> None:
+    """Ingest's request metrics, by route template (so unknown URLs add no series)."""
+    metrics.REQUEST_SECONDS.labels(route=route).observe(seconds)
+    metrics.REQUESTS.labels(route=route, status=str(status)).inc()
 
 
 def build() -> FastAPI:
