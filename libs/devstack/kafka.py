@@ -125,7 +125,7 @@ class KafkaBroker:
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=3",
-                    "auto.create.topics.enable=true",
+                    "auto.create.topics.enable=false",
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=10",
                     "transaction.state.log.replication.factor=1",

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from common.events import EXAMPLES, parse_event
 from common.kafka import (
@@ -22,6 +23,7 @@ from common.kafka import (
     TransactionReport,
     broker_reachable,
     ensure_topics,
+    make_consumer,
     read_topic,
 )
 from common.settings import CommonSettings
@@ -202,3 +204,34 @@ async def test_a_topic_kafka_cannot_create_stops_ensure_topics(
     )
     with pytest.raises(TopicMismatch, match="InvalidReplicationFactor"):
         await ensure_topics(settings, [Topic.SIGNALS])
+
+
+async def test_a_consumer_without_a_group_waits_for_a_topic_created_after_it_starts(
+    settings: CommonSettings,
+) -> None:
+    """On a cluster, a topic just created reaches each broker's metadata a moment later; a
+    follower (no group, assigned every partition at start) waits for it instead of
+    crashing its service (the scoring cohort-stats follower did, once, in CI)."""
+    name = f"{settings.topic_prefix}late-{uuid.uuid4().hex[:6]}"
+    consumer = make_consumer(settings, [name], group_id=None, topic_wait_s=20)
+
+    async def create_later() -> None:
+        await asyncio.sleep(2)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 1, 1)])
+        finally:
+            await admin.close()
+
+    creating = asyncio.create_task(create_later())
+    await consumer.start()
+    try:
+        await creating
+        assert consumer.assignment() == {(name, 0)}
+    finally:
+        await consumer.stop()
+
+    never = make_consumer(settings, [f"{name}-never"], group_id=None, topic_wait_s=1)
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await never.start()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, UnknownTopicOrPartitionError
 
 from common.kafka.records import CommitFailed, Partition, Record
 from common.kafka.security import client_options
@@ -76,7 +77,10 @@ class KafkaConsumer:
     """The real :class:`Consumer`: one aiokafka consumer, manual commits, ``read_committed``.
 
     ``group_id=None`` reads every partition of ``topics`` from the beginning, without a
-    group (nothing to commit): a follower of a small topic.
+    group (nothing to commit): a follower of a small topic. Such a consumer is assigned
+    its partitions when it starts, so :meth:`start` waits up to ``topic_wait_s`` for a
+    topic that was just created to reach the metadata of the broker it asks (on a
+    cluster that takes a moment; a group member is simply assigned it at a rebalance).
     """
 
     def __init__(
@@ -85,8 +89,10 @@ class KafkaConsumer:
         topics: Iterable[Topic | str],
         *,
         group_id: str | None,
+        topic_wait_s: float = 30.0,
         **overrides: Any,
     ) -> None:
+        self._topic_wait_s = topic_wait_s
         self.topics = [
             topic_name(t, settings.topic_prefix) if isinstance(t, Topic) else t for t in topics
         ]
@@ -109,9 +115,19 @@ class KafkaConsumer:
         return self._consumer
 
     async def start(self) -> None:
-        # aiokafka needs the running loop, so the client is built here.
-        self._consumer = AIOKafkaConsumer(*self.topics, **self._options)
-        await self._consumer.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._topic_wait_s
+        while True:
+            # aiokafka needs the running loop, so the client is built here.
+            self._consumer = AIOKafkaConsumer(*self.topics, **self._options)
+            try:
+                await self._consumer.start()
+                return
+            except UnknownTopicOrPartitionError:
+                await self.stop()
+                if self.group_id is not None or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         if self._consumer is not None:
