@@ -211,7 +211,8 @@ def downgrade() -> None:
     # The role stays: it belongs to the server, and other databases may grant it.
     op.execute(f"REVOKE ALL ON {', '.join(READABLE)} FROM {ROLE}")
     op.execute(
-        f"DO $$ BEGIN EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM {ROLE}', current_schema()); END $$"
+        "DO $$ BEGIN EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM "
+        f"{ROLE}', current_schema()); END $$"
     )
     for name in reversed(VIEWS):
         op.execute(f"DROP VIEW {name}")
