@@ -5,7 +5,8 @@ by the orchestrator's consumers, as in test_portfolio_api.py. A login user is ma
 member of ``tenure_analytics`` by deploy/postgres/analytics-login.sql (run with psql, as an
 operator would), and every panel's SQL of deploy/grafana/dashboards/tenure-business.json,
 its Grafana macros and variables replaced for November 2026, runs as that user: each
-answers rows, and the figures are those of the domain's formulas over the API's counts
+answers rows, and the figures are those GET /v1/metrics/portfolio and GET /v1/customers
+answer, those of the domain's formulas over the API's counts
 (``orchestrator.adapters.portfolio``) and the ones worked out by hand. The role reads no
 table and writes nothing.
 """
@@ -23,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pgserver
 import pytest
 import sqlalchemy as sa
@@ -30,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.apikeys import KeyCache, KeyRepository, generate
 from common.clock import FakeClock
 from common.db import create_engine
 from common.kafka import ensure_topics
@@ -38,6 +41,8 @@ from devstack.stack import Stack
 from orchestrator.adapters import portfolio as counts
 from orchestrator.domain import portfolio as P
 from orchestrator.domain.movements import Kind
+from orchestrator.domain.playbook import SHIPPED, load_playbooks
+from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.settings import OrchestratorSettings
 from tests.integration import portfolio_month as M
@@ -130,6 +135,33 @@ async def loaded(database_url: str, common_settings: CommonSettings) -> AsyncIte
 
 
 @pytest.fixture(scope="module")
+async def api_month(loaded: AsyncEngine) -> dict[str, Any]:
+    """What GET /v1/metrics/portfolio and GET /v1/customers answer for November (EUR)."""
+    deps = Deps(
+        engine=loaded,
+        playbooks=load_playbooks(SHIPPED),
+        clock=FakeClock(AS_OF),
+        topic_prefix="unused.",
+    )
+    repository = KeyRepository(loaded)
+    full, new = generate("dashboard-check", ["operator:read"])
+    await repository.create(new)
+    cache = KeyCache(repository)
+    await cache.refresh()
+    transport = httpx.ASGITransport(app=create_api(deps, authenticator=cache))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"X-API-Key": full}
+    ) as client:
+        portfolio = await client.get("/v1/metrics/portfolio", params={"period": str(NOVEMBER)})
+        customers = await client.get(
+            "/v1/customers", params={"sort": "mrr_at_risk", "currency": "EUR"}
+        )
+    assert portfolio.status_code == 200 and customers.status_code == 200
+    [month] = portfolio.json()["months"]
+    return {"month": month, "customers": customers.json()["customers"]}
+
+
+@pytest.fixture(scope="module")
 async def reader(loaded: AsyncEngine, reader_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(reader_url, pool_size=1)
     yield engine
@@ -145,7 +177,9 @@ def f(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-async def test_every_panel_answers_the_month_as_the_read_only_role(reader: AsyncEngine) -> None:
+async def test_every_panel_answers_the_month_as_the_read_only_role(
+    reader: AsyncEngine, api_month: dict[str, Any]
+) -> None:
     got = {}
     for title, sql in panels().items():
         for currency in ("EUR", "USD"):
@@ -179,8 +213,23 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(reader: Async
         ("churned", 820, 0, 400),
         ("end", 0, 820, 0),
     ]
-    assert [r["step"] for r in got["MRR waterfall ($month, USD)"]][-1] == "end"
-    assert f(got["MRR waterfall ($month, USD)"][-1]["rise"]) == 70
+    month = api_month["month"]
+    steps = {
+        "start": "mrr_start",
+        "new": "new",
+        "reactivation": "reactivation",
+        "expansion": "expansion",
+        "contraction": "contraction",
+        "churned": "churned",
+        "end": "mrr_end",
+    }
+    for currency in ("EUR", "USD"):
+        api = month["currencies"][currency]
+        drawn = {
+            r["step"]: (f(r["rise"]) or 0) + (f(r["fall"]) or 0)
+            for r in got[f"MRR waterfall ($month, {currency})"]
+        }
+        assert drawn == {step: api[name] for step, name in steps.items()}, currency
 
     [moved] = got["MRR movements by month (EUR)"]
     assert {k: f(v) for k, v in moved.items() if k != "time"} == {
@@ -194,10 +243,18 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(reader: Async
         [retention] = got[f"NRR and GRR by month ({currency})"]
         assert retention["nrr"] == pytest.approx(expected["nrr"])
         assert retention["grr"] == pytest.approx(expected["grr"])
+        api = month["currencies"][currency]
+        assert (retention["nrr"], retention["grr"]) == pytest.approx((api["nrr"], api["grr"]))
 
     [churn] = got["Customer churn by month"]
     assert churn["churn_rate"] == pytest.approx(M.NOVEMBER_CUSTOMERS["churn_rate"])
     assert churn["annual_churn"] == pytest.approx(M.NOVEMBER_CUSTOMERS["annual_churn"])
+    people = month["customers"]
+    assert sum(r["at_start"] for r in got["Churn by plan ($month)"]) == people["at_start"]
+    assert sum(r["lost"] for r in got["Churn by plan ($month)"]) == people["lost"]
+    assert (churn["churn_rate"], churn["annual_churn"]) == pytest.approx(
+        (people["churn_rate"], people["annual_churn"])
+    )
 
     # c1, c3 and c5 were on basic on 1 November, c2 on pro, c4 on team; c3 left.
     by_plan = {
@@ -216,6 +273,9 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(reader: Async
         for r in got["At-risk customers (EUR)"]
     ]
     assert listed == [("c4", 240), ("c7", 60), ("c1", 45), ("c8", 36), ("c6", 12)]
+    assert listed == [
+        (r["customer_id"].removeprefix(C), r["mrr_at_risk"]) for r in api_month["customers"]
+    ]
     tiers = {r["tier"]: f(r["mrr_at_risk"]) for r in got["MRR at risk now by tier (EUR)"]}
     assert tiers == {"high": 336, "medium": 45, "low": 12}
     assert sum(tiers.values()) == sum(v or 0 for _, v in listed)
@@ -235,10 +295,21 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(reader: Async
     assert uplift["uplift"] == pytest.approx(interval.estimate)
     assert uplift["uplift_low"] == pytest.approx(interval.low)
     assert uplift["uplift_high"] == pytest.approx(interval.high)
+    api = month["playbooks"]["upsell_results"]
+    assert (uplift["uplift"], uplift["uplift_low"], uplift["uplift_high"]) == pytest.approx(
+        (api["uplift"]["estimate"], api["uplift"]["low"], api["uplift"]["high"])
+    )
+    assert (uplift["journeys"], uplift["conversions"]) == (api["journeys"], api["conversions"])
+    assert (uplift["control_journeys"], uplift["control_conversions"]) == (
+        api["control_journeys"],
+        api["control_conversions"],
+    )
 
     [revenue] = got["Playbook incremental revenue ($month, EUR)"]
     assert (f(revenue["revenue"]), f(revenue["control_revenue"])) == (150, 20)
-    assert f(revenue["incremental_revenue"]) == 130  # as GET /v1/metrics/portfolio
+    assert f(revenue["incremental_revenue"]) == 130
+    assert f(revenue["incremental_revenue"]) == api["incremental_revenue"]["EUR"]
+    assert f(revenue["revenue"]) == api["revenue"]["EUR"]
     assert got["Playbook incremental revenue ($month, USD)"] == []
 
 
