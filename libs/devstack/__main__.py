@@ -13,6 +13,8 @@ from pydantic_settings import SettingsConfigDict
 from common.logging import resolve_format
 from common.settings import TenureSettings
 from devstack import prometheus as prometheus_files
+from devstack.history import span
+from devstack.simulator import SimulatorSettings
 from devstack.stack import REPO, Stack
 
 
@@ -83,6 +85,8 @@ def run() -> int:
         database_url=settings.database_url,
         echo=sys.stdout,
         echo_format=resolve_format(settings.log_format, sys.stdout),
+        # The simulator's past months go through ingest with their own timestamps.
+        ingest_max_event_age=span(SimulatorSettings().history_rates()) or None,
     )
     stopping = False
 

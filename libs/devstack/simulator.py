@@ -28,6 +28,7 @@ from common.clock import Clock, clock_from_settings
 from common.logging import configure_logging
 from common.runtime import run_until_signal, sleep_or_stop
 from common.settings import ServiceSettings
+from devstack.history import Account, HistoryRates, generate
 
 log = logging.getLogger("simulator")
 
@@ -47,6 +48,29 @@ class SimulatorSettings(ServiceSettings):
     mail_dir: Path | None = None
     duration_s: float = Field(default=0, ge=0)
     seed: int = 7
+    # Plans from the lowest to the highest, with their MRR (EUR).
+    plan_mrr: dict[str, float] = {"basic": 29.0, "pro": 99.0, "enterprise": 299.0}
+    # The past months posted at start-up (devstack.history; 0: none), monthly rates.
+    history_months: int = Field(default=4, ge=0, le=24)
+    history_existing_share: float = Field(default=0.5, ge=0, le=1)
+    history_upgrade_rate: float = Field(default=0.06, ge=0, le=1)
+    history_downgrade_rate: float = Field(default=0.03, ge=0, le=1)
+    # By profile: a few % a month for most, as docs/domain.md section 6's examples.
+    history_cancel_rate: dict[str, float] = {"healthy": 0.01, "slipping": 0.05, "churning": 0.2}
+    # Cancelled customers coming back (win-back: 10-20 % in 60 days, docs/domain.md).
+    history_reactivate_rate: float = Field(default=0.08, ge=0, le=1)
+
+    def history_rates(self) -> HistoryRates:
+        return HistoryRates(
+            months=self.history_months,
+            existing_share=self.history_existing_share,
+            upgrade=self.history_upgrade_rate,
+            downgrade=self.history_downgrade_rate,
+            cancel=self.history_cancel_rate,
+            reactivate=self.history_reactivate_rate,
+            plan_mrr=self.plan_mrr,
+            currency="EUR",
+        )
 
 
 PROFILES: dict[str, dict[str, float]] = {
@@ -79,7 +103,6 @@ LIFECYCLE: dict[str, dict[str, float]] = {
     "churning": {},
 }
 REACTIVATE_PER_DAY = 0.003  # cancelled customers coming back (win-back: 10-20 % in 60 days)
-PLANS = ("basic", "pro", "enterprise")
 FEATURES = ("reports", "dashboards", "exports", "api", "automations", "sso", "alerts")
 FIRST_NAMES = ("Ana", "Bruno", "Carla", "Diego", "Elena", "Farid", "Greta", "Hugo", "Iris", "Jon")
 
@@ -119,7 +142,7 @@ class Simulator:
                 Customer(
                     customer_id=f"sim-{kind}-{i:04d}",
                     profile=kind,
-                    plan=self.rng.choice(PLANS),
+                    plan=self.rng.choice(list(s.plan_mrr)),
                     first_name=self.rng.choice(FIRST_NAMES),
                 )
             )
@@ -140,7 +163,7 @@ class Simulator:
             "first_name": c.first_name,
             "time_zone": "Europe/Madrid",
             "plan": c.plan,
-            "mrr": {"basic": 29.0, "pro": 99.0, "enterprise": 299.0}[c.plan],
+            "mrr": self.settings.plan_mrr[c.plan],
             "currency": "EUR",
             "consent": {"email_marketing": True, "in_app": True},
             "owner_csm": {"id": "csm-1", "email": "csm1@tenure.example"},
@@ -257,15 +280,38 @@ class Simulator:
                 with contextlib.suppress(httpx.HTTPError):
                     await self.client.get(match.group(0), follow_redirects=False)
 
+    def past(self, now: datetime) -> list[dict[str, Any]]:
+        """The history before ``now`` (devstack.history); the customers take the plan and
+        state it left them in."""
+        accounts = [Account(c.customer_id, c.profile, c.plan) for c in self.customers]
+        history = generate(accounts, now=now, rates=self.settings.history_rates(), rng=self.rng)
+        for c in self.customers:
+            c.plan = history.plans[c.customer_id]
+            c.cancelled = c.customer_id in history.cancelled
+        return history.events
+
     async def run(self, stop: asyncio.Event) -> None:
         self.populate()
         now = self.clock.now()
+        past = self.past(now)
         for c in self.customers:
             await self.post(self.identify(c, now))
-            # a new subscription: the onboarding playbook starts for everyone
-            await self.post(
-                {**self.base(c, "payment", "subscription_started", now), "plan": c.plan}
-            )
+        if past:
+            # Fast-forwarded, in time order (one customer's events stay in order).
+            for event in past:
+                await self.post(event)
+            log.info("history posted", extra={"events": len(past)})
+        else:
+            for c in self.customers:
+                # a new subscription: the onboarding playbook starts for everyone
+                await self.post(
+                    {
+                        **self.base(c, "payment", "subscription_started", now),
+                        "plan": c.plan,
+                        "mrr_after": self.settings.plan_mrr[c.plan],
+                        "currency": "EUR",
+                    }
+                )
         last = now
         started = asyncio.get_running_loop().time()
         while not stop.is_set():

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -107,6 +107,9 @@ class Stack:
     # Real instant from which the scaled clock runs; None: resume the clock saved in
     # ``root`` (see the module's docstring), or start it now if there is none.
     epoch: datetime = field(default=None)  # type: ignore[assignment]
+    # How old an event ingest admits (TENURE_INGEST_MAX_EVENT_AGE); None: its default.
+    # `make run` widens it to the simulator's history (devstack.history.span).
+    ingest_max_event_age: timedelta | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     resumed_from: datetime | None = field(default=None, init=False)
     _pg: EmbeddedPostgres | None = None
@@ -275,6 +278,11 @@ class Stack:
             "TENURE_SIMULATOR_INGEST_URL": f"http://127.0.0.1:{p.ingest}",
             "TENURE_SIMULATOR_API_KEY": self.api_key,
             "TENURE_SIMULATOR_MAIL_DIR": str(self.mail_dir),
+            **(
+                {"TENURE_INGEST_MAX_EVENT_AGE": f"P{self.ingest_max_event_age.days}D"}
+                if self.ingest_max_event_age is not None
+                else {}
+            ),
         }
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
