@@ -69,7 +69,8 @@ def waterfall(bars: Sequence[Bar], currency: str, title: str) -> str:
     ax.bar_label(
         drawn, labels=[f"{abs(b.height):,.0f}" if b.height else "" for b in bars], fontsize=8
     )
-    ax.margins(y=0.12)
+    top = max(max(b.bottom, b.bottom + b.height) for b in bars)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1)  # room for the labels under the title
     ax.set_ylabel(f"MRR ({currency})")
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelsize=8)
