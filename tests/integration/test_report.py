@@ -196,6 +196,19 @@ def test_a_screenshot_of_the_page_is_kept(page: Path) -> None:
     assert colours is not None and len(colours) > 500
 
 
+def test_the_page_prints(page: Path) -> None:
+    """Printed (the print style sheet, A4) to a PDF of a few pages, kept beside the page."""
+    pdf = ARTIFACTS / "report-2026-11.pdf"
+    pdf.unlink(missing_ok=True)
+    done = chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", page.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page\b", data))
+    assert 2 <= pages <= 12, pages
+    print(f"\nreport printed: {pdf} ({pages} pages)")
+
+
 def test_a_bad_month_is_one_line_naming_the_option(tmp_path: Path) -> None:
     for bad in ("2026-13",):  # more cases through main() in tests/unit/orchestrator
         done = tenure("report", "--month", bad, "--out", str(tmp_path / "r.html"))

@@ -140,6 +140,8 @@ def uplift(points: Sequence[UpliftPoint], confidence: float) -> str:
     """Each playbook's conversion uplift against its holdout, with its interval."""
     fig = _figure(height=max(1.6, 0.55 * len(points) + 1.0))
     ax = fig.add_subplot()
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
     ys = list(range(len(points)))
