@@ -61,7 +61,6 @@ from orchestrator.domain.playbook import (
 )
 from orchestrator.entrypoints.analytics import rebuild
 from orchestrator.entrypoints.deps import Deps
-from orchestrator.entrypoints.report.page import Report, render
 from orchestrator.service_layer.portfolio import at_risk_now, portfolio_figures
 from orchestrator.service_layer.privacy import erase_customer, export_customer
 from orchestrator.settings import OrchestratorSettings
@@ -265,6 +264,9 @@ def register_report(parser: argparse.ArgumentParser) -> None:
 
 
 def report_write(args: argparse.Namespace) -> int:
+    # Imported here: matplotlib takes a good part of a second, which no other command needs.
+    from orchestrator.entrypoints.report.page import Report, render
+
     try:
         month = P.Month.parse(args.month)
     except ValueError as exc:
