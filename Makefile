@@ -52,12 +52,15 @@ $(HELM_DIR)/.$(HELM_VERSION):
 	@rm -f $(HELM_DIR)/.v* && touch $@
 
 # Debian's chromium: the report test renders `tenure report`'s page in it, headless.
-# Installed once as root (the package index is fetched first when it is missing).
+# Installed once as root: the package index is fetched first when it is missing, and
+# again if the install fails on a stale one.
 chromium: /usr/bin/chromium
 
 /usr/bin/chromium:
 	@if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then apt-get update --quiet; fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --quiet --no-install-recommends chromium
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --quiet --no-install-recommends chromium \
+	    || { apt-get update --quiet && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y --quiet --no-install-recommends chromium; }
 
 run: deps
 	$(PY) -m devstack run
