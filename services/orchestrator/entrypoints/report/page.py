@@ -68,7 +68,6 @@ def render(report: Report) -> str:
         title=title,
         last_day=(month.month.end - timedelta(days=1)).strftime("%-d %B %Y"),
         month=month,
-        first=figures.months[0].month,
         figures=figures,
         history=S.since_first_figures(figures.months),
         at_risk={cur: report.at_risk[cur] for cur in sorted(report.at_risk)},
