@@ -11,7 +11,8 @@ HELM_VERSION := v4.3.2
 HELM_DIR := $(STACK)/helm
 GO ?= $(firstword $(shell command -v go) /usr/local/go/bin/go)
 
-.PHONY: run test test-unit test-cluster bench schemas lint typecheck deps kafka prometheus helm clean
+.PHONY: run test test-unit test-cluster bench schemas lint typecheck deps kafka prometheus helm \
+	chromium clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -50,10 +51,21 @@ $(HELM_DIR)/.$(HELM_VERSION):
 	    GOBIN=$(abspath $(HELM_DIR)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 	@rm -f $(HELM_DIR)/.v* && touch $@
 
+# Debian's chromium: the report test renders `tenure report`'s page in it, headless.
+# Installed once as root: the package index is fetched first when it is missing, and
+# again if the install fails on a stale one.
+chromium: /usr/bin/chromium
+
+/usr/bin/chromium:
+	@if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then apt-get update --quiet; fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --quiet --no-install-recommends chromium \
+	    || { apt-get update --quiet && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y --quiet --no-install-recommends chromium; }
+
 run: deps
 	$(PY) -m devstack run
 
-test: deps helm lint typecheck
+test: deps helm chromium lint typecheck
 	$(PY) -m pytest -q
 
 # The unit tests alone: no Kafka, no PostgreSQL, no network (the loopback at most), so

@@ -1,15 +1,17 @@
 """``tenure``: one subcommand per entry of :data:`COMMANDS`, each from its owner's ``cli.py``.
 
 Each owner keeps its own subcommands: ``keys`` in :mod:`common.cli`, ``templates`` and
-``inbox`` in :mod:`notifier.cli`, ``playbooks``, ``customers`` and ``analytics`` in
-:mod:`orchestrator.cli`. A register function adds its arguments to the parser it is given
-and sets ``run`` (namespace -> exit status) on every leaf parser; the first line of its
-docstring is the subcommand's help. A new subcommand is one more entry in
-:data:`COMMANDS`.
+``inbox`` in :mod:`notifier.cli`, ``playbooks``, ``customers``, ``analytics`` and
+``report`` in :mod:`orchestrator.cli`. A register function adds its arguments to the
+parser it is given and sets ``run`` (namespace -> exit status) on every leaf parser; the
+first line of its docstring is the subcommand's help. A new subcommand is one more entry
+in :data:`COMMANDS`.
 
 A problem the user can fix (:class:`common.cli.CliError`, or a ``ValueError`` raised
-before any I/O) exits with status 1 and one line on stderr, never a traceback; a
-malformed command line exits with status 2 and argparse's usage message.
+before any I/O) exits with status 1 and one line on stderr, never a traceback; an
+option value that breaks its rule (:class:`common.cli.UsageError`) with status 2 and one
+line naming the option; a malformed command line with status 2 and argparse's usage
+message.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from collections.abc import Callable, Sequence
 
 from common.cli import CliError, register_keys
 from notifier.cli import register_inbox, register_templates
-from orchestrator.cli import register_analytics, register_customers, register_playbooks
+from orchestrator.cli import (
+    register_analytics,
+    register_customers,
+    register_playbooks,
+    register_report,
+)
 
 Register = Callable[[argparse.ArgumentParser], None]
 
@@ -30,6 +37,7 @@ COMMANDS: dict[str, Register] = {
     "inbox": register_inbox,
     "keys": register_keys,
     "playbooks": register_playbooks,
+    "report": register_report,
     "templates": register_templates,
 }
 
@@ -52,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.run(args)
-    except (CliError, ValueError) as exc:
+    except CliError as exc:
+        sys.stderr.write(f"tenure: error: {_one_line(exc)}\n")
+        return exc.exit_status
+    except ValueError as exc:
         sys.stderr.write(f"tenure: error: {_one_line(exc)}\n")
         return 1
     except KeyboardInterrupt:

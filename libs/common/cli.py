@@ -3,7 +3,8 @@
 The command itself is assembled in the ``tenure_cli`` package (``cli/tenure_cli``),
 which imports each service's subcommands; this module imports no service, so the
 services' ``cli.py`` modules can use it: :class:`CliError` (the command's one error
-class), :func:`database_option` and :func:`with_engine`.
+class, and :class:`UsageError` for a bad option value), :func:`database_option` and
+:func:`with_engine`.
 
 ``tenure keys create|revoke|list`` manage API keys (see :mod:`common.apikeys`);
 :func:`register_keys` adds them to a parser.
@@ -38,7 +39,17 @@ DB_TIMEOUT_S = 15.0
 
 class CliError(Exception):
     """A problem the user can fix: ``tenure`` prints ``tenure: error:`` and the first line of
-    the message on stderr and exits with status 1. Raised by every subcommand."""
+    the message on stderr and exits with :attr:`exit_status` (1). Raised by every
+    subcommand."""
+
+    exit_status = 1
+
+
+class UsageError(CliError):
+    """An option's value breaks its rule (the message names the option and the rule):
+    status 2, as argparse's own usage errors, but on one line."""
+
+    exit_status = 2
 
 
 def _out(line: str = "") -> None:
@@ -55,12 +66,17 @@ def _err(line: str) -> None:
 def database_option() -> argparse.ArgumentParser:
     """A parent parser with ``--database-url`` (what :func:`with_engine` reads)."""
     database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
+    add_database_option(database)
+    return database
+
+
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--database-url`` to ``parser`` (a subcommand without actions of its own)."""
+    parser.add_argument(
         "--database-url",
         metavar="URL",
         help="PostgreSQL URL (default: TENURE_DATABASE_URL from the settings)",
     )
-    return database
 
 
 def register_keys(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,12 @@ to PostgreSQL directly (``--database-url`` or ``TENURE_DATABASE_URL``).
 that time (UTC; a date or an ISO 8601 instant) to its end and records every event's MRR
 movement and subscription state again, as the orchestrator's analytics consumer does
 (idempotent); it prints what it read and recorded as JSON.
+
+``tenure report --month 2026-11 --out report.html`` writes the portfolio's month as one
+self-contained HTML page (figures, tables and charts; no external reference), from
+PostgreSQL (``--database-url`` or ``TENURE_DATABASE_URL``) with the figures
+``GET /v1/metrics/portfolio`` answers (``orchestrator.entrypoints.report``). A
+``--month`` that is not ``YYYY-MM`` exits with status 2 and one line naming it.
 """
 
 from __future__ import annotations
@@ -30,12 +36,20 @@ from pathlib import Path
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.cli import CliError, database_option, database_url, with_engine
+from common.cli import (
+    CliError,
+    UsageError,
+    add_database_option,
+    database_option,
+    database_url,
+    with_engine,
+)
 from common.clock import clock_from_settings
 from common.db import create_engine
 from common.kafka import broker_reachable
 from common.outage import DatabaseUnavailable
 from common.settings import CommonSettings
+from orchestrator.domain import portfolio as P
 from orchestrator.domain.playbook import (
     EventTrigger,
     Playbook,
@@ -47,6 +61,7 @@ from orchestrator.domain.playbook import (
 )
 from orchestrator.entrypoints.analytics import rebuild
 from orchestrator.entrypoints.deps import Deps
+from orchestrator.service_layer.portfolio import at_risk_now, portfolio_figures
 from orchestrator.service_layer.privacy import erase_customer, export_customer
 from orchestrator.settings import OrchestratorSettings
 
@@ -230,4 +245,54 @@ def analytics_rebuild(args: argparse.Namespace) -> int:
         }
 
     sys.stdout.write(orjson.dumps(asyncio.run(run()), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def register_report(parser: argparse.ArgumentParser) -> None:
+    """Write a month's portfolio report: one self-contained HTML page with figures and charts."""
+    parser.add_argument(
+        "--month",
+        required=True,
+        metavar="YYYY-MM",
+        help="the calendar month (UTC) to report on, e.g. 2026-11",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="where to write the page"
+    )
+    add_database_option(parser)
+    parser.set_defaults(run=report_write)
+
+
+def report_write(args: argparse.Namespace) -> int:
+    # Imported here: matplotlib takes a good part of a second, which no other command needs.
+    from orchestrator.entrypoints.report.page import Report, render
+
+    try:
+        month = P.Month.parse(args.month)
+    except ValueError as exc:
+        raise UsageError(f"--month: {exc}") from None
+    out: Path = args.out
+    if not out.parent.is_dir():
+        raise CliError(f"--out: no such folder {str(out.parent)!r}")
+    settings = OrchestratorSettings()
+    first = month.back(settings.report_history_months - 1)
+    months = P.months(first, month, limit=settings.report_history_months)
+    playbooks = load_playbooks(settings.playbooks_dir)
+
+    async def read(engine: AsyncEngine) -> Report:
+        figures = await portfolio_figures(
+            engine, months, playbooks=playbooks, rules=settings.figure_rules()
+        )
+        return Report(
+            figures=figures,
+            at_risk=await at_risk_now(engine, settings.default_currency),
+            confidence=settings.portfolio_confidence,
+            generated_at=datetime.now(UTC),
+        )
+
+    page = render(with_engine(args, read))
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(out)
+    sys.stdout.write(f"wrote {out} ({month}, {len(page.encode()):,} bytes)\n")
     return 0

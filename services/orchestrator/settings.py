@@ -8,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.settings import HttpServiceSettings
 from orchestrator.domain.playbook import SHIPPED
+from orchestrator.domain.portfolio import FigureRules
 from orchestrator.domain.rules import Rules
 
 
@@ -92,6 +93,12 @@ class OrchestratorSettings(HttpServiceSettings):
     portfolio_max_months: int = Field(
         default=36, ge=1, le=600, description="Months GET /v1/metrics/portfolio answers at once."
     )
+    report_history_months: int = Field(
+        default=12,
+        ge=1,
+        le=120,
+        description="Months tenure report's NRR and GRR by month show, the reported one included.",
+    )
     default_currency: str = Field(
         default="EUR",
         pattern=r"^[A-Z]{3}$",
@@ -112,6 +119,14 @@ class OrchestratorSettings(HttpServiceSettings):
     trigger_poll_s: float = Field(
         default=0.25, gt=0, description="Real seconds between polls for held-signal triggers."
     )
+
+    def figure_rules(self) -> FigureRules:
+        """The numbers the portfolio's figures read (the API's and ``tenure report``'s)."""
+        return FigureRules(
+            loss_reasons=self.operator_loss_reasons,
+            confidence=self.portfolio_confidence,
+            default_currency=self.default_currency,
+        )
 
     def rules(self) -> Rules:
         """The numbers of the cross-playbook rules, for the pure domain functions."""

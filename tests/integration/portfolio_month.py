@@ -125,3 +125,6 @@ NOVEMBER_CUSTOMERS = {
     "upsell_conversion": 0.4,
     "median_days_to_upsell": 29.0,
 }
+
+# plan at the start of November -> (customers live then, of those cancelled at its end)
+NOVEMBER_BY_PLAN = {"basic": (3, 1), "pro": (1, 0), "team": (1, 0)}

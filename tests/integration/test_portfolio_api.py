@@ -356,6 +356,10 @@ async def test_the_portfolio_month(api) -> None:
     for name, value in M.NOVEMBER_CUSTOMERS.items():
         assert month["customers"][name] == pytest.approx(value, abs=1e-9), name
     assert set(month["currencies"]) == {"EUR", "USD"}
+    by_plan = {p: (c["at_start"], c["lost"]) for p, c in month["churn_by_plan"].items()}
+    assert by_plan == M.NOVEMBER_BY_PLAN
+    assert month["churn_by_plan"]["basic"]["churn_rate"] == pytest.approx(1 / 3)
+    assert month["churn_by_plan"]["basic"]["annual_churn"] == pytest.approx(1 - (2 / 3) ** 12)
 
 
 async def test_a_playbook_s_month_against_its_holdout(api) -> None:

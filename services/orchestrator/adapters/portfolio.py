@@ -22,7 +22,7 @@ from orchestrator.domain.movements import Kind
 
 # Each customer's latest subscription row before :t.
 _LATEST = """
-    SELECT DISTINCT ON (customer_id) customer_id, state, mrr, currency
+    SELECT DISTINCT ON (customer_id) customer_id, state, plan, mrr, currency
     FROM subscription_states WHERE occurred_at < {t}
     ORDER BY customer_id, occurred_at DESC, event_id DESC
 """
@@ -40,6 +40,8 @@ class MonthCounts:
     lost: int = 0
     upgraded: int = 0
     days_to_upsell: list[float] = field(default_factory=list)
+    # plan at the start -> (customers live at the start, of those cancelled at the end)
+    by_plan: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 async def mrr_at(conn: AsyncConnection, at: datetime) -> dict[str, Decimal]:
@@ -64,23 +66,29 @@ async def month_counts(conn: AsyncConnection, start: datetime, end: datetime) ->
     )
     for cur, kind, total, n in rows:
         moved.setdefault(str(cur), {})[Kind(kind)] = (Decimal(total), int(n))
-    customers = (
-        await conn.execute(
-            sa.text(
-                f"""
-                WITH s AS ({_LATEST.format(t=":a")}), e AS ({_LATEST.format(t=":b")}),
-                up AS (SELECT DISTINCT customer_id FROM mrr_movements
-                       WHERE kind = 'expansion' AND occurred_at >= :a AND occurred_at < :b)
-                SELECT count(*),
-                       count(*) FILTER (WHERE e.state = 'cancelled'),
-                       count(*) FILTER (WHERE up.customer_id IS NOT NULL)
-                FROM s JOIN e USING (customer_id) LEFT JOIN up USING (customer_id)
-                WHERE s.state <> 'cancelled'
-                """
-            ),
-            {"a": start, "b": end},
-        )
-    ).one()
+    # One row per plan at the start (NULL: a plan never named), summed for the month.
+    plans = await conn.execute(
+        sa.text(
+            f"""
+            WITH s AS ({_LATEST.format(t=":a")}), e AS ({_LATEST.format(t=":b")}),
+            up AS (SELECT DISTINCT customer_id FROM mrr_movements
+                   WHERE kind = 'expansion' AND occurred_at >= :a AND occurred_at < :b)
+            SELECT s.plan, count(*),
+                   count(*) FILTER (WHERE e.state = 'cancelled'),
+                   count(*) FILTER (WHERE up.customer_id IS NOT NULL)
+            FROM s JOIN e USING (customer_id) LEFT JOIN up USING (customer_id)
+            WHERE s.state <> 'cancelled'
+            GROUP BY s.plan ORDER BY s.plan
+            """
+        ),
+        {"a": start, "b": end},
+    )
+    by_plan: dict[str, tuple[int, int]] = {}
+    customers = [0, 0, 0]
+    for plan, *counted in plans:
+        customers = [a + int(b) for a, b in zip(customers, counted, strict=True)]
+        if plan is not None:
+            by_plan[str(plan)] = (int(counted[0]), int(counted[1]))
     days = await conn.execute(
         sa.text(
             """
@@ -103,6 +111,7 @@ async def month_counts(conn: AsyncConnection, start: datetime, end: datetime) ->
         lost=int(customers[1]),
         upgraded=int(customers[2]),
         days_to_upsell=[float(d) for (d,) in days],
+        by_plan=by_plan,
     )
 
 
@@ -142,3 +151,33 @@ async def average_clv(
 
 def sums(moved: Mapping[Kind, tuple[Decimal, int]]) -> dict[Kind, Decimal]:
     return {kind: total for kind, (total, _) in moved.items()}
+
+
+@dataclass(frozen=True)
+class TierAtRisk:
+    customers: int
+    mrr: Decimal
+    mrr_at_risk: Decimal
+
+
+async def at_risk_by_tier(
+    conn: AsyncConnection, default_currency: str
+) -> dict[str, dict[str, TierAtRisk]]:
+    """Currency -> risk tier -> the scored customers not cancelled, their MRR and MRR at
+    risk now, summed from the ``portfolio_at_risk`` view (migration 0010), whose MRR at
+    risk is the at-risk list's (MRR x churn probability; ``default_currency`` when
+    neither subscription nor profile names one, as in the list)."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT coalesce(currency, :dc), tier, count(*), sum(mrr), sum(mrr_at_risk)"
+            " FROM portfolio_at_risk WHERE subscription IS DISTINCT FROM 'cancelled'"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        {"dc": default_currency},
+    )
+    found: dict[str, dict[str, TierAtRisk]] = {}
+    for cur, tier, n, mrr, at_risk in rows:
+        found.setdefault(str(cur), {})[str(tier)] = TierAtRisk(
+            int(n), Decimal(mrr or 0), Decimal(at_risk or 0)
+        )
+    return found

@@ -50,6 +50,11 @@ class Month:
     def next(self) -> Month:
         return Month(self.year + self.month // 12, self.month % 12 + 1)
 
+    def back(self, n: int) -> Month:
+        """The month ``n`` months before this one (2026-11 back 12 is 2025-11)."""
+        index = self.year * 12 + self.month - 1 - n
+        return Month(index // 12, index % 12 + 1)
+
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
 
@@ -65,6 +70,15 @@ def months(first: Month, last: Month, *, limit: int) -> list[Month]:
         if len(found) > limit:
             raise ValueError(f"from {first} to {last} is more than {limit} months")
     return found
+
+
+@dataclass(frozen=True)
+class FigureRules:
+    """The settings the portfolio's figures depend on (``OrchestratorSettings.figure_rules``)."""
+
+    loss_reasons: tuple[str, ...]  # a playbook's exit reasons that are not a conversion
+    confidence: float  # of the uplift intervals
+    default_currency: str  # of a CLV whose customer names no currency
 
 
 # --- the formulas --------------------------------------------------------------------------
@@ -233,4 +247,25 @@ def customer_figures(
         annual_churn=annual_churn(churn) if churn is not None else None,
         upsell_conversion=upsell_conversion(upgraded, at_start),
         median_days_to_upsell=median_days(days_to_upsell),
+    )
+
+
+@dataclass(frozen=True)
+class PlanChurn:
+    """A month's customer churn among the customers on one plan at its start."""
+
+    at_start: int
+    lost: int
+    churn_rate: float | None
+    annual_churn: float | None
+
+
+def plan_churn(at_start: int, lost: int) -> PlanChurn:
+    """Churn of one plan's customers: ``lost`` of the ``at_start`` on it at the start."""
+    churn = monthly_churn_rate(lost, at_start)
+    return PlanChurn(
+        at_start=at_start,
+        lost=lost,
+        churn_rate=churn,
+        annual_churn=annual_churn(churn) if churn is not None else None,
     )

@@ -7,38 +7,40 @@ contraction, churned, end; NRR, GRR, expansion rate, average upgrade value), the
 customers (live at the start, lost, upgraded; churn rate monthly and annualised, upsell
 conversion, median days to upsell) and, for each playbook with journeys started in the
 month, treatment against holdout (conversions, uplift with its confidence interval,
-incremental revenue, revenue per message). Beside the months, the average CLV of the
-scored customers now, by segment and by plan, per currency. The formulas are
-``orchestrator.domain.portfolio``'s (docs/domain.md section 6).
+incremental revenue, revenue per message), and churn by plan. Beside the months, the
+average CLV of the scored customers now, by segment and by plan, per currency. The
+figures are ``orchestrator.service_layer.portfolio.portfolio_figures``'s (as
+``tenure report``'s), the formulas ``orchestrator.domain.portfolio``'s (docs/domain.md
+section 6); this module only shapes the answer.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency aliases from
 # evaluated annotations.
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.adapters import operator as views
-from orchestrator.adapters import portfolio as counts
+from orchestrator.adapters.portfolio import ClvGroup
 from orchestrator.domain import attribution as A
 from orchestrator.domain import portfolio as P
 from orchestrator.domain.errors import InvalidRequest
-from orchestrator.domain.movements import Kind
 from orchestrator.entrypoints.api.dependencies import ERRORS, Reader, Service, Settings
 from orchestrator.entrypoints.api.portfolio_models import (
     AverageClv,
     Customers,
     Interval,
     Month,
+    PlanChurn,
     PlaybookMonth,
     Portfolio,
     Waterfall,
 )
-from orchestrator.entrypoints.api.results import conversion_reasons, money, tallies
-from orchestrator.entrypoints.deps import Deps
-from orchestrator.settings import OrchestratorSettings
+from orchestrator.entrypoints.api.results import money
+from orchestrator.service_layer.portfolio import (
+    MonthFigures,
+    PlaybookFigures,
+    portfolio_figures,
+)
 
 router = APIRouter()
 
@@ -72,10 +74,7 @@ def chosen_months(
         raise InvalidRequest("to", str(exc)) from None
 
 
-def waterfall(start: Decimal, end: Decimal, moved: counts.MonthCounts, cur: str) -> Waterfall:
-    by_kind = moved.moved.get(cur, {})
-    upgrades = by_kind.get(Kind.EXPANSION, (A.ZERO, 0))[1]
-    f = P.mrr_figures(start, end, counts.sums(by_kind), upgrades=upgrades)
+def waterfall(f: P.MrrFigures) -> Waterfall:
     return Waterfall(
         mrr_start=float(f.start),
         new=float(f.new),
@@ -94,43 +93,43 @@ def waterfall(start: Decimal, end: Decimal, moved: counts.MonthCounts, cur: str)
     )
 
 
-async def playbooks_month(
-    conn: AsyncConnection, month: P.Month, deps: Deps, settings: OrchestratorSettings
-) -> dict[str, PlaybookMonth]:
-    out: dict[str, PlaybookMonth] = {}
-    for name, playbook in sorted(deps.playbooks.items()):
-        found = await views.results(
-            conn,
-            name,
-            goal_reasons=conversion_reasons(playbook, settings.operator_loss_reasons),
-            window=playbook.attribution_window,
-            started=(month.start, month.end),
-        )
-        if not found.groups:
-            continue
-        by_arm, _ = tallies(playbook, found)
-        treated, control = by_arm.get("treatment", A.Tally()), by_arm.get("control", A.Tally())
-        interval = P.uplift_interval(
-            treated.converted,
-            treated.journeys,
-            control.converted,
-            control.journeys,
-            confidence=settings.portfolio_confidence,
-        )
-        out[name] = PlaybookMonth(
-            journeys=treated.journeys,
-            control_journeys=control.journeys,
-            conversions=treated.converted,
-            control_conversions=control.converted,
-            conversion_rate=A.rate(treated),
-            control_conversion_rate=A.rate(control),
-            uplift=Interval(**vars(interval)) if interval is not None else None,
-            revenue=money(treated.revenue) or {},
-            incremental_revenue=money(A.compare(treated, control).incremental_revenue),
-            messages_sent=treated.messages,
-            revenue_per_message=money(P.revenue_per_message(treated.revenue, treated.messages)),
-        )
-    return out
+def playbook_month(f: PlaybookFigures) -> PlaybookMonth:
+    treated, control = f.treated, f.control
+    return PlaybookMonth(
+        journeys=treated.journeys,
+        control_journeys=control.journeys,
+        conversions=treated.converted,
+        control_conversions=control.converted,
+        conversion_rate=A.rate(treated),
+        control_conversion_rate=A.rate(control),
+        uplift=Interval(**vars(f.uplift)) if f.uplift is not None else None,
+        revenue=money(treated.revenue) or {},
+        incremental_revenue=money(f.incremental_revenue),
+        messages_sent=treated.messages,
+        revenue_per_message=money(f.revenue_per_message),
+    )
+
+
+def month_out(f: MonthFigures) -> Month:
+    return Month(
+        period=str(f.month),
+        start=f.month.start,
+        end=f.month.end,
+        currencies={cur: waterfall(w) for cur, w in f.currencies.items()},
+        customers=Customers(**vars(f.customers)),
+        churn_by_plan={plan: PlanChurn(**vars(c)) for plan, c in f.churn_by_plan.items()},
+        playbooks={name: playbook_month(p) for name, p in f.playbooks.items()},
+    )
+
+
+def averaged(found: dict[str, dict[str, ClvGroup]]) -> dict[str, dict[str, AverageClv]]:
+    return {
+        cur: {
+            g: AverageClv(customers=v.customers, average_clv=float(v.average.quantize(A.CENT)))
+            for g, v in groups.items()
+        }
+        for cur, groups in found.items()
+    }
 
 
 @router.get("/v1/metrics/portfolio", response_model=Portfolio, responses=ERRORS)
@@ -143,46 +142,11 @@ async def portfolio(
     last: Annotated[str | None, Query(alias="to", max_length=7)] = None,
 ) -> Portfolio:
     chosen = chosen_months(period, first, last, limit=settings.portfolio_max_months)
-    months = []
-    async with deps.engine.connect() as conn:
-        for month in chosen:
-            found = await counts.month_counts(conn, month.start, month.end)
-            currencies = sorted(set(found.mrr_start) | set(found.mrr_end) | set(found.moved))
-            people = P.customer_figures(
-                found.at_start, found.lost, found.upgraded, found.days_to_upsell
-            )
-            months.append(
-                Month(
-                    period=str(month),
-                    start=month.start,
-                    end=month.end,
-                    currencies={
-                        cur: waterfall(
-                            found.mrr_start.get(cur, A.ZERO),
-                            found.mrr_end.get(cur, A.ZERO),
-                            found,
-                            cur,
-                        )
-                        for cur in currencies
-                    },
-                    customers=Customers(**vars(people)),
-                    playbooks=await playbooks_month(conn, month, deps, settings),
-                )
-            )
-        clv = {
-            by: await counts.average_clv(conn, by, deps.default_currency)
-            for by in ("segment", "plan")
-        }
-    averaged = {
-        by: {
-            cur: {
-                g: AverageClv(customers=v.customers, average_clv=float(v.average.quantize(A.CENT)))
-                for g, v in groups.items()
-            }
-            for cur, groups in found_by.items()
-        }
-        for by, found_by in clv.items()
-    }
+    found = await portfolio_figures(
+        deps.engine, chosen, playbooks=deps.playbooks, rules=settings.figure_rules()
+    )
     return Portfolio(
-        months=months, clv_by_segment=averaged["segment"], clv_by_plan=averaged["plan"]
+        months=[month_out(m) for m in found.months],
+        clv_by_segment=averaged(found.clv_by_segment),
+        clv_by_plan=averaged(found.clv_by_plan),
     )

@@ -85,6 +85,13 @@ class Customers(BaseModel):
     )
 
 
+class PlanChurn(BaseModel):
+    at_start: int = Field(description="Customers live at the start on the plan.")
+    lost: int = Field(description="Of those, cancelled at the end of the month.")
+    churn_rate: float | None = Field(description="lost / at_start")
+    annual_churn: float | None = Field(description="1 - (1 - churn_rate)^12")
+
+
 class Interval(BaseModel):
     estimate: float
     low: float
@@ -117,6 +124,9 @@ class Month(BaseModel):
     end: datetime
     currencies: dict[str, Waterfall]
     customers: Customers
+    churn_by_plan: dict[str, PlanChurn] = Field(
+        description="Plan at the start -> the month's customer churn among its customers."
+    )
     playbooks: dict[str, PlaybookMonth]
 
 
