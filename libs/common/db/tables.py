@@ -94,6 +94,8 @@ journeys = sa.Table(
     sa.Column("seen", ARRAY(sa.Text), nullable=False, server_default=EMPTY_ARRAY),
     # operator or playbook, while paused
     sa.Column("paused_by", sa.Text),
+    # ingest instant of the event whose fact started it; NULL: none (migration 0012)
+    sa.Column("ingested_at", TS),
     sa.CheckConstraint(
         "state IN ('active', 'paused', 'completed', 'exited', 'cancelled')",
         name="journeys_state_known",
