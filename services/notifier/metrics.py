@@ -124,8 +124,8 @@ EVENT_TO_SEND_SECONDS = histogram(
     "(emailed, stored in the inbox or posted), by playbook and channel: the latency "
     "objective's (99 % under 60 s). Observed for notifications sent as the immediate "
     "reaction to an event (its ingested_at header carried through scoring and the "
-    "journey), at their first attempt; not for steps sent later by design (delays, "
-    "quiet hours, the frequency cap, held triggers) nor for retries.",
+    "journey), retries included; not for steps sent later by design (delays, quiet "
+    "hours, the frequency cap, held triggers).",
     ["playbook", "channel"],
     buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600),
 )

@@ -378,6 +378,8 @@ deliveries = sa.Table(
     sa.Column("payload", sa.LargeBinary),  # the notification itself, for retries
     sa.Column("first_attempt_at", TS),
     sa.Column("next_attempt_at", TS),
+    # ingest instant of the event it reacts to, for the retries' latency (migration 0012)
+    sa.Column("ingested_at", TS),
     # set once the outcome is on the deliveries topic, so a crash in between re-reports it
     sa.Column("reported_at", TS),
     sa.Index(

@@ -72,6 +72,7 @@ async def receive(raw: bytes, *, deps: Dependencies, ingested_at: datetime | Non
         payload=raw,
         now=now,
         address=n.recipient if check else None,
+        ingested_at=ingested_at,
     )
     existing = claimed.existing
     if existing is not None:
@@ -127,6 +128,7 @@ async def retry_due(*, deps: Dependencies) -> int:
             first_attempt_at=claim.first_attempt_at,
             raw=claim.payload,
             deps=deps,
+            ingested_at=claim.ingested_at,
         )
     return len(claims)
 
@@ -157,7 +159,7 @@ async def attempt(
 ) -> str:
     """Try ``n`` once, through the handler of its channel; the status the log now holds.
 
-    ``ingested_at``: see :func:`receive` (a retry has none: not observed).
+    ``ingested_at``: see :func:`receive` (a retry's, as the delivery log kept it).
 
     ``suppressed`` is the address's suppression as read with the claim, if it was. A
     database outage before or during the send is waited out (nothing was sent yet: the
@@ -192,8 +194,9 @@ async def attempt(
 
 def observe_reaction(n: Notification, ingested_at: datetime | None, *, deps: Dependencies) -> None:
     """Observe the event-to-send latency of ``n``, just sent (emailed, stored in the inbox
-    or posted), when it is the immediate reaction to an event whose ingest instant it
-    carries; a notification without one (sent later by design, or older) is not."""
+    or posted, at its first attempt or a later one), when it is the immediate reaction to
+    an event whose ingest instant it carries; a notification without one (sent later by
+    design, or older) is not."""
     if ingested_at is None:
         return
     seconds = causation.elapsed_s(deps.clock, ingested_at)

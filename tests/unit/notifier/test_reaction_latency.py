@@ -1,5 +1,6 @@
 """The notifier's event-to-send latency: observed once, when a notification that carries
-the ingest instant of the event it reacts to is sent; never otherwise."""
+the ingest instant of the event it reacts to is sent (at once or on a retry); never
+otherwise."""
 
 from __future__ import annotations
 
@@ -60,16 +61,18 @@ async def test_a_notification_without_the_instant_is_not_observed() -> None:
     assert observed(n) == before
 
 
-async def test_neither_a_failed_attempt_nor_its_retry_is_observed() -> None:
+async def test_a_retry_is_observed_once_it_is_sent_and_the_failed_attempt_is_not() -> None:
     w = world()
     w.mailer.failures.append(SendError("421 try later"))
     n = notification()
     before = observed(n)
-    await delivery.receive(raw(n), deps=w.deps, ingested_at=START)
+    await delivery.receive(raw(n), deps=w.deps, ingested_at=START - timedelta(seconds=1))
+    assert observed(n) == before  # failed: nothing sent
     w.clock.advance(timedelta(hours=1))
     await delivery.retry_due(deps=w.deps)
-    assert len(w.mailer.sent) == 1  # sent on the retry
-    assert observed(n) == before
+    assert len(w.mailer.sent) == 1  # sent on the retry, an hour and a second after ingest
+    count, total = observed(n)
+    assert (count - before[0], round(total - before[1], 6)) == (1, 3601)
 
 
 def test_an_instant_after_now_counts_as_zero() -> None:

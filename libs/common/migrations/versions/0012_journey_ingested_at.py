@@ -5,6 +5,8 @@
   (a held-signal or postponed trigger), paused since, or started before this release.
   The orchestrator puts it on the notification a step sends as the immediate reaction
   (the ``ingested_at`` header), and the notifier observes the event-to-send latency.
+- ``deliveries.ingested_at``: the same instant, kept by the notifier's delivery log so
+  that a notification sent on a retry (or after a worker's crash) is observed too.
 
 Revision ID: 0012
 Revises: 0010
@@ -19,9 +21,14 @@ branch_labels = None
 depends_on = None
 
 
+TS = sa.TIMESTAMP(timezone=True)
+
+
 def upgrade() -> None:
-    op.add_column("journeys", sa.Column("ingested_at", sa.TIMESTAMP(timezone=True)))
+    op.add_column("journeys", sa.Column("ingested_at", TS))
+    op.add_column("deliveries", sa.Column("ingested_at", TS))
 
 
 def downgrade() -> None:
+    op.drop_column("deliveries", "ingested_at")
     op.drop_column("journeys", "ingested_at")
