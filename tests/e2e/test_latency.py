@@ -2,6 +2,7 @@
 scoring's snapshot starts retention_offer, its offer email reaches the SMTP sink, and the
 notifier observes one event-to-send latency for (retention_offer, email), no more than
 the wall time from the first POST to the .eml arriving; scoring observes its snapshots.
+The CSM call a day later (a delayed step, sent by design) is not observed.
 
 The services run with quiet hours off (the offer is the immediate reaction, never held).
 """
@@ -9,6 +10,7 @@ The services run with quiet hours off (the offer is the immediate reaction, neve
 from __future__ import annotations
 
 import email
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +57,14 @@ def offer_email(folder: Path, address: str) -> bool:
     return False
 
 
+def webhook_for(folder: Path, customer: str) -> bool:
+    for path in folder.glob("*.json"):
+        body = json.loads(json.loads(path.read_text())["body"])
+        if body.get("customer_id") == customer:
+            return True
+    return False
+
+
 def test_the_offer_email_observes_its_event_to_send_latency(services: Stack) -> None:
     stack, scale = services, services.time_scale
     customer = new_customer("e2e-latency")
@@ -86,3 +96,13 @@ def test_the_offer_email_observes_its_event_to_send_latency(services: Stack) -> 
     assert scored[0] >= scored_before[0] + 1  # the snapshot that started the journey
     assert 0 < scored[1] - scored_before[1] <= wall * (scored[0] - scored_before[0])
     print(f"event to send {observed:.3f} s (wall {wall:.3f} s); snapshots {scored[0]:.0f}")
+
+    # The CSM call a simulated day after the offer is sent by design, not as the reaction.
+    hooks = {"playbook": "retention_offer", "channel": "webhook"}
+    hooks_before = histogram(stack.ports.notifier, NOTIFIER, **hooks)
+    deadline = time.monotonic() + 30
+    while not webhook_for(stack.webhook_dir, customer):
+        assert time.monotonic() < deadline, "no retention call posted"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert histogram(stack.ports.notifier, NOTIFIER, **hooks) == hooks_before
