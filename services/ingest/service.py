@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common import causation
 from common.clock import Clock
 from common.events import EVENT_MODELS, SCHEMA_VERSION, Event, EventBase, event_adapter
 from common.kafka import OutgoingRecord, Publisher
@@ -186,7 +187,7 @@ def records(events: Iterable[Event], *, key_id: str, now: datetime) -> list[Outg
     ``schema_version``, ``ingested_at`` and ``api_key_id``; the topic is the kind's."""
     shared = [
         ("schema_version", _SCHEMA_VERSION),
-        ("ingested_at", now.isoformat().encode()),
+        causation.header(now),
         ("api_key_id", key_id.encode()),
     ]
     by_kind: dict[str, list[tuple[str, bytes]]] = {}  # one headers list per kind, shared

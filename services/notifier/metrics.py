@@ -120,9 +120,12 @@ RETRIES_OLDEST_SECONDS = gauge(
 EVENT_TO_SEND_SECONDS = histogram(
     SERVICE,
     "event_to_send_seconds",
-    "Seconds from ingest accepting the event that caused a notification to its sending, by "
-    "playbook and channel: the latency objective's (99 % under 60 s). Not observed yet: the "
-    "causing event's ingest time is not carried to the notifier (issue 16).",
+    "Real seconds from ingest accepting the event that caused a notification to its sending "
+    "(emailed, stored in the inbox or posted), by playbook and channel: the latency "
+    "objective's (99 % under 60 s). Observed for notifications sent as the immediate "
+    "reaction to an event (its ingested_at header carried through scoring and the "
+    "journey), retries included; not for steps sent later by design (delays, quiet "
+    "hours, the frequency cap, held triggers).",
     ["playbook", "channel"],
     buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600),
 )

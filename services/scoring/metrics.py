@@ -63,3 +63,10 @@ ERASURES = counter(
     "unknown: no state was kept; invalid).",
     ["outcome"],
 )
+INGEST_TO_SNAPSHOT_SECONDS = histogram(
+    SERVICE,
+    "ingest_to_snapshot_seconds",
+    "Real seconds from ingest accepting an event to the score snapshot it caused being "
+    "handed to the producer (events with an ingested_at header only).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+)

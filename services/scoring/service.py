@@ -20,7 +20,7 @@ plan-cohort deltas only when the customer's cohort counts change.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common import causation
 from common.events import CustomerId, Event, UtcDatetime, parse_event
 from common.kafka import encode
 from common.messages import Delivery, Erasure
@@ -160,6 +161,22 @@ def emitted(outcome: Outcome, topics: Topics) -> tuple[Emit, ...]:
         for delta in outcome.cohort
     ]
     return tuple(records)
+
+
+def caused_by(
+    records: tuple[Emit, ...], ingested_at: datetime | None, topics: Topics
+) -> tuple[Emit, ...]:
+    """``records`` with the ``ingested_at`` header of the event that caused them on the
+    signal changes and the snapshot (the records the orchestrator reacts to); the same
+    records when the event carried none."""
+    if ingested_at is None:
+        return records
+    stamp = causation.header(ingested_at)
+    reacted = (topics.signals, topics.scores)
+    return tuple(
+        replace(r, headers=(*r.headers, stamp)) if r.topic in reacted and r.value else r
+        for r in records
+    )
 
 
 def _scored(outcome: Outcome, deps: Deps, redemption: str | None = None) -> Step:

@@ -94,6 +94,8 @@ journeys = sa.Table(
     sa.Column("seen", ARRAY(sa.Text), nullable=False, server_default=EMPTY_ARRAY),
     # operator or playbook, while paused
     sa.Column("paused_by", sa.Text),
+    # ingest instant of the event whose fact started it; NULL: none (migration 0012)
+    sa.Column("ingested_at", TS),
     sa.CheckConstraint(
         "state IN ('active', 'paused', 'completed', 'exited', 'cancelled')",
         name="journeys_state_known",
@@ -376,6 +378,8 @@ deliveries = sa.Table(
     sa.Column("payload", sa.LargeBinary),  # the notification itself, for retries
     sa.Column("first_attempt_at", TS),
     sa.Column("next_attempt_at", TS),
+    # ingest instant of the event it reacts to, for the retries' latency (migration 0012)
+    sa.Column("ingested_at", TS),
     # set once the outcome is on the deliveries topic, so a crash in between re-reports it
     sa.Column("reported_at", TS),
     sa.Index(

@@ -37,6 +37,7 @@ class _ClaimRequest:
     payload: bytes
     now: datetime
     address: str | None  # its hash, as the suppression list keeps it
+    ingested_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,15 @@ _CLAIM = sa.text(
     WITH input AS (
         SELECT * FROM unnest(
             CAST(:nids AS text[]), CAST(:cids AS text[]), CAST(:channels AS text[]),
-            CAST(:payloads AS bytea[]), CAST(:nows AS timestamptz[]), CAST(:addresses AS text[])
-        ) WITH ORDINALITY AS t(nid, cid, channel, payload, now, address, i)
+            CAST(:payloads AS bytea[]), CAST(:nows AS timestamptz[]), CAST(:addresses AS text[]),
+            CAST(:ingested AS timestamptz[])
+        ) WITH ORDINALITY AS t(nid, cid, channel, payload, now, address, ingested, i)
     ),
     claimed AS (
         INSERT INTO deliveries
-            (notification_id, customer_id, channel, status, attempts, payload, first_attempt_at)
-        SELECT nid, cid, channel, 'sending', 1, payload, now FROM input ORDER BY i
+            (notification_id, customer_id, channel, status, attempts, payload, first_attempt_at,
+             ingested_at)
+        SELECT nid, cid, channel, 'sending', 1, payload, now, ingested FROM input ORDER BY i
         ON CONFLICT (notification_id) DO NOTHING
         RETURNING notification_id
     )
@@ -166,6 +169,7 @@ class DeliveryLog:
         payload: bytes,
         now: datetime,
         address: str | None = None,
+        ingested_at: datetime | None = None,
     ) -> Claimed:
         """Claim a notification seen on Kafka; with ``address``, also read its suppression.
 
@@ -181,6 +185,7 @@ class DeliveryLog:
                 payload,
                 now,
                 address_hash(address) if address else None,
+                ingested_at,
             )
         )
 
@@ -197,6 +202,7 @@ class DeliveryLog:
                 "payloads": [r.payload for r in unique],
                 "nows": [r.now for r in unique],
                 "addresses": [r.address for r in unique],
+                "ingested": [r.ingested_at for r in unique],
             },
         )
         by_id = {
@@ -309,12 +315,20 @@ class DeliveryLog:
                 deliveries.c.attempts,
                 deliveries.c.first_attempt_at,
                 due.c.status.label("previous"),
+                deliveries.c.ingested_at,
             )
         )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
         return [
-            Claim(r.notification_id, r.payload, r.attempts, r.first_attempt_at, r.previous)
+            Claim(
+                r.notification_id,
+                r.payload,
+                r.attempts,
+                r.first_attempt_at,
+                r.previous,
+                r.ingested_at,
+            )
             for r in rows
         ]
 

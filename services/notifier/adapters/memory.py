@@ -184,6 +184,7 @@ class Row:
     detail: str | None = None
     next_attempt_at: datetime | None = None
     reported: bool = False
+    ingested_at: datetime | None = None
 
 
 @dataclass
@@ -214,12 +215,15 @@ class MemoryDeliveryLog:
         payload: bytes,
         now: datetime,
         address: str | None = None,
+        ingested_at: datetime | None = None,
     ) -> Claimed:
         suppressed = await self.suppressions.reason(address) if address else None
         row = self.rows.get(notification_id)
         if row is not None:
             return Claimed(Existing(row.status, row.detail, row.reported), suppressed)
-        self.rows[notification_id] = Row(notification_id, payload, "sending", 1, now, self.now)
+        self.rows[notification_id] = Row(
+            notification_id, payload, "sending", 1, now, self.now, ingested_at=ingested_at
+        )
         return Claimed(None, suppressed)
 
     async def finish(
@@ -257,7 +261,12 @@ class MemoryDeliveryLog:
             row.status, row.attempts, row.updated_at = "sending", row.attempts + 1, self.now
             claims.append(
                 Claim(
-                    row.notification_id, row.payload, row.attempts, row.first_attempt_at, previous
+                    row.notification_id,
+                    row.payload,
+                    row.attempts,
+                    row.first_attempt_at,
+                    previous,
+                    row.ingested_at,
                 )
             )
         return claims

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from common import causation
 from common.kafka import Consumer, KeyedParallel, Record, run_consumer
 from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import sleep_or_stop
@@ -24,7 +25,9 @@ class Deliverer(Dependencies):
 
     async def handle(self, record: Record) -> None:
         """Deliver one record of ``notifications`` (see :func:`delivery.receive`)."""
-        await delivery.receive(record.value, deps=self)
+        await delivery.receive(
+            record.value, deps=self, ingested_at=causation.ingested_at(record.headers)
+        )
 
     async def retry_due(self) -> int:
         """See :func:`delivery.retry_due`."""

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from common import causation
 from common.kafka import INVALID, Record
 from common.messages import Delivery, DeliveryStatus, Notification
 from common.outage import ride_out
@@ -48,8 +49,12 @@ UNKNOWN_DETAIL = (
 )
 
 
-async def receive(raw: bytes, *, deps: Dependencies) -> None:
+async def receive(raw: bytes, *, deps: Dependencies, ingested_at: datetime | None = None) -> None:
     """Deliver one record of ``notifications`` unless its id was seen before.
+
+    ``ingested_at`` (the record's header): when ingest accepted the event this
+    notification is the immediate reaction to; if it is sent now, the event-to-send
+    latency is observed (:func:`observe_reaction`).
 
     Raises a decode error (one of :data:`common.kafka.INVALID`: the consumer dead-letters
     the record) for a value that is not a valid notification; a Kafka or database outage
@@ -67,6 +72,7 @@ async def receive(raw: bytes, *, deps: Dependencies) -> None:
         payload=raw,
         now=now,
         address=n.recipient if check else None,
+        ingested_at=ingested_at,
     )
     existing = claimed.existing
     if existing is not None:
@@ -77,7 +83,13 @@ async def receive(raw: bytes, *, deps: Dependencies) -> None:
             await deps.log.mark_reported(n.notification_id)
         return
     await attempt(
-        n, attempts=1, first_attempt_at=now, raw=raw, suppressed=claimed.suppressed, deps=deps
+        n,
+        attempts=1,
+        first_attempt_at=now,
+        raw=raw,
+        suppressed=claimed.suppressed,
+        deps=deps,
+        ingested_at=ingested_at,
     )
 
 
@@ -116,6 +128,7 @@ async def retry_due(*, deps: Dependencies) -> int:
             first_attempt_at=claim.first_attempt_at,
             raw=claim.payload,
             deps=deps,
+            ingested_at=claim.ingested_at,
         )
     return len(claims)
 
@@ -142,8 +155,11 @@ async def attempt(
     raw: bytes,
     deps: Dependencies,
     suppressed: Suppression = UNCHECKED,
+    ingested_at: datetime | None = None,
 ) -> str:
     """Try ``n`` once, through the handler of its channel; the status the log now holds.
+
+    ``ingested_at``: see :func:`receive` (a retry's, as the delivery log kept it).
 
     ``suppressed`` is the address's suppression as read with the claim, if it was. A
     database outage before or during the send is waited out (nothing was sent yet: the
@@ -172,7 +188,19 @@ async def attempt(
         metrics.send_failed(n.channel, exc)
         return await _retry(n, exc, attempts, first_attempt_at, raw, deps=deps)
     metrics.SEND_SECONDS.labels(channel=n.channel).observe(time.perf_counter() - started)
+    observe_reaction(n, ingested_at, deps=deps)
     return await _final(n, "sent", None, deps=deps)
+
+
+def observe_reaction(n: Notification, ingested_at: datetime | None, *, deps: Dependencies) -> None:
+    """Observe the event-to-send latency of ``n``, just sent (emailed, stored in the inbox
+    or posted, at its first attempt or a later one), when it is the immediate reaction to
+    an event whose ingest instant it carries; a notification without one (sent later by
+    design, or older) is not."""
+    if ingested_at is None:
+        return
+    seconds = causation.elapsed_s(deps.clock, ingested_at)
+    metrics.EVENT_TO_SEND_SECONDS.labels(playbook=n.playbook, channel=n.channel).observe(seconds)
 
 
 async def _retry(

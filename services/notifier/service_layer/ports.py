@@ -36,6 +36,7 @@ class Claim:
     attempts: int
     first_attempt_at: datetime
     previous: str = "retrying"
+    ingested_at: datetime | None = None  # of the event it reacts to, as claimed
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,13 @@ class DeliveryLog(Protocol):
         payload: bytes,
         now: datetime,
         address: str | None = None,
+        ingested_at: datetime | None = None,
     ) -> Claimed:
         """Claim a notification seen on Kafka; with ``address``, also read its suppression.
 
         New (``existing`` is None): the row is now ``sending``, attempt 1, and this worker
-        sends it. Otherwise ``existing`` is the row: a replay, never sent again from here.
+        sends it; ``ingested_at`` (its record's header) is kept for its retries. Otherwise
+        ``existing`` is the row: a replay, never sent again from here.
         """
         ...
 

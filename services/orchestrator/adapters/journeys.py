@@ -34,6 +34,7 @@ def journey_from(row: Any) -> Journey:
         variant=row.variant,
         seen=frozenset(row.seen or ()),
         paused_by=row.paused_by,
+        ingested_at=row.ingested_at,
     )
 
 
@@ -68,6 +69,7 @@ class SqlJourneys:
                 variant=journey.variant,
                 arm=journey.arm,
                 started_at=journey.started_at,
+                ingested_at=journey.ingested_at,
             )
             .on_conflict_do_nothing(
                 index_elements=["customer_id", "playbook"],
@@ -126,7 +128,11 @@ class SqlJourneys:
         await self.conn.execute(
             journeys.update()
             .where(journeys.c.journey_id == journey.journey_id)
-            .values(state=journey.state.value, paused_by=journey.paused_by)
+            .values(
+                state=journey.state.value,
+                paused_by=journey.paused_by,
+                ingested_at=journey.ingested_at,
+            )
         )
 
     async def end(self, journey: Journey, change: Change, reason: str) -> bool:

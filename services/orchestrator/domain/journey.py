@@ -156,6 +156,9 @@ class Journey:
     variant: str | None = None
     seen: frozenset[str] = frozenset()
     paused_by: str | None = None
+    # ingest instant of the event whose fact started it (domain/reaction.py); None: not
+    # the reaction to an event, or paused since
+    ingested_at: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -175,6 +178,8 @@ class Journey:
         after = transition(self.state, event, facts)
         change = Change(self.journey_id, self.state, after, event, at, detail or {})
         self.state = after
+        if event is Event.PAUSE:
+            self.ingested_at = None  # what it sends after a resume is no reaction
         return change
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from common import causation
 from common.events import LoginEvent, PaymentEvent, ProfileEvent, parse_event
 from common.kafka import Handler, InvalidRecord, Record
 from common.messages import Delivery, ScoreSnapshot, SignalChange
@@ -57,6 +58,11 @@ def router(deps: Deps) -> Handler:
                 record.key, engine=deps.engine, clock=deps.clock, topic_prefix=deps.topic_prefix
             )
             return
-        await messages.handle(decode(record), stores=deps.stores, context=deps.context)
+        await messages.handle(
+            decode(record),
+            stores=deps.stores,
+            context=deps.context,
+            ingested_at=causation.ingested_at(record.headers),
+        )
 
     return handle

@@ -23,9 +23,18 @@ from orchestrator.service_layer.ports import JourneyStore, Stores
 
 
 async def apply_fact(
-    customer_id: str, fact: D.Fact, *, store: JourneyStore, context: Context
+    customer_id: str,
+    fact: D.Fact,
+    *,
+    store: JourneyStore,
+    context: Context,
+    ingested_at: datetime | None = None,
 ) -> None:
     """Exits, then triggers, for one fact about one customer.
+
+    ``ingested_at``: when ingest accepted the event behind the fact (None: unknown); a
+    journey the fact starts, or the end of a journey it causes starts, keeps it
+    (:mod:`orchestrator.domain.reaction`).
 
     A signal trigger whose start retention before expansion or a cancelled subscription
     blocks is postponed (a blocked trigger) until the block lifts: after a cancellation
@@ -54,7 +63,12 @@ async def apply_fact(
         effect = D.trigger_effect(playbook, fact)
         if effect == "start":
             _, block = await try_start(
-                customer_id, playbook, _why(fact), store=store, context=context
+                customer_id,
+                playbook,
+                _why(fact),
+                store=store,
+                context=context,
+                ingested_at=ingested_at,
             )
             hold = D.postpone_reason(playbook, block)
             if hold and isinstance(fact, D.SignalFact):
@@ -76,7 +90,7 @@ async def apply_fact(
     if ended or isinstance(fact, D.ScoreFact):
         await lift_retention_first(customer_id, store=store, context=context)
     for follow in chained:
-        await apply_fact(customer_id, follow, store=store, context=context)
+        await apply_fact(customer_id, follow, store=store, context=context, ingested_at=ingested_at)
 
 
 async def end_journey(
@@ -111,9 +125,10 @@ async def try_start(
     *,
     store: JourneyStore,
     context: Context,
+    ingested_at: datetime | None = None,
 ) -> tuple[str | None, str | None]:
     """Start a journey of ``playbook`` unless a rule blocks it: (its id, None), or
-    (None, the block)."""
+    (None, the block). ``ingested_at``: that of the event whose fact starts it, if any."""
     now = context.clock.now()
     live = await store.journeys.live(customer_id)
     books = context.playbooks
@@ -139,6 +154,7 @@ async def try_start(
         started_at=now,
         arm=arm,
         variant=D.pick_variant(playbook, customer_id),
+        ingested_at=ingested_at,
     )
     if not await store.journeys.start(journey, change, D.schedule(playbook, now)):
         return None, "journey already live"

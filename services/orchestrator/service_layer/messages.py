@@ -10,6 +10,7 @@ a message handled twice changes nothing more.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeAlias
 
 from common.events import LoginEvent, PaymentEvent, ProfileEvent
@@ -34,7 +35,13 @@ Message: TypeAlias = (
 )
 
 
-async def profile_received(event: ProfileEvent, *, stores: Stores, context: Context) -> None:
+async def profile_received(
+    event: ProfileEvent,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
     """Project a profile; one from before the customer's erasure is what was erased."""
     consent = event.consent
     row = {
@@ -59,7 +66,13 @@ async def profile_received(event: ProfileEvent, *, stores: Stores, context: Cont
         await store.customers.upsert_profile(row)
 
 
-async def score_received(snapshot: ScoreSnapshot, *, stores: Stores, context: Context) -> None:
+async def score_received(
+    snapshot: ScoreSnapshot,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
     values = {
         name: float(value)
         for name in SCORE_FIELDS
@@ -77,14 +90,24 @@ async def score_received(snapshot: ScoreSnapshot, *, stores: Stores, context: Co
             }
         )
         fact = D.ScoreFact(values, snapshot.as_of, snapshot.tier)
-        await apply_fact(snapshot.customer_id, fact, store=store, context=context)
+        await apply_fact(
+            snapshot.customer_id, fact, store=store, context=context, ingested_at=ingested_at
+        )
 
 
-async def signal_changed(change: SignalChange, *, stores: Stores, context: Context) -> None:
+async def signal_changed(
+    change: SignalChange,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
     async with stores.begin() as store:
         if change.change in ("signal_on", "signal_off"):
             fact = D.SignalFact(change.name, change.change == "signal_on", change.occurred_at)
-            await apply_fact(change.customer_id, fact, store=store, context=context)
+            await apply_fact(
+                change.customer_id, fact, store=store, context=context, ingested_at=ingested_at
+            )
         elif change.change == "segment_changed":
             await store.customers.note_segment(change.customer_id, change.current)
         elif change.change == "loyalty_tier_changed":
@@ -92,7 +115,13 @@ async def signal_changed(change: SignalChange, *, stores: Stores, context: Conte
         # tier and band changes arrive with the score snapshot too: nothing more to do.
 
 
-async def payment_received(event: PaymentEvent, *, stores: Stores, context: Context) -> None:
+async def payment_received(
+    event: PaymentEvent,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
     async with stores.begin() as store:
         customer = event.customer_id
         if event.type in PLAN_CHANGES and event.plan:
@@ -105,7 +134,7 @@ async def payment_received(event: PaymentEvent, *, stores: Stores, context: Cont
         # Before the exits: a conversion counts for the journeys as they were when it came.
         await _attribute(event, store=store, context=context)
         fact = D.EventFact(event.type, event.occurred_at, event.plan, event.product)
-        await apply_fact(customer, fact, store=store, context=context)
+        await apply_fact(customer, fact, store=store, context=context, ingested_at=ingested_at)
 
 
 async def _attribute(event: PaymentEvent, *, store: JourneyStore, context: Context) -> None:
@@ -141,13 +170,27 @@ async def _attribute(event: PaymentEvent, *, store: JourneyStore, context: Conte
         metrics.ATTRIBUTIONS.labels(playbook=recorded.playbook, arm=recorded.arm).inc()
 
 
-async def login_received(event: LoginEvent, *, stores: Stores, context: Context) -> None:
+async def login_received(
+    event: LoginEvent,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
     async with stores.begin() as store:
         fact = D.EventFact(event.type, event.occurred_at)
-        await apply_fact(event.customer_id, fact, store=store, context=context)
+        await apply_fact(
+            event.customer_id, fact, store=store, context=context, ingested_at=ingested_at
+        )
 
 
-async def delivery_reported(delivery: Delivery, *, stores: Stores, context: Context) -> None:
+async def delivery_reported(
+    delivery: Delivery,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
     """The notifier's report on a notification: an unsubscribe withdraws consent for good;
     a final outcome settles where the cap counts the message, and one known not sent frees
     its slot for the customer's steps waiting for one."""
@@ -178,6 +221,14 @@ HANDLERS: dict[type[Message], Callable[..., Awaitable[None]]] = {
 }
 
 
-async def handle(message: Message, *, stores: Stores, context: Context) -> None:
-    """Route ``message`` to its handler (:data:`HANDLERS`, by type)."""
-    await HANDLERS[type(message)](message, stores=stores, context=context)
+async def handle(
+    message: Message,
+    *,
+    stores: Stores,
+    context: Context,
+    ingested_at: datetime | None = None,
+) -> None:
+    """Route ``message`` to its handler (:data:`HANDLERS`, by type). ``ingested_at``: the
+    record's ``ingested_at`` header, when ingest accepted the event behind it (a journey
+    it starts keeps it; a delivery and a profile start none)."""
+    await HANDLERS[type(message)](message, stores=stores, context=context, ingested_at=ingested_at)

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from common import causation
 from common.messages import Notification
 from common.outage import unavailable
 from orchestrator import metrics
@@ -37,6 +38,7 @@ from orchestrator.domain import decisions
 from orchestrator.domain import rules as R
 from orchestrator.domain.journey import Event, State
 from orchestrator.domain.playbook import Step
+from orchestrator.domain.reaction import reaction_ingested_at
 from orchestrator.domain.story import StepRecord, journey_story
 from orchestrator.service_layer.context import Context
 from orchestrator.service_layer.journeys import end_journey
@@ -232,7 +234,7 @@ async def fire_steps(
                     context.notifications_topic,
                     notification.customer_id,
                     notification.model_dump_json().encode(),
-                    {"notification_id": notification.notification_id},
+                    _headers(notification, timer),
                 )
             )
             event = Event.STEP_SENT
@@ -309,6 +311,18 @@ def _notification(
             known.profile, known.score, journey.variant, timer.due_at, step, told
         ),
     )
+
+
+def _headers(notification: Notification, timer: DueStep) -> dict[str, str]:
+    """The outbox row's headers (the relay publishes them): the notification id, and the
+    ingest instant of the event it reacts to when it is that reaction
+    (:func:`orchestrator.domain.reaction.reaction_ingested_at`)."""
+    headers = {"notification_id": notification.notification_id}
+    at = reaction_ingested_at(timer.journey, due_at=timer.due_at, waiting_since=timer.waiting_since)
+    if at is not None:
+        name, value = causation.header(at)
+        headers[name] = value.decode()
+    return headers
 
 
 def _wake(

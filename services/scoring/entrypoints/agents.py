@@ -20,6 +20,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from common import causation
 from common.clock import Clock
 from scoring import metrics
 from scoring.domain.state import CustomerState
@@ -31,6 +32,7 @@ from scoring.service import (
     Deps,
     Kind,
     Step,
+    caused_by,
     dead_letter,
     decode_cohort_delta,
     needs_tick,
@@ -121,14 +123,19 @@ class Worker:
                 started = time.perf_counter()
                 step = route.handle(payload, state, now=self._clock.now(), deps=self._deps)
                 metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
+                ingested = causation.ingested_at(message.headers) if kind is Kind.EVENTS else None
+                records = caused_by(step.records, ingested, self._deps.topics)
                 if step.erase:
                     pending.pop(customer_id, None)
                     self._states.delete(customer_id, item)
                 elif step.state is not None:
                     pending[customer_id] = (item, step.state)
-                for record in step.records:
+                for record in records:
                     await self._sink.send(record)
                 _count(kind, payload, step)
+                if ingested is not None and step.outcome and step.outcome.snapshot is not None:
+                    elapsed = causation.elapsed_s(self._clock, ingested)
+                    metrics.INGEST_TO_SNAPSHOT_SECONDS.observe(elapsed)
             if pending:
                 await self._states.write(pending)
 

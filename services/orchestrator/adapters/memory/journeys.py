@@ -35,6 +35,7 @@ class MemoryJourneys:
             journey.started_at,
             journey.arm,
             journey.variant,
+            ingested_at=journey.ingested_at,
         )
         t.history.append(change)
         for step, due in schedule:
@@ -76,6 +77,7 @@ class MemoryJourneys:
         self.t.history.append(change)
         row = self._row(journey.journey_id)
         row.state, row.paused_by = journey.state, journey.paused_by
+        row.ingested_at = journey.ingested_at
 
     async def end(self, journey: Journey, change: Change, reason: str) -> bool:
         self.t.history.append(change)

@@ -38,6 +38,7 @@ class JourneyRow:
     paused_by: str | None = None
     ended_at: datetime | None = None
     exit_reason: str | None = None
+    ingested_at: datetime | None = None
 
     def journey(self) -> Journey:
         return Journey(
@@ -50,6 +51,7 @@ class JourneyRow:
             variant=self.variant,
             seen=frozenset(self.seen),
             paused_by=self.paused_by,
+            ingested_at=self.ingested_at,
         )
 
 
