@@ -9,7 +9,7 @@
   that a notification sent on a retry (or after a worker's crash) is observed too.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 
 import sqlalchemy as sa
