@@ -52,11 +52,12 @@ from typing import Any
 import httpx
 import orjson
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiosmtpd.controller import Controller
 
 from bench import Context, Result, wait_for_leaders
 from bench.pacing import paced, percentile
+from bench.scoring import cpu_seconds
 from common.db import create_engine
 from common.kafka import ensure_topics
 from devstack.procs import free_port, spawn, stop
@@ -65,8 +66,8 @@ from orchestrator.domain import decisions
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
 
 REPO = Path(__file__).resolve().parent.parent
-RATE = 10.0  # trigger events a second, offered (see docs/BENCHMARKS.md for how it was found)
-DURATION_S = 60  # Tenure's timed schedule
+RATE = 3.0  # trigger events a second, offered (see docs/BENCHMARKS.md for how it was found)
+DURATION_S = 90  # Tenure's timed schedule
 FLOOR_S = 30  # the floor's timed schedule, before Tenure's and again after it
 WARMUP_S = 10  # at RATE before each timed schedule, not counted
 FIRST_S = 120  # for the first record through a chain (start-up, group assignment)
@@ -162,6 +163,64 @@ def describe(label: str, lat: list[float], schedule: Schedule) -> str:
     )
 
 
+# -- where Tenure's time goes ----------------------------------------------------------------
+
+
+class HopStamps:
+    """When each key's records appeared on some topics, read committed by a consumer of
+    this process without a group (every partition, from the end at start): a breakdown
+    of Tenure's latency by hop, printed beside the result."""
+
+    def __init__(self, bootstrap: str, topics: list[str], partitions: int) -> None:
+        self.topics = topics
+        self.partitions = partitions
+        self.seen: dict[tuple[str, str], list[float]] = {}
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for tp, records in batch.items():
+                for r in records:
+                    self.seen.setdefault((tp.topic, (r.key or b"").decode()), []).append(now)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    def breakdown(self, schedule: Schedule, keys: list[str]) -> str:
+        """p50 and p99 of acknowledgement -> first record on each topic after it."""
+        parts = []
+        for topic in self.topics:
+            lat = [
+                min((t for t in self.seen.get((topic, k), ()) if t >= schedule.acked[k]), default=0)
+                - schedule.acked[k]
+                for k in keys
+                if k in schedule.acked
+            ]
+            lat = [x for x in lat if x > 0]
+            if len(lat) >= 2:
+                parts.append(
+                    f"{topic.rsplit('.', 1)[-1]} p50 {percentile(lat, 50) * 1e3:.0f} ms, "
+                    f"p99 {percentile(lat, 99) * 1e3:.0f} ms"
+                )
+        return "; ".join(parts)
+
+
 # -- Tenure -----------------------------------------------------------------------------------
 
 
@@ -250,7 +309,11 @@ async def prepare(stack: Stack, client: httpx.AsyncClient, customers: list[str])
     """Post every customer's profile and trial, and wait until the orchestrator holds them."""
     events = [e for c in customers for e in prep_events(c)]
     for i in range(0, len(events), PREP_BATCH):
-        response = await _post(client, "/v1/batch", {"events": events[i : i + PREP_BATCH]})
+        for attempt in range(10):  # 503: Kafka did not take the batch in time (busy machine)
+            response = await _post(client, "/v1/batch", {"events": events[i : i + PREP_BATCH]})
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(1 + attempt)
         if response.status_code != 202:
             raise RuntimeError(f"preparing: {response.status_code} {response.text[:300]}")
     engine = create_engine(stack.database_url or "", pool_size=1)
@@ -367,9 +430,16 @@ def floor_sender(producer: AIOKafkaProducer, topic: str, value: bytes) -> Send:
 
 
 async def measure(
-    label: str, arrivals: Arrivals, send: Send, first: str, warm: list[str], timed: list[str]
-) -> list[float]:
-    """One chain: a first key through it, the warm-up keys, then the timed ones."""
+    label: str,
+    arrivals: Arrivals,
+    send: Send,
+    first: str,
+    warm: list[str],
+    timed: list[str],
+    stamps: HopStamps | None = None,
+) -> tuple[list[float], str]:
+    """One chain: a first key through it, the warm-up keys, then the timed ones; the
+    latencies in schedule order, and a note: the hop breakdown and whether it kept up."""
     await run_schedule([first], RATE, send)
     await wait_arrivals(arrivals, [first], FIRST_S)
     if first not in arrivals.at:
@@ -379,7 +449,14 @@ async def measure(
     await wait_arrivals(arrivals, timed, DRAIN_S)
     lat = latencies(arrivals, schedule, timed, label)
     print(describe(label, lat, schedule), flush=True)
-    return lat
+    third = max(2, len(lat) // 3)
+    drift = percentile(lat[-third:], 50) / percentile(lat[:third], 50)
+    note = f"p50 of the last third of the schedule / of the first: {drift:.2f}"
+    if stamps is not None:
+        hops = stamps.breakdown(schedule, timed)
+        print(f"    from the 202 to the first record on: {hops}", flush=True)
+        note += f"; from the 202 to the record on {hops}"
+    return lat, note
 
 
 async def run(ctx: Context) -> list[Result]:
@@ -418,17 +495,35 @@ async def run(ctx: Context) -> list[Result]:
             keys = iter(floor_keys)
             first, warm = next(keys), [next(keys) for _ in range(warm_n)]
             before = [next(keys) for _ in range(floor_n)]
-            floor_lat = await measure("floor before", arrivals, floor, first, warm, before)
-            tenure_lat = await measure(
-                "Tenure",
-                arrivals,
-                tenure_sender(client),
-                customers[0],
-                customers[1 : 1 + warm_n],
-                customers[1 + warm_n :],
+            floor_lat, _ = await measure("floor before", arrivals, floor, first, warm, before)
+            prefix = stack.topic_prefix
+            stamps = HopStamps(
+                ctx.bootstrap, [f"{prefix}scores", f"{prefix}notifications"], stack.partitions
             )
+            await stamps.start()
+            pids = {name: stack.procs[name].pid for name in SERVICES}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            try:
+                tenure_lat, note = await measure(
+                    "Tenure",
+                    arrivals,
+                    tenure_sender(client),
+                    customers[0],
+                    customers[1 : 1 + warm_n],
+                    customers[1 + warm_n :],
+                    stamps,
+                )
+            finally:
+                await stamps.stop()
+            cpu = ", ".join(
+                f"{name} {(cpu_seconds(pid) - cpu_before[name]) / len(customers) * 1e3:.0f}"
+                for name, pid in pids.items()
+            )
+            print(f"    CPU per trigger event, ms (warm-up and drain included): {cpu}", flush=True)
+            note += f"; CPU per trigger event, ms: {cpu}"
             after = list(keys)  # a first key again: the chain idled through Tenure's run
-            floor_lat += await measure("floor after", arrivals, floor, after[0], [], after[1:])
+            floor_after, _ = await measure("floor after", arrivals, floor, after[0], [], after[1:])
+            floor_lat += floor_after
     if arrivals.duplicates:
         raise RuntimeError(f"{arrivals.duplicates} emails arrived twice")
     load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
@@ -437,7 +532,7 @@ async def run(ctx: Context) -> list[Result]:
         f"after {WARMUP_S} s of warm-up), each a new customer's alternative_search after its "
         f"profile and a competitor_trial (retention offer, churn 0.90); {HOPS} Kafka hops "
         "(events.intent, scores, notifications) through `python -m` ingest, scoring, "
-        f"orchestrator, notifier, default settings but no quiet hours; {load}"
+        f"orchestrator, notifier, default settings but no quiet hours; {note}; {load}"
     )
     base = (
         f"physical floor: the same {HOPS} Kafka hops with no rules (bare aiokafka producer, "
