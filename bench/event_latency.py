@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +67,7 @@ from orchestrator.domain.playbook import SHIPPED, load_playbooks
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 3.0  # trigger events a second, offered (see docs/BENCHMARKS.md for how it was found)
-DURATION_S = 90  # Tenure's timed schedule
+DURATION_S = 60  # Tenure's timed schedule
 FLOOR_S = 30  # the floor's timed schedule, before Tenure's and again after it
 WARMUP_S = 10  # at RATE before each timed schedule, not counted
 FIRST_S = 120  # for the first record through a chain (start-up, group assignment)
@@ -122,13 +122,13 @@ class Schedule:
     slowest_ack_s: float = 0.0  # the longest scheduled time -> acknowledgement
 
 
-Send = Callable[[str, Schedule, float], Awaitable[None]]
+Send = Callable[[str, Schedule, float], Coroutine[Any, Any, None]]
 
 
 async def run_schedule(keys: list[str], rate: float, send: Send) -> Schedule:
     """Send each of ``keys`` at its time in the schedule (``send(key, schedule, due)``)."""
     schedule = Schedule()
-    tasks = [
+    tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(send(keys[i], schedule, due)) async for i, due in paced(len(keys), rate)
     ]
     await asyncio.gather(*tasks)
@@ -371,7 +371,8 @@ def offer_email() -> bytes:
     link = Links(settings).for_notification(n)
     email = Renderer().email(n.template, messages.template_context(n, link))
     headers = messages.email_headers(n, link.unsubscribe_url)
-    return message_bytes(settings.mail_from, n.recipient or "", email, headers)
+    data: bytes = message_bytes(settings.mail_from, n.recipient or "", email, headers)
+    return data
 
 
 @contextlib.asynccontextmanager
