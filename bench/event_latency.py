@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,7 +102,8 @@ class Arrivals:
 
 
 @contextlib.contextmanager
-def smtp_sink(port: int) -> Any:
+def smtp_sink(port: int) -> Iterator[Arrivals]:
+    """The sink on 127.0.0.1:``port``, in a thread of this process, for the block."""
     arrivals = Arrivals()
     controller = Controller(arrivals, hostname="127.0.0.1", port=port)
     controller.start()
