@@ -27,6 +27,7 @@ from bench import (
     RESULT_KEYS,
     Context,
     Result,
+    event_latency,
     ingest,
     kafka_producer,
     notifier,
@@ -66,6 +67,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "orchestrator_timer_lateness_p99": orchestrator.run,  # at Procrastinate's measured rate
     "orchestrator_timer_lateness_full_p50": orchestrator.run,  # at 80 % of one replica's rate
     "orchestrator_timer_lateness_full_p99": orchestrator.run,
+    "event_to_notification_latency_p50": event_latency.run,
+    "event_to_notification_latency_p99": event_latency.run,  # p50 and p99 of the same emails
 }
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -50,6 +50,8 @@ GOALS: dict[str, Goal] = {
     "orchestrator_timers_two_replicas": Goal("ratio", ">=", 1.6),
     "orchestrator_timers_vs_bare_loop": Goal("ratio", ">=", 0.5),
     "orchestrator_timer_lateness_full_p99": Goal("value", "<", 2.0),
+    # the latency objective of the alert rules (decisions.md, "Operations ... (issue 16)")
+    "event_to_notification_latency_p99": Goal("value", "<", 60_000.0),
 }
 
 
