@@ -61,7 +61,7 @@ async def _fresh(n: int, tmp: str) -> tuple[EmbeddedPostgres, str]:
     await upgrade_async(url)
     engine = create_engine(url, pool_size=2)
     b.PENDING = n + 1_000
-    await b.load(engine, url)
+    await b.load(engine, url, b.Blocks())
     await b.make_due(engine, "timers", (1, n), "now() - interval '1 second'")
     await engine.dispose()
     return pg, url
