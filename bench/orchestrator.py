@@ -21,10 +21,13 @@ times how fast the workers fire them (one process per worker, see
   computed beforehand: the bare loop's claim-and-mark, then the journey's end, its two
   history rows and the outbox row of the same size, one statement per kind of row, all in
   one transaction per batch (no lease, no read, no decision). Its rate over the bare
-  loop's bounds ``orchestrator_timers_vs_bare_loop`` for any code that writes those rows.
+  loop's bounds ``orchestrator_timers_vs_bare_loop`` for any code that writes those rows;
+- ``leased`` (the same): those writes behind the orchestrator's lease protocol (claim
+  under a lease in a transaction of its own, then lock the still-leased timers again and
+  fire them in a second one), still with no read and no decision.
 
 ``python -m bench orchestrator_timers_vs_bare_loop`` runs its own group (:func:`run_vs_bare`:
-``tenure1``, ``bare`` and ``writes`` on a database without Procrastinate's table, no
+``tenure1``, ``bare``, ``writes`` and ``leased`` on a database without Procrastinate's table, no
 lateness part; a few minutes); the other names run :func:`run` (``tenure1``, ``tenure2``,
 ``procrastinate`` and the lateness part). Both measure ``tenure1`` the same way.
 
@@ -91,13 +94,14 @@ STEADY = (0.1, 0.9)  # the steady part of a block: between the commits of these 
 SAMPLE_S = 0.05  # pg_stat_activity sampling period during the orchestrator's rounds
 WARM_UP = 200  # items each kind fires once before the rounds, not counted
 MEASURES = ("tenure1", "procrastinate", "tenure2")
-BARE_MEASURES = ("tenure1", "bare", "writes")  # the bare-loop comparison (run_vs_bare)
+BARE_MEASURES = ("tenure1", "bare", "writes", "leased")  # the bare-loop comparison
 # measurement -> (worker kind of bench.orchestrator_worker, processes)
 WORKERS = {
     "tenure1": ("tenure", 1),
     "tenure2": ("tenure", 2),
     "bare": ("bare", 1),
     "writes": ("writes", 1),
+    "leased": ("leased", 1),
     "procrastinate": ("procrastinate", 1),
 }
 
@@ -695,7 +699,7 @@ def _ours() -> str:
 
 
 async def _run_vs_bare(url: str, postmaster: int) -> list[Result]:
-    """``tenure1``, ``bare`` and ``writes`` interleaved, no Procrastinate, no lateness."""
+    """``BARE_MEASURES`` interleaved, no Procrastinate, no lateness."""
     from orchestrator.settings import OrchestratorSettings
 
     blocks = Blocks(BARE_MEASURES, lateness=False)
@@ -705,7 +709,8 @@ async def _run_vs_bare(url: str, postmaster: int) -> list[Result]:
     finally:
         await engine.dispose()
     best = {name: float(median(m["rate"] for m in ms)) for name, ms in rounds.items()}
-    for top, bottom in (("tenure1", "bare"), ("writes", "bare"), ("tenure1", "writes")):
+    pairs = [("tenure1", "bare"), ("writes", "bare"), ("leased", "bare"), ("tenure1", "leased")]
+    for top, bottom in pairs:
         ratios = ", ".join(f"{x:.3f}" for x in per_round(rounds, top, bottom))
         print(
             f"  {top} / {bottom} per round: {ratios}; medians {best[top] / best[bottom]:.3f}",
@@ -721,7 +726,8 @@ async def _run_vs_bare(url: str, postmaster: int) -> list[Result]:
         Result(
             name="orchestrator_timers_vs_bare_loop",
             metric=f"due timers fired/s by {_ours()}; {_shape(procrastinate=False)}; the "
-            f"writes floor (those timers' rows written by a bare loop) {best['writes']:,.0f}/s",
+            f"writes floor (those timers' rows written by a bare loop) {best['writes']:,.0f}/s, "
+            f"behind the lease protocol {best['leased']:,.0f}/s",
             value=best["tenure1"],
             unit="timers/s",
             baseline=bare,

@@ -1,7 +1,7 @@
 """One timer-firing process of the orchestrator benchmark (started by ``bench.orchestrator``).
 
 ``python -m bench.orchestrator_worker KIND DATABASE_URL [--until N]`` (KIND: tenure, bare,
-writes or procrastinate)
+writes, leased or procrastinate)
 
 The process connects, warms up, prints ``ready`` and waits for a line ``go`` on stdin,
 so that imports and connections are not timed. Then:
@@ -18,6 +18,9 @@ so that imports and connections are not timed. Then:
   journey's end, its ``step_sent`` and ``finish`` history rows, an outbox row of the same
   size, one statement per kind of row, in one transaction per batch; everything computed
   beforehand (no lease, no read, no decision);
+- ``leased``: the same writes behind the orchestrator's lease protocol: the timers claimed
+  under a lease in a statement (and transaction) of their own, as ``timer_store.claim``
+  does, then locked again while still leased and fired in a second transaction;
 - ``procrastinate``: a Procrastinate worker with its defaults (all queues, concurrency 1,
   polling interval, ``delete_jobs="never"``) executing a no-op task. (Naming its queue
   made each fetch scan the 1,000,000 pending jobs of that queue: about 3 jobs/s.)
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -198,6 +202,22 @@ INSERT INTO outbox (topic, key, payload, headers)
 SELECT 'bench.notifications', o.key, o.payload, o.headers::jsonb
 FROM unnest($1::text[], $2::bytea[], $3::text[]) AS o(key, payload, headers)
 """
+# The lease protocol of timer_store: claim under a lease (autocommit), re-take while leased.
+_LEASED_CLAIM = """
+UPDATE timers SET lease_owner = $2, lease_until = clock_timestamp() + interval '30 seconds',
+                  attempts = attempts + 1
+WHERE id IN (SELECT t.id FROM timers t JOIN journeys j ON j.journey_id = t.journey_id
+             WHERE t.status = 'pending' AND t.due_at <= now() AND j.state = 'active'
+               AND (t.lease_until IS NULL OR t.lease_until < clock_timestamp())
+             ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED)
+RETURNING id
+"""
+_LEASED_TAKE = """
+SELECT id, journey_id, due_at FROM timers
+WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND status = 'pending'
+FOR UPDATE
+"""
+_LEASED_FIRE = "UPDATE timers SET status = 'fired', fired_at = now() WHERE id = ANY($1::bigint[])"
 # The size of a retention_call notification of the benchmark (its JSON, about 660 bytes).
 _PAYLOAD = b"x" * 660
 _SENT = (
@@ -205,7 +225,7 @@ _SENT = (
 )
 
 
-async def writes(url: str, until: int | None) -> dict[str, Any]:
+async def writes(url: str, until: int | None, leased: bool = False) -> dict[str, Any]:
     import asyncpg
 
     from common.db import async_url
@@ -216,6 +236,9 @@ async def writes(url: str, until: int | None) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     claim, end = await conn.prepare(_WRITES_CLAIM), await conn.prepare(_WRITES_END)
     history, outbox = await conn.prepare(_WRITES_HISTORY), await conn.prepare(_WRITES_OUTBOX)
+    lease, take = await conn.prepare(_LEASED_CLAIM), await conn.prepare(_LEASED_TAKE)
+    mark = await conn.prepare(_LEASED_FIRE)
+    owner = f"leased-{os.getpid()}"
     await conn.fetchval(_BARE_DUE)
     _ready()
     began = time.time()
@@ -224,8 +247,13 @@ async def writes(url: str, until: int | None) -> dict[str, Any]:
     batches: list[tuple[float, int]] = []
     ended = began
     while until is None or len(lateness) < until:
+        ids = [r["id"] for r in await lease.fetch(settings.timer_batch, owner)] if leased else []
         async with conn.transaction():
-            rows = await claim.fetch(settings.timer_batch)
+            if leased:
+                rows = await take.fetch(ids, owner) if ids else []
+                await mark.fetch([r["id"] for r in rows])
+            else:
+                rows = await claim.fetch(settings.timer_batch)
             if rows:
                 ids = [r["journey_id"] for r in rows]
                 ended_rows = await end.fetch(ids)
@@ -303,7 +331,7 @@ async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.orchestrator_worker")
-    parser.add_argument("kind", choices=["tenure", "bare", "writes", "procrastinate"])
+    parser.add_argument("kind", choices=["tenure", "bare", "writes", "leased", "procrastinate"])
     parser.add_argument("url")
     parser.add_argument("--until", type=int, default=None)
     args = parser.parse_args()
@@ -312,8 +340,8 @@ def main() -> None:
         work = tenure(args.url, args.until)
     elif args.kind == "bare":
         work = bare(args.url, args.until)
-    elif args.kind == "writes":
-        work = writes(args.url, args.until)
+    elif args.kind in ("writes", "leased"):
+        work = writes(args.url, args.until, leased=args.kind == "leased")
     else:
         work = procrastinate(args.url, args.until)
     result = asyncio.run(work)
