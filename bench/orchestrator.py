@@ -15,7 +15,21 @@ times how fast the workers fire them (one process per worker, see
   (no journey, no decision, no history, no outbox): the orchestrator's rate is reported
   as a share of it (``orchestrator_timers_vs_bare_loop``, goal >= 0.5);
 - ``procrastinate``: one Procrastinate worker running a no-op task (its defaults);
-- ``tenure2``: two orchestrator replicas on the same timers.
+- ``tenure2``: two orchestrator replicas on the same timers;
+- ``writes`` (only in the bare-loop comparison, printed, not published): what one fired
+  ``retention_call`` step must write at least, by a bare asyncpg loop with everything
+  computed beforehand: the bare loop's claim-and-mark, then the journey's end, its two
+  history rows and the outbox row of the same size, one statement per kind of row, all in
+  one transaction per batch (no lease, no read, no decision). Its rate over the bare
+  loop's bounds ``orchestrator_timers_vs_bare_loop`` for any code that writes those rows;
+- ``leased`` (the same): those writes behind the orchestrator's lease protocol (claim
+  under a lease in a transaction of its own, then lock the still-leased timers again and
+  fire them in a second one), still with no read and no decision.
+
+``python -m bench orchestrator_timers_vs_bare_loop`` runs its own group (:func:`run_vs_bare`:
+``tenure1``, ``bare``, ``writes`` and ``leased`` on a database without Procrastinate's table, no
+lateness part; a few minutes); the other names run :func:`run` (``tenure1``, ``tenure2``,
+``procrastinate`` and the lateness part). Both measure ``tenure1`` the same way.
 
 Rounds are interleaved, their order rotated, and the median kept; both tables are
 vacuumed (not timed) before each measurement, so that neither inherits the other's
@@ -79,21 +93,31 @@ FULL_MAX_RATE = 8_000  # timers/s the load leaves room for in the lateness-at-fu
 STEADY = (0.1, 0.9)  # the steady part of a block: between the commits of these shares
 SAMPLE_S = 0.05  # pg_stat_activity sampling period during the orchestrator's rounds
 WARM_UP = 200  # items each kind fires once before the rounds, not counted
-MEASURES = ("tenure1", "bare", "procrastinate", "tenure2")
+MEASURES = ("tenure1", "procrastinate", "tenure2")
+BARE_MEASURES = ("tenure1", "bare", "writes", "leased")  # the bare-loop comparison
 # measurement -> (worker kind of bench.orchestrator_worker, processes)
 WORKERS = {
     "tenure1": ("tenure", 1),
     "tenure2": ("tenure", 2),
     "bare": ("bare", 1),
+    "writes": ("writes", 1),
+    "leased": ("leased", 1),
     "procrastinate": ("procrastinate", 1),
 }
 
 
-def extra() -> dict[str, int]:
+def extra(measures: tuple[str, ...] = MEASURES, lateness: bool = True) -> dict[str, int]:
     """Items each table needs besides ``PENDING``: every block the run makes due."""
+    kinds = {WORKERS[name][0] for name in measures}
+    timers = sum(name != "procrastinate" for name in measures)
+    late = lateness and "procrastinate" in measures
     return {
-        "timers": 2 * WARM_UP + ROUNDS * 3 * BACKLOG + int(LATENESS_S * (FULL_MAX_RATE + 100)),
-        "procrastinate_jobs": WARM_UP + ROUNDS * PROCRASTINATE_BACKLOG + int(LATENESS_S * 100),
+        "timers": WARM_UP * len(kinds - {"procrastinate"})
+        + ROUNDS * timers * BACKLOG
+        + (int(LATENESS_S * (FULL_MAX_RATE + 100)) if lateness else 0),
+        "procrastinate_jobs": WARM_UP + ROUNDS * PROCRASTINATE_BACKLOG + int(LATENESS_S * 100)
+        if late
+        else 0,
     }
 
 
@@ -101,9 +125,9 @@ class Blocks:
     """Hands out consecutive id ranges of each table's items, never twice, and never so
     many that fewer than ``PENDING`` would be left pending."""
 
-    def __init__(self) -> None:
+    def __init__(self, measures: tuple[str, ...] = MEASURES, lateness: bool = True) -> None:
         self.next = {"timers": 1, "procrastinate_jobs": 1}
-        self.total = {table: PENDING + n for table, n in extra().items()}
+        self.total = {table: PENDING + n for table, n in extra(measures, lateness).items()}
 
     def take(self, table: str, n: int) -> tuple[int, int]:
         first = self.next[table]
@@ -142,9 +166,9 @@ async def bench_lock() -> AsyncIterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-async def load(engine: AsyncEngine, url: str) -> None:
-    """Journeys with a timer each, and Procrastinate jobs, all due in a year: ``PENDING``
-    of each plus what the run will make due (:func:`extra`).
+async def load(engine: AsyncEngine, url: str, blocks: Blocks) -> None:
+    """Journeys with a timer each, and Procrastinate jobs (if ``blocks`` has any), all due
+    in a year: ``PENDING`` of each plus what the run will make due (:func:`extra`).
 
     Generated inside PostgreSQL (``INSERT ... SELECT generate_series``), faster than COPY
     from the client. Procrastinate's triggers (a NOTIFY and an event row per inserted job)
@@ -153,10 +177,12 @@ async def load(engine: AsyncEngine, url: str) -> None:
     """
     import procrastinate as pc
 
-    dsn = sa.make_url(async_url(url)).set(drivername="postgresql").render_as_string(False)
-    app = pc.App(connector=pc.PsycopgConnector(conninfo=dsn))
-    async with app.open_async():
-        await app.schema_manager.apply_schema_async()
+    jobs = blocks.total["procrastinate_jobs"] > PENDING
+    if jobs:
+        dsn = sa.make_url(async_url(url)).set(drivername="postgresql").render_as_string(False)
+        app = pc.App(connector=pc.PsycopgConnector(conninfo=dsn))
+        async with app.open_async():
+            await app.schema_manager.apply_schema_async()
     statements = [
         "INSERT INTO journeys (journey_id, customer_id, playbook, state, variant, started_at,"
         " arm) SELECT 'j' || i, 'c' || i, 'retention_offer', 'active', 'discount_30_3_months',"
@@ -170,8 +196,9 @@ async def load(engine: AsyncEngine, url: str) -> None:
         " FROM generate_series(1, :n) i ORDER BY i",
         "ALTER TABLE procrastinate_jobs ENABLE TRIGGER USER",
     ]
-    more = extra()
-    counts = [PENDING + more["timers"]] * 2 + [0, PENDING + more["procrastinate_jobs"], 0]
+    counts = [blocks.total["timers"]] * 2 + [0, blocks.total["procrastinate_jobs"], 0]
+    if not jobs:
+        statements, counts = statements[:2], counts[:2]
     for statement, n in zip(statements, counts, strict=True):
         began = time.monotonic()
         async with engine.begin() as conn:
@@ -179,7 +206,7 @@ async def load(engine: AsyncEngine, url: str) -> None:
         print(f"  {statement[:60]}... {time.monotonic() - began:.1f} s", flush=True)
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for table in ("journeys", "timers", "procrastinate_jobs"):
+        for table in ("journeys", "timers", "procrastinate_jobs")[: 3 if jobs else 2]:
             await conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
 
 
@@ -188,7 +215,8 @@ async def make_due(engine: AsyncEngine, table: str, ids: tuple[int, int], at: st
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for vacuumed in ("timers", "procrastinate_jobs"):
-            await conn.execute(sa.text(f"VACUUM {vacuumed}"))
+            if await conn.scalar(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": vacuumed}):
+                await conn.execute(sa.text(f"VACUUM {vacuumed}"))
     column = "due_at" if table == "timers" else "scheduled_at"
     async with engine.begin() as conn:
         await conn.execute(
@@ -465,13 +493,25 @@ async def lateness(
 
 
 async def run(ctx: Context) -> list[Result]:
+    """One replica against Procrastinate, two replicas against one, and the lateness."""
     del ctx  # no Kafka here: firing writes the outbox; the relay is not measured
+    return await _on_server(_run)
+
+
+async def run_vs_bare(ctx: Context) -> list[Result]:
+    """One replica against the bare claim-and-mark loop (and the writes floor, printed)."""
+    del ctx
+    return await _on_server(_run_vs_bare)
+
+
+async def _on_server(body: Any) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="tenure-bench-orch-", dir="/tmp") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg", database="bench_timers")
         url = pg.start()
         try:
             postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-            return await _run(url, postmaster)
+            result: list[Result] = await body(url, postmaster)
+            return result
         finally:
             pg.stop()
 
@@ -506,23 +546,28 @@ def per_round(rounds: dict[str, list[dict[str, Any]]], top: str, bottom: str) ->
     return [a["rate"] / b["rate"] for a, b in pairs]
 
 
-async def _run(url: str, postmaster: int) -> list[Result]:
+async def _loaded(url: str, blocks: Blocks) -> AsyncEngine:
     await upgrade_async(url)
-    engine = create_engine(url, pool_size=2)
-    blocks = Blocks()
+    engine: AsyncEngine = create_engine(url, pool_size=2)
+    jobs = blocks.total["procrastinate_jobs"] if blocks.total["procrastinate_jobs"] > PENDING else 0
+    print(
+        f"loading {blocks.total['timers']:,} timers"
+        + (f" and {jobs:,} Procrastinate jobs" if jobs else "")
+        + f" ({PENDING:,} of each stay pending)",
+        flush=True,
+    )
+    await load(engine, url, blocks)
+    return engine
+
+
+async def _run(url: str, postmaster: int) -> list[Result]:
+    blocks = Blocks(MEASURES)
+    engine = await _loaded(url, blocks)
     try:
-        print(
-            f"loading {blocks.total['timers']:,} timers and {blocks.total['procrastinate_jobs']:,}"
-            f" Procrastinate jobs ({PENDING:,} of each stay pending)",
-            flush=True,
-        )
-        await load(engine, url)
         rounds = await measure(engine, url, postmaster, blocks, MEASURES)
         best = {name: float(median(m["rate"] for m in ms)) for name, ms in rounds.items()}
         two = ", ".join(f"{x:.2f}" for x in per_round(rounds, "tenure2", "tenure1"))
         print(f"  two / one replica per round: {two}", flush=True)
-        limit = ", ".join(f"{x:.2f}" for x in per_round(rounds, "tenure1", "bare"))
-        print(f"  one replica / bare loop per round: {limit}", flush=True)
         cpu = bounds(rounds, best["tenure1"])
         print(
             f"  CPU ms per timer (medians): one replica p {cpu['p1']:.3f}, its PostgreSQL"
@@ -553,23 +598,7 @@ async def _run(url: str, postmaster: int) -> list[Result]:
     finally:
         await engine.dispose()
 
-    shape = (
-        f"{PENDING:,} pending timers (one per journey, due in a year) and {PENDING:,} pending "
-        f"Procrastinate jobs in the same embedded PostgreSQL 16; per measurement a block of "
-        f"{BACKLOG:,} timers ({PROCRASTINATE_BACKLOG:,} jobs) made due at once; timers/s "
-        f"between the commits of {STEADY[0]:.0%} and {STEADY[1]:.0%} of the block (jobs/s: go "
-        f"to last job); median of {ROUNDS} interleaved rounds"
-    )
-    from orchestrator.settings import OrchestratorSettings
-
-    settings = OrchestratorSettings()
-    ours = (
-        f"one orchestrator replica with its default settings (fire_batch: claim a batch of "
-        f"{settings.timer_batch} under a lease, then fire it in {settings.timer_concurrency} "
-        "transaction(s) at once split by customer, each reading every fact the step decisions "
-        "need in one statement and writing the state changes, history rows and outbox rows "
-        "with one statement per table)"
-    )
+    shape, ours = _shape(), _ours()
     peer = (
         "one Procrastinate 3.10 worker (defaults: concurrency 1, delete_jobs=never) running a "
         "no-op async task"
@@ -585,20 +614,7 @@ async def _run(url: str, postmaster: int) -> list[Result]:
         "besides; lateness = commit time minus due time"
     )
     light = f"peer: the same replica at Procrastinate's rate ({per_s:,.0f}/s), same run"
-    bare = (
-        f"peer: the physical limit, a bare asyncpg loop that claims due timers with FOR UPDATE "
-        f"SKIP LOCKED and marks them fired, {settings.timer_batch} a statement (no journey, "
-        "decision, history or outbox), same database, same run"
-    )
     return [
-        Result(
-            name="orchestrator_timers_vs_bare_loop",
-            metric=f"due timers fired/s by {ours}; {shape}",
-            value=best["tenure1"],
-            unit="timers/s",
-            baseline=bare,
-            baseline_value=best["bare"],
-        ),
         Result(
             name="orchestrator_timers_one_replica",
             metric=f"due timers fired/s by {ours}; {shape}",
@@ -654,4 +670,67 @@ async def _run(url: str, postmaster: int) -> list[Result]:
             baseline=light,
             baseline_value=pct(late["tenure"], 99),
         ),
+    ]
+
+
+def _shape(procrastinate: bool = True) -> str:
+    jobs = f" and {PENDING:,} pending Procrastinate jobs" if procrastinate else ""
+    also = f" ({PROCRASTINATE_BACKLOG:,} jobs)" if procrastinate else ""
+    jobs_rate = " (jobs/s: go to last job)" if procrastinate else ""
+    return (
+        f"{PENDING:,} pending timers (one per journey, due in a year){jobs} in the same "
+        f"embedded PostgreSQL 16; per measurement a block of {BACKLOG:,} timers{also} made due "
+        f"at once; timers/s between the commits of {STEADY[0]:.0%} and {STEADY[1]:.0%} of the "
+        f"block{jobs_rate}; median of {ROUNDS} interleaved rounds"
+    )
+
+
+def _ours() -> str:
+    from orchestrator.settings import OrchestratorSettings
+
+    settings = OrchestratorSettings()
+    return (
+        f"one orchestrator replica with its default settings (fire_batch: claim a batch of "
+        f"{settings.timer_batch} under a lease, then fire it in {settings.timer_concurrency} "
+        "transaction(s) at once split by customer, each reading every fact the step decisions "
+        "need in one statement and writing the state changes, history rows and outbox rows "
+        "with one statement per table)"
+    )
+
+
+async def _run_vs_bare(url: str, postmaster: int) -> list[Result]:
+    """``BARE_MEASURES`` interleaved, no Procrastinate, no lateness."""
+    from orchestrator.settings import OrchestratorSettings
+
+    blocks = Blocks(BARE_MEASURES, lateness=False)
+    engine = await _loaded(url, blocks)
+    try:
+        rounds = await measure(engine, url, postmaster, blocks, BARE_MEASURES)
+    finally:
+        await engine.dispose()
+    best = {name: float(median(m["rate"] for m in ms)) for name, ms in rounds.items()}
+    pairs = [("tenure1", "bare"), ("writes", "bare"), ("leased", "bare"), ("tenure1", "leased")]
+    for top, bottom in pairs:
+        ratios = ", ".join(f"{x:.3f}" for x in per_round(rounds, top, bottom))
+        print(
+            f"  {top} / {bottom} per round: {ratios}; medians {best[top] / best[bottom]:.3f}",
+            flush=True,
+        )
+    batch = OrchestratorSettings().timer_batch
+    bare = (
+        f"peer: the physical limit, a bare asyncpg loop that claims due timers with FOR UPDATE "
+        f"SKIP LOCKED and marks them fired, {batch} a statement (no journey, "
+        "decision, history or outbox), same database, same run"
+    )
+    return [
+        Result(
+            name="orchestrator_timers_vs_bare_loop",
+            metric=f"due timers fired/s by {_ours()}; {_shape(procrastinate=False)}; the "
+            f"writes floor (those timers' rows written by a bare loop) {best['writes']:,.0f}/s, "
+            f"behind the lease protocol {best['leased']:,.0f}/s",
+            value=best["tenure1"],
+            unit="timers/s",
+            baseline=bare,
+            baseline_value=best["bare"],
+        )
     ]

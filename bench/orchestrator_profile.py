@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.orchestrator_profile statements        # statements per timer
     .venv/bin/python -m bench.orchestrator_profile waits [N] [R]      # N timers, R replicas
+    .venv/bin/python -m bench.orchestrator_profile versus TREE [N] [R] # side by side
 
 ``statements``: fires 1,000 due ``retention_call`` timers in this process with the
 default settings and counts, with SQLAlchemy's engine events, the statements, the
@@ -14,7 +15,14 @@ PostgreSQL's client backends were doing (``pg_stat_activity`` every 20 ms: runni
 waiting for the client, for a lock, for WAL...). With ``SPY=1`` py-spy records each
 replica into ``/tmp/orch-prof-<i>.txt`` (raw format).
 
-To compare two commits, run either with ``PYTHONPATH=<worktree>:<worktree>/services:
+``versus``: one replica of the code in ``TREE`` (a folder holding ``libs`` and
+``services`` of another commit, e.g. from ``git archive <commit> libs services | tar -x``),
+one of this tree and the bare loop, on the blocks and steady window of
+``bench.orchestrator`` (1,000,000 pending), blocks of N timers (12,000), R interleaved
+rounds (4); prints the rates, the ratios per round and the CPU per timer (medians). With
+``TENURE_BENCH_LOCK`` each round holds the lock.
+
+To compare two commits otherwise, run either with ``PYTHONPATH=<worktree>:<worktree>/services:
 <worktree>/libs`` pointing at a ``git worktree`` of the other one (``bench.orchestrator``
 must have ``load`` and ``make_due``).
 """
@@ -31,6 +39,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
@@ -61,7 +71,7 @@ async def _fresh(n: int, tmp: str) -> tuple[EmbeddedPostgres, str]:
     await upgrade_async(url)
     engine = create_engine(url, pool_size=2)
     b.PENDING = n + 1_000
-    await b.load(engine, url)
+    await b.load(engine, url, b.Blocks())
     await b.make_due(engine, "timers", (1, n), "now() - interval '1 second'")
     await engine.dispose()
     return pg, url
@@ -196,10 +206,55 @@ async def waits(n: int, replicas: int) -> None:
             pg.stop()
 
 
+async def versus(tree: str, n: int, rounds: int) -> None:
+    other = f"{Path(tree).resolve() / 'libs'}:{Path(tree).resolve() / 'services'}"
+    b.BACKLOG, b.ROUNDS = n, rounds
+    b.WORKERS.update({"other": ("tenure", 1), "this": ("tenure", 1)})
+    measures = ("other", "this", "bare")
+    measured = b.throughput
+
+    async def throughput(
+        engine: Any, url: str, name: str, blocks: b.Blocks, postmaster: int
+    ) -> dict[str, Any]:
+        if name == "other":  # its replica imports the other tree's code first
+            os.environ["PYTHONPATH"] = other
+        try:
+            return await measured(engine, url, name, blocks, postmaster)
+        finally:
+            os.environ.pop("PYTHONPATH", None)
+
+    b.throughput = throughput
+
+    async def body(url: str, postmaster: int) -> list[Any]:
+        blocks = b.Blocks(measures, lateness=False)
+        engine = await b._loaded(url, blocks)
+        try:
+            found = await b.measure(engine, url, postmaster, blocks, measures)
+        finally:
+            await engine.dispose()
+        for top, bottom in (("this", "other"), ("other", "bare"), ("this", "bare")):
+            ratios = ", ".join(f"{x:.3f}" for x in b.per_round(found, top, bottom))
+            print(f"{top} / {bottom} per round: {ratios}")
+        for name in measures:
+            ms = found[name]
+            p = median(sum(m["replicas"]) * 1000 / m["fired"] for m in ms)
+            q = median(m["postgres"] * 1000 / m["fired"] for m in ms)
+            rate = median(m["rate"] for m in ms)
+            print(
+                f"{name}: median {rate:,.0f}/s; CPU ms per timer: worker {p:.3f}, postgres {q:.3f}"
+            )
+        return []
+
+    await b._on_server(body)
+
+
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else "statements"
     if what == "statements":
         asyncio.run(statements())
+    elif what == "versus":
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 12_000
+        asyncio.run(versus(sys.argv[2], n, int(sys.argv[4]) if len(sys.argv) > 4 else 4))
     else:
         n = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
         asyncio.run(waits(n, int(sys.argv[3]) if len(sys.argv) > 3 else 1))

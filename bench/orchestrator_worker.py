@@ -1,7 +1,7 @@
 """One timer-firing process of the orchestrator benchmark (started by ``bench.orchestrator``).
 
-``python -m bench.orchestrator_worker KIND DATABASE_URL [--until N]`` (KIND: tenure, bare
-or procrastinate)
+``python -m bench.orchestrator_worker KIND DATABASE_URL [--until N]`` (KIND: tenure, bare,
+writes, leased or procrastinate)
 
 The process connects, warms up, prints ``ready`` and waits for a line ``go`` on stdin,
 so that imports and connections are not timed. Then:
@@ -12,6 +12,15 @@ so that imports and connections are not timed. Then:
 - ``bare``: the physical limit, a bare asyncpg loop that claims due timers with
   ``FOR UPDATE SKIP LOCKED`` and marks them fired, in batches of the orchestrator's
   size, one statement (and transaction) per batch: no journey, decision or outbox;
+- ``writes``: the floor of what firing the benchmark's timers must write, a bare asyncpg
+  loop doing the bare loop's claim-and-mark and then the rows one orchestrator replica
+  writes for each of those timers (the last step of its journey, a CSM task): the
+  journey's end, its ``step_sent`` and ``finish`` history rows, an outbox row of the same
+  size, one statement per kind of row, in one transaction per batch; everything computed
+  beforehand (no lease, no read, no decision);
+- ``leased``: the same writes behind the orchestrator's lease protocol: the timers claimed
+  under a lease in a statement (and transaction) of their own, as ``timer_store.claim``
+  does, then locked again while still leased and fired in a second transaction;
 - ``procrastinate``: a Procrastinate worker with its defaults (all queues, concurrency 1,
   polling interval, ``delete_jobs="never"``) executing a no-op task. (Naming its queue
   made each fetch scan the 1,000,000 pending jobs of that queue: about 3 jobs/s.)
@@ -31,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -168,6 +178,115 @@ async def bare(url: str, until: int | None) -> dict[str, Any]:
     }
 
 
+# The writes floor: the rows an orchestrator replica writes per fired timer of the
+# benchmark (a journey's last step: its end, two history rows, an outbox row).
+_WRITES_CLAIM = """
+UPDATE timers SET status = 'fired', fired_at = now()
+WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due_at <= now()
+             ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING journey_id, due_at
+"""
+_WRITES_END = """
+UPDATE journeys SET state = 'completed', ended_at = now(), exit_reason = 'completed'
+WHERE journey_id = ANY($1::text[])
+RETURNING journey_id, customer_id
+"""
+_WRITES_HISTORY = """
+INSERT INTO journey_transitions (journey_id, from_state, to_state, event, at, detail)
+SELECT x.journey_id, 'active', x.to_state, x.event, now(), x.detail::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+     AS x(journey_id, to_state, event, detail)
+"""
+_WRITES_OUTBOX = """
+INSERT INTO outbox (topic, key, payload, headers)
+SELECT 'bench.notifications', o.key, o.payload, o.headers::jsonb
+FROM unnest($1::text[], $2::bytea[], $3::text[]) AS o(key, payload, headers)
+"""
+# The lease protocol of timer_store: claim under a lease (autocommit), re-take while leased.
+_LEASED_CLAIM = """
+UPDATE timers SET lease_owner = $2, lease_until = clock_timestamp() + interval '30 seconds',
+                  attempts = attempts + 1
+WHERE id IN (SELECT t.id FROM timers t JOIN journeys j ON j.journey_id = t.journey_id
+             WHERE t.status = 'pending' AND t.due_at <= now() AND j.state = 'active'
+               AND (t.lease_until IS NULL OR t.lease_until < clock_timestamp())
+             ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED)
+RETURNING id
+"""
+_LEASED_TAKE = """
+SELECT id, journey_id, due_at FROM timers
+WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND status = 'pending'
+FOR UPDATE
+"""
+_LEASED_FIRE = "UPDATE timers SET status = 'fired', fired_at = now() WHERE id = ANY($1::bigint[])"
+# The size of a retention_call notification of the benchmark (its JSON, about 660 bytes).
+_PAYLOAD = b"x" * 660
+_SENT = (
+    '{"step": "retention_call", "channel": "webhook", "marketing": false, "notification_id": "%s"}'
+)
+
+
+async def writes(url: str, until: int | None, leased: bool = False) -> dict[str, Any]:
+    import asyncpg
+
+    from common.db import async_url
+    from orchestrator.settings import OrchestratorSettings
+
+    settings = OrchestratorSettings()
+    dsn = sa.make_url(async_url(url)).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn)
+    claim, end = await conn.prepare(_WRITES_CLAIM), await conn.prepare(_WRITES_END)
+    history, outbox = await conn.prepare(_WRITES_HISTORY), await conn.prepare(_WRITES_OUTBOX)
+    lease, take = await conn.prepare(_LEASED_CLAIM), await conn.prepare(_LEASED_TAKE)
+    mark = await conn.prepare(_LEASED_FIRE)
+    owner = f"leased-{os.getpid()}"
+    await conn.fetchval(_BARE_DUE)
+    _ready()
+    began = time.time()
+    cpu = time.process_time()
+    lateness: list[float] = []
+    batches: list[tuple[float, int]] = []
+    ended = began
+    while until is None or len(lateness) < until:
+        ids = [r["id"] for r in await lease.fetch(settings.timer_batch, owner)] if leased else []
+        async with conn.transaction():
+            if leased:
+                rows = await take.fetch(ids, owner) if ids else []
+                await mark.fetch([r["id"] for r in rows])
+            else:
+                rows = await claim.fetch(settings.timer_batch)
+            if rows:
+                ids = [r["journey_id"] for r in rows]
+                ended_rows = await end.fetch(ids)
+                n = len(ids)
+                await history.fetch(
+                    ids + ids,
+                    ["active"] * n + ["completed"] * n,
+                    ["step_sent"] * n + ["finish"] * n,
+                    [_SENT % j for j in ids] + ['{"reason": "last step"}'] * n,
+                )
+                keys = [r["customer_id"] for r in ended_rows]
+                headers = [f'{{"notification_id": "{r["journey_id"]}"}}' for r in ended_rows]
+                await outbox.fetch(keys, [_PAYLOAD] * len(keys), headers)
+        if rows:
+            ended = time.time()
+            lateness += [ended - row["due_at"].timestamp() for row in rows]
+            batches.append((ended, len(rows)))
+            continue
+        if until is None and not await conn.fetchval(_BARE_DUE):
+            break
+        await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
+    cpu = time.process_time() - cpu
+    await conn.close()
+    return {
+        "fired": len(lateness),
+        "began": began,
+        "ended": ended,
+        "lateness": lateness,
+        "cpu": cpu,
+        "batches": batches,
+    }
+
+
 async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
     import procrastinate as pc
 
@@ -212,7 +331,7 @@ async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.orchestrator_worker")
-    parser.add_argument("kind", choices=["tenure", "bare", "procrastinate"])
+    parser.add_argument("kind", choices=["tenure", "bare", "writes", "leased", "procrastinate"])
     parser.add_argument("url")
     parser.add_argument("--until", type=int, default=None)
     args = parser.parse_args()
@@ -221,6 +340,8 @@ def main() -> None:
         work = tenure(args.url, args.until)
     elif args.kind == "bare":
         work = bare(args.url, args.until)
+    elif args.kind in ("writes", "leased"):
+        work = writes(args.url, args.until, leased=args.kind == "leased")
     else:
         work = procrastinate(args.url, args.until)
     result = asyncio.run(work)

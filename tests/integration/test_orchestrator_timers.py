@@ -178,6 +178,27 @@ async def test_a_timer_that_cannot_fire_is_retried_after_its_lease_then_marked_f
     assert len(await outbox_ids(deps, good + bad)) == 3
 
 
+async def test_a_batch_of_csm_tasks_sends_no_statement_for_customer_messages(env) -> None:
+    """CSM tasks (webhook steps) are no customer messages: firing a batch of them alone
+    writes no journey_messages row and sends no statement for them (one fewer per batch)."""
+    _, deps = env
+    journeys = await seed(deps, 4)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    sa.event.listen(deps.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await fire_due(deps, limit=100, lease=Lease("csm", 30.0, 5)) >= 4
+    finally:
+        sa.event.remove(deps.engine.sync_engine, "before_cursor_execute", record)
+    assert [r.status for r in await timer_rows(deps, journeys)] == ["fired"] * 4
+    assert len(await outbox_ids(deps, journeys)) == 4
+    assert any(s.startswith("INSERT INTO outbox") for s in sent)
+    assert not [s for s in sent if s.startswith("INSERT INTO journey_messages")]
+
+
 async def test_the_outbox_refuses_a_second_row_for_the_same_step(env) -> None:
     _, deps = env
     [journey] = await seed(deps, 1)

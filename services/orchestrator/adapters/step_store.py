@@ -13,7 +13,7 @@ asyncpg prepares and caches them), inside the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -333,7 +333,7 @@ class SqlSteps:
                 6,
             )
             await run(_HISTORY, tuple(history))
-            if any(c.event is Event.STEP_SENT for c in writes.changes):
+            if any(_message(c.event, c.detail) for c in writes.changes):
                 await run(_MESSAGES, (history[0], history[3], history[4], history[5]))
         if writes.fired:
             await run(_FIRED, (writes.fired, now))
@@ -347,6 +347,12 @@ class SqlSteps:
             await run(_SCHEDULED, tuple(_columns(writes.scheduled, 3)))
         if writes.lifted:
             await run(_LIFTED, (sorted(writes.lifted), now))
+
+
+def _message(event: Event, detail: Mapping[str, Any]) -> bool:
+    """Whether a history row records a customer message (a row of ``_MESSAGES``): a batch
+    of CSM tasks alone, say, sends no statement for them."""
+    return event is Event.STEP_SENT and detail.get("channel") != "webhook"
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -158,6 +159,8 @@ async def fire_steps(
     stories = await store.steps.stories(tasks)
     writes = StepWrites()
     slots: list[tuple[int, str]] = []  # (index in writes.deferred, customer): waiting for a slot
+    counted: Counter[tuple[str, str, str]] = Counter()  # steps by playbook, step and outcome
+    completed: Counter[str] = Counter()  # journeys finished, by playbook
     for timer in ordered:
         journey = timer.journey
         playbook = books.get(journey.playbook)
@@ -194,9 +197,7 @@ async def fire_steps(
             else 0,
         )
         decision = decisions.decide_step(playbook, step, situation, now=now, rules=context.rules)
-        metrics.STEPS.labels(
-            playbook=playbook.name, step=step.id, outcome=OUTCOMES[decision.action]
-        ).inc()
+        counted[playbook.name, step.id, OUTCOMES[decision.action]] += 1
         metrics.TIMER_LATENESS.observe(max(0.0, context.clock.real_seconds(now - timer.due_at)))
         story = stories.get(journey.journey_id)
         if decision.action == "exit":
@@ -267,8 +268,12 @@ async def fire_steps(
             writes.changes.append(finish)
             writes.finished.append(journey.journey_id)
             _ended(context, known, live, writes, timer.customer_id)
-            metrics.JOURNEYS_ENDED.labels(playbook=playbook.name, reason="completed").inc()
+            completed[playbook.name] += 1
     await _flush(store, writes, slots, now)
+    for (name, step_id, outcome), n in counted.items():  # once per kind, not per timer
+        metrics.STEPS.labels(playbook=name, step=step_id, outcome=outcome).inc(n)
+    for name, n in completed.items():
+        metrics.JOURNEYS_ENDED.labels(playbook=name, reason="completed").inc(n)
 
 
 async def _flush(
