@@ -58,11 +58,17 @@ HANDOVER_ENV = {
     "TENURE_SCORING_SESSION_TIMEOUT_S": "10",
     "TENURE_ORCHESTRATOR_TIMER_LEASE_S": "10",
     "TENURE_NOTIFIER_SENDING_LEASE_S": "5",
+    # Simulated (a real second is 4 simulated hours here): an offer whose journey's score
+    # overtook the profile waits up to 24 real s for it, the longest a killed ingest's open
+    # transaction holds back read_committed readers (transaction_timeout_s 10 s, then the
+    # broker's check for timed-out transactions, every 10 s by default).
+    "TENURE_ORCHESTRATOR_PROFILE_WAIT": "P4D",
 }
 FILLERS = 2  # threads posting login events, one attempt each
 FILLER_PAUSE_S = 0.1
 CUSTOMER_EVERY_S = 4.0  # a new churning customer this often while the load runs
 WARM_UP_S = 10.0
+WARM_UP_BOUND_S = 120.0
 ALONE_S = 12.0  # how long the survivor works alone before the killed replica restarts
 SETTLE_S = 6.0
 OUTAGE_S = 20.0
@@ -315,7 +321,7 @@ def settle_and_check(st: Stack, load: Load, what: str, note: Callable[[], str]) 
         )
         time.sleep(1)
     time.sleep(3)  # a duplicate would come now, if at all
-    counts, webhook_ids = at_sinks(st)
+    everything, webhook_ids = at_sinks(st)
     expected = {
         (decisions.notification_id(journey, step), channel)
         for journey, state in states.values()
@@ -326,8 +332,17 @@ def settle_and_check(st: Stack, load: Load, what: str, note: Callable[[], str]) 
     # docs/decisions.md "Notifier": an email whose hand-over was under way when its
     # worker died is recorded `unknown` and not sent again (at most one .eml).
     unknown = {k for k in expected if statuses.get(k[0]) == "unknown"}
+    ours = {nid for nid, _ in expected}
+    counts = collections.Counter({k: n for k, n in everything.items() if k[0] in ours})
     missing = expected - set(counts) - unknown
-    duplicates = {k: n for k, n in counts.items() if n > 1}
+    duplicates = {k: n for k, n in everything.items() if n > 1}  # this test's or earlier
+    waited = query(
+        st,
+        "SELECT count(*) AS n FROM journey_transitions WHERE event = 'step_deferred' "
+        "AND detail->>'reason' = :r AND journey_id = ANY(:j)",
+        r=decisions.AWAITING_PROFILE,
+        j=[journey for journey, _ in states.values()],
+    )[0].n
     ids = in_kafka(st)
     accepted = {a.event_id for a in load.answers if a.status == 202}
     refused = {a.event_id for a in load.answers if a.status != 202}
@@ -342,7 +357,8 @@ def settle_and_check(st: Stack, load: Load, what: str, note: Callable[[], str]) 
         f"{collections.Counter(s for _, s in states.values())}; messages expected "
         f"{len(expected)}, emails {sum(n for (_, c), n in counts.items() if c == 'email')}, "
         f"webhooks {sum(n for (_, c), n in counts.items() if c == 'webhook')}, missing "
-        f"{len(missing)}, unknown {len(unknown)}, duplicated {len(duplicates)} "
+        f"{len(missing)}, unknown {len(unknown)}, duplicated {len(duplicates)}, offers "
+        f"deferred awaiting the profile {waited} "
         f"(webhook ids per duplicated webhook: "
         f"{[len(webhook_ids[k[0]]) for k in duplicates if k[1] == 'webhook']}){note()}"
     )
@@ -355,6 +371,19 @@ def settle_and_check(st: Stack, load: Load, what: str, note: Callable[[], str]) 
     return figures
 
 
+def warm_up(st: Stack, load: Load) -> None:
+    """Wait until the whole path works: an offer email reached the sink."""
+    deadline = time.monotonic() + WARM_UP_BOUND_S
+    while not any(st.mail_dir.glob("*.eml")):
+        alive(st, load)
+        assert time.monotonic() < deadline, (
+            f"no offer sent {WARM_UP_BOUND_S:.0f} s into the load: {len(load.customers)} "
+            f"customers churned, attempts {collections.Counter(a.status for a in load.answers)}"
+            f"; logs in {st.log_dir}"
+        )
+        time.sleep(0.5)
+
+
 def test_sigkill_one_replica_of_each_service_in_turn_loses_and_repeats_nothing(
     replicated: tuple[Stack, EmbeddedPostgres], cluster: KafkaCluster
 ) -> None:
@@ -363,9 +392,7 @@ def test_sigkill_one_replica_of_each_service_in_turn_loses_and_repeats_nothing(
     kills: list[str] = []
     load.start("kill")
     try:
-        time.sleep(WARM_UP_S)
-        alive(st, load)
-        assert load.customers, "no customer made it through ingest in the warm-up"
+        warm_up(st, load)
         for name in SERVICES:
             victim = relay_leader(st) if name == "orchestrator" else name
             st.stop_service(victim, kill=True)
