@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from common.kafka.replicas import describe_partitions
+from common.kafka.replicas import describe_partitions, topic_overrides
 from common.topics import Topic, topic_name
 from devstack.cluster import KafkaCluster
 from devstack.stack import Stack
@@ -96,3 +96,7 @@ def test_journeys_continue_and_nothing_is_sent_twice_after_a_leader_is_killed(
     # with acks=all needs 2 of them (the cluster's min.insync.replicas).
     changelog = asyncio.run(describe_partitions(common, CHANGELOG))
     assert {len(p.replicas) for p in changelog.values()} == {cluster.replication_factor}
+    # and its min.insync.replicas is set on the topic from TENURE_TOPIC_MIN_INSYNC_REPLICAS
+    # (not only inherited from this cluster's broker default)
+    overrides = asyncio.run(topic_overrides(common, CHANGELOG))
+    assert overrides.get("min.insync.replicas") == str(cluster.min_insync), overrides
