@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka import errors as Errors
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from common.kafka.security import client_options
