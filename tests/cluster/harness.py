@@ -46,7 +46,7 @@ def services_on(
         time_scale=SCALE,
         topic_prefix=f"{prefix}{uuid.uuid4().hex[:4]}.",
         database_url=url,
-        _kafka=cluster,  # type: ignore[arg-type]  # the stack reads its bootstrap only
+        _kafka=cluster,  # a KafkaBroker in all but name: the stack reads its bootstrap only
     )
     try:
         for folder in (st.mail_dir, st.webhook_dir, st.log_dir):
