@@ -60,8 +60,9 @@ def common_settings(stack: Stack) -> CommonSettings:
 
 @pytest.fixture(scope="session")
 def secure_kafka(request: pytest.FixtureRequest) -> Iterator[SecureKafka]:
-    """A broker of its own with SSL (mutual TLS) and SASL_SSL (SCRAM-SHA-512) listeners,
-    its certificates from a CA made for the session (tests/secure_kafka.py)."""
+    """A broker of its own with SSL (mutual TLS), SASL_SSL and SASL_PLAINTEXT
+    (SCRAM-SHA-512) listeners, its certificates from a CA made for the session
+    (tests/secure_kafka.py)."""
     root = Path(tempfile.mkdtemp(prefix="tenure-test-tls-"))
     broker = SecureKafka.start(root, REPO / ".stack" / "kafka" / "libs")
     try:

@@ -1,7 +1,8 @@
 """A Kafka broker with TLS and SASL/SCRAM listeners, and a throwaway CA made for the test.
 
 The broker is the harness's own (``devstack.kafka.KafkaBroker``, the same jars) with two
-more listeners: ``SSL`` (mutual TLS) and ``SASL_SSL`` (SCRAM-SHA-512). Its certificate
+more listeners: ``SSL`` (mutual TLS), ``SASL_SSL`` and ``SASL_PLAINTEXT`` (SCRAM-SHA-512,
+with and without TLS). Its certificate
 and the client's are issued by a CA that ``trustme`` makes when the broker starts, and
 written with the settings' files into the broker's folder.
 """
@@ -59,12 +60,23 @@ class TlsMaterial:
             ssl_port=free_port(),
             sasl_ssl_port=free_port(),
             scram_users=((USER, PASSWORD),),
+            sasl_plaintext_port=free_port(),
         )
         return cls(folder, tls)
 
     def client(self, protocol: str = "SASL_SSL") -> dict[str, Any]:
-        """CommonSettings fields to connect to the listener of ``protocol`` (SASL_SSL or
-        SSL); the PLAINTEXT listener needs none but the broker's bootstrap."""
+        """CommonSettings fields to connect to the listener of ``protocol`` (SASL_SSL,
+        SASL_PLAINTEXT or SSL); the PLAINTEXT listener needs none but the broker's
+        bootstrap."""
+        if protocol == "SASL_PLAINTEXT":
+            assert self.tls.sasl_plaintext_port is not None
+            return {
+                "kafka_bootstrap": f"127.0.0.1:{self.tls.sasl_plaintext_port}",
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_sasl_mechanism": "SCRAM-SHA-512",
+                "kafka_sasl_username": USER,
+                "kafka_sasl_password": PASSWORD,
+            }
         if protocol == "SASL_SSL":
             return {
                 "kafka_bootstrap": f"127.0.0.1:{self.tls.sasl_ssl_port}",
@@ -114,6 +126,7 @@ class SecureKafka:
         return self.material.files
 
     def settings(self, protocol: str = "SASL_SSL", **overrides: Any) -> CommonSettings:
-        """Client settings for the listener of ``protocol`` (SASL_SSL, SSL, PLAINTEXT)."""
+        """Client settings for the listener of ``protocol`` (SASL_SSL, SASL_PLAINTEXT, SSL,
+        PLAINTEXT)."""
         options = {"kafka_bootstrap": self.broker.bootstrap, **self.material.client(protocol)}
         return CommonSettings(**{**options, **overrides})

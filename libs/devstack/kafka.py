@@ -44,7 +44,9 @@ class BrokerTls:
     ``SASL_SSL`` on ``sasl_ssl_port`` (TLS, and a SCRAM-SHA-512 login of ``scram_users``,
     name -> password, created when the log directory is formatted). The broker's
     certificate (``cert_chain_pem``, naming 127.0.0.1) and key (``key_pem``, unencrypted
-    PKCS#8) are PEM text, written into the broker's configuration."""
+    PKCS#8) are PEM text, written into the broker's configuration. With
+    ``sasl_plaintext_port``, a ``SASL_PLAINTEXT`` listener too (the same SCRAM logins,
+    no TLS)."""
 
     cert_chain_pem: str
     key_pem: str
@@ -52,6 +54,7 @@ class BrokerTls:
     ssl_port: int
     sasl_ssl_port: int
     scram_users: tuple[tuple[str, str], ...] = ()
+    sasl_plaintext_port: int | None = None
 
     def properties(self) -> list[str]:
         def inline(pem: str) -> str:  # one property value over several lines
@@ -64,10 +67,19 @@ class BrokerTls:
             "ssl.truststore.type=PEM",
             f"ssl.truststore.certificates={inline(self.ca_pem)}",
             "listener.name.ssl.ssl.client.auth=required",
-            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            *(
+                line
+                for listener in self.sasl_listeners()
+                for line in (
+                    f"listener.name.{listener}.sasl.enabled.mechanisms=SCRAM-SHA-512",
+                    f"listener.name.{listener}.scram-sha-512.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                )
+            ),
         ]
+
+    def sasl_listeners(self) -> list[str]:
+        return ["sasl_ssl"] + (["sasl_plaintext"] if self.sasl_plaintext_port else [])
 
 
 @dataclass
@@ -104,6 +116,8 @@ class KafkaBroker:
         listeners = {"PLAINTEXT": self.port}
         if self.tls is not None:
             listeners |= {"SSL": self.tls.ssl_port, "SASL_SSL": self.tls.sasl_ssl_port}
+            if self.tls.sasl_plaintext_port is not None:
+                listeners["SASL_PLAINTEXT"] = self.tls.sasl_plaintext_port
         return listeners
 
     def _write_config(self) -> Path:

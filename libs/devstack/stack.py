@@ -42,6 +42,13 @@ from devstack.procs import free_port, require_free, spawn, stop, wait_for_port
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
 CLOCK_FILE = "clock.json"
+# The variable of each service's listening port (a replica gets a port of its own).
+_PORT_VARIABLES = {
+    "ingest": "TENURE_INGEST_PORT",
+    "scoring": "TENURE_SCORING_METRICS_PORT",
+    "orchestrator": "TENURE_ORCHESTRATOR_PORT",
+    "notifier": "TENURE_NOTIFIER_PORT",
+}
 
 
 def resuming_epoch(reached: datetime, scale: float, now: datetime) -> datetime:
@@ -111,6 +118,8 @@ class Stack:
     # `make run` widens it to the simulator's history (devstack.history.span).
     ingest_max_event_age: timedelta | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # (service, replica) -> the port of a second (third...) copy, chosen when first started
+    replica_ports: dict[tuple[str, int], int] = field(default_factory=dict)
     resumed_from: datetime | None = field(default=None, init=False)
     _pg: EmbeddedPostgres | None = None
     _kafka: KafkaBroker | None = None
@@ -310,20 +319,44 @@ class Stack:
                 self.echo.write(f"{name:>12} | {shown}\n")
                 self.echo.flush()
 
-    def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:
-        port = self.service_ports().get(name)
+    def start_service(
+        self, name: str, extra_env: dict[str, str] | None = None, *, replica: int = 0
+    ) -> str:
+        """Start service ``name``; the name of its process in :attr:`procs`.
+
+        ``replica`` 0 is the stack's own copy, on the ports of :attr:`ports`; replica
+        ``n`` > 0 is another copy of the same service (process ``<name>-<n>``) on a port
+        of its own (kept across restarts) and, for scoring, a data folder of its own.
+        """
+        proc_name = name if replica == 0 else f"{name}-{replica}"
+        port = self.service_ports().get(proc_name)
         if port is not None:
-            require_free(port, what=name)
+            require_free(port, what=proc_name)
         module = "devstack.simulator" if name == "simulator" else name
-        self._spawn(name, ["-m", module], {**self.env(), **(extra_env or {})})
+        env = {**self.env(), **self._replica_env(name, replica), **(extra_env or {})}
+        self._spawn(proc_name, ["-m", module], env)
+        return proc_name
+
+    def _replica_env(self, name: str, replica: int) -> dict[str, str]:
+        variable = _PORT_VARIABLES.get(name)
+        if replica == 0 or variable is None:
+            return {}
+        port = self.replica_ports.setdefault((name, replica), free_port())
+        env = {variable: str(port)}
+        if name == "scoring":  # RocksDB: one process per folder
+            env["TENURE_SCORING_DATA_DIR"] = str(self.root / f"scoring-{replica}")
+        return env
 
     def service_ports(self) -> dict[str, int]:
+        """Process name -> the port it listens on (HTTP, or scoring's metrics), replicas
+        included."""
         p = self.ports
         return {
             "ingest": p.ingest,
             "orchestrator": p.orchestrator,
             "notifier": p.notifier,
             "scoring": p.scoring_metrics,
+            **{f"{name}-{n}": port for (name, n), port in self.replica_ports.items()},
         }
 
     def wait_ready(self, timeout: float = 60.0) -> None:

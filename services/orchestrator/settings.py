@@ -111,6 +111,14 @@ class OrchestratorSettings(HttpServiceSettings):
         default=3, ge=1, description="Marketing messages allowed per customer per cap_window."
     )
     cap_window: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
+    profile_wait: timedelta = Field(
+        default=timedelta(minutes=10),
+        ge=timedelta(0),
+        description="Simulated time an email step waits, from its journey's start, for the "
+        "customer's first profile when the score that started the journey overtook it "
+        "(Kafka orders each topic, not the topics together: a failover or a backlog can "
+        "deliver the score first); then the step is skipped for want of an address.",
+    )
     quiet_start: time = Field(default=time(21, 0), description="Local time quiet hours begin.")
     quiet_end: time = Field(default=time(8, 0), description="Local time quiet hours end.")
     default_time_zone: str = Field(
@@ -136,4 +144,5 @@ class OrchestratorSettings(HttpServiceSettings):
             quiet_start=self.quiet_start,
             quiet_end=self.quiet_end,
             default_time_zone=self.default_time_zone,
+            profile_wait=self.profile_wait,
         )

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from devstack.cluster import KafkaCluster
-from devstack.stack import REPO
+from devstack.stack import REPO, Stack
+from tests.cluster.harness import services_on
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
             print(f"\nthe cluster's logs and data are kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def services(cluster: KafkaCluster, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """One copy of each service on the cluster, with a PostgreSQL of their own."""
+    with services_on(cluster, prefix="closs", failed=lambda: request.session.testsfailed) as (
+        st,
+        _,
+    ):
+        yield st

@@ -1,6 +1,6 @@
 """Every kind of Kafka client over TLS and SASL/SCRAM, against a real broker with SSL
-(mutual TLS) and SASL_SSL (SCRAM-SHA-512) listeners and a CA made for the session
-(``secure_kafka`` in tests/conftest.py); and a wrong password, an unknown CA or a missing
+(mutual TLS), SASL_SSL and SASL_PLAINTEXT (SCRAM-SHA-512) listeners and a CA made for the
+session (``secure_kafka`` in tests/conftest.py); and a wrong password, an unknown CA or a missing
 client certificate stopping the start-up check, and each service's process, at once with
 one line naming the setting."""
 
@@ -124,6 +124,10 @@ async def test_every_client_round_trips_over_sasl_ssl(secure_kafka: SecureKafka)
     await round_trip(prefixed(secure_kafka.settings("SASL_SSL")))
 
 
+async def test_every_client_round_trips_over_sasl_plaintext(secure_kafka: SecureKafka) -> None:
+    await round_trip(prefixed(secure_kafka.settings("SASL_PLAINTEXT")))
+
+
 async def test_every_client_round_trips_over_mutual_tls(secure_kafka: SecureKafka) -> None:
     await round_trip(prefixed(secure_kafka.settings("SSL")))
 
@@ -146,6 +150,15 @@ async def test_a_wrong_password_is_refused_at_once_naming_the_settings(
     )
     message = await refused(secure_kafka.settings("SASL_SSL", kafka_sasl_username="nobody"))
     assert "TENURE_KAFKA_SASL_USERNAME" in message
+
+
+async def test_a_wrong_password_over_sasl_plaintext_is_refused_at_once(
+    secure_kafka: SecureKafka,
+) -> None:
+    message = await refused(secure_kafka.settings("SASL_PLAINTEXT", kafka_sasl_password="wrong"))
+    assert message.startswith(
+        "Kafka refused the SASL credentials (TENURE_KAFKA_SASL_USERNAME/TENURE_KAFKA_SASL_PASSWORD)"
+    ), message
 
 
 async def test_an_unknown_ca_is_refused_at_once_naming_the_setting(

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from aiokafka import errors as Errors
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from common.kafka.security import client_options
@@ -96,3 +97,28 @@ async def live_brokers(settings: CommonSettings, *, timeout_s: float = 10.0) -> 
     """The ids of the brokers the cluster's metadata lists as registered now."""
     described = await _ask(settings, timeout_s, lambda admin: admin.describe_cluster())
     return {broker["node_id"] for broker in described["brokers"]}
+
+
+TOPIC_CONFIG = 1  # DescribeConfigs v1 config_source: set on the topic itself
+
+
+async def topic_overrides(
+    settings: CommonSettings, topic: str, *, timeout_s: float = 10.0
+) -> dict[str, str]:
+    """The configuration set on ``topic`` itself when it was created or altered (not what
+    it inherits from the broker's defaults), name -> value."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    responses = await _ask(
+        settings,
+        timeout_s,
+        lambda admin: admin.describe_configs([resource], include_synonyms=True),
+    )
+    found: dict[str, str] = {}
+    for response in responses:
+        for code, message, _type, _name, entries in response.resources:
+            if code:
+                raise Errors.for_code(code)(f"topic {topic}: {message}")
+            for name, value, _read_only, source, *_ in entries:
+                if source == TOPIC_CONFIG:
+                    found[name] = value
+    return found

@@ -306,6 +306,7 @@ class Situation:
     marketing_sent: tuple[datetime, ...] = ()  # when the cap counts recent marketing messages
     seen: frozenset[str] = field(default_factory=frozenset)  # waited-for names seen
     ahead: int = 0  # the customer's waiting marketing steps that go before this one
+    started_at: datetime | None = None  # the journey's start (None: no profile wait)
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,8 @@ class StepDecision:
 FREQUENCY_CAP = "frequency cap"  # deferred: no slot free
 PRIORITY_FIRST = "higher priority first"  # deferred: a waiting step ranked higher takes it
 CAP_REASONS = frozenset({FREQUENCY_CAP, PRIORITY_FIRST})  # the step waits for a cap slot
+AWAITING_PROFILE = "awaiting profile"  # deferred: the customer's first profile is on its way
+PROFILE_POLLS = 10  # an awaiting step looks again this many times within rules.profile_wait
 
 
 def decide_step(
@@ -331,7 +334,9 @@ def decide_step(
 ) -> StepDecision:
     """What a due step does now. In order: a cancelled customer's journey of a playbook
     that does not admit cancelled customers exits; the control arm sends nothing; a
-    wait-for-event branch; retention before expansion; consent and address; quiet hours
+    wait-for-event branch; retention before expansion; consent and address (an email step
+    of a customer with no profile yet is deferred for up to ``rules.profile_wait`` from the
+    journey's start, then skipped); quiet hours
     (customer messages only, deferred to their end); the frequency cap (marketing only,
     deferred until a slot is free for this step after the ``ahead`` steps that rank
     before it)."""
@@ -346,6 +351,14 @@ def decide_step(
     if step.marketing and R.retention_first(playbook.lane, customer.tier, situation.live_lanes):
         return StepDecision("skip", R.RETENTION_FIRST)
     blocked = R.consent_block(step.channel, step.marketing, customer)
+    if blocked == R.NO_EMAIL_ADDRESS and not customer.profiled and situation.started_at:
+        # The score that started the journey can overtake the customer's first profile
+        # (another topic: a failover or a backlog reads them in any order).
+        gives_up = situation.started_at + rules.profile_wait
+        if now < gives_up:
+            return StepDecision(
+                "defer", AWAITING_PROFILE, min(gives_up, now + rules.profile_wait / PROFILE_POLLS)
+            )
     if blocked:
         return StepDecision("skip", blocked)
     if step.channel != "webhook":

@@ -26,6 +26,9 @@ class Rules:
     quiet_start: time
     quiet_end: time
     default_time_zone: str
+    # How long after its journey started an email step waits for the customer's first
+    # profile (still on its way through Kafka) before it is skipped for want of an address.
+    profile_wait: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Customer:
     unsubscribed: bool = False
     products: frozenset[str] = field(default_factory=frozenset)
     subscription: str = "active"  # cancelled after subscription_cancelled, until it restarts
+    profiled: bool = True  # False: no profile of this customer has been projected yet
 
     @property
     def may_email(self) -> bool:
@@ -87,6 +91,7 @@ def customer_from(
         unsubscribed=state is not None and state["unsubscribed_at"] is not None,
         products=frozenset(state["products"] or ()) if state else frozenset(),
         subscription=(state["subscription"] if state and state["subscription"] else "active"),
+        profiled=profile is not None,
     )
 
 
@@ -199,11 +204,14 @@ def _first_slot(times: Sequence[datetime], at: datetime, rules: Rules) -> dateti
 # --- consent, eligibility, lanes ---------------------------------------------------------
 
 
+NO_EMAIL_ADDRESS = "no email address"
+
+
 def consent_block(channel: Channel, marketing: bool, customer: Customer) -> str | None:
     """Why a message on ``channel`` may not go to ``customer`` (None: it may)."""
     if channel == "email":
         if not customer.email:
-            return "no email address"
+            return NO_EMAIL_ADDRESS
         if marketing and customer.unsubscribed:
             return "unsubscribed"
         if marketing and not customer.consent_email:

@@ -195,6 +195,7 @@ async def fire_steps(
             ahead=_ahead(context, known, timer.id, playbook.priority, since)
             if step.marketing
             else 0,
+            started_at=journey.started_at,
         )
         decision = decisions.decide_step(playbook, step, situation, now=now, rules=context.rules)
         counted[playbook.name, step.id, OUTCOMES[decision.action]] += 1

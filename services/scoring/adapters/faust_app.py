@@ -291,14 +291,16 @@ class Tables:
 
     def __init__(self, app: faust.App, settings: ScoringSettings) -> None:
         partitions = settings.common.topic_partitions
+        insync = {"min.insync.replicas": str(settings.common.topic_min_insync_replicas)}  # as ours
         self.states = app.Table(
             STATES_TABLE,
             default=None,
             partitions=partitions,
             value_type=bytes,  # the state's JSON, encoded once by FaustStateStore
             options={"block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024},
+            extra_topic_configs=insync,
         )
-        self.cohorts = app.Table(COHORTS_TABLE, default=None, partitions=partitions)
+        self.cohorts = app.Table(COHORTS_TABLE, partitions=partitions, extra_topic_configs=insync)
 
 
 class FaustStateStore:

@@ -12,7 +12,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from common.kafka import client_options
 from common.settings import CommonSettings
-from scoring.adapters.faust_app import make_app
+from scoring.adapters.faust_app import Tables, make_app
 from scoring.adapters.faust_security import broker_credentials
 from scoring.settings import ScoringSettings
 from tests.secure_kafka import pkcs8
@@ -77,3 +77,14 @@ def test_the_topics_faust_creates_get_the_replication_factor(tmp_path: Path) -> 
     common = CommonSettings(topic_replication_factor=3, topic_min_insync_replicas=2)
     app = make_app(ScoringSettings(common=common, data_dir=tmp_path))
     assert app.conf.topic_replication_factor == 3
+
+
+def test_the_changelogs_faust_creates_get_min_insync_replicas(tmp_path: Path) -> None:
+    """The tables' changelog topics are declared with the settings' min.insync.replicas
+    (faust's documented ``extra_topic_configs``); tests/cluster/test_consumers_broker_loss.py
+    reads it back from the topic the worker created on the three-broker cluster."""
+    common = CommonSettings(topic_replication_factor=3, topic_min_insync_replicas=2)
+    settings = ScoringSettings(common=common, data_dir=tmp_path)
+    tables = Tables(make_app(settings), settings)
+    for table in (tables.states, tables.cohorts):
+        assert table.changelog_topic.config == {"min.insync.replicas": "2"}
