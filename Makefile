@@ -11,7 +11,7 @@ HELM_VERSION := v4.3.2
 HELM_DIR := $(STACK)/helm
 GO ?= $(firstword $(shell command -v go) /usr/local/go/bin/go)
 
-.PHONY: run test test-unit test-cluster bench schemas lint typecheck deps kafka prometheus helm clean
+.PHONY: run test test-unit test-cluster bench schemas dashboards lint typecheck deps kafka prometheus helm clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -71,6 +71,11 @@ bench: deps
 
 schemas: $(VENV)/.installed
 	$(PY) -m common.schemas docs/schemas
+
+# The Grafana dashboards from libs/devstack/dashboards.py (tests/unit/test_dashboards.py
+# fails when the committed JSON differs).
+dashboards: $(VENV)/.installed
+	$(PY) -m devstack.dashboards
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check --quiet libs services cli tests bench
