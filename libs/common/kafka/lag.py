@@ -27,10 +27,11 @@ class GroupBacklog:
     """One group's backlog: per partition it has committed an offset on, ``lag`` (the end
     offset minus that offset) and, for those with lag whose first waiting record could be
     read, ``oldest_ms``: that record's Kafka timestamp (ms since the epoch, set by its
-    producer, or by the broker for log-append-time topics)."""
+    producer, or by the broker for log-append-time topics), or None when no record waits
+    (the lag counts only transaction markers, which are offsets but not records)."""
 
     lag: dict[Partition, int]
-    oldest_ms: dict[Partition, int] = field(default_factory=dict)
+    oldest_ms: dict[Partition, int | None] = field(default_factory=dict)
 
 
 class GroupLagProbe:
@@ -91,7 +92,7 @@ class GroupLagProbe:
             for tp, offset in offsets.items()
             if ends[tp] > offset
         }
-        first = await self._first_timestamps(waiting, read_timeout_s) if waiting else {}
+        first = await self._first_timestamps(waiting, ends, read_timeout_s) if waiting else {}
         return {
             group: GroupBacklog(
                 lag=_lags(offsets, ends),
@@ -118,16 +119,21 @@ class GroupLagProbe:
         return committed, ends
 
     async def _first_timestamps(
-        self, wanted: set[tuple[TopicPartition, int]], timeout_s: float
-    ) -> dict[tuple[TopicPartition, int], int]:
+        self,
+        wanted: set[tuple[TopicPartition, int]],
+        ends: dict[TopicPartition, int],
+        timeout_s: float,
+    ) -> dict[tuple[TopicPartition, int], int | None]:
         """The timestamp of the first committed record at or after each (partition,
-        offset); one partition is read from one offset at a time (two groups on one
-        partition at different offsets take two rounds)."""
+        offset), None when the reading reached the end offset without one; one partition
+        is read from one offset at a time (two groups on one partition at different
+        offsets take two rounds). What was not read within ``timeout_s`` is left out."""
         assert self._ends is not None
         consumer = self._ends
-        found: dict[tuple[TopicPartition, int], int] = {}
+        loop = asyncio.get_running_loop()
+        found: dict[tuple[TopicPartition, int], int | None] = {}
         pending = set(wanted)
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        deadline = loop.time() + timeout_s
         try:
             while pending:
                 at: dict[TopicPartition, int] = {}
@@ -139,15 +145,19 @@ class GroupLagProbe:
                     consumer.seek(tp, offset)
                 left = set(at)
                 while left:
-                    remaining = deadline - asyncio.get_running_loop().time()
+                    remaining = deadline - loop.time()
                     if remaining <= 0:
                         return found
-                    batches = await consumer.getmany(*left, timeout_ms=int(remaining * 1000))
-                    for tp, records in batches.items():
+                    wait_ms = int(min(remaining, 0.5) * 1000)
+                    for tp, records in (await consumer.getmany(*left, timeout_ms=wait_ms)).items():
                         if records and tp in left:
                             left.discard(tp)
-                            if records[0].timestamp is not None and records[0].timestamp >= 0:
-                                found[tp, at[tp]] = records[0].timestamp
+                            stamp = records[0].timestamp
+                            found[tp, at[tp]] = stamp if stamp is not None and stamp >= 0 else None
+                    for tp in list(left):
+                        if await consumer.position(tp) >= ends[tp]:  # markers only
+                            left.discard(tp)
+                            found[tp, at[tp]] = None
             return found
         finally:
             consumer.unsubscribe()

@@ -51,14 +51,14 @@ async def run_backlog_gauges(
 def record_groups(backlogs: Mapping[str, GroupBacklog], now_s: float) -> None:
     """Write one measurement of the watched groups into the gauges: the lag, and the age
     of the oldest unconsumed record (``now_s``, wall-clock seconds, minus its timestamp:
-    Kafka timestamps are real time) where it was read, 0 where nothing waits."""
+    Kafka timestamps are real time) where it was read, 0 where no record waits."""
     for group, backlog in backlogs.items():
         metrics.report_group_lag(group, backlog.lag)
         ages: dict[tuple[str, int], float] = {
             where: 0.0 for where, lag in backlog.lag.items() if lag == 0
         }
         for where, stamp_ms in backlog.oldest_ms.items():
-            ages[where] = max(0.0, now_s - stamp_ms / 1000)
+            ages[where] = 0.0 if stamp_ms is None else max(0.0, now_s - stamp_ms / 1000)
         metrics.report_group_oldest(group, ages)
 
 
