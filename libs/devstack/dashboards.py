@@ -1,7 +1,7 @@
 """Tenure's Grafana dashboards as code: ``python -m devstack.dashboards`` writes them to
-``deploy/grafana/dashboards/`` (``make dashboards``), where Grafana's provisioning and the
-Helm chart's copy read them; tests/unit/test_dashboards.py fails when the committed JSON
-is not what this module makes.
+``deploy/grafana/dashboards/`` (``make dashboards``), where Grafana's provisioning reads
+them, and to the Helm chart's ``files/dashboards/``; tests/unit/test_dashboards.py fails
+when the committed JSON is not what this module makes.
 
 One overview (the golden signals of every service, the business flow, the
 event-to-notification latency and the stalls the alerts watch) and one dashboard per
@@ -25,6 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 FOLDER = REPO / "deploy" / "grafana" / "dashboards"
+CHART_FOLDER = REPO / "deploy" / "helm" / "tenure" / "files" / "dashboards"
+"""The Helm chart's copies (Helm reads no file outside the chart)."""
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 RATE = "$__rate_interval"
 JOBS = "ingest|scoring|orchestrator|notifier"
@@ -1137,16 +1139,19 @@ def as_text(dashboard: Dashboard) -> str:
     return json.dumps(render(dashboard), indent=2, ensure_ascii=False) + "\n"
 
 
-def write(folder: Path = FOLDER) -> list[Path]:
-    """Write every dashboard into ``folder``; the paths written."""
+def write(folders: tuple[Path, ...] = (FOLDER, CHART_FOLDER)) -> list[Path]:
+    """Write every dashboard into each of ``folders``; the paths written."""
     paths = []
-    for dashboard in DASHBOARDS:
-        path = folder / dashboard.filename
-        path.write_text(as_text(dashboard))
-        paths.append(path)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for dashboard in DASHBOARDS:
+            path = folder / dashboard.filename
+            path.write_text(as_text(dashboard))
+            paths.append(path)
     return paths
 
 
 if __name__ == "__main__":
-    for written in write(Path(sys.argv[1]) if len(sys.argv) > 1 else FOLDER):
+    chosen = tuple(Path(arg) for arg in sys.argv[1:]) or (FOLDER, CHART_FOLDER)
+    for written in write(chosen):
         print(written.relative_to(REPO) if written.is_relative_to(REPO) else written)

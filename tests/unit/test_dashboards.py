@@ -113,3 +113,28 @@ def test_grafana_variables_are_replaced_for_prometheus() -> None:
     for path in FOLDER.glob("*.json"):
         for title, _, expr in dashboards.prometheus_targets(path):
             assert "$" not in dashboards.as_promql(expr), f"{path.name}: {title}"
+
+
+def test_the_charts_copies_are_the_deployed_dashboards() -> None:
+    for dashboard in dashboards.DASHBOARDS:
+        copy = dashboards.CHART_FOLDER / dashboard.filename
+        assert copy.read_bytes() == (FOLDER / dashboard.filename).read_bytes(), "make dashboards"
+    for copy in dashboards.CHART_FOLDER.glob("*.json"):
+        assert copy.read_bytes() == (FOLDER / copy.name).read_bytes(), f"{copy.name} is stale"
+
+
+def test_the_chart_renders_each_dashboard_for_grafanas_sidecar_in_production_only() -> None:
+    from tests.unit.helm_chart import PRODUCTION, of_kind, render
+
+    maps = {
+        name: cm
+        for name, cm in of_kind(render((PRODUCTION,)), "ConfigMap").items()
+        if cm["metadata"]["labels"].get("grafana_dashboard") == "1"
+    }
+    shipped = {file: text for cm in maps.values() for file, text in cm["data"].items()}
+    assert set(shipped) == {d.filename for d in dashboards.DASHBOARDS}
+    for file, text in shipped.items():
+        assert json.loads(text) == json.loads((FOLDER / file).read_text()), file
+    assert {cm["metadata"]["annotations"]["grafana_folder"] for cm in maps.values()} == {"Tenure"}
+    default = of_kind(render(), "ConfigMap").values()
+    assert not [cm for cm in default if "grafana_dashboard" in cm["metadata"]["labels"]]
