@@ -19,7 +19,6 @@ from common.db import create_engine
 from common.kafka import (
     GroupLagProbe,
     KafkaPublisher,
-    TransactionalPublisher,
     ensure_topics,
     make_consumer,
 )
@@ -160,52 +159,6 @@ async def test_the_oldest_record_a_stopped_group_left_waiting_has_an_age(
         assert age is not None and 1.5 <= age < time.time() - produced_at + 1
     topic, partition = drained
     assert sample(gauge, group=group, topic=topic, partition=str(partition)) == 0
-
-
-async def test_a_group_past_the_last_record_of_a_transaction_has_nothing_waiting(
-    common_settings: CommonSettings,
-) -> None:
-    """A transaction's commit marker takes an offset: a group that processed every record
-    commits the marker's offset, and a lag of 1 remains with no record behind it."""
-    settings = common_settings.model_copy(
-        update={"topic_prefix": f"it-marker-{uuid.uuid4().hex[:6]}."}
-    )
-    await ensure_topics(settings)
-    async with TransactionalPublisher(
-        settings,
-        client_id="it-marker",
-        transactional_id=f"it-marker-{uuid.uuid4().hex[:6]}",
-        transaction_timeout_ms=10_000,
-        commit_reserve_s=1.0,
-        max_group_records=100,
-        committers=1,
-    ) as publisher:
-        errors = await publisher.publish_each(
-            [(Topic.NOTIFICATIONS, "same-key", {"i": i}, []) for i in range(3)], timeout_s=10
-        )
-        assert errors == [None] * 3
-    group = f"it-marker-{uuid.uuid4().hex[:6]}"
-    consumer = make_consumer(settings, [Topic.NOTIFICATIONS], group_id=group)
-    await consumer.start()
-    try:
-        polled = []
-        while len(polled) < 3:
-            polled += await consumer.poll(timeout_s=1.0, max_records=100)
-        await consumer.commit({polled[-1].where: polled[-1].offset + 1})
-    finally:
-        await consumer.stop()
-    probe = GroupLagProbe(settings)
-    await probe.start()
-    try:
-        backlog = (await probe.backlog([group]))[group]
-    finally:
-        await probe.stop()
-    where = polled[-1].where
-    assert backlog.lag == {where: 1}  # the marker
-    assert backlog.oldest_ms == {where: None}
-    orchestrator_backlog.record_groups({group: backlog}, time.time())
-    gauge = "tenure_orchestrator_group_oldest_unconsumed_seconds"
-    assert sample(gauge, group=group, topic=where[0], partition=str(where[1])) == 0
 
 
 @pytest.fixture(scope="module")
