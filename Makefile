@@ -11,8 +11,8 @@ HELM_VERSION := v4.3.2
 HELM_DIR := $(STACK)/helm
 GO ?= $(firstword $(shell command -v go) /usr/local/go/bin/go)
 
-.PHONY: run test test-unit test-cluster bench schemas lint typecheck deps kafka prometheus helm \
-	chromium clean
+.PHONY: run test test-unit test-cluster bench schemas dashboards lint typecheck deps kafka \
+	prometheus helm chromium clean
 
 deps: $(VENV)/.installed kafka prometheus
 
@@ -83,6 +83,11 @@ bench: deps
 
 schemas: $(VENV)/.installed
 	$(PY) -m common.schemas docs/schemas
+
+# The Grafana dashboards from libs/devstack/dashboards.py (tests/unit/test_dashboards.py
+# fails when the committed JSON differs).
+dashboards: $(VENV)/.installed
+	$(PY) -m devstack.dashboards
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check --quiet libs services cli tests bench

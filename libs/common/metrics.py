@@ -115,15 +115,15 @@ def consumer_dead_letters(service: str) -> Counter:
 
 
 class LagGauge:
-    """A ``common.kafka.LagReport`` writing into a :func:`consumer_lag` gauge: each report
-    sets the group's partitions and removes those it no longer holds (after a rebalance
-    another member reports them)."""
+    """A ``common.kafka.LagReport`` writing into a :func:`consumer_lag` gauge (or any gauge
+    labelled group, topic, partition): each report sets the group's partitions and removes
+    those it no longer holds (after a rebalance another member reports them)."""
 
     def __init__(self, lag: Gauge) -> None:
         self._gauge = lag
         self._held: dict[str, set[tuple[str, int]]] = {}
 
-    def __call__(self, group: str, lags: Mapping[tuple[str, int], int]) -> None:
+    def __call__(self, group: str, lags: Mapping[tuple[str, int], float]) -> None:
         for topic, partition in self._held.get(group, set()) - set(lags):
             self._gauge.remove(group, topic, str(partition))
         for (topic, partition), lag in lags.items():

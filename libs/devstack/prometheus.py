@@ -36,6 +36,22 @@ def local_config(
     return config
 
 
+def test_config(
+    service_ports: dict[str, int], rule_files: list[Path], every_s: int = 1
+) -> dict[str, Any]:
+    """A configuration for tests: ``service_ports``' jobs on the loopback scraped, and
+    ``rule_files`` evaluated, every ``every_s`` seconds (the fault drills', the
+    dashboards' check)."""
+    return {
+        "global": {"scrape_interval": f"{every_s}s", "evaluation_interval": f"{every_s}s"},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+            for job, port in service_ports.items()
+        ],
+    }
+
+
 def command(config_path: Path, data_dir: Path, port: int) -> list[str]:
     return [
         str(BINARY),

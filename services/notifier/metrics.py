@@ -102,6 +102,25 @@ def send_failed(channel: str, error: BaseException) -> None:
     SEND_FAILURES.labels(channel=channel, error=type(cause).__name__).inc()
 
 
+ENDPOINT_UP = gauge(
+    SERVICE,
+    "endpoint_up",
+    "Whether the last delivery attempt reached the endpoint, by channel (email, webhook) and "
+    "endpoint (the mail server's host:port; a webhook route's name, never its URL): 1 when "
+    "it answered about the message (accepted, or refused the recipient for good), 0 when "
+    "it could not be reached or failed transiently (refused connection, timeout, SMTP 4xx, "
+    "HTTP 5xx/408/409/429). A permanent refusal leaves it as it was; absent before the "
+    "first attempt.",
+    ["channel", "endpoint"],
+    multiprocess_mode="min",
+)
+
+
+def endpoint_reached(channel: str, endpoint: str, up: bool) -> None:
+    """Record the outcome of an attempt on ``endpoint`` in :data:`ENDPOINT_UP`."""
+    ENDPOINT_UP.labels(channel=channel, endpoint=endpoint).set(1 if up else 0)
+
+
 RETRIES_WAITING = gauge(
     SERVICE,
     "retries_waiting",

@@ -27,6 +27,17 @@ GROUP_LAG = gauge(
     multiprocess_mode="max",
 )
 report_group_lag = LagGauge(GROUP_LAG)
+GROUP_OLDEST_UNCONSUMED_SECONDS = gauge(
+    SERVICE,
+    "group_oldest_unconsumed_seconds",
+    "Real seconds since the oldest record a consumer group has not processed was produced "
+    "(its Kafka timestamp, read at the group's committed offset), per partition of "
+    "TENURE_ORCHESTRATOR_WATCHED_GROUPS; 0 on a partition without lag, absent where the "
+    "record could not be read. Measured from outside the group, with group_lag.",
+    ["group", "topic", "partition"],
+    multiprocess_mode="max",
+)
+report_group_oldest = LagGauge(GROUP_OLDEST_UNCONSUMED_SECONDS)
 
 
 def dead_lettered(topic: str) -> None:

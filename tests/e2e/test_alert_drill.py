@@ -68,14 +68,8 @@ def prometheus_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
     home: Path = tmp_path_factory.mktemp("drill-prometheus")
     (home / "rules.yml").write_text(yaml.safe_dump(drill_rules(ALERT, LAG_ALERT)))
     ports = stack.service_ports()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(home / "rules.yml")],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job]}"]}]}
-            for job in ("notifier", "orchestrator")
-        ],
-    }
+    jobs = {job: ports[job] for job in ("notifier", "orchestrator")}
+    config = prometheus.test_config(jobs, [home / "rules.yml"])
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     proc = spawn(
@@ -178,6 +172,13 @@ async def test_a_stopped_consumer_fires_the_lag_alert(stack: Stack, prometheus_u
         try:
             async with traffic(stack, every_s=0.05):  # about 20 a second, none consumed
                 fired_after = await wait_for(client, "firing", timeout_s=90, name=LAG_ALERT)
+            # How long the oldest waiting record has waited, to confirm it (docs/runbooks.md).
+            query = (
+                'max(tenure_orchestrator_group_oldest_unconsumed_seconds{group="tenure-notifier"})'
+            )
+            answer = (await client.get("/api/v1/query", params={"query": query})).json()
+            (oldest,) = answer["data"]["result"]
+            assert float(oldest["value"][1]) > 1
         finally:
             stack.start_service("notifier", DRILL_ENV)
             stack.wait_ready()

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.clock import FakeClock
@@ -593,6 +594,53 @@ async def test_an_outcome_whose_publish_failed_is_published_later(
     assert await deliverer.report_unreported() == 0  # reported now
     assert (await outcomes(common, n.notification_id))[n.notification_id] == ["sent"]
     assert len(mails_to(stack, n.recipient or "")) == 1
+
+
+# -- endpoint availability ----------------------------------------------------------------
+
+
+def endpoint_up(channel: str, endpoint: str) -> float | None:
+    labels = {"channel": channel, "endpoint": endpoint}
+    return REGISTRY.get_sample_value("tenure_notifier_endpoint_up", labels)
+
+
+async def test_the_mail_server_is_down_while_the_sink_is_stopped_and_up_when_it_is_back(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    d = replace(deliverer, clock=FakeClock(START))
+    server = f"127.0.0.1:{stack.ports.smtp}"
+    await d.handle(as_record(notification()))
+    assert endpoint_up("email", server) == 1
+    stack.stop_service("sinks")
+    try:
+        n = notification()
+        await d.handle(as_record(n))
+        assert await d.log.status(n.notification_id) == "retrying"
+        assert endpoint_up("email", server) == 0
+    finally:
+        stack.start_sinks()
+    d.clock.advance(timedelta(hours=1))
+    assert await d.retry_due() == 1
+    assert len(mails_to(stack, n.recipient or "")) == 1
+    assert endpoint_up("email", server) == 1
+
+
+async def test_a_webhook_route_is_down_while_its_endpoint_fails_named_by_the_route(
+    deliverer: Deliverer, stack: Stack
+) -> None:
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    failing = with_settings(deliverer, webhook_csm_url=f"{hooks}/status/503/it-down")
+    await failing.handle(as_record(notification("webhook")))
+    assert endpoint_up("webhook", "csm") == 0
+    await deliverer.handle(as_record(notification("webhook")))
+    assert endpoint_up("webhook", "csm") == 1
+    names = {
+        s.labels["endpoint"]
+        for m in REGISTRY.collect()
+        if m.name == "tenure_notifier_endpoint_up"
+        for s in m.samples
+    }
+    assert not any("://" in name for name in names)  # a route's name, never its URL
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ retry backlog."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +16,12 @@ from prometheus_client import REGISTRY
 
 from common.clock import FakeClock
 from common.db import create_engine
-from common.kafka import GroupLagProbe, KafkaPublisher, ensure_topics, make_consumer
+from common.kafka import (
+    GroupLagProbe,
+    KafkaPublisher,
+    ensure_topics,
+    make_consumer,
+)
 from common.settings import CommonSettings
 from common.topics import Topic, topic_name
 from devstack.stack import Stack
@@ -99,6 +106,59 @@ async def test_the_probe_sees_the_lag_of_a_group_whose_members_are_all_gone(
     records_on = collections.Counter(r.where for r in polled)
     assert lags[group] == {where: records_on[where] - offset for where, offset in done.items()}
     assert sum(lags[group].values()) == 9 - len(done) > 0  # 9 records on 3 partitions
+
+
+async def test_the_oldest_record_a_stopped_group_left_waiting_has_an_age(
+    common_settings: CommonSettings,
+) -> None:
+    settings = common_settings.model_copy(
+        update={"topic_prefix": f"it-oldest-{uuid.uuid4().hex[:6]}."}
+    )
+    await ensure_topics(settings)
+    produced_at = time.time()
+    async with KafkaPublisher(settings, client_id="it-oldest") as publisher:
+        for i in range(30):
+            await publisher.publish(Topic.NOTIFICATIONS, f"c{i}", {"i": i})
+    group = f"it-oldest-{uuid.uuid4().hex[:6]}"
+    consumer = make_consumer(settings, [Topic.NOTIFICATIONS], group_id=group)
+    await consumer.start()
+    try:
+        polled = []
+        while len(polled) < 30:
+            polled += await consumer.poll(timeout_s=1.0, max_records=100)
+        done = {}
+        for record in polled:  # the first of each partition processed; the member stops
+            done.setdefault(record.where, record.offset + 1)
+        # One partition consumed to its end: nothing waits there.
+        (drained, _) = max(collections.Counter(r.where for r in polled).items(), key=lambda x: x[1])
+        done[drained] = max(r.offset for r in polled if r.where == drained) + 1
+        await consumer.commit(done)
+    finally:
+        await consumer.stop()
+    await asyncio.sleep(1.5)  # the records wait
+    probe = GroupLagProbe(settings)
+    await probe.start()
+    try:
+        backlogs = await probe.backlog([group])
+    finally:
+        await probe.stop()
+    backlog = backlogs[group]
+    waiting = {where for where, lag in backlog.lag.items() if lag > 0}
+    assert waiting and drained not in waiting
+
+    # The record at each committed offset of a lagging partition, and its timestamp.
+    def first_waiting(where: tuple[str, int]) -> int:
+        records = [r for r in polled if r.where == where and r.offset >= done[where]]
+        return min(records, key=lambda r: r.offset).timestamp_ms
+
+    assert backlog.oldest_ms == {where: first_waiting(where) for where in waiting}
+    orchestrator_backlog.record_groups(backlogs, time.time())
+    gauge = "tenure_orchestrator_group_oldest_unconsumed_seconds"
+    for topic, partition in waiting:
+        age = sample(gauge, group=group, topic=topic, partition=str(partition))
+        assert age is not None and 1.5 <= age < time.time() - produced_at + 1
+    topic, partition = drained
+    assert sample(gauge, group=group, topic=topic, partition=str(partition)) == 0
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "tenure.json"
+DASHBOARDS = GRAFANA / "dashboards"
+# Series Prometheus makes itself, with their labels, that a panel may query.
+PROMETHEUS_SERIES = {"up": ("job", "instance")}
 
 SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
 # (host setting, port setting) each service listens with.
@@ -374,9 +376,19 @@ def promql(expr: str) -> tuple[set[str], set[str], set[str]]:
 
 
 def dashboard_targets() -> list[tuple[str, dict[str, Any]]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]
-    return [(panel["title"], target) for panel in panels for target in panel.get("targets", [])]
+    """(dashboard file: panel title, target) of every Prometheus query of every dashboard
+    (another datasource's targets, such as PostgreSQL's, are not PromQL)."""
+    found = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]
+        found += [
+            (f"{path.name}: {panel['title']}", target)
+            for panel in panels
+            for target in panel.get("targets", [])
+            if "expr" in target
+        ]
+    return found
 
 
 def test_dashboard_queries_only_declared_metrics_and_labels() -> None:
@@ -386,18 +398,37 @@ def test_dashboard_queries_only_declared_metrics_and_labels() -> None:
     for title, target in targets:
         names, labels, grouping = promql(target["expr"])
         assert names, f"{title}: no metric in {target['expr']!r}"
-        unknown = names - set(declared)
+        unknown = names - set(declared) - set(PROMETHEUS_SERIES)
         assert not unknown, f"{title}: undeclared metrics {sorted(unknown)}"
-        known_labels = {"le"} | {label for name in names for label in declared[name][1]._labelnames}
+        known_labels = {"le", "job", "instance"} | {
+            label
+            for name in names
+            for label in (
+                PROMETHEUS_SERIES[name]
+                if name in PROMETHEUS_SERIES
+                else declared[name][1]._labelnames
+            )
+        }
         assert labels <= known_labels, f"{title}: unknown labels {sorted(labels - known_labels)}"
         legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-        assert legend <= grouping, f"{title}: legend uses {sorted(legend - grouping)}"
+        # Without an aggregation every label of the series is there; with one, its grouping.
+        aggregated = re.search(r"\b(sum|max|min|avg|count|histogram_quantile)\b", target["expr"])
+        shown = grouping if aggregated else known_labels
+        assert legend <= shown, f"{title}: legend uses {sorted(legend - shown)}"
 
 
-def test_dashboard_covers_every_service() -> None:
+def test_the_overview_covers_every_service_and_each_has_a_dashboard() -> None:
     declared = declared_metrics()
-    used = {declared[name][0] for _, t in dashboard_targets() for name in promql(t["expr"])[0]}
+    used = {
+        declared[name][0]
+        for title, t in dashboard_targets()
+        if title.startswith("tenure.json:")
+        for name in promql(t["expr"])[0]
+        if name in declared
+    }
     assert used == set(SERVICES)
+    uids = {json.loads(p.read_text())["uid"] for p in DASHBOARDS.glob("*.json")}
+    assert {f"tenure-{name}" for name in SERVICES} <= uids
 
 
 def mounts(name: str) -> dict[str, str]:

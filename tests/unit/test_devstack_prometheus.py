@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -11,11 +10,9 @@ import httpx
 import pytest
 import yaml
 
-from devstack import prometheus
+from devstack import dashboards, prometheus
 from devstack.__main__ import banner
-from devstack.stack import REPO, Ports, Stack
-
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "tenure.json"
+from devstack.stack import Ports, Stack
 
 
 def test_every_job_points_at_the_stack_port_of_its_service(tmp_path: Path) -> None:
@@ -67,13 +64,12 @@ def test_make_run_prometheus_loads_the_alert_rules_and_the_banner_shows_their_pa
             r["alert"] for g in deployed["groups"] for r in g["rules"] if "alert" in r
         }
         assert {g["interval"] for g in groups} == {5}  # the local stack evaluates every 5 s
-        # Every panel of the Grafana dashboard is a query this Prometheus accepts.
-        dashboard = json.loads(DASHBOARD.read_text())
-        for panel in dashboard["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"].replace("$__rate_interval", "1m")
-                answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
-                assert answer.json()["status"] == "success", (panel["title"], answer.text)
+        # Every panel of the Grafana dashboards is a query this Prometheus accepts.
+        for path in sorted(dashboards.FOLDER.glob("*.json")):
+            for title, _, expr in dashboards.prometheus_targets(path):
+                query = {"query": dashboards.as_promql(expr)}
+                answer = httpx.get(f"{url}/api/v1/query", params=query, timeout=5)
+                assert answer.json()["status"] == "success", (path.name, title, answer.text)
         shown = f"{url}{prometheus.ALERTS_PAGE}"
         assert shown in banner(stack, with_prometheus=True)
         page = httpx.get(shown, timeout=5)

@@ -75,6 +75,7 @@ def test_one_consumer_loop_and_one_retry_helper() -> None:
     assert polling == [
         "libs/common/kafka/admin.py",  # committed_headers: reads a topic to its end
         "libs/common/kafka/consumer.py",  # follow(): a reader without a group
+        "libs/common/kafka/lag.py",  # GroupLagProbe.backlog: the record at a committed offset
         "libs/common/kafka/runner.py",
     ]
 

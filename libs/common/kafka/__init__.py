@@ -37,7 +37,7 @@ from common.kafka.admin import (
 )
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.fenced import FencedProducer
-from common.kafka.lag import GroupLagProbe
+from common.kafka.lag import GroupBacklog, GroupLagProbe
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
 from common.kafka.partitioning import KeyPartitioner, partition_for
 from common.kafka.publisher import KafkaPublisher, Publisher
@@ -78,6 +78,7 @@ __all__ = [
     "FakeConsumer",
     "FakePublisher",
     "FencedProducer",
+    "GroupBacklog",
     "GroupLagProbe",
     "Handler",
     "Headers",

@@ -1,10 +1,14 @@
 """Consumer-group lag seen from outside the group: committed offsets from the group
 coordinator, end offsets from the partitions' leaders. Unlike a member's own measure
-(``Consumer.lag``), it still tells when every member of a group is gone."""
+(``Consumer.lag``), it still tells when every member of a group is gone; and
+:meth:`GroupLagProbe.backlog` also reads the first record waiting at each committed offset,
+for the age of the oldest record a group has not consumed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -13,12 +17,29 @@ from common.kafka.records import Partition
 from common.kafka.security import client_options
 from common.settings import CommonSettings
 
+HEAD_FETCH_BYTES = 64 * 1024
+"""Bytes fetched per partition when reading the record at a committed offset: one batch
+is enough (the broker returns the first batch whole even when it is larger)."""
+
+
+@dataclass(frozen=True)
+class GroupBacklog:
+    """One group's backlog: per partition it has committed an offset on, ``lag`` (the end
+    offset minus that offset) and, for those with lag whose first waiting record could be
+    read, ``oldest_ms``: that record's Kafka timestamp (ms since the epoch, set by its
+    producer, or by the broker for log-append-time topics), or None when no record waits
+    (the lag counts only transaction markers, which are offsets but not records)."""
+
+    lag: dict[Partition, int]
+    oldest_ms: dict[Partition, int | None] = field(default_factory=dict)
+
 
 class GroupLagProbe:
     """Measures consumer groups' lag; ``start`` it before :meth:`lag`, ``stop`` it after.
 
     Holds one admin client and one group-less ``read_committed`` consumer (for the last
-    stable offsets), so a measurement costs a few requests, not new connections.
+    stable offsets, and for the records waiting at committed offsets), so a measurement
+    costs a few requests, not new connections.
     """
 
     def __init__(self, settings: CommonSettings) -> None:
@@ -37,6 +58,9 @@ class GroupLagProbe:
             enable_auto_commit=False,
             isolation_level="read_committed",
             client_id="tenure-lag-probe",
+            # A committed offset whose records retention removed: the oldest still there.
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=HEAD_FETCH_BYTES,
         )
         await self._ends.start()
 
@@ -52,6 +76,38 @@ class GroupLagProbe:
         """Per group, per partition it has committed an offset on: the end offset minus
         that offset. A group that never committed (or does not exist) maps to ``{}``.
         Raises aiokafka's errors when the cluster does not answer."""
+        committed, ends = await self._offsets(groups)
+        return {group: _lags(offsets, ends) for group, offsets in committed.items()}
+
+    async def backlog(
+        self, groups: Iterable[str], *, read_timeout_s: float = 2.0
+    ) -> dict[str, GroupBacklog]:
+        """:meth:`lag`, and the timestamp of the first record at or after each committed
+        offset of a partition with lag (read within ``read_timeout_s``; a partition whose
+        record did not come in time, or has no timestamp, is left out of ``oldest_ms``)."""
+        committed, ends = await self._offsets(groups)
+        waiting = {
+            (tp, offset)
+            for offsets in committed.values()
+            for tp, offset in offsets.items()
+            if ends[tp] > offset
+        }
+        first = await self._first_timestamps(waiting, ends, read_timeout_s) if waiting else {}
+        return {
+            group: GroupBacklog(
+                lag=_lags(offsets, ends),
+                oldest_ms={
+                    (tp.topic, tp.partition): first[tp, offset]
+                    for tp, offset in offsets.items()
+                    if (tp, offset) in first
+                },
+            )
+            for group, offsets in committed.items()
+        }
+
+    async def _offsets(
+        self, groups: Iterable[str]
+    ) -> tuple[dict[str, dict[TopicPartition, int]], dict[TopicPartition, int]]:
         if self._admin is None or self._ends is None:
             raise RuntimeError("GroupLagProbe not started")
         committed: dict[str, dict[TopicPartition, int]] = {}
@@ -60,10 +116,54 @@ class GroupLagProbe:
             committed[group] = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
         partitions = sorted({tp for offsets in committed.values() for tp in offsets})
         ends = await self._ends.end_offsets(partitions) if partitions else {}
-        return {
-            group: {
-                (tp.topic, tp.partition): max(0, ends[tp] - offset)
-                for tp, offset in offsets.items()
-            }
-            for group, offsets in committed.items()
-        }
+        return committed, ends
+
+    async def _first_timestamps(
+        self,
+        wanted: set[tuple[TopicPartition, int]],
+        ends: dict[TopicPartition, int],
+        timeout_s: float,
+    ) -> dict[tuple[TopicPartition, int], int | None]:
+        """The timestamp of the first committed record at or after each (partition,
+        offset), None when the reading reached the end offset without one; one partition
+        is read from one offset at a time (two groups on one partition at different
+        offsets take two rounds). What was not read within ``timeout_s`` is left out."""
+        assert self._ends is not None
+        consumer = self._ends
+        loop = asyncio.get_running_loop()
+        found: dict[tuple[TopicPartition, int], int | None] = {}
+        pending = set(wanted)
+        deadline = loop.time() + timeout_s
+        try:
+            while pending:
+                at: dict[TopicPartition, int] = {}
+                for tp, offset in sorted(pending, key=lambda p: p[1]):
+                    at.setdefault(tp, offset)
+                pending -= set(at.items())
+                consumer.assign(list(at))
+                for tp, offset in at.items():
+                    consumer.seek(tp, offset)
+                left = set(at)
+                while left:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return found
+                    wait_ms = int(min(remaining, 0.5) * 1000)
+                    for tp, records in (await consumer.getmany(*left, timeout_ms=wait_ms)).items():
+                        if records and tp in left:
+                            left.discard(tp)
+                            stamp = records[0].timestamp
+                            found[tp, at[tp]] = stamp if stamp is not None and stamp >= 0 else None
+                    for tp in list(left):
+                        if await consumer.position(tp) >= ends[tp]:  # markers only
+                            left.discard(tp)
+                            found[tp, at[tp]] = None
+            return found
+        finally:
+            consumer.unsubscribe()
+
+
+def _lags(
+    offsets: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+) -> dict[Partition, int]:
+    return {(tp.topic, tp.partition): max(0, ends[tp] - offset) for tp, offset in offsets.items()}

@@ -11,14 +11,16 @@ raises when the channel refused it (:mod:`notifier.errors`). The outcome is deci
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol, TypeAlias
 
 import orjson
 
 from common.messages import Channel, Notification
+from notifier import metrics
 from notifier.domain import messages
-from notifier.errors import PermanentSendError, Suppressed
+from notifier.errors import Bounced, PermanentSendError, SendError, Suppressed
 from notifier.service_layer.context import Dependencies
 
 
@@ -27,6 +29,27 @@ class Unchecked:
 
 
 UNCHECKED = Unchecked()
+
+
+@contextlib.asynccontextmanager
+async def reaching(channel: str, endpoint: str) -> AsyncIterator[None]:
+    """Around one call of a channel's port: its outcome becomes the endpoint's
+    availability (``metrics.ENDPOINT_UP``). A transient :class:`SendError` is down; a
+    bounce, an answer about the recipient, is up; another permanent refusal (an HTTP
+    4xx, a URL the guard refuses) says nothing about the endpoint's availability."""
+    try:
+        yield
+    except Bounced:
+        metrics.endpoint_reached(channel, endpoint, True)
+        raise
+    except PermanentSendError:
+        raise
+    except SendError:
+        metrics.endpoint_reached(channel, endpoint, False)
+        raise
+    metrics.endpoint_reached(channel, endpoint, True)
+
+
 # The address's suppression as read with the claim: a reason, None (not suppressed), or
 # UNCHECKED (not read yet).
 Suppression: TypeAlias = str | Unchecked | None
@@ -59,11 +82,13 @@ async def send_email(
         n, links.unsubscribe_url, links.reply_to, message_id_domain=deps.message_domain
     )
     if deps.resent_after_crash(n):
-        await deps.mailer.send(to=n.recipient, email=email, headers=headers)
+        async with reaching("email", deps.mail_endpoint):
+            await deps.mailer.send(to=n.recipient, email=email, headers=headers)
     else:
         async with deps.handover:
             await deps.log.handed(n.notification_id)
-            await deps.mailer.send(to=n.recipient, email=email, headers=headers)
+            async with reaching("email", deps.mail_endpoint):
+                await deps.mailer.send(to=n.recipient, email=email, headers=headers)
 
 
 async def store_in_app(
@@ -99,10 +124,12 @@ async def post_webhook(
     """Post the CSM task to the endpoint its route names, signed, with the notification id
     as the webhook id (receivers de-duplicate on it)."""
     routes = deps.routes
-    endpoint = routes[messages.route_for(n, routes)]
+    route = messages.route_for(n, routes)
+    endpoint = routes[route]
     title = deps.renderer.text(n.template, messages.template_context(n, links))
     body = orjson.dumps(messages.csm_task_body(n, title, endpoint.format))
-    await deps.webhooks.post(endpoint.url, msg_id=n.notification_id, body=body)
+    async with reaching("webhook", route):
+        await deps.webhooks.post(endpoint.url, msg_id=n.notification_id, body=body)
 
 
 class ChannelHandler(Protocol):

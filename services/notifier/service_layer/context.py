@@ -71,6 +71,11 @@ class Dependencies:
         return self.settings.routes()
 
     @cached_property
+    def mail_endpoint(self) -> str:
+        """The mail server as the availability gauge names it (host:port)."""
+        return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
+
+    @cached_property
     def message_domain(self) -> str:
         return self.settings.message_domain()
 

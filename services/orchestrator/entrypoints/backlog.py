@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import Clock
-from common.kafka import GroupLagProbe
+from common.kafka import GroupBacklog, GroupLagProbe
 from common.runtime import sleep_or_stop
 from orchestrator import metrics
 from orchestrator.adapters.backlog import Backlog, read_backlog
@@ -46,15 +48,29 @@ async def run_backlog_gauges(
         await sleep_or_stop(stop, every_s)
 
 
+def record_groups(backlogs: Mapping[str, GroupBacklog], now_s: float) -> None:
+    """Write one measurement of the watched groups into the gauges: the lag, and the age
+    of the oldest unconsumed record (``now_s``, wall-clock seconds, minus its timestamp:
+    Kafka timestamps are real time) where it was read, 0 where no record waits."""
+    for group, backlog in backlogs.items():
+        metrics.report_group_lag(group, backlog.lag)
+        ages: dict[tuple[str, int], float] = {
+            where: 0.0 for where, lag in backlog.lag.items() if lag == 0
+        }
+        for where, stamp_ms in backlog.oldest_ms.items():
+            ages[where] = 0.0 if stamp_ms is None else max(0.0, now_s - stamp_ms / 1000)
+        metrics.report_group_oldest(group, ages)
+
+
 async def run_group_lag(
     probe: GroupLagProbe, groups: list[str], *, stop: asyncio.Event, every_s: float
 ) -> None:
-    """Measure ``groups``' lag from outside every ``every_s`` real seconds until ``stop``
-    (``probe`` started by the caller); a failed measurement is logged and skipped."""
+    """Measure ``groups``' lag and oldest unconsumed records from outside every
+    ``every_s`` real seconds until ``stop`` (``probe`` started by the caller); a failed
+    measurement is logged and skipped."""
     while not stop.is_set():
         try:
-            for group, lags in (await probe.lag(groups)).items():
-                metrics.report_group_lag(group, lags)
+            record_groups(await probe.backlog(groups), time.time())
         except Exception as exc:
             log.warning("consumer group lag not measured: %s", exc)
         await sleep_or_stop(stop, every_s)
