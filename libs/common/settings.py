@@ -203,6 +203,14 @@ class HttpServiceSettings(ServiceSettings):
     """
 
     host: str = Field(default="127.0.0.1", description="The address the API listens on.")
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections this process keeps open at most (SQLAlchemy's "
+        "pool_size). Replicas x this, for every service, must stay under the server's "
+        "max_connections (docs/operations.md).",
+    )
     docs: bool = Field(
         default=True,
         description="Serve the API's documentation (/docs, /redoc, /openapi.json). Turn it "

@@ -52,7 +52,9 @@ class Ingest:
             await self.owned_publisher.start()
         try:
             if self.key_cache is not None and settings.keys_from_database:
-                engine = create_engine(settings.common.database_url, pool_size=2)
+                engine = create_engine(
+                    settings.common.database_url, pool_size=settings.database_pool_size
+                )
                 self.key_cache.repository = KeyRepository(engine)
                 await self.key_cache.refresh()
                 refresher = asyncio.create_task(

@@ -23,6 +23,13 @@ class IngestSettings(HttpServiceSettings):
     keys_from_database: bool = Field(
         default=True, description="Load the keys made with `tenure keys` from PostgreSQL."
     )
+    database_pool_size: int = Field(
+        default=2,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections at most: ingest reads only API keys (and caches "
+        "them), so two are enough.",
+    )
     keys_refresh_s: float = Field(
         default=30.0, gt=0, le=60, description="A revoked key stops working within this time."
     )

@@ -49,7 +49,7 @@ class Stores:
 
 def stores(settings: NotifierSettings) -> Stores:
     """The PostgreSQL adapters of ``settings``; nothing connects until one is used."""
-    engine = create_engine(settings.common.database_url)
+    engine = create_engine(settings.common.database_url, pool_size=settings.database_pool_size)
     return Stores(
         engine=engine,
         log=DeliveryLog(engine),

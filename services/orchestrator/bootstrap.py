@@ -39,7 +39,7 @@ async def run(
 ) -> None:
     common = settings.common
     playbooks = load_playbooks(settings.playbooks_dir)
-    engine = create_engine(common.database_url)
+    engine = create_engine(common.database_url, pool_size=settings.database_pool_size)
     deps = Deps(
         engine=engine,
         playbooks=playbooks,
