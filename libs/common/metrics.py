@@ -53,7 +53,7 @@ def gauge(
     name: str,
     documentation: str,
     labels: Sequence[str] = (),
-    multiprocess_mode: Literal["livesum", "max", "min", "all"] = "livesum",
+    multiprocess_mode: Literal["livesum", "max", "min", "all", "mostrecent"] = "livesum",
 ) -> Gauge:
     """A gauge; with several worker processes, ``multiprocess_mode`` says how their
     values combine (live workers only)."""

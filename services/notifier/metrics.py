@@ -112,7 +112,7 @@ ENDPOINT_UP = gauge(
     "HTTP 5xx/408/409/429). A permanent refusal leaves it as it was; absent before the "
     "first attempt.",
     ["channel", "endpoint"],
-    multiprocess_mode="min",
+    multiprocess_mode="mostrecent",  # with several processes, the latest attempt's outcome
 )
 
 

@@ -287,7 +287,9 @@ def report_write(args: argparse.Namespace) -> int:
             figures=figures,
             at_risk=await at_risk_now(engine, settings.default_currency),
             confidence=settings.portfolio_confidence,
-            generated_at=datetime.now(UTC),
+            generated_at=clock_from_settings(
+                settings.common.time_scale, settings.common.clock_epoch
+            ).now(),
         )
 
     page = render(with_engine(args, read))

@@ -87,8 +87,9 @@ async def month_counts(conn: AsyncConnection, start: datetime, end: datetime) ->
     customers = [0, 0, 0]
     for plan, *counted in plans:
         customers = [a + int(b) for a, b in zip(customers, counted, strict=True)]
-        if plan is not None:
-            by_plan[str(plan)] = (int(counted[0]), int(counted[1]))
+        # No plan recorded: counted as "unknown", as the dashboard's view counts it, so
+        # that the plans add up to the month's customers.
+        by_plan[str(plan or "unknown")] = (int(counted[0]), int(counted[1]))
     days = await conn.execute(
         sa.text(
             """
