@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from common.db import create_engine
@@ -28,10 +29,15 @@ def state(event_id: str, customer: str, value: str, at: datetime) -> dict[str, o
     }
 
 
+@pytest.fixture(scope="module")
+def database_url(stack: Stack) -> str:
+    return stack.new_database("it_portfolio_time_zone")
+
+
 async def test_a_month_end_cancellation_is_lost_in_its_month_in_every_time_zone(
-    stack: Stack,
+    database_url: str,
 ) -> None:
-    engine = create_engine(stack.new_database("it_portfolio_time_zone"), pool_size=1)
+    engine = create_engine(database_url, pool_size=1)
     april = datetime(2026, 4, 10, tzinfo=UTC)
     async with engine.begin() as conn:
         await conn.execute(
