@@ -75,7 +75,8 @@ def test_journeys_continue_and_nothing_is_sent_twice_after_a_leader_is_killed(
         assert time.monotonic() - killed_at < JOURNEYS_BOUND_S, (
             f"{len(journeys)} of {len(customers)} journeys, "
             f"{len(expected & set(sent(st)))} of {len(expected)} messages, missing "
-            f"{sorted(expected - set(sent(st)))}; logs in {st.log_dir}"
+            f"{sorted(expected - set(sent(st)))}, no journey for "
+            f"{[c for c in customers if c not in journeys]}; logs in {st.log_dir}"
         )
         time.sleep(0.5)
     done_s = time.monotonic() - killed_at
