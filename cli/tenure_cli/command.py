@@ -1,6 +1,6 @@
 """``tenure``: one subcommand per entry of :data:`COMMANDS`, each from its owner's ``cli.py``.
 
-Each owner keeps its own subcommands: ``keys`` in :mod:`common.cli`, ``templates`` and
+Each owner keeps its own subcommands: ``keys`` and ``dlq`` in :mod:`common.cli`, ``templates`` and
 ``inbox`` in :mod:`notifier.cli`, ``playbooks``, ``customers``, ``analytics`` and
 ``report`` in :mod:`orchestrator.cli`. A register function adds its arguments to the
 parser it is given and sets ``run`` (namespace -> exit status) on every leaf parser; the
@@ -20,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from common.cli import CliError, register_keys
+from common.cli import CliError, register_dlq, register_keys
 from notifier.cli import register_inbox, register_templates
 from orchestrator.cli import (
     register_analytics,
@@ -34,6 +34,7 @@ Register = Callable[[argparse.ArgumentParser], None]
 COMMANDS: dict[str, Register] = {
     "analytics": register_analytics,
     "customers": register_customers,
+    "dlq": register_dlq,
     "inbox": register_inbox,
     "keys": register_keys,
     "playbooks": register_playbooks,

@@ -7,7 +7,8 @@ class, and :class:`UsageError` for a bad option value), :func:`database_option` 
 :func:`with_engine`.
 
 ``tenure keys create|revoke|list`` manage API keys (see :mod:`common.apikeys`);
-:func:`register_keys` adds them to a parser.
+:func:`register_keys` adds them to a parser. ``tenure dlq list|replay`` show and replay
+dead letters (see :mod:`common.kafka.dead_letters`); :func:`register_dlq`.
 
 A problem the user can fix (unknown key id, bad scope, unreachable database) is raised
 as :class:`CliError` (or ``ValueError``); ``tenure`` reports it with status 1 and one line
@@ -29,12 +30,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.apikeys import ApiKey, ApiKeyError, KeyRepository, Scope, generate
 from common.db import create_engine
+from common.kafka import (
+    InvalidRecord,
+    NoSuchTopic,
+    PublishError,
+    read_dead_letters,
+    replay_dead_letters,
+)
 from common.settings import CommonSettings
+from common.topics import DLQ_SUFFIX, Topic, topic_name
 
 T = TypeVar("T")
 
 # How long a command waits for PostgreSQL before calling it unreachable.
 DB_TIMEOUT_S = 15.0
+# How long a ``tenure dlq`` command may take, Kafka's answers included.
+KAFKA_TIMEOUT_S = 120.0
 
 
 class CliError(Exception):
@@ -150,8 +161,13 @@ def database_url(args: argparse.Namespace) -> str:
     """``--database-url``, else the settings' (a :class:`CliError` when neither is valid)."""
     if args.database_url:
         return str(args.database_url)
+    return common_settings().database_url
+
+
+def common_settings() -> CommonSettings:
+    """The settings from the environment (a :class:`CliError` naming a bad variable)."""
     try:
-        return CommonSettings().database_url
+        return CommonSettings()
     except ValidationError as exc:
         first = exc.errors()[0]
         variable = "TENURE_" + "_".join(str(part) for part in first["loc"]).upper()
@@ -192,3 +208,85 @@ def _with_repository(
         return with_engine(args, lambda engine: operation(KeyRepository(engine)))
     except ApiKeyError as exc:
         raise CliError(str(exc)) from exc
+
+
+# --- tenure dlq --------------------------------------------------------------------
+
+
+def register_dlq(parser: argparse.ArgumentParser) -> None:
+    """Show and replay dead letters (records a consumer could not process)."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    topic_help = (
+        "the topic whose dead letters to read: a Tenure topic (notifications, "
+        "events.usage, ...; the deployment's prefix is added) or a full topic name"
+    )
+    listing = actions.add_parser(
+        "list", help="list a topic's dead letters, with their error and whether replayed"
+    )
+    listing.add_argument("topic", metavar="TOPIC", help=topic_help)
+    listing.set_defaults(run=dlq_list)
+    replay = actions.add_parser(
+        "replay",
+        help="send the dead letters not replayed yet back to where they came from "
+        "(after fixing what made them fail)",
+    )
+    replay.add_argument("topic", metavar="TOPIC", help=topic_help)
+    replay.add_argument("--limit", type=int, metavar="N", help="replay at most N, oldest first")
+    replay.set_defaults(run=dlq_replay)
+
+
+def physical_topic(settings: CommonSettings, topic: str) -> str:
+    """``topic`` as named on the command line, as Kafka names it (prefix added to one
+    of :class:`Topic`; ``.dlq`` dropped)."""
+    name = topic.removesuffix(DLQ_SUFFIX)
+    known = {t.value: t for t in Topic}
+    return topic_name(known[name], settings.topic_prefix) if name in known else name
+
+
+def _with_kafka(operation: Callable[[], Awaitable[T]]) -> T:
+    async def run() -> T:
+        try:
+            async with asyncio.timeout(KAFKA_TIMEOUT_S):
+                return await operation()
+        except TimeoutError:
+            raise CliError(f"Kafka unreachable: no answer within {KAFKA_TIMEOUT_S:g} s") from None
+        except (NoSuchTopic, InvalidRecord, PublishError) as exc:
+            raise CliError(str(exc)) from None
+
+    return asyncio.run(run())
+
+
+def dlq_list(args: argparse.Namespace) -> int:
+    settings = common_settings()
+    found = _with_kafka(lambda: read_dead_letters(settings, physical_topic(settings, args.topic)))
+    rows = [("PARTITION", "OFFSET", "FROM", "CONSUMER", "REPLAYED", "ERROR")] + [
+        (
+            str(letter.record.partition),
+            str(letter.record.offset),
+            f"{letter.topic}:{letter.partition}:{letter.offset}",
+            letter.consumer,
+            "yes" if found.replayed(letter) else "no",
+            letter.error.splitlines()[0][:120] if letter.error else "",
+        )
+        for letter in found.letters
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _err(f"{found.name}: {len(found.letters)} dead letters, {len(found.waiting)} not replayed")
+    return 0
+
+
+def dlq_replay(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit: must be 1 or more, not {args.limit}")
+    settings = common_settings()
+    report = _with_kafka(
+        lambda: replay_dead_letters(
+            settings, physical_topic(settings, args.topic), limit=args.limit
+        )
+    )
+    targets = sorted({letter.topic for letter in report.replayed})
+    where = f" to {', '.join(targets)}" if targets else ""
+    _out(f"{report.topic}: replayed {len(report.replayed)}{where}; {report.left} left")
+    return 0

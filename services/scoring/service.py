@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common import causation
 from common.events import CustomerId, Event, UtcDatetime, parse_event
-from common.kafka import encode
+from common.kafka import dead_letter_headers, encode
 from common.messages import Delivery, Erasure
 from common.topics import Topic, dlq_name, topic_name
 from scoring.domain.cohorts import CohortDelta, fold_delta, pooled, stats_from_dict, stats_to_dict
@@ -277,18 +277,20 @@ def dead_letter(
     consumer: str,
 ) -> Emit:
     """The record for ``<topic>.dlq``: the original key, value and headers, and the error."""
-    reason = str(error) if isinstance(error, InvalidRecord) else f"{type(error).__name__}: {error}"
+    reason = str(error) if isinstance(error, InvalidRecord) else error
     return Emit(
         dlq_name(topic),
         key,
         value,
-        (
-            *headers,
-            ("dlq.error", reason[:4000].encode()),
-            ("dlq.consumer", consumer.encode()),
-            ("dlq.topic", topic.encode()),
-            ("dlq.partition", str(partition).encode()),
-            ("dlq.offset", str(offset).encode()),
+        tuple(
+            dead_letter_headers(
+                headers,
+                error=reason,
+                consumer=consumer,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
         ),
     )
 

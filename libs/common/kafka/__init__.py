@@ -11,6 +11,8 @@
 - :mod:`~common.kafka.runner`: ``run_consumer``, the one consumer loop (decode errors
   to the dead-letter topic, outages waited out, retries, commits), with the
   ``Sequential`` and ``KeyedParallel`` strategies.
+- :mod:`~common.kafka.dead_letters`: ``DeadLetters`` (records a consumer cannot process,
+  to ``<topic>.dlq`` with the error) and their replay (``tenure dlq``).
 - :mod:`~common.kafka.admin`: topics (created and checked), reachability, reading a topic
   to its end (from its beginning, given offsets, or a time).
 - :mod:`~common.kafka.security`: ``client_options``, the one builder of every client's
@@ -36,6 +38,16 @@ from common.kafka.admin import (
     topic_configs,
 )
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
+from common.kafka.dead_letters import (
+    DeadLetter,
+    DeadLetters,
+    DeadLetterTopic,
+    NoSuchTopic,
+    ReplayReport,
+    dead_letter_headers,
+    read_dead_letters,
+    replay_dead_letters,
+)
 from common.kafka.fenced import FencedProducer
 from common.kafka.lag import GroupBacklog, GroupLagProbe
 from common.kafka.memory import FakeConsumer, FakePublisher, MemoryBroker, Published
@@ -53,7 +65,6 @@ from common.kafka.records import (
     encode,
 )
 from common.kafka.runner import (
-    DeadLetters,
     Handler,
     KeyedParallel,
     LagReport,
@@ -74,6 +85,8 @@ __all__ = [
     "INVALID",
     "CommitFailed",
     "Consumer",
+    "DeadLetter",
+    "DeadLetterTopic",
     "DeadLetters",
     "FakeConsumer",
     "FakePublisher",
@@ -90,12 +103,14 @@ __all__ = [
     "KeyedParallel",
     "LagReport",
     "MemoryBroker",
+    "NoSuchTopic",
     "OutgoingRecord",
     "Partition",
     "PublishError",
     "Published",
     "Publisher",
     "Record",
+    "ReplayReport",
     "Sequential",
     "Strategy",
     "TopicMismatch",
@@ -105,13 +120,16 @@ __all__ = [
     "check_connection",
     "client_options",
     "committed_headers",
+    "dead_letter_headers",
     "encode",
     "ensure_topics",
     "follow",
     "make_consumer",
     "partition_for",
+    "read_dead_letters",
     "read_since",
     "read_topic",
+    "replay_dead_letters",
     "require_connection",
     "run_consumer",
     "security_options",

@@ -154,14 +154,15 @@ async def broker_reachable(settings: CommonSettings, timeout_s: float = 3.0) -> 
 
 
 @contextlib.asynccontextmanager
-async def _reader(
-    settings: CommonSettings, topic: str
+async def reader(
+    settings: CommonSettings, topic: str, *, group_id: str | None = None
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, dict[TopicPartition, int]]]:
-    """A ``read_committed`` consumer without a group, assigned every partition of
-    ``topic``, and the end offset of each when it started."""
+    """A ``read_committed`` consumer assigned every partition of ``topic`` (none if the
+    topic does not exist), and the end offset of each when it started. With
+    ``group_id`` it reads and commits that group's offsets, without joining it."""
     consumer = AIOKafkaConsumer(
         **client_options(settings),
-        group_id=None,
+        group_id=group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
@@ -203,7 +204,7 @@ async def read_topic(
     No consumer group, nothing committed. Raises ``TimeoutError`` if the end is not
     reached within ``timeout_s``.
     """
-    async with _reader(settings, topic) as (consumer, ends):
+    async with reader(settings, topic) as (consumer, ends):
         for tp in ends:
             consumer.seek(tp, (start or {}).get(tp.partition, 0))
         records: list[Record] = []
@@ -233,7 +234,7 @@ async def read_since(
     nothing committed. Raises ``TimeoutError`` when the reading makes no progress for
     ``timeout_s`` before the end is reached.
     """
-    async with _reader(settings, topic) as (consumer, ends):
+    async with reader(settings, topic) as (consumer, ends):
         found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in ends})
         for tp, end in ends.items():
             at = found.get(tp)
@@ -275,7 +276,7 @@ async def committed_headers(
     values and the end offsets read up to; see :func:`read_topic`.
     """
     if start is None:
-        async with _reader(settings, topic) as (_, ends):
+        async with reader(settings, topic) as (_, ends):
             return [], {tp.partition: end for tp, end in ends.items()}
     records, ends_by_partition = await read_topic(settings, topic, start, timeout_s=timeout_s)
     return [v for r in records for k, v in r.headers if k == header], ends_by_partition

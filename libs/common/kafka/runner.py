@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from common.kafka.consumer import Consumer
-from common.kafka.publisher import Publisher
+from common.kafka.dead_letters import DeadLetters
 from common.kafka.records import INVALID, CommitFailed, Partition, Record
 from common.outage import DatabaseUnavailable, ride_out
-from common.topics import dlq_name
 
 log = logging.getLogger(__name__)
 
@@ -50,45 +49,6 @@ Handler = Callable[[Record], Awaitable[None]]
 LagReport = Callable[[str, Mapping[Partition, int]], None]
 """Receives a consumer group's lag, per partition the member holds now (``{}`` once it
 stops); it must not block (it runs on the event loop)."""
-
-
-class DeadLetters:
-    """Sends records that cannot be processed to ``<topic>.dlq``: the original key, value
-    and headers, and the error in ``dlq.error``, ``dlq.consumer``, ``dlq.topic``,
-    ``dlq.partition`` and ``dlq.offset``. ``on_sent``, if given, is called with the
-    record's topic once it is on its dead-letter topic (a service counts them)."""
-
-    def __init__(
-        self,
-        publisher: Publisher,
-        *,
-        consumer_name: str,
-        on_sent: Callable[[str], None] | None = None,
-    ) -> None:
-        self._publisher = publisher
-        self._consumer = consumer_name
-        self._on_sent = on_sent
-
-    async def send(self, record: Record, error: BaseException | str) -> None:
-        """Publish ``record`` on its dead-letter topic; raises ``PublishError``."""
-        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        headers = [
-            *record.headers,
-            ("dlq.error", reason[:4000].encode()),
-            ("dlq.consumer", self._consumer.encode()),
-            ("dlq.topic", record.topic.encode()),
-            ("dlq.partition", str(record.partition).encode()),
-            ("dlq.offset", str(record.offset).encode()),
-        ]
-        await self._publisher.publish(
-            dlq_name(record.topic), record.key or "", record.value, headers
-        )
-        if self._on_sent is not None:
-            self._on_sent(record.topic)
-        log.warning(
-            "record sent to dead-letter topic",
-            extra={"topic": record.topic, "offset": record.offset, "error": reason[:500]},
-        )
 
 
 Process = Callable[[Record], Awaitable[None]]
