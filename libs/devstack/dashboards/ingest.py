@@ -4,10 +4,7 @@ and publishing latency, the producer buffer."""
 from __future__ import annotations
 
 from devstack.dashboards.model import Dashboard, Panel, Row
-from devstack.dashboards.panels import (
-    INGEST_5XX,
-    INGEST_REJECTIONS,
-)
+from devstack.dashboards.panels import INGEST_5XX, INGEST_REJECTIONS
 from devstack.dashboards.promql import REQUESTS, p50_p99, q, quantile, rate
 
 INGEST = Dashboard(

@@ -4,12 +4,7 @@ every consumer group's lag seen from outside, attribution, MRR movements and era
 from __future__ import annotations
 
 from devstack.dashboards.model import Dashboard, Panel, Row
-from devstack.dashboards.panels import (
-    BACKLOG_COUNTS,
-    GROUP_LAG,
-    OLDEST_UNCONSUMED,
-    TIMER_BACKLOG,
-)
+from devstack.dashboards.panels import BACKLOG_COUNTS, GROUP_LAG, OLDEST_UNCONSUMED, TIMER_BACKLOG
 from devstack.dashboards.promql import increase, p50_p99, q, rate
 
 ORCHESTRATOR = Dashboard(

@@ -7,15 +7,7 @@ measured by the orchestrator's probe)."""
 from __future__ import annotations
 
 from devstack.dashboards.model import Panel
-from devstack.dashboards.promql import (
-    JOBS,
-    failure_ratio,
-    increase,
-    p50_p99,
-    q,
-    quantile,
-    rate,
-)
+from devstack.dashboards.promql import JOBS, failure_ratio, increase, p50_p99, q, quantile, rate
 
 GROUP_LAG = Panel(
     "Consumer lag by group",

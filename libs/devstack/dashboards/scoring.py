@@ -4,9 +4,7 @@ inputs, scoring latency, the workers' consumer lag, cohorts, loyalty and erasure
 from __future__ import annotations
 
 from devstack.dashboards.model import Dashboard, Panel, Row
-from devstack.dashboards.panels import (
-    group_panels,
-)
+from devstack.dashboards.panels import group_panels
 from devstack.dashboards.promql import increase, p50_p99, q, rate
 
 SCORING = Dashboard(
