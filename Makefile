@@ -84,7 +84,7 @@ bench: deps
 schemas: $(VENV)/.installed
 	$(PY) -m common.schemas docs/schemas
 
-# The Grafana dashboards from libs/devstack/dashboards.py (tests/unit/test_dashboards.py
+# The Grafana dashboards from libs/devstack/dashboards/ (tests/unit/test_dashboards.py
 # fails when the committed JSON differs).
 dashboards: $(VENV)/.installed
 	$(PY) -m devstack.dashboards

@@ -96,8 +96,8 @@ def consumer_lag(service: str) -> Gauge:
         service,
         "consumer_lag",
         "Records on a partition not yet processed by a consumer group (end offset minus "
-        "committed offset), per partition this process holds; measured every "
-        "TENURE_METRICS_EVERY_S.",
+        "committed offset, 0 where only transaction markers wait), per partition this "
+        "process holds; measured every TENURE_METRICS_EVERY_S.",
         ["group", "topic", "partition"],
         multiprocess_mode="max",
     )

@@ -22,7 +22,7 @@ GROUP_LAG = gauge(
     "group_lag",
     "Records on a partition not yet processed by a consumer group, measured from outside the "
     "group (committed offset vs end offset) for TENURE_ORCHESTRATOR_WATCHED_GROUPS: still "
-    "there when every member is down.",
+    "there when every member is down. 0 where only transaction markers wait.",
     ["group", "topic", "partition"],
     multiprocess_mode="max",
 )

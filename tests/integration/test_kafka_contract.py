@@ -302,3 +302,31 @@ async def test_a_transactional_batch_is_read_whole_with_the_offsets_after_it(bus
     for r in read:
         by_partition[r.where] = max(by_partition.get(r.where, 0), r.offset + 1)
     assert after == by_partition
+
+
+async def test_a_group_done_with_a_transactional_batch_lags_by_nothing(bus: Bus) -> None:
+    """On Kafka the batch's commit marker takes an offset after its records, and the
+    runner commits the offset after the last record, the marker's: a member's lag must
+    not count it (it read 1 per partition at rest), as the memory broker has no markers."""
+    topic = await bus.topic(Topic.NOTIFICATIONS)
+    records: list[OutgoingRecord] = [(topic, f"c{i}", value(i, f"c{i}"), []) for i in range(12)]
+    after = await bus.publish_batch(records)
+    handled: list[Record] = []
+
+    async def handle(record: Record) -> None:
+        handled.append(record)
+
+    await consume(bus, topic, "g", handle, lambda: len(handled) >= 12)
+    consumer = bus.consumer(topic, "g")  # a member of the group that is done
+    await consumer.start()
+    try:
+        lags: dict[Partition, int] = {}
+        async with asyncio.timeout(20):
+            while not set(after) <= set(lags) or any(lags.values()):
+                assert await consumer.poll(timeout_s=0.2, max_records=10) == []
+                lags = await consumer.lag()
+    except TimeoutError:
+        raise AssertionError(f"lag {lags} on a group done with {after}") from None
+    finally:
+        await consumer.stop()
+    assert len(handled) == 12

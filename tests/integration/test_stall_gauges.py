@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from common.clock import FakeClock
@@ -159,6 +160,67 @@ async def test_the_oldest_record_a_stopped_group_left_waiting_has_an_age(
         assert age is not None and 1.5 <= age < time.time() - produced_at + 1
     topic, partition = drained
     assert sample(gauge, group=group, topic=topic, partition=str(partition)) == 0
+
+
+async def test_a_group_done_with_a_transactional_topic_lags_by_nothing(
+    common_settings: CommonSettings,
+) -> None:
+    """A transaction's commit marker takes an offset but is no record, and consumers
+    commit the offset after the last record they processed, the marker's: on a topic
+    written in transactions (ingest's, the outbox relay's) a group that is done used to
+    lag by 1 on every partition, while its oldest unconsumed record read 0. Only markers
+    waiting is no lag; a marker among waiting records still counts (an offset)."""
+    settings = common_settings.model_copy(
+        update={"topic_prefix": f"it-markers-{uuid.uuid4().hex[:6]}."}
+    )
+    await ensure_topics(settings)
+    topic = topic_name(Topic.EVENTS_LOGIN, settings.topic_prefix)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        transactional_id=f"it-markers-{uuid.uuid4().hex[:6]}",
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():  # 3 records on partitions 0 and 1, a marker each
+            for partition in (0, 1):
+                for _ in range(3):
+                    await producer.send(topic, value=b"first", partition=partition)
+        async with producer.transaction():  # 2 more on partition 1, another marker
+            for _ in range(2):
+                await producer.send(topic, value=b"second", partition=1)
+    finally:
+        await producer.stop()
+    group = f"it-markers-{uuid.uuid4().hex[:6]}"
+    consumer = make_consumer(settings, [Topic.EVENTS_LOGIN], group_id=group)
+    await consumer.start()
+    try:
+        polled = []
+        deadline = time.monotonic() + 30
+        while len(polled) < 8:
+            assert time.monotonic() < deadline, f"polled {len(polled)} of 8"
+            polled += await consumer.poll(timeout_s=1.0, max_records=100)
+        # As the runner does: the offset after the last record processed. Partition 0
+        # done (its marker left), partition 1 done with the first transaction only.
+        first = [r for r in polled if r.value == b"first"]
+        done = {(topic, p): max(r.offset for r in first if r.partition == p) + 1 for p in (0, 1)}
+        await consumer.commit(done)
+    finally:
+        await consumer.stop()
+    probe = GroupLagProbe(settings)
+    await probe.start()
+    try:
+        backlog = (await probe.backlog([group]))[group]
+        lags = (await probe.lag([group]))[group]
+    finally:
+        await probe.stop()
+    # Partition 1: the first marker, 2 records, the second marker.
+    assert backlog.lag == lags == {(topic, 0): 0, (topic, 1): 4}
+    second = min((r for r in polled if r.value == b"second"), key=lambda r: r.offset)
+    assert backlog.oldest_ms == {(topic, 0): None, (topic, 1): second.timestamp_ms}
+    orchestrator_backlog.record_groups({group: backlog}, time.time())
+    labels = {"group": group, "topic": topic, "partition": "0"}
+    assert sample("tenure_orchestrator_group_lag", **labels) == 0
+    assert sample("tenure_orchestrator_group_oldest_unconsumed_seconds", **labels) == 0
 
 
 @pytest.fixture(scope="module")

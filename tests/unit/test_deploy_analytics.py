@@ -28,9 +28,9 @@ DATASOURCE = GRAFANA / "provisioning" / "datasources" / "tenure-analytics.yml"
 CHART_DASHBOARD = CHART / "files" / "tenure-business.json"
 MIGRATION = ROOT / "libs" / "common" / "migrations" / "versions" / "0011_analytics_role.py"
 ENABLED = (
-    "grafana.enabled=true",
-    "grafana.analytics.host=db.example.internal:5432",
-    "grafana.analytics.password=pa$$word",
+    "grafana.business.enabled=true",
+    "grafana.business.datasource.host=db.example.internal:5432",
+    "grafana.business.datasource.password=pa$$word",
 )
 
 
@@ -177,10 +177,16 @@ def test_the_chart_renders_no_dashboard_unless_asked() -> None:
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (("grafana.enabled=true",), "grafana.analytics.host is required"),
-        (ENABLED[:2], "grafana.analytics.password or grafana.analytics.existingSecret"),
-        ((*ENABLED, "grafana.analytics.existingSecret=s"), "exclude each other"),
-        ((*ENABLED, "grafana.analytics.sslmode=prefer"), "grafana.analytics.sslmode must be"),
+        (("grafana.business.enabled=true",), "grafana.business.datasource.host is required"),
+        (
+            ENABLED[:2],
+            "grafana.business.datasource.password or grafana.business.datasource.existingSecret",
+        ),
+        ((*ENABLED, "grafana.business.datasource.existingSecret=s"), "exclude each other"),
+        (
+            (*ENABLED, "grafana.business.datasource.sslmode=prefer"),
+            "grafana.business.datasource.sslmode must be",
+        ),
     ],
 )
 def test_incomplete_dashboard_values_are_refused(sets: tuple[str, ...], message: str) -> None:

@@ -49,9 +49,11 @@ class Consumer(Protocol):
     async def lag(self) -> dict[Partition, int]:
         """Per partition this member holds: the end offset (the last stable one, for
         ``read_committed``) minus the group's committed offset (the partition's first
-        offset where none is committed). A transactional topic's commit marker takes an
-        offset, so a consumer that is done may show 1 per partition (as Kafka's own
-        ``kafka-consumer-groups`` does). One broker round trip per partition."""
+        offset where none is committed); 0 where no record lies between the two, only
+        transaction markers (a commit marker takes an offset and is no record: a
+        consumer done with a topic written in transactions has committed the marker's
+        offset, where ``kafka-consumer-groups`` shows a lag of 1). Markers among waiting
+        records are counted with them. One broker round trip per partition."""
         ...
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
@@ -107,6 +109,8 @@ class KafkaConsumer:
         }
         self._consumer: AIOKafkaConsumer | None = None
         self.group_id = group_id
+        self._returned: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last record :meth:`poll` returned."""
 
     @property
     def _client(self) -> AIOKafkaConsumer:
@@ -133,6 +137,7 @@ class KafkaConsumer:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        self._returned.clear()
 
     async def __aenter__(self) -> KafkaConsumer:
         await self.start()
@@ -145,6 +150,9 @@ class KafkaConsumer:
         batches = await self._client.getmany(
             timeout_ms=int(timeout_s * 1000), max_records=max_records
         )
+        for tp, records in batches.items():
+            if records:
+                self._returned[tp] = records[-1].offset + 1
         return [to_record(raw) for records in batches.values() for raw in records]
 
     def assignment(self) -> frozenset[Partition]:
@@ -161,8 +169,23 @@ class KafkaConsumer:
             committed = await client.committed(tp)
             if committed is None:
                 committed = (await client.beginning_offsets([tp]))[tp]
-            lags[tp.topic, tp.partition] = max(0, ends[tp] - committed)
+            lag = max(0, ends[tp] - committed)
+            if lag and await self._markers_only(tp, committed, ends[tp]):
+                lag = 0
+            lags[tp.topic, tp.partition] = lag
         return lags
+
+    async def _markers_only(self, tp: TopicPartition, committed: int, end: int) -> bool:
+        """Whether only transaction markers lie between ``committed`` and ``end``: every
+        record returned is committed, and the fetch position (past the markers and
+        aborted records, which aiokafka skips) has reached the end."""
+        if committed < self._returned.get(tp, 0):
+            return False  # records returned and not committed
+        try:
+            position = await asyncio.wait_for(self._client.position(tp), timeout=1.0)
+        except (IllegalStateError, TimeoutError):  # revoked meanwhile, or no position yet
+            return False
+        return bool(position >= end)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         try:

@@ -1,8 +1,9 @@
 """Consumer-group lag seen from outside the group: committed offsets from the group
 coordinator, end offsets from the partitions' leaders. Unlike a member's own measure
-(``Consumer.lag``), it still tells when every member of a group is gone; and
-:meth:`GroupLagProbe.backlog` also reads the first record waiting at each committed offset,
-for the age of the oldest record a group has not consumed."""
+(``Consumer.lag``), it still tells when every member of a group is gone. It also reads
+the first record waiting at each committed offset: for the age of the oldest record a
+group has not consumed, and to tell a partition where only transaction markers wait
+(no lag) from one where records do."""
 
 from __future__ import annotations
 
@@ -24,11 +25,17 @@ is enough (the broker returns the first batch whole even when it is larger)."""
 
 @dataclass(frozen=True)
 class GroupBacklog:
-    """One group's backlog: per partition it has committed an offset on, ``lag`` (the end
-    offset minus that offset) and, for those with lag whose first waiting record could be
-    read, ``oldest_ms``: that record's Kafka timestamp (ms since the epoch, set by its
-    producer, or by the broker for log-append-time topics), or None when no record waits
-    (the lag counts only transaction markers, which are offsets but not records)."""
+    """One group's backlog, per partition it has committed an offset on.
+
+    ``lag``: the end offset minus that offset, but 0 where no record waits, only
+    transaction markers (a transaction's commit or abort marker takes an offset and is
+    no record; consumers commit the offset after the last record they processed, which
+    on a topic written in transactions is a marker's). Markers among waiting records are
+    counted with them (telling them apart would mean reading every record).
+
+    ``oldest_ms``, for the partitions with offsets waiting whose first record could be
+    read: that record's Kafka timestamp (ms since the epoch, set by its producer, or by
+    the broker for log-append-time topics), or None where only markers wait."""
 
     lag: dict[Partition, int]
     oldest_ms: dict[Partition, int | None] = field(default_factory=dict)
@@ -72,19 +79,22 @@ class GroupLagProbe:
             await self._admin.close()
             self._admin = None
 
-    async def lag(self, groups: Iterable[str]) -> dict[str, dict[Partition, int]]:
-        """Per group, per partition it has committed an offset on: the end offset minus
-        that offset. A group that never committed (or does not exist) maps to ``{}``.
-        Raises aiokafka's errors when the cluster does not answer."""
-        committed, ends = await self._offsets(groups)
-        return {group: _lags(offsets, ends) for group, offsets in committed.items()}
+    async def lag(
+        self, groups: Iterable[str], *, read_timeout_s: float = 2.0
+    ) -> dict[str, dict[Partition, int]]:
+        """Per group, the ``lag`` of its :class:`GroupBacklog` (:meth:`backlog`). A group
+        that never committed (or does not exist) maps to ``{}``. Raises aiokafka's errors
+        when the cluster does not answer."""
+        backlogs = await self.backlog(groups, read_timeout_s=read_timeout_s)
+        return {group: backlog.lag for group, backlog in backlogs.items()}
 
     async def backlog(
         self, groups: Iterable[str], *, read_timeout_s: float = 2.0
     ) -> dict[str, GroupBacklog]:
-        """:meth:`lag`, and the timestamp of the first record at or after each committed
-        offset of a partition with lag (read within ``read_timeout_s``; a partition whose
-        record did not come in time, or has no timestamp, is left out of ``oldest_ms``)."""
+        """Per group, its :class:`GroupBacklog`: the offsets, and the first record at or
+        after each committed offset of a partition with offsets waiting, read within
+        ``read_timeout_s``. A partition whose reading did not end in time, or whose record
+        has no timestamp, is left out of ``oldest_ms`` and keeps the offsets as its lag."""
         committed, ends = await self._offsets(groups)
         waiting = {
             (tp, offset)
@@ -93,17 +103,17 @@ class GroupLagProbe:
             if ends[tp] > offset
         }
         first = await self._first_timestamps(waiting, ends, read_timeout_s) if waiting else {}
-        return {
-            group: GroupBacklog(
-                lag=_lags(offsets, ends),
-                oldest_ms={
-                    (tp.topic, tp.partition): first[tp, offset]
-                    for tp, offset in offsets.items()
-                    if (tp, offset) in first
-                },
-            )
-            for group, offsets in committed.items()
-        }
+        backlogs = {}
+        for group, offsets in committed.items():
+            lag = _lags(offsets, ends)
+            oldest = {
+                (tp.topic, tp.partition): first[tp, offset]
+                for tp, offset in offsets.items()
+                if (tp, offset) in first
+            }
+            lag.update({where: 0 for where, stamp in oldest.items() if stamp is None})
+            backlogs[group] = GroupBacklog(lag=lag, oldest_ms=oldest)
+        return backlogs
 
     async def _offsets(
         self, groups: Iterable[str]
@@ -125,9 +135,10 @@ class GroupLagProbe:
         timeout_s: float,
     ) -> dict[tuple[TopicPartition, int], int | None]:
         """The timestamp of the first committed record at or after each (partition,
-        offset), None when the reading reached the end offset without one; one partition
-        is read from one offset at a time (two groups on one partition at different
-        offsets take two rounds). What was not read within ``timeout_s`` is left out."""
+        offset), None when the reading reached the end offset without one (markers only);
+        one partition is read from one offset at a time (two groups on one partition at
+        different offsets take two rounds). What was not read within ``timeout_s``, and a
+        record without a timestamp, are left out."""
         assert self._ends is not None
         consumer = self._ends
         loop = asyncio.get_running_loop()
@@ -153,7 +164,8 @@ class GroupLagProbe:
                         if records and tp in left:
                             left.discard(tp)
                             stamp = records[0].timestamp
-                            found[tp, at[tp]] = stamp if stamp is not None and stamp >= 0 else None
+                            if stamp is not None and stamp >= 0:
+                                found[tp, at[tp]] = stamp
                     for tp in list(left):
                         if await consumer.position(tp) >= ends[tp]:  # markers only
                             left.discard(tp)
