@@ -119,6 +119,14 @@ class OrchestratorSettings(HttpServiceSettings):
         "(Kafka orders each topic, not the topics together: a failover or a backlog can "
         "deliver the score first); then the step is skipped for want of an address.",
     )
+    profile_polls: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="How many times within profile_wait such an email step looks again for "
+        "the profile: it is deferred by profile_wait / profile_polls each time (one minute "
+        "with the defaults), never beyond the end of the wait. Each look is a timer fired.",
+    )
     quiet_start: time = Field(default=time(21, 0), description="Local time quiet hours begin.")
     quiet_end: time = Field(default=time(8, 0), description="Local time quiet hours end.")
     default_time_zone: str = Field(
@@ -145,4 +153,5 @@ class OrchestratorSettings(HttpServiceSettings):
             quiet_end=self.quiet_end,
             default_time_zone=self.default_time_zone,
             profile_wait=self.profile_wait,
+            profile_polls=self.profile_polls,
         )
