@@ -13,9 +13,9 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
-from orchestrator.domain.attribution import CENT, ZERO, Money, per
+from orchestrator.domain.attribution import ZERO, Money, cents, per
 from orchestrator.domain.movements import Kind
 
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -123,10 +123,11 @@ def upsell_conversion(upgraded: int, existing: int) -> float | None:
 
 
 def average_upgrade_value(expansion_from_upsells: Decimal, upsells: int) -> Decimal | None:
-    """Expansion MRR from upsells / number of upsells, in cents."""
+    """Expansion MRR from upsells / number of upsells, to the cent (halves away from zero:
+    99.01 over 2 is 49.51)."""
     if upsells <= 0:
         return None
-    return (expansion_from_upsells / upsells).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return cents(expansion_from_upsells / upsells)
 
 
 def median_days(durations: Iterable[float]) -> float | None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from orchestrator.domain import portfolio as P
 from orchestrator.domain.attribution import Payment
+from orchestrator.domain.movements import money as movement_money
 from orchestrator.domain.movements import (
     SIGN,
     Kind,
@@ -87,6 +88,18 @@ def test_upsell_figures() -> None:
     assert got.median_days_to_upsell == 25
     assert P.customer_figures(0, 0, 0, []).churn_rate is None
     assert P.average_upgrade_value(D(100), 3) == D("33.33")
+
+
+def test_money_rounds_halves_away_from_zero_as_the_dashboard_s_views() -> None:
+    """One rule for money (docs/decisions.md, *Money rounds half away from zero*):
+    PostgreSQL's round(numeric, 2), which the views use, rounds 49.505 to 49.51; so must
+    the API and the report (half to even gave 49.50)."""
+    assert P.average_upgrade_value(D("99.01"), 2) == D("49.51")  # 49.505
+    assert P.average_upgrade_value(D("0.25"), 2) == D("0.13")  # 0.125
+    assert P.average_upgrade_value(D("99.03"), 2) == D("49.52")  # 49.515
+    assert P.revenue_per_message({"EUR": D("0.05")}, 2) == {"EUR": D("0.03")}
+    assert movement_money(49.505) == D("49.51")
+    assert movement_money(-0.125) == D("-0.13")
 
 
 def test_revenue_per_message_by_currency() -> None:
