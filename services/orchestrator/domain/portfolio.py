@@ -151,6 +151,14 @@ class Interval:
     confidence: float
 
 
+def two_sided_z(confidence: float) -> float:
+    """The standard normal quantile of a two-sided ``confidence`` interval (1.959964 for
+    0.95, 1.644854 for 0.90); ``ValueError`` unless 0 < confidence < 1."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence {confidence} must be between 0 and 1")
+    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
 def uplift_interval(
     treated_converted: int,
     treated: int,
@@ -166,10 +174,8 @@ def uplift_interval(
     each arm (n p >= 5 is the usual rule); with fewer the interval is indicative only."""
     if treated <= 0 or control <= 0:
         return None
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence {confidence} must be between 0 and 1")
+    z = two_sided_z(confidence)
     p_t, p_c = treated_converted / treated, control_converted / control
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
     se = (p_t * (1 - p_t) / treated + p_c * (1 - p_c) / control) ** 0.5
     uplift = p_t - p_c
     return Interval(uplift, uplift - z * se, uplift + z * se, confidence)

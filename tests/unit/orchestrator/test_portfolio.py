@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from orchestrator.domain import portfolio as P
 from orchestrator.domain.attribution import Payment
-from orchestrator.domain.movements import money as movement_money
 from orchestrator.domain.movements import (
     SIGN,
     Kind,
@@ -20,6 +19,7 @@ from orchestrator.domain.movements import (
     classify,
     following,
 )
+from orchestrator.domain.movements import money as movement_money
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
 from scoring.domain.value import customer_clv
 
@@ -120,6 +120,11 @@ def test_uplift_interval_two_proportion_normal_approximation() -> None:
     assert P.uplift_interval(3, 10, 0, 0, confidence=0.95) is None
     with pytest.raises(ValueError, match="confidence"):
         P.uplift_interval(1, 2, 1, 2, confidence=1.5)
+    # z, which the dashboard's uplift view reads from portfolio_settings (migration 0014)
+    assert P.two_sided_z(0.95) == pytest.approx(1.959964, abs=1e-6)
+    assert P.two_sided_z(0.80) == pytest.approx(1.281552, abs=1e-6)
+    with pytest.raises(ValueError, match="confidence"):
+        P.two_sided_z(0)
 
 
 @given(
