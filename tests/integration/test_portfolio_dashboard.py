@@ -13,6 +13,7 @@ table and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -32,8 +33,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import create_engine
+from common.kafka import ensure_topics
 from common.settings import CommonSettings
 from devstack.stack import Stack
+from orchestrator import bootstrap
 from orchestrator.adapters import portfolio as counts
 from orchestrator.domain import portfolio as P
 from orchestrator.domain.movements import Kind
@@ -365,22 +368,45 @@ async def test_the_role_reads_only_the_views_and_writes_nothing(reader: AsyncEng
 
 
 async def test_the_dashboard_follows_the_orchestrator_s_settings(
-    month: M.Loaded, reader: AsyncEngine
+    month: M.Loaded, reader: AsyncEngine, database_url: str, common_settings: CommonSettings
 ) -> None:
     """c8 names no currency (neither a subscription nor its profile) and the uplift
     interval has a configured confidence. With TENURE_ORCHESTRATOR_DEFAULT_CURRENCY=USD
-    and TENURE_ORCHESTRATOR_PORTFOLIO_CONFIDENCE=0.8, written as the orchestrator writes
-    them when it starts (``share_settings``), the at-risk panels count c8 under USD and
-    the uplift panel draws the 80 % interval: what the API with those settings answers.
-    The defaults are written back at the end (the other tests read them)."""
-    settings = OrchestratorSettings(default_currency="USD", portfolio_confidence=0.8)
+    and TENURE_ORCHESTRATOR_PORTFOLIO_CONFIDENCE=0.8, the orchestrator (``bootstrap.run``,
+    on topics of its own, nothing to consume) writes them when it starts; then the
+    at-risk panels count c8 under USD and the uplift panel draws the 80 % interval: what
+    the API with those settings answers. The defaults are written back at the end."""
+    run_id = uuid.uuid4().hex[:6]
+    common = common_settings.model_copy(
+        update={"database_url": database_url, "topic_prefix": f"it-pd-run-{run_id}."}
+    )
+    await ensure_topics(common)
+    settings = OrchestratorSettings(
+        common=common,
+        group_id=f"it-pd-run-{run_id}",
+        watched_groups=[],
+        default_currency="USD",
+        portfolio_confidence=0.8,
+    )
     by_title = panels()
+    written = "SELECT default_currency, confidence FROM portfolio_settings"
 
     async def panel(title: str, currency: str) -> list[dict[str, Any]]:
         return await rows(reader, grafana_sql(by_title[title], month=NOVEMBER, currency=currency))
 
+    stop = asyncio.Event()
+    orchestrator = asyncio.create_task(bootstrap.run(settings, stop, serve_api=False))
     try:
-        await share_settings(month.engine, settings.figure_rules())
+        for _ in range(300):
+            if await rows(month.engine, written) == [
+                {"default_currency": "USD", "confidence": 0.8}
+            ]:
+                break
+            assert not orchestrator.done(), orchestrator.exception()
+            await asyncio.sleep(0.1)
+        stop.set()
+        await orchestrator
+        assert await rows(month.engine, written) == [{"default_currency": "USD", "confidence": 0.8}]
         async with M.operator_api(month.engine, settings) as api:
             listed = await api.get(
                 "/v1/customers", params={"sort": "mrr_at_risk", "currency": "USD"}
@@ -416,4 +442,6 @@ async def test_the_dashboard_follows_the_orchestrator_s_settings(
         # 0.2 +- 1.281552 * 0.173205 = 0.2 +- 0.221971: narrower than the 95 % one (0.2 +- 0.339476)
         assert uplift["uplift_high"] == pytest.approx(0.2 + 0.221971, abs=1e-6)
     finally:
+        stop.set()
+        await asyncio.wait_for(orchestrator, 30)
         await share_settings(month.engine, OrchestratorSettings().figure_rules())
