@@ -162,6 +162,12 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(
             found = await rows(reader, grafana_sql(sql, month=NOVEMBER, currency=currency))
             got[title.replace("$currency", currency)] = found
         assert got[title.replace("$currency", "EUR")], f"{title}: no rows for November"
+    variables = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    picks = {
+        v["name"]: [next(iter(r.values())) for r in await rows(reader, v["query"])]
+        for v in variables
+    }
+    assert picks["currency"] == ["EUR", "USD"] and str(NOVEMBER) in picks["month"]
     assert set(panels()) == {
         "MRR waterfall ($month, $currency)",
         "MRR movements by month ($currency)",
