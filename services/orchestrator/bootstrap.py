@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.apikeys import KeyCache, KeyRepository
 from common.clock import Clock, clock_from_settings
@@ -15,6 +18,7 @@ from common.kafka import (
     make_consumer,
     run_consumer,
 )
+from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import run_all, serve_service
 from common.topics import Topic
 from orchestrator import metrics
@@ -27,7 +31,28 @@ from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.outcomes import outcome_handler
 from orchestrator.entrypoints.relay import run_relay
 from orchestrator.entrypoints.timers import lease_from_settings, run_held_triggers, run_timers
+from orchestrator.service_layer.portfolio import share_settings
 from orchestrator.settings import OrchestratorSettings
+
+log = logging.getLogger(__name__)
+
+
+async def _share_settings(
+    engine: AsyncEngine, settings: OrchestratorSettings, stop: asyncio.Event
+) -> None:
+    """Once, as soon as PostgreSQL answers: the settings the dashboard's views read
+    (``share_settings``). Stopping during an outage gives up; another failure (a schema
+    not yet migrated to 0014) is logged, and the journeys go on."""
+    try:
+        await ride_out(
+            lambda: share_settings(engine, settings.figure_rules()),
+            what="writing the dashboard's settings",
+            stop=stop,
+        )
+    except DatabaseUnavailable:
+        pass  # stopping during an outage
+    except Exception:
+        log.exception("the dashboard's settings were not written: it keeps the previous ones")
 
 
 async def run(
@@ -63,6 +88,7 @@ async def run(
     await probe.start()
     try:
         loops = [
+            _share_settings(engine, settings, stop),
             run_consumer(
                 consumer,
                 router(deps),

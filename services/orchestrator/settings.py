@@ -88,7 +88,11 @@ class OrchestratorSettings(HttpServiceSettings):
         default=3, ge=1, le=50, description="Score factors shown per customer of the list."
     )
     portfolio_confidence: float = Field(
-        default=0.95, gt=0, lt=1, description="Confidence of the playbooks' uplift intervals."
+        default=0.95,
+        gt=0,
+        lt=1,
+        description="Confidence of the playbooks' uplift intervals: the API's, the report's "
+        "and the business dashboard's (written into portfolio_settings at start-up).",
     )
     portfolio_max_months: int = Field(
         default=36, ge=1, le=600, description="Months GET /v1/metrics/portfolio answers at once."
@@ -102,7 +106,10 @@ class OrchestratorSettings(HttpServiceSettings):
     default_currency: str = Field(
         default="EUR",
         pattern=r"^[A-Z]{3}$",
-        description="Currency of attributed revenue when a payment event names none.",
+        description="Currency of attributed revenue when a payment event names none, and "
+        "of a customer's MRR (at risk, CLV) when neither its subscription nor its profile "
+        "names one: in the API, the report and the business dashboard (written into "
+        "portfolio_settings at start-up).",
     )
     relay_poll_s: float = Field(default=0.1, gt=0)
     relay_batch: int = Field(default=500, ge=1)
@@ -118,6 +125,14 @@ class OrchestratorSettings(HttpServiceSettings):
         "customer's first profile when the score that started the journey overtook it "
         "(Kafka orders each topic, not the topics together: a failover or a backlog can "
         "deliver the score first); then the step is skipped for want of an address.",
+    )
+    profile_polls: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="How many times within profile_wait such an email step looks again for "
+        "the profile: it is deferred by profile_wait / profile_polls each time (one minute "
+        "with the defaults), never beyond the end of the wait. Each look is a timer fired.",
     )
     quiet_start: time = Field(default=time(21, 0), description="Local time quiet hours begin.")
     quiet_end: time = Field(default=time(8, 0), description="Local time quiet hours end.")
@@ -145,4 +160,5 @@ class OrchestratorSettings(HttpServiceSettings):
             quiet_end=self.quiet_end,
             default_time_zone=self.default_time_zone,
             profile_wait=self.profile_wait,
+            profile_polls=self.profile_polls,
         )

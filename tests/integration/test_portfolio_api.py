@@ -9,97 +9,19 @@ operator API, with a real key, answers with the figures worked out by hand.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from common.apikeys import KeyCache, KeyRepository, generate
-from common.clock import FakeClock
 from common.db import create_engine
-from common.kafka import (
-    DeadLetters,
-    KafkaPublisher,
-    Sequential,
-    ensure_topics,
-    make_consumer,
-    run_consumer,
-)
-from common.messages import ScoreSnapshot, SignalExplanation
 from common.settings import CommonSettings
-from common.topics import Topic, topic_name
 from devstack.stack import Stack
-from orchestrator.domain.playbook import SHIPPED, load_playbooks
-from orchestrator.entrypoints.analytics import analytics_handler
-from orchestrator.entrypoints.api import create_api
-from orchestrator.entrypoints.consumers import ROUTES, router
-from orchestrator.entrypoints.deps import Deps
 from tests.integration import portfolio_month as M
 
-AS_OF = datetime(2026, 12, 3, tzinfo=UTC)
 C = M.PREFIX
-
-
-def sig(name: str, contribution: float) -> SignalExplanation:
-    return SignalExplanation(
-        name=name, group="engagement", value=1.0, threshold=0.5, contribution=contribution
-    )
-
-
-# customer: churn probability, tier, health, band, CLV, segment, signals, expansion signals
-SCORES: dict[str, tuple[Any, ...]] = {
-    "c1": (0.30, "medium", 60, "medium", 2000, "medium", [("low_logins", 20), ("tickets", 10)]),
-    "c2": (0.95, "high", 10, "at_risk", 1000, "medium", []),
-    "c4": (
-        0.80,
-        "high",
-        20,
-        "at_risk",
-        900,
-        "low",
-        [("payment_failed", 30), ("low_logins", 25), ("nps_detractor", 15), ("competitor", 5)],
-    ),
-    "c5": (0.50, "medium", 45, "low", 15000, "high", [("low_logins", 20)]),
-    "c6": (0.10, "low", 85, "high", 3000, "medium", []),
-    "c7": (0.60, "high", 35, "low", None, None, [("low_logins", 22)]),
-    "c8": (0.90, "high", None, None, 500, "low", [("inactive", 40)]),
-}
-
-
-def snapshot(customer: str) -> ScoreSnapshot:
-    p, tier, health, band, clv, segment, signals = SCORES[customer]
-    return ScoreSnapshot(
-        customer_id=C + customer,
-        as_of=AS_OF,
-        risk_score=p * 100,
-        tier=tier,
-        churn_probability=p,
-        signals=tuple(sig(n, c) for n, c in signals),
-        expansion_signals=(sig("power_user", 0),) if customer == "c6" else (),
-        health_score=health,
-        health_band=band,
-        clv=clv,
-        clv_segment=segment,
-    )
-
-
-def profile(customer: str) -> dict[str, Any]:
-    extra = {"plan": "basic", "mrr": 40.0, "currency": "EUR"} if customer == "c8" else {}
-    csm = "csm-a" if customer in ("c1", "c4") else "csm-b"
-    return {
-        "event_id": f"{C}profile-{customer}",
-        "customer_id": C + customer,
-        "occurred_at": M.at(9, 1).isoformat(),
-        "kind": "profile",
-        "type": "identify",
-        "email": f"{customer}@example.com",
-        "owner_csm": {"id": csm, "email": f"{csm}@example.com"},
-        **extra,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -107,142 +29,12 @@ def database_url(stack: Stack) -> str:
     return stack.new_database("it_portfolio_api")
 
 
-async def count(engine: Any, table: str) -> int:
-    async with engine.connect() as conn:
-        return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
-
-
-async def consume(settings: CommonSettings, consumers: Deps) -> None:
-    async with KafkaPublisher(settings, client_id="it-portfolio-api") as publisher:
-        for customer in ("c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"):
-            await publisher.publish(
-                topic_name(Topic.EVENTS_PROFILE, settings.topic_prefix),
-                C + customer,
-                profile(customer),
-            )
-        for event in M.PAYMENTS:
-            topic = topic_name(Topic.EVENTS_PAYMENT, settings.topic_prefix)
-            await publisher.publish(topic, event["customer_id"], event)
-        for customer in SCORES:
-            topic = topic_name(Topic.SCORES, settings.topic_prefix)
-            await publisher.publish(topic, C + customer, snapshot(customer))
-        journeys = make_consumer(settings, ROUTES, group_id="it-pa-journeys")
-        analytics = make_consumer(settings, [Topic.EVENTS_PAYMENT], group_id="it-pa-analytics")
-        stop = asyncio.Event()
-        loops = []
-        for consumer, handler in ((journeys, router(consumers)), (analytics, None)):
-            await consumer.start()
-            loops.append(
-                asyncio.create_task(
-                    run_consumer(
-                        consumer,
-                        handler or analytics_handler(consumers),
-                        DeadLetters(publisher, consumer_name="it"),
-                        stop=stop,
-                        name="it",
-                        strategy=Sequential(),
-                    )
-                )
-            )
-        engine = consumers.engine
-        try:
-            for _ in range(300):
-                if (
-                    await count(engine, "mrr_movements") == len(M.MOVEMENTS)
-                    and await count(engine, "scores") == len(SCORES)
-                    and await count(engine, "customers") == 8
-                    and await count(engine, "customer_state") == 7
-                ):
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            await asyncio.gather(*loops)
-            await journeys.stop()
-            await analytics.stop()
-
-
-async def playbook_rows(engine: Any) -> None:
-    """upsell_results in November: 10 treatment journeys (3 converted, 50 EUR each, one
-    email each) and 10 control journeys (1 converted, 20 EUR); one treatment journey
-    started in October and one live in December (c1, in flight) that November leaves out."""
-    rows: list[tuple[str, str, str, datetime, datetime | None, str]] = []
-    for n in range(10):
-        rows.append(
-            (f"{C}jt{n}", f"{C}t{n}", "treatment", M.at(11, 2 + n), M.at(11, 20), "completed")
-        )
-        rows.append(
-            (f"{C}jc{n}", f"{C}k{n}", "control", M.at(11, 2 + n), M.at(11, 20), "completed")
-        )
-    rows.append((f"{C}jold", f"{C}t0", "treatment", M.at(10, 2), M.at(10, 20), "completed"))
-    rows.append((f"{C}jlive", f"{C}c1", "treatment", M.at(12, 1), None, "active"))
-    async with engine.begin() as conn:
-        for journey, customer, arm, started, ended, state in rows:
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO journeys (journey_id, customer_id, playbook, state, started_at,"
-                    " ended_at, arm) VALUES (:j, :c, 'upsell_results', :s, :a, :e, :arm)"
-                ),
-                {"j": journey, "c": customer, "s": state, "a": started, "e": ended, "arm": arm},
-            )
-            if arm == "treatment":
-                await conn.execute(
-                    sa.text(
-                        "INSERT INTO journey_transitions (journey_id, from_state, to_state,"
-                        " event, at, detail) VALUES (:j, 'active', 'active', 'step_sent', :a,"
-                        ' \'{"step": "first_month_free"}\'::jsonb)'
-                    ),
-                    {"j": journey, "a": started},
-                )
-        converted = [(f"{C}jt{n}", f"{C}t{n}", "treatment", 50) for n in range(3)]
-        converted += [(f"{C}jold", f"{C}t0", "treatment", 70), (f"{C}jc0", f"{C}k0", "control", 20)]
-        for n, (journey, customer, arm, revenue) in enumerate(converted):
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO attributions (event_id, playbook, journey_id, customer_id, arm,"
-                    " event_type, revenue, currency, converted_at) VALUES (:e, 'upsell_results',"
-                    " :j, :c, :arm, 'subscription_upgraded', :r, 'EUR', :at)"
-                ),
-                {
-                    "e": f"{C}conv-{n}",
-                    "j": journey,
-                    "c": customer,
-                    "arm": arm,
-                    "r": revenue,
-                    "at": M.at(11, 21),
-                },
-            )
-
-
 @pytest.fixture(scope="module")
-async def api(database_url: str, common_settings: CommonSettings):
-    settings = common_settings.model_copy(
-        update={"database_url": database_url, "topic_prefix": f"it-pa-{uuid.uuid4().hex[:6]}."}
-    )
-    await ensure_topics(settings)
-    engine = create_engine(database_url)
-    clock = FakeClock(AS_OF)
-    # Consumers without playbooks start no journey; the API reports on the shipped ones.
-    quiet = Deps(engine=engine, playbooks={}, clock=clock, topic_prefix=settings.topic_prefix)
-    await consume(settings, quiet)
-    await playbook_rows(engine)
-    deps = Deps(
-        engine=engine,
-        playbooks=load_playbooks(SHIPPED),
-        clock=clock,
-        topic_prefix=settings.topic_prefix,
-    )
-    repository = KeyRepository(engine)
-    full, new = generate("reader", ["operator:read"])
-    await repository.create(new)
-    cache = KeyCache(repository)
-    await cache.refresh()
-    transport = httpx.ASGITransport(app=create_api(deps, authenticator=cache))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://test", headers={"X-API-Key": full}
-    ) as client:
-        yield client
-    await engine.dispose()
+async def api(
+    database_url: str, common_settings: CommonSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with M.scripted_month(database_url, common_settings, name="pa") as loaded:
+        yield loaded.api
 
 
 async def listed(client: httpx.AsyncClient, **params: Any) -> list[str]:
@@ -290,7 +82,8 @@ async def test_a_row_has_mrr_at_risk_and_the_top_factors_of_its_score(api) -> No
     ]
     assert row["subscription"] == "reactivated"
     c8 = (await api.get("/v1/customers", params={"limit": 1})).json()["customers"][0]
-    assert (c8["mrr"], c8["currency"], c8["mrr_at_risk"]) == (40.0, "EUR", 36.0)  # its profile
+    # MRR from its profile, which names no currency: the default currency's
+    assert (c8["mrr"], c8["currency"], c8["mrr_at_risk"]) == (40.0, "EUR", 36.0)
 
 
 async def test_the_filters(api) -> None:
@@ -411,6 +204,15 @@ async def test_months_from_to_and_average_clv(api) -> None:
         "EUR": {"basic": (2, 1750.0), "pro": (1, 2000.0), "team": (2, 950.0)},
         "USD": {"pro": (1, 15000.0)},
     }
+
+
+async def test_a_half_cent_rounds_away_from_zero(api) -> None:
+    """September's upgrades of 49.50 and 49.51 EUR average 49.505: 49.51, as the
+    dashboard's round(numeric, 2) has it (half to even gave 49.50)."""
+    body = (await api.get("/v1/metrics/portfolio", params={"period": "2026-09"})).json()
+    eur = body["months"][0]["currencies"]["EUR"]
+    assert (eur["expansion"], eur["upgrades"]) == (99.01, 2)
+    assert eur["average_upgrade_value"] == float(M.SEPTEMBER_AVERAGE_UPGRADE) == 49.51
 
 
 async def test_bad_periods_get_422_naming_the_parameter(api) -> None:

@@ -13,6 +13,7 @@ table and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,7 +25,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pgserver
 import pytest
 import sqlalchemy as sa
@@ -32,21 +32,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.apikeys import KeyCache, KeyRepository, generate
-from common.clock import FakeClock
 from common.db import create_engine
 from common.kafka import ensure_topics
 from common.settings import CommonSettings
 from devstack.stack import Stack
+from orchestrator import bootstrap
 from orchestrator.adapters import portfolio as counts
 from orchestrator.domain import portfolio as P
 from orchestrator.domain.movements import Kind
-from orchestrator.domain.playbook import SHIPPED, load_playbooks
-from orchestrator.entrypoints.api import create_api
-from orchestrator.entrypoints.deps import Deps
+from orchestrator.service_layer.portfolio import share_settings
 from orchestrator.settings import OrchestratorSettings
 from tests.integration import portfolio_month as M
-from tests.integration.test_portfolio_api import AS_OF, consume, playbook_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tenure-business.json"
@@ -118,47 +114,27 @@ def reader_url(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def loaded(database_url: str, common_settings: CommonSettings) -> AsyncIterator[AsyncEngine]:
+async def month(database_url: str, common_settings: CommonSettings) -> AsyncIterator[M.Loaded]:
     """The scripted month in the record, and the playbook's November journeys."""
-    settings = common_settings.model_copy(
-        update={"database_url": database_url, "topic_prefix": f"it-pd-{uuid.uuid4().hex[:6]}."}
-    )
-    await ensure_topics(settings)
-    engine = create_engine(database_url)
-    quiet = Deps(
-        engine=engine, playbooks={}, clock=FakeClock(AS_OF), topic_prefix=settings.topic_prefix
-    )
-    await consume(settings, quiet)
-    await playbook_rows(engine)
-    yield engine
-    await engine.dispose()
+    async with M.scripted_month(database_url, common_settings, name="pd") as loaded:
+        yield loaded
 
 
 @pytest.fixture(scope="module")
-async def api_month(loaded: AsyncEngine) -> dict[str, Any]:
+def loaded(month: M.Loaded) -> AsyncEngine:
+    return month.engine
+
+
+@pytest.fixture(scope="module")
+async def api_month(month: M.Loaded) -> dict[str, Any]:
     """What GET /v1/metrics/portfolio and GET /v1/customers answer for November (EUR)."""
-    deps = Deps(
-        engine=loaded,
-        playbooks=load_playbooks(SHIPPED),
-        clock=FakeClock(AS_OF),
-        topic_prefix="unused.",
+    portfolio = await month.api.get("/v1/metrics/portfolio", params={"period": str(NOVEMBER)})
+    customers = await month.api.get(
+        "/v1/customers", params={"sort": "mrr_at_risk", "currency": "EUR"}
     )
-    repository = KeyRepository(loaded)
-    full, new = generate("dashboard-check", ["operator:read"])
-    await repository.create(new)
-    cache = KeyCache(repository)
-    await cache.refresh()
-    transport = httpx.ASGITransport(app=create_api(deps, authenticator=cache))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://test", headers={"X-API-Key": full}
-    ) as client:
-        portfolio = await client.get("/v1/metrics/portfolio", params={"period": str(NOVEMBER)})
-        customers = await client.get(
-            "/v1/customers", params={"sort": "mrr_at_risk", "currency": "EUR"}
-        )
     assert portfolio.status_code == 200 and customers.status_code == 200
-    [month] = portfolio.json()["months"]
-    return {"month": month, "customers": customers.json()["customers"]}
+    [found] = portfolio.json()["months"]
+    return {"month": found, "customers": customers.json()["customers"]}
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +162,12 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(
             found = await rows(reader, grafana_sql(sql, month=NOVEMBER, currency=currency))
             got[title.replace("$currency", currency)] = found
         assert got[title.replace("$currency", "EUR")], f"{title}: no rows for November"
+    variables = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    picks = {
+        v["name"]: [next(iter(r.values())) for r in await rows(reader, v["query"])]
+        for v in variables
+    }
+    assert picks["currency"] == ["EUR", "USD"] and str(NOVEMBER) in picks["month"]
     assert set(panels()) == {
         "MRR waterfall ($month, $currency)",
         "MRR movements by month ($currency)",
@@ -296,6 +278,7 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(
     assert uplift["uplift_low"] == pytest.approx(interval.low)
     assert uplift["uplift_high"] == pytest.approx(interval.high)
     api = month["playbooks"]["upsell_results"]
+    assert uplift["confidence"] == api["uplift"]["confidence"] == 0.95
     assert (uplift["uplift"], uplift["uplift_low"], uplift["uplift_high"]) == pytest.approx(
         (api["uplift"]["estimate"], api["uplift"]["low"], api["uplift"]["high"])
     )
@@ -316,8 +299,9 @@ async def test_every_panel_answers_the_month_as_the_read_only_role(
 async def test_the_views_agree_with_the_domain_formulas_every_month(
     loaded: AsyncEngine, reader: AsyncEngine
 ) -> None:
-    """October to December: each view's figure is the domain's formula over the counts
-    the API reads (orchestrator.adapters.portfolio)."""
+    """September to December: each view's figure is the domain's formula over the counts
+    the API reads (orchestrator.adapters.portfolio); September's average upgrade is half
+    a cent (49.505), rounded as the views round it (49.51)."""
     retention = {
         (str(r["month"]), r["currency"]): r
         for r in await rows(reader, "SELECT * FROM portfolio_retention_monthly")
@@ -326,7 +310,7 @@ async def test_the_views_agree_with_the_domain_formulas_every_month(
         str(r["month"]): r for r in await rows(reader, "SELECT * FROM portfolio_churn_monthly")
     }
     checked = 0
-    for month in P.months(P.Month(2026, 10), P.Month(2026, 12), limit=3):
+    for month in P.months(P.Month(2026, 9), P.Month(2026, 12), limit=4):
         async with loaded.connect() as conn:
             found = await counts.month_counts(conn, month.start, month.end)
         for currency in sorted(set(found.mrr_start) | set(found.mrr_end) | set(found.moved)):
@@ -345,11 +329,16 @@ async def test_the_views_agree_with_the_domain_formulas_every_month(
             assert view["average_upgrade_value"] == domain.average_upgrade_value
             checked += 1
         people = P.customer_figures(found.at_start, found.lost, found.upgraded, [])
+        if str(month) not in churn:  # September: nobody was live on the 1st
+            assert (people.at_start, people.churn_rate) == (0, None), month
+            continue
         row = churn[str(month)]
         assert (row["at_start"], row["lost"]) == (people.at_start, people.lost), month
         assert row["churn_rate"] == pytest.approx(people.churn_rate), month
         assert row["annual_churn"] == pytest.approx(people.annual_churn), month
-    assert checked >= 5  # EUR in each month, USD where it had MRR
+    assert checked >= 6  # EUR in each month, USD where it had MRR
+    september = retention[("2026-09", "EUR")]
+    assert september["average_upgrade_value"] == Decimal(M.SEPTEMBER_AVERAGE_UPGRADE)
 
 
 async def test_the_role_reads_only_the_views_and_writes_nothing(reader: AsyncEngine) -> None:
@@ -358,6 +347,8 @@ async def test_the_role_reads_only_the_views_and_writes_nothing(reader: AsyncEng
         "SELECT count(*) FROM subscription_states",
         "SELECT count(*) FROM scores",
         "SELECT count(*) FROM customers",
+        "SELECT count(*) FROM portfolio_settings",
+        "UPDATE portfolio_settings SET confidence = 0.5",
         "INSERT INTO mrr_movements (event_id, customer_id, kind, amount, currency, mrr_before,"
         " mrr_after, event_type, occurred_at) VALUES ('x', 'x', 'new', 1, 'EUR', 0, 1,"
         " 'subscription_started', now())",
@@ -380,3 +371,83 @@ async def test_the_role_reads_only_the_views_and_writes_nothing(reader: AsyncEng
         "portfolio_retention_monthly",
         "portfolio_at_risk",
     }
+
+
+async def test_the_dashboard_follows_the_orchestrator_s_settings(
+    month: M.Loaded, reader: AsyncEngine, database_url: str, common_settings: CommonSettings
+) -> None:
+    """c8 names no currency (neither a subscription nor its profile) and the uplift
+    interval has a configured confidence. With TENURE_ORCHESTRATOR_DEFAULT_CURRENCY=USD
+    and TENURE_ORCHESTRATOR_PORTFOLIO_CONFIDENCE=0.8, the orchestrator (``bootstrap.run``,
+    on topics of its own, nothing to consume) writes them when it starts; then the
+    at-risk panels count c8 under USD and the uplift panel draws the 80 % interval: what
+    the API with those settings answers. The defaults are written back at the end."""
+    run_id = uuid.uuid4().hex[:6]
+    common = common_settings.model_copy(
+        update={"database_url": database_url, "topic_prefix": f"it-pd-run-{run_id}."}
+    )
+    await ensure_topics(common)
+    settings = OrchestratorSettings(
+        common=common,
+        group_id=f"it-pd-run-{run_id}",
+        watched_groups=[],
+        default_currency="USD",
+        portfolio_confidence=0.8,
+    )
+    by_title = panels()
+    written = "SELECT default_currency, confidence FROM portfolio_settings"
+
+    async def panel(title: str, currency: str) -> list[dict[str, Any]]:
+        return await rows(reader, grafana_sql(by_title[title], month=NOVEMBER, currency=currency))
+
+    stop = asyncio.Event()
+    orchestrator = asyncio.create_task(bootstrap.run(settings, stop, serve_api=False))
+    try:
+        for _ in range(300):
+            if await rows(month.engine, written) == [
+                {"default_currency": "USD", "confidence": 0.8}
+            ]:
+                break
+            assert not orchestrator.done(), orchestrator.exception()
+            await asyncio.sleep(0.1)
+        stop.set()
+        await orchestrator
+        assert await rows(month.engine, written) == [{"default_currency": "USD", "confidence": 0.8}]
+        async with M.operator_api(month.engine, settings) as api:
+            listed = await api.get(
+                "/v1/customers", params={"sort": "mrr_at_risk", "currency": "USD"}
+            )
+            portfolio = await api.get("/v1/metrics/portfolio", params={"period": str(NOVEMBER)})
+        assert listed.status_code == 200 and portfolio.status_code == 200
+        usd = [
+            (r["customer_id"].removeprefix(C), f(r["mrr_at_risk"]))
+            for r in await panel("At-risk customers ($currency)", "USD")
+        ]
+        assert usd == [("c8", 36), ("c5", 35)]
+        assert usd == [
+            (r["customer_id"].removeprefix(C), r["mrr_at_risk"]) for r in listed.json()["customers"]
+        ]
+        eur = await panel("At-risk customers ($currency)", "EUR")
+        assert f"{C}c8" not in {r["customer_id"] for r in eur}
+        tiers = {
+            r["tier"]: f(r["mrr_at_risk"])
+            for r in await panel("MRR at risk now by tier ($currency)", "USD")
+        }
+        assert tiers == {"high": 36, "medium": 35}
+
+        [uplift] = await panel("Playbook uplift against holdout ($month)", "EUR")
+        api = portfolio.json()["months"][0]["playbooks"]["upsell_results"]["uplift"]
+        interval = P.uplift_interval(3, 10, 1, 10, confidence=0.8)
+        assert interval is not None and api["confidence"] == uplift["confidence"] == 0.8
+        assert (uplift["uplift_low"], uplift["uplift_high"]) == pytest.approx(
+            (interval.low, interval.high)
+        )
+        assert (uplift["uplift_low"], uplift["uplift_high"]) == pytest.approx(
+            (api["low"], api["high"])
+        )
+        # 0.2 +- 1.281552 * 0.173205 = 0.2 +- 0.221971: narrower than the 95 % one (0.2 +- 0.339476)
+        assert uplift["uplift_high"] == pytest.approx(0.2 + 0.221971, abs=1e-6)
+    finally:
+        stop.set()
+        await asyncio.wait_for(orchestrator, 30)
+        await share_settings(month.engine, OrchestratorSettings().figure_rules())

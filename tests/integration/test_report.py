@@ -1,12 +1,12 @@
 """``tenure report`` on the real broker and PostgreSQL, its page rendered in a real browser.
 
-The scripted month (tests/integration/portfolio_month.py) is loaded as the portfolio API's
-test loads it (published, consumed by the orchestrator's consumers, a playbook's
-November journeys written as rows). ``tenure report --month 2026-11`` runs through its
-console script, as a user runs it; Debian's headless Chromium (``make chromium``) renders
-the page: its DOM shows the figures ``GET /v1/metrics/portfolio`` answers for November,
-formatted as the page formats them, and a screenshot is kept in
-``.stack/test-artifacts/`` (path printed).
+The scripted month is loaded as the portfolio API's test loads it
+(``tests/integration/portfolio_month.scripted_month``: published, consumed by the
+orchestrator's consumers, a playbook's November journeys written as rows).
+``tenure report --month 2026-11`` runs through its console script, as a user runs it;
+Debian's headless Chromium (``make chromium``) renders the page: its DOM shows the
+figures ``GET /v1/metrics/portfolio`` answers for November, formatted as the page
+formats them, and a screenshot is kept in ``.stack/test-artifacts/`` (path printed).
 """
 
 from __future__ import annotations
@@ -17,25 +17,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
-from common.apikeys import KeyCache, KeyRepository, generate
-from common.clock import FakeClock
-from common.db import create_engine
-from common.kafka import ensure_topics
 from common.settings import CommonSettings
 from devstack.stack import Stack
-from orchestrator.domain.playbook import SHIPPED, load_playbooks
-from orchestrator.entrypoints.api import create_api
-from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.report import shaping as S
-from tests.integration.test_portfolio_api import AS_OF, consume, playbook_rows
+from tests.integration import portfolio_month as M
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".stack" / "test-artifacts"
@@ -54,32 +45,8 @@ def database_url(stack: Stack) -> str:
 @pytest.fixture(scope="module")
 async def november(database_url: str, common_settings: CommonSettings) -> dict[str, Any]:
     """The scripted month loaded; the API's answer for November."""
-    settings = common_settings.model_copy(
-        update={"database_url": database_url, "topic_prefix": f"it-rep-{uuid.uuid4().hex[:6]}."}
-    )
-    await ensure_topics(settings)
-    engine = create_engine(database_url)
-    clock = FakeClock(AS_OF)
-    quiet = Deps(engine=engine, playbooks={}, clock=clock, topic_prefix=settings.topic_prefix)
-    await consume(settings, quiet)
-    await playbook_rows(engine)
-    deps = Deps(
-        engine=engine,
-        playbooks=load_playbooks(SHIPPED),
-        clock=clock,
-        topic_prefix=settings.topic_prefix,
-    )
-    repository = KeyRepository(engine)
-    full, new = generate("reader", ["operator:read"])
-    await repository.create(new)
-    cache = KeyCache(repository)
-    await cache.refresh()
-    transport = httpx.ASGITransport(app=create_api(deps, authenticator=cache))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://test", headers={"X-API-Key": full}
-    ) as client:
-        response = await client.get("/v1/metrics/portfolio", params={"period": "2026-11"})
-    await engine.dispose()
+    async with M.scripted_month(database_url, common_settings, name="rep") as loaded:
+        response = await loaded.api.get("/v1/metrics/portfolio", params={"period": "2026-11"})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -360,6 +360,26 @@ erasures = sa.Table(
     sa.Index("erasures_customer", "customer_hash", "erased_at"),
 )
 
+# What the business dashboard's views read of the orchestrator's settings, which they
+# cannot read themselves (migration 0014): one row (``id`` is true), seeded with the
+# settings' defaults and written by the orchestrator when it starts
+# (``orchestrator.service_layer.portfolio.share_settings``). ``z`` is the two-sided normal
+# quantile of ``confidence``, computed in Python (PostgreSQL has no inverse normal).
+portfolio_settings = sa.Table(
+    "portfolio_settings",
+    metadata,
+    sa.Column("id", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("default_currency", sa.Text, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("z", sa.Float, nullable=False),
+    sa.Column("updated_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("id", name="portfolio_settings_one_row"),
+    sa.CheckConstraint(
+        "confidence > 0 AND confidence < 1 AND z > 0", name="portfolio_settings_confidence"
+    ),
+)
+
+
 # --- notifier: the delivery log, suppressions, the in-app inbox -----------------------
 
 # One row per notification id; the orchestrator reads it (never writes) for the operator

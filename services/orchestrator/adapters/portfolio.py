@@ -5,7 +5,7 @@
 "At an instant" means as recorded by the events before it: a customer's subscription
 at ``t`` is its latest ``subscription_states`` row with ``occurred_at < t`` (a month's
 figures take its start and its end, the next month's start). Every function takes an
-open connection and only reads.
+open connection and only reads, but :func:`write_settings`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.db.tables import portfolio_settings
 from orchestrator.domain.movements import Kind
 
 # Each customer's latest subscription row before :t.
@@ -182,3 +184,18 @@ async def at_risk_by_tier(
             int(n), Decimal(mrr or 0), Decimal(at_risk or 0)
         )
     return found
+
+
+async def write_settings(
+    conn: AsyncConnection, *, default_currency: str, confidence: float, z: float
+) -> None:
+    """Make the one row of ``portfolio_settings`` (what the dashboard's views read of the
+    settings, migration 0014) say these; idempotent."""
+    values = {"default_currency": default_currency, "confidence": confidence, "z": z}
+    await conn.execute(
+        insert(portfolio_settings)
+        .values(id=True, **values)
+        .on_conflict_do_update(
+            index_elements=[portfolio_settings.c.id], set_={**values, "updated_at": sa.func.now()}
+        )
+    )

@@ -18,12 +18,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from orchestrator.domain.playbook import Conversion, Playbook, Revenue
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
+
+
+def cents(value: Decimal) -> Decimal:
+    """``value`` rounded to the cent, halves away from zero (49.505 -> 49.51, -0.125 ->
+    -0.13): the one rule for money (docs/domain.md section 6), PostgreSQL's
+    ``round(numeric, 2)``, so that the dashboard's views and the API agree to the cent."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ def meets_goal(conversion: Conversion, payment: Payment) -> bool:
 def _money(value: float | None) -> Decimal | None:
     if value is None:
         return None
-    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return cents(Decimal(str(value)))
 
 
 def revenue_of(rule: Revenue, payment: Payment) -> Decimal:
@@ -198,7 +205,7 @@ def per(revenue: Money, count: int) -> Money | None:
     """Revenue per item (journey, message), by currency; None when ``count`` is 0."""
     if count <= 0:
         return None
-    return {c: (v / count).quantize(CENT, rounding=ROUND_HALF_EVEN) for c, v in revenue.items()}
+    return {c: cents(v / count) for c, v in revenue.items()}
 
 
 @dataclass(frozen=True)
@@ -234,11 +241,8 @@ def compare(treatment: Tally, control: Tally) -> Holdout:
     return Holdout(
         uplift,
         relative,
-        {cur: d.quantize(CENT, rounding=ROUND_HALF_EVEN) for cur, d in diff.items()},
-        {
-            cur: (d * treatment.journeys).quantize(CENT, rounding=ROUND_HALF_EVEN)
-            for cur, d in diff.items()
-        },
+        {cur: cents(d) for cur, d in diff.items()},
+        {cur: cents(d * treatment.journeys) for cur, d in diff.items()},
     )
 
 

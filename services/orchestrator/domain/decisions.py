@@ -326,7 +326,6 @@ FREQUENCY_CAP = "frequency cap"  # deferred: no slot free
 PRIORITY_FIRST = "higher priority first"  # deferred: a waiting step ranked higher takes it
 CAP_REASONS = frozenset({FREQUENCY_CAP, PRIORITY_FIRST})  # the step waits for a cap slot
 AWAITING_PROFILE = "awaiting profile"  # deferred: the customer's first profile is on its way
-PROFILE_POLLS = 10  # an awaiting step looks again this many times within rules.profile_wait
 
 
 def decide_step(
@@ -336,7 +335,7 @@ def decide_step(
     that does not admit cancelled customers exits; the control arm sends nothing; a
     wait-for-event branch; retention before expansion; consent and address (an email step
     of a customer with no profile yet is deferred for up to ``rules.profile_wait`` from the
-    journey's start, then skipped); quiet hours
+    journey's start, looking again ``rules.profile_polls`` times, then skipped); quiet hours
     (customer messages only, deferred to their end); the frequency cap (marketing only,
     deferred until a slot is free for this step after the ``ahead`` steps that rank
     before it)."""
@@ -357,7 +356,9 @@ def decide_step(
         gives_up = situation.started_at + rules.profile_wait
         if now < gives_up:
             return StepDecision(
-                "defer", AWAITING_PROFILE, min(gives_up, now + rules.profile_wait / PROFILE_POLLS)
+                "defer",
+                AWAITING_PROFILE,
+                min(gives_up, now + rules.profile_wait / rules.profile_polls),
             )
     if blocked:
         return StepDecision("skip", blocked)

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from enum import StrEnum
 
-from orchestrator.domain.attribution import CENT, ZERO, Payment
+from orchestrator.domain.attribution import ZERO, Payment, cents
 
 
 class Kind(StrEnum):
@@ -114,10 +114,10 @@ class Classified:
 
 
 def money(value: float | Decimal | None) -> Decimal | None:
-    """``value`` in cents (half-even), None stays None."""
+    """``value`` to the cent (halves away from zero, ``attribution.cents``), None stays None."""
     if value is None:
         return None
-    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return cents(Decimal(str(value)))
 
 
 def classify(

@@ -13,9 +13,9 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
-from orchestrator.domain.attribution import CENT, ZERO, Money, per
+from orchestrator.domain.attribution import ZERO, Money, cents, per
 from orchestrator.domain.movements import Kind
 
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -123,10 +123,11 @@ def upsell_conversion(upgraded: int, existing: int) -> float | None:
 
 
 def average_upgrade_value(expansion_from_upsells: Decimal, upsells: int) -> Decimal | None:
-    """Expansion MRR from upsells / number of upsells, in cents."""
+    """Expansion MRR from upsells / number of upsells, to the cent (halves away from zero:
+    99.01 over 2 is 49.51)."""
     if upsells <= 0:
         return None
-    return (expansion_from_upsells / upsells).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return cents(expansion_from_upsells / upsells)
 
 
 def median_days(durations: Iterable[float]) -> float | None:
@@ -150,6 +151,14 @@ class Interval:
     confidence: float
 
 
+def two_sided_z(confidence: float) -> float:
+    """The standard normal quantile of a two-sided ``confidence`` interval (1.959964 for
+    0.95, 1.644854 for 0.90); ``ValueError`` unless 0 < confidence < 1."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence {confidence} must be between 0 and 1")
+    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
 def uplift_interval(
     treated_converted: int,
     treated: int,
@@ -165,10 +174,8 @@ def uplift_interval(
     each arm (n p >= 5 is the usual rule); with fewer the interval is indicative only."""
     if treated <= 0 or control <= 0:
         return None
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence {confidence} must be between 0 and 1")
+    z = two_sided_z(confidence)
     p_t, p_c = treated_converted / treated, control_converted / control
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
     se = (p_t * (1 - p_t) / treated + p_c * (1 - p_c) / control) ** 0.5
     uplift = p_t - p_c
     return Interval(uplift, uplift - z * se, uplift + z * se, confidence)

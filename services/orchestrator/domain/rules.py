@@ -29,6 +29,9 @@ class Rules:
     # How long after its journey started an email step waits for the customer's first
     # profile (still on its way through Kafka) before it is skipped for want of an address.
     profile_wait: timedelta = timedelta(0)
+    # How many times within ``profile_wait`` such a step looks again (it is deferred by
+    # ``profile_wait / profile_polls`` each time, never beyond the end of the wait).
+    profile_polls: int = 10
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,18 @@ async def at_risk_now(
     """Currency -> risk tier -> MRR at risk of the customers not cancelled, now."""
     async with engine.connect() as conn:
         return await counts.at_risk_by_tier(conn, default_currency)
+
+
+async def share_settings(engine: AsyncEngine, rules: FigureRules) -> None:
+    """Write the settings the business dashboard's views need and cannot read (the
+    default currency of a customer that names none; the uplift intervals' confidence and
+    its z) into ``portfolio_settings``, so that the dashboard counts as the API and the
+    report do. Called by the orchestrator when it starts; idempotent; raises
+    ``DatabaseUnavailable`` while PostgreSQL is."""
+    async with engine.begin() as conn:
+        await counts.write_settings(
+            conn,
+            default_currency=rules.default_currency,
+            confidence=rules.confidence,
+            z=P.two_sided_z(rules.confidence),
+        )

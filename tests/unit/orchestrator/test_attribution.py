@@ -160,6 +160,18 @@ def test_holdout_comparison_per_journey_and_per_message() -> None:
     assert mixed.revenue_per_journey_uplift == {"EUR": Decimal("-3.00"), "USD": Decimal("5.00")}
 
 
+def test_revenue_halves_round_away_from_zero() -> None:
+    """Revenue per journey 130.05 / 10 = 13.005 -> 13.01 (half to even gave 13.00), as
+    the dashboard's round(numeric, 2) does."""
+    treatment = A.Tally(journeys=10, converted=3, revenue={"EUR": Decimal("130.05")})
+    control = A.Tally(journeys=10, converted=1, revenue={})
+    result = A.compare(treatment, control)
+    assert result.revenue_per_journey_uplift == {"EUR": Decimal("13.01")}
+    assert A.per({"EUR": Decimal("0.25")}, 2) == {"EUR": Decimal("0.13")}
+    assert A.per({"EUR": Decimal("-0.25")}, 2) == {"EUR": Decimal("-0.13")}
+    assert A.cents(Decimal("2.675")) == Decimal("2.68")
+
+
 def test_a_bad_conversion_block_names_the_field(tmp_path: Path) -> None:
     text = (SHIPPED / "upsell_usage.yaml").read_text()
     bad = tmp_path / "upsell_usage.yaml"

@@ -19,6 +19,7 @@ from orchestrator.domain.movements import (
     classify,
     following,
 )
+from orchestrator.domain.movements import money as movement_money
 from scoring.domain.model import DEFAULT_MODEL_PATH, load_model
 from scoring.domain.value import customer_clv
 
@@ -89,6 +90,18 @@ def test_upsell_figures() -> None:
     assert P.average_upgrade_value(D(100), 3) == D("33.33")
 
 
+def test_money_rounds_halves_away_from_zero_as_the_dashboard_s_views() -> None:
+    """One rule for money (docs/decisions.md, *Money rounds half away from zero*):
+    PostgreSQL's round(numeric, 2), which the views use, rounds 49.505 to 49.51; so must
+    the API and the report (half to even gave 49.50)."""
+    assert P.average_upgrade_value(D("99.01"), 2) == D("49.51")  # 49.505
+    assert P.average_upgrade_value(D("0.25"), 2) == D("0.13")  # 0.125
+    assert P.average_upgrade_value(D("99.03"), 2) == D("49.52")  # 49.515
+    assert P.revenue_per_message({"EUR": D("0.05")}, 2) == {"EUR": D("0.03")}
+    assert movement_money(49.505) == D("49.51")
+    assert movement_money(-0.125) == D("-0.13")
+
+
 def test_revenue_per_message_by_currency() -> None:
     assert P.revenue_per_message({"EUR": D(100), "USD": D(10)}, 8) == {
         "EUR": D("12.50"),
@@ -107,6 +120,11 @@ def test_uplift_interval_two_proportion_normal_approximation() -> None:
     assert P.uplift_interval(3, 10, 0, 0, confidence=0.95) is None
     with pytest.raises(ValueError, match="confidence"):
         P.uplift_interval(1, 2, 1, 2, confidence=1.5)
+    # z, which the dashboard's uplift view reads from portfolio_settings (migration 0014)
+    assert P.two_sided_z(0.95) == pytest.approx(1.959964, abs=1e-6)
+    assert P.two_sided_z(0.80) == pytest.approx(1.281552, abs=1e-6)
+    with pytest.raises(ValueError, match="confidence"):
+        P.two_sided_z(0)
 
 
 @given(

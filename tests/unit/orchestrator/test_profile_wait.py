@@ -6,7 +6,11 @@ journeys' offers were skipped, the identify events accepted seconds before the s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
 
 from orchestrator.domain import decisions as D
 from orchestrator.domain import rules as R
@@ -19,13 +23,34 @@ OFFER = load_playbooks(SHIPPED)["retention_offer"]
 UNKNOWN = R.customer_from("c-1", None, None, None)  # no profile projected yet
 
 
-def decide(customer: R.Customer, now: datetime) -> D.StepDecision:
+def decide(customer: R.Customer, now: datetime, rules: R.Rules = RULES) -> D.StepDecision:
     situation = D.Situation(customer, started_at=T0)
-    return D.decide_step(OFFER, OFFER.step("offer"), situation, now=now, rules=RULES)
+    return D.decide_step(OFFER, OFFER.step("offer"), situation, now=now, rules=rules)
 
 
-def test_the_default_wait_is_ten_minutes() -> None:
+def test_the_default_wait_is_ten_minutes_looked_at_ten_times() -> None:
     assert RULES.profile_wait == timedelta(minutes=10)
+    assert RULES.profile_polls == 10
+
+
+def test_the_number_of_looks_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENURE_ORCHESTRATOR_PROFILE_WAIT", "PT8M")
+    monkeypatch.setenv("TENURE_ORCHESTRATOR_PROFILE_POLLS", "4")
+    rules = OrchestratorSettings().rules()
+    assert (rules.profile_wait, rules.profile_polls) == (timedelta(minutes=8), 4)
+    looks = []
+    now = T0
+    while (decision := decide(UNKNOWN, now, rules)).action == "defer":
+        assert decision.until is not None
+        looks.append(decision.until - T0)
+        now = decision.until
+    assert looks == [timedelta(minutes=m) for m in (2, 4, 6, 8)]
+    assert (decision.action, decision.reason) == ("skip", "no email address")
+    one = decide(UNKNOWN, T0, replace(rules, profile_polls=1))
+    assert one.until == T0 + timedelta(minutes=8)
+    monkeypatch.setenv("TENURE_ORCHESTRATOR_PROFILE_POLLS", "0")
+    with pytest.raises(ValidationError, match="profile_polls"):
+        OrchestratorSettings()
 
 
 def test_an_email_step_of_a_customer_without_a_profile_waits_for_it() -> None:
@@ -34,7 +59,7 @@ def test_an_email_step_of_a_customer_without_a_profile_waits_for_it() -> None:
     assert (decision.action, decision.reason, decision.until) == (
         "defer",
         "awaiting profile",
-        T0 + RULES.profile_wait / D.PROFILE_POLLS,
+        T0 + RULES.profile_wait / RULES.profile_polls,
     )
     last = decide(UNKNOWN, T0 + RULES.profile_wait - timedelta(seconds=1))
     assert (last.action, last.until) == ("defer", T0 + RULES.profile_wait)  # not beyond

@@ -28,6 +28,8 @@ def test_money_has_two_decimals_thousands_and_the_currency() -> None:
     assert S.money(820.0, "USD") == f"820.00{NB}USD"
     assert S.money(D("-50"), "EUR") == f"-50.00{NB}EUR"
     assert S.money(None, "EUR") == S.MISSING
+    assert S.money(D("49.505"), "EUR") == f"49.51{NB}EUR"  # halves away from zero
+    assert S.money(D("-0.125"), "EUR") == f"-0.13{NB}EUR"
     assert S.moneys({"USD": D(2), "EUR": D("1.5")}) == f"1.50{NB}EUR, 2.00{NB}USD"
     assert S.moneys(None) == S.moneys({}) == S.MISSING
 

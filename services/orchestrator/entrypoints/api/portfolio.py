@@ -125,7 +125,7 @@ def month_out(f: MonthFigures) -> Month:
 def averaged(found: dict[str, dict[str, ClvGroup]]) -> dict[str, dict[str, AverageClv]]:
     return {
         cur: {
-            g: AverageClv(customers=v.customers, average_clv=float(v.average.quantize(A.CENT)))
+            g: AverageClv(customers=v.customers, average_clv=float(A.cents(v.average)))
             for g, v in groups.items()
         }
         for cur, groups in found.items()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from orchestrator.domain import portfolio as P
+from orchestrator.domain.attribution import cents
 from orchestrator.service_layer.portfolio import MonthFigures, PlaybookFigures
 
 MISSING = "\u2014"  # em dash: no base to compute the figure from
@@ -22,10 +23,11 @@ NBSP = "\u00a0"
 
 
 def money(value: Decimal | float | None, currency: str) -> str:
-    """``1234.5, "EUR"`` -> ``1,234.50 EUR`` (a non-breaking space before the code)."""
+    """``1234.5, "EUR"`` -> ``1,234.50 EUR`` (a non-breaking space before the code), to
+    the cent by the money rule (halves away from zero: 49.505 shows 49.51)."""
     if value is None:
         return MISSING
-    return f"{Decimal(str(value)):,.2f}{NBSP}{currency}"
+    return f"{cents(Decimal(str(value))):,.2f}{NBSP}{currency}"
 
 
 def moneys(values: Mapping[str, Decimal] | None) -> str:
