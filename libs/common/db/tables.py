@@ -216,6 +216,7 @@ held_triggers = sa.Table(
         "customer_id",
         postgresql_where=sa.text("blocked_by IS NOT NULL AND status = 'pending'"),
     ),
+    sa.Index("held_triggers_customer", "customer_id"),  # export and erasure (0015)
 )
 
 # Playbooks an operator paused (no new journeys, steps wait).
@@ -245,6 +246,7 @@ attributions = sa.Table(
     sa.CheckConstraint("revenue >= 0", name="attributions_revenue_not_negative"),
     sa.Index("attributions_playbook", "playbook", "arm"),
     sa.Index("attributions_journey", "journey_id"),
+    sa.Index("attributions_customer", "customer_id"),  # export and erasure (0015)
 )
 
 # --- orchestrator: portfolio analytics (issue 17) -----------------------------------------
@@ -332,6 +334,7 @@ journey_messages = sa.Table(
         "counts_at",
         postgresql_where=sa.text("counts_at IS NOT NULL"),
     ),
+    sa.Index("journey_messages_customer", "customer_id"),  # export and erasure (0015)
 )
 
 # Every outcome the notifier reported for a notification (projected from the
@@ -344,6 +347,7 @@ message_outcomes = sa.Table(
     sa.Column("customer_id", sa.Text, nullable=False),
     sa.Column("occurred_at", TS, nullable=False),
     sa.Column("detail", sa.Text),
+    sa.Index("message_outcomes_customer", "customer_id"),  # export and erasure (0015)
 )
 
 # One row per erasure of a customer: never the customer id, only its SHA-256.
@@ -405,6 +409,7 @@ deliveries = sa.Table(
     sa.Index(
         "deliveries_retry_due", "next_attempt_at", postgresql_where=sa.text("status = 'retrying'")
     ),
+    sa.Index("deliveries_customer", "customer_id"),  # export and erasure (0015)
     # Outcomes whose publish failed, re-published by the retry worker: normally none.
     sa.Index(
         "deliveries_unreported",
