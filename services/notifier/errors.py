@@ -25,6 +25,17 @@ class SendError(NotifierError):
     """
 
 
+class OutcomeUnknown(SendError):
+    """The message may have been accepted: it was handed over in full and the answer never
+    came (SMTP: a time-out or a lost connection while waiting for the reply to the end of
+    DATA; the server may deliver it).
+
+    Sent again only where the email resend policy allows it, as for an email in flight
+    at a crash (``Dependencies.resent_after_crash``); otherwise the outcome is
+    ``unknown`` and it is not retried (docs/decisions.md, "Notifier").
+    """
+
+
 class PermanentSendError(SendError):
     """The channel refused the message for good (a refused address, a URL we may not call)."""
 

@@ -35,7 +35,8 @@ ATTEMPT_FAILURES = counter(
     SERVICE,
     "attempt_failures",
     "Delivery attempts that failed, by channel and kind (transient = retried later, "
-    "permanent, render).",
+    "permanent, render, unknown = an email the mail server never answered once it was "
+    "handed over: retried or recorded `unknown` by EMAIL_RESEND_AFTER_CRASH).",
     ["channel", "kind"],
 )
 RETRIES_SCHEDULED = counter(

@@ -1,8 +1,10 @@
 """SMTP delivery (aiosmtplib): the :class:`~notifier.service_layer.ports.Mailer` port.
 
 aiosmtplib's errors (and the socket's) are translated here into the notifier's
-(:func:`_translate`): a permanent refusal of the recipient is :class:`Bounced`, any
-other failure a (transient) :class:`SendError`."""
+(:func:`_translate`): a permanent refusal of the recipient is :class:`Bounced`; no
+answer once DATA has begun (a time-out or a lost connection: the server may have
+accepted the message) is :class:`OutcomeUnknown`; any other failure a (transient)
+:class:`SendError`."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 import aiosmtplib
 
 from notifier.domain.render import RenderedEmail
-from notifier.errors import Bounced, SendError
+from notifier.errors import Bounced, OutcomeUnknown, SendError
 from notifier.settings import NotifierSettings
 
 
@@ -167,13 +169,20 @@ class SmtpMailer:
         data = message_bytes(self.settings.mail_from, to, email, headers)
         async with self._slots:
             conn: _Connection | None = None
+            in_data = False
             try:
                 conn = await self._take()
-                await conn.client.sendmail(self.sender, [to], data)
+                # What sendmail does, a step at a time, to know when DATA began.
+                client = conn.client
+                size = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+                await client.mail(self.sender, options=size)
+                await client.rcpt(to)
+                in_data = True
+                await client.data(data)
             except BaseException as exc:
                 if conn is not None:
                     await self._close(conn)
-                raise _translate(exc, to) from exc
+                raise _translate(exc, to, in_data=in_data) from exc
             conn.sent += 1
             conn.idle_since = time.monotonic()
             if conn.sent >= self.settings.smtp_messages_per_connection:
@@ -182,16 +191,28 @@ class SmtpMailer:
                 self._idle.append(conn)
 
 
-def _translate(exc: BaseException, to: str) -> BaseException:
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        codes = [r.code for r in exc.recipients]
-        if codes and all(500 <= c < 600 for c in codes):
-            return Bounced(f"SMTP refused {to}: {exc}")
-        return SendError(f"SMTP: {type(exc).__name__}: {exc}")
+def _translate(exc: BaseException, to: str, *, in_data: bool = False) -> BaseException:
+    """The notifier's error for ``exc``, raised sending to ``to``; ``in_data``: raised by
+    the DATA step (after MAIL and RCPT were accepted).
+
+    A reply is definite at any step: 5xx refuses for good (bar 500-504, a command the
+    server did not take), 4xx is transient. Without a reply, a failure before DATA is
+    transient; within DATA it is :class:`OutcomeUnknown`. aiosmtplib's ``data()`` sends
+    the DATA command and the message in one call and raises the same errors whether its
+    wait for the 354 or for the final reply failed, so a failure while awaiting the 354
+    (nothing sent yet) is counted as unknown too: the cautious side.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused) and 500 <= exc.code < 600:
+        return Bounced(f"SMTP refused {to}: {exc.code} {exc.message}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if 500 <= exc.code < 600 and exc.code not in (500, 502, 503, 504):
             return Bounced(f"SMTP {exc.code}: {exc.message}")
         return SendError(f"SMTP {exc.code}: {exc.message}")
+    if in_data and isinstance(exc, OSError | TimeoutError):
+        return OutcomeUnknown(
+            f"SMTP: no reply to DATA ({type(exc).__name__}: {exc}); the server may have "
+            "accepted the message"
+        )
     if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
         return SendError(f"SMTP: {type(exc).__name__}: {exc}")
     return exc

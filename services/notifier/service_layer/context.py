@@ -88,8 +88,10 @@ class Dependencies:
         return asyncio.Semaphore(2 * self.settings.smtp_pool_size)
 
     def resent_after_crash(self, n: Notification) -> bool:
-        """Whether ``n``, found in flight after its worker died, is sent again; if not, it
-        is marked ``handed`` before it goes to the mail server (docs/decisions.md)."""
+        """Whether ``n``, found in flight after its worker died or sent without an answer
+        from the mail server (:class:`~notifier.errors.OutcomeUnknown`), is sent again; if
+        not, it is marked ``handed`` before it goes to the mail server and such an
+        outcome is recorded ``unknown`` (docs/decisions.md)."""
         if n.channel != "email":
             return True  # webhook-id and the inbox's notification id de-duplicate
         policy = self.settings.email_resend_after_crash

@@ -5,8 +5,10 @@ Two ways in: :func:`receive` for a notification consumed from ``notifications``,
 or were left half-done by a worker that died. Both end in :func:`attempt`, where the
 notification goes to the handler of its channel (:data:`~.channels.CHANNELS`) and its
 outcome is decided: sent, suppressed, bounced, scheduled again (a transient failure,
-with backoff, for at most ``retry_max_age_s``) or dead-lettered with its reason (a broken
-template, a missing field, a permanent refusal, or retries exhausted). Every final
+with backoff, for at most ``retry_max_age_s``), ``unknown`` (an email the mail server may
+have accepted without answering, which the resend policy does not send twice) or
+dead-lettered with its reason (a broken template, a missing field, a permanent refusal,
+or retries exhausted). Every final
 outcome is published on ``deliveries`` and counted; :func:`report_unreported` publishes
 those a failed publish left behind.
 
@@ -29,7 +31,7 @@ from notifier import metrics
 from notifier.domain import messages
 from notifier.domain.messages import NoRoute
 from notifier.domain.render import RenderError
-from notifier.errors import Bounced, PermanentSendError, SendError, Suppressed
+from notifier.errors import Bounced, OutcomeUnknown, PermanentSendError, SendError, Suppressed
 from notifier.service_layer.channels import CHANNELS, UNCHECKED, Suppression
 from notifier.service_layer.context import Dependencies
 
@@ -46,6 +48,10 @@ REPORTED: Mapping[str, DeliveryStatus] = {
 UNKNOWN_DETAIL = (
     "in flight when a notifier stopped: handed to the mail server, answer never logged; "
     "may have been delivered, not sent again (TENURE_NOTIFIER_EMAIL_RESEND_AFTER_CRASH)"
+)
+UNANSWERED_DETAIL = (
+    "handed to the mail server, which never answered: may have been delivered, not sent "
+    "again (TENURE_NOTIFIER_EMAIL_RESEND_AFTER_CRASH)"
 )
 
 
@@ -183,6 +189,17 @@ async def attempt(
         metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="permanent").inc()
         metrics.send_failed(n.channel, exc)
         return await _dead(n, raw, "permanent", str(exc), deps=deps)
+    except OutcomeUnknown as exc:
+        metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="unknown").inc()
+        metrics.send_failed(n.channel, exc)
+        if deps.resent_after_crash(n):
+            return await _retry(n, exc, attempts, first_attempt_at, raw, deps=deps)
+        log.warning(
+            "email without an answer recorded unknown, not sent again: %s",
+            str(exc)[:300],
+            extra={"notification_id": n.notification_id},
+        )
+        return await _final(n, "unknown", f"{UNANSWERED_DETAIL}; {exc}", deps=deps)
     except SendError as exc:
         metrics.ATTEMPT_FAILURES.labels(channel=n.channel, kind="transient").inc()
         metrics.send_failed(n.channel, exc)

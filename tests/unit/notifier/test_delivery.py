@@ -29,7 +29,13 @@ from notifier.adapters.memory import (
     MemorySuppressions,
 )
 from notifier.domain.render import Renderer
-from notifier.errors import Bounced, NotifierError, PermanentSendError, SendError
+from notifier.errors import (
+    Bounced,
+    NotifierError,
+    OutcomeUnknown,
+    PermanentSendError,
+    SendError,
+)
 from notifier.service_layer import delivery
 from notifier.service_layer.channels import CHANNELS
 from notifier.service_layer.context import Dependencies
@@ -136,7 +142,7 @@ def test_every_channel_has_exactly_one_handler() -> None:
 
 
 def test_every_error_of_the_notifier_derives_from_its_base() -> None:
-    for error in (Bounced, PermanentSendError, SendError):
+    for error in (Bounced, PermanentSendError, SendError, OutcomeUnknown):
         assert issubclass(error, NotifierError)
 
 
@@ -274,6 +280,50 @@ async def test_a_broken_template_or_a_missing_route_is_dead_lettered_as_render()
     await delivery.receive(raw(unrouted), deps=w.deps)
     assert [h["dlq.reason"] for h in w.dead_letters()] == [b"render", b"render"]
     assert w.outcomes(unknown) == ["failed"] and w.outcomes(unrouted) == ["failed"]
+
+
+# -- an email the mail server never answered ------------------------------------------------
+
+NO_REPLY = "SMTP: no reply to DATA (SMTPReadTimeoutError: Timed out waiting for server response)"
+
+
+async def test_a_marketing_email_without_an_answer_is_unknown_and_never_retried() -> None:
+    w = World()
+    w.mailer.failures.append(OutcomeUnknown(NO_REPLY))
+    n = notification()
+    await delivery.receive(raw(n), deps=w.deps)
+    assert await w.log.status(n.notification_id) == "unknown"
+    w.clock.advance(timedelta(days=2))
+    w.log.advance(timedelta(days=2))
+    assert await delivery.retry_due(deps=w.deps) == 0
+    assert w.mailer.sent == []
+    assert w.outcomes(n) == ["unknown"]
+    detail = w.log.rows[n.notification_id].detail or ""
+    assert "never answered" in detail and "SMTPReadTimeoutError" in detail
+
+
+@pytest.mark.parametrize(
+    ("policy", "marketing", "resent"),
+    [
+        ("transactional", False, True),
+        ("transactional", True, False),
+        ("always", True, True),
+        ("never", False, False),
+    ],
+)
+async def test_an_email_without_an_answer_is_sent_again_only_where_the_policy_says(
+    policy: str, marketing: bool, resent: bool
+) -> None:
+    w = World(email_resend_after_crash=policy)
+    w.mailer.failures.append(OutcomeUnknown(NO_REPLY))
+    n = notification()
+    n = n.model_copy(update={"context": {**n.context, "marketing": marketing}})
+    await delivery.receive(raw(n), deps=w.deps)
+    w.clock.advance(timedelta(hours=1))
+    w.log.advance(timedelta(hours=1))
+    await delivery.retry_due(deps=w.deps)
+    assert len(w.mailer.sent) == (1 if resent else 0)
+    assert w.outcomes(n) == (["sent"] if resent else ["unknown"])
 
 
 # -- crashes and lost publishes -----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The bytes handed to SMTP: parsed back with the standard library's modern policy."""
+"""The bytes handed to SMTP, parsed back with the standard library's modern policy; and
+what an SMTP failure means for the message (:func:`_translate`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 
-from notifier.adapters.mailer import message_bytes
+import aiosmtplib
+import pytest
+
+from notifier.adapters.mailer import _translate, message_bytes
 from notifier.domain.render import RenderedEmail
+from notifier.errors import Bounced, OutcomeUnknown, SendError
 
 UNSUBSCRIBE = "<https://n.example/u/" + "a" * 300 + ">"
 
@@ -90,3 +95,43 @@ def test_a_message_id_given_in_the_headers_is_the_one_sent() -> None:
     data = message_bytes("Tenure <success@tenure.example>", "a@example.com", rendered, headers)
     message = parse(data)
     assert message.get_all("Message-ID") == ["<n-1@mail.example.org>"]
+
+
+# -- what a failure means: refused, transient, or an answer that never came --------------
+
+TIMEOUT = aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+DROPPED = aiosmtplib.SMTPServerDisconnected("Connection lost")
+
+
+@pytest.mark.parametrize(
+    ("error", "in_data", "kind"),
+    [
+        # No answer before DATA (connect, EHLO, MAIL, RCPT): nothing was sent, retried.
+        (ConnectionRefusedError(111, "Connect call failed"), False, SendError),
+        (aiosmtplib.SMTPConnectTimeoutError("Timed out connecting"), False, SendError),
+        (TIMEOUT, False, SendError),
+        (DROPPED, False, SendError),
+        # No answer within DATA: the server may have accepted the message.
+        (TIMEOUT, True, OutcomeUnknown),
+        (DROPPED, True, OutcomeUnknown),
+        (ConnectionResetError(104, "reset by peer"), True, OutcomeUnknown),
+        # A reply is definite at any step.
+        (aiosmtplib.SMTPRecipientRefused(451, "try later", "a@example.com"), False, SendError),
+        (aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@example.com"), False, Bounced),
+        (aiosmtplib.SMTPSenderRefused(421, "busy", "s@example.com"), False, SendError),
+        (aiosmtplib.SMTPDataError(451, "local error"), True, SendError),
+        (aiosmtplib.SMTPDataError(554, "rejected as spam"), True, Bounced),
+        (aiosmtplib.SMTPDataError(503, "bad sequence"), True, SendError),
+    ],
+)
+def test_a_failure_is_unknown_only_without_a_reply_once_data_began(
+    error: BaseException, in_data: bool, kind: type[Exception]
+) -> None:
+    translated = _translate(error, "a@example.com", in_data=in_data)
+    assert type(translated) is kind
+    assert not isinstance(translated, OutcomeUnknown) or "may have accepted" in str(translated)
+
+
+def test_an_error_that_is_not_the_wire_s_passes_through() -> None:
+    error = ValueError("bad address")
+    assert _translate(error, "a@example.com", in_data=True) is error
