@@ -74,8 +74,10 @@ NOTIFIER = Dashboard(
                 ),
                 Panel(
                     "Attempt failures by kind",
-                    "Transient (retried), permanent and render failures, and retries "
-                    "scheduled, per interval.",
+                    "Transient (retried), permanent and render failures, unknown ones (an "
+                    "email the mail server never answered once it had it: retried or "
+                    "recorded unknown by the resend policy), and retries scheduled, per "
+                    "interval.",
                     (
                         q(
                             increase("tenure_notifier_attempt_failures_total", "channel, kind"),
