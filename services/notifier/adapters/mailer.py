@@ -172,7 +172,9 @@ class SmtpMailer:
             in_data = False
             try:
                 conn = await self._take()
-                # What sendmail does, a step at a time, to know when DATA began.
+                # What sendmail does, a step at a time, to know when DATA began. SIZE
+                # (advisory) once an EHLO listed it: a connection's first message after
+                # STARTTLS or over implicit TLS may go without (its EHLO comes with MAIL).
                 client = conn.client
                 size = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
                 await client.mail(self.sender, options=size)
