@@ -97,6 +97,14 @@ class World:
         ]
 
 
+# The offers of the shipped playbooks' steps, as the orchestrator sends them.
+OFFERS: dict[str, dict[str, Any]] = {
+    "email": {"discount_pct": 30, "discount_months": 3, "upgrade_months": 1},
+    "webhook": {},
+    "in_app": {"premium_days": 7},
+}
+
+
 def notification(channel: Channel = "email", **over: Any) -> Notification:
     nid = str(uuid.uuid4())
     playbook, step = {
@@ -121,6 +129,7 @@ def notification(channel: Channel = "email", **over: Any) -> Notification:
             "plan": "pro",
             "owner_csm": "csm7@example.com",
             "score": {"churn_probability": 0.9, "signals": [], "red_flags": []},
+            "offer": OFFERS[channel],
         },
         **over,
     }
