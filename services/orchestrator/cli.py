@@ -69,7 +69,6 @@ from orchestrator.service_layer.portfolio import at_risk_now, portfolio_figures
 from orchestrator.service_layer.privacy import erase_customer, export_customer
 from orchestrator.settings import OrchestratorSettings
 
-
 StepCheck = Callable[[Playbook, Path | None], list[str]]
 """A check of a valid playbook against what the orchestrator does not own (the notifier's
 templates, from the folder given, None for the shipped one): one line per problem,

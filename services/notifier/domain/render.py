@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    UndefinedError,
+    meta,
+    nodes,
+    select_autoescape,
+)
 
 from notifier.errors import NotifierError
 
@@ -101,7 +109,7 @@ class Renderer:
             missing = sorted(self.offer_fields(template) - set(context.get(OFFER) or {}))
         except RenderError:
             return error
-        if not missing or "UndefinedError" not in str(error):
+        if not missing or not isinstance(error.__cause__, UndefinedError):
             return error
         names = ", ".join(f"offer.{name}" for name in missing)
         return RenderError(
@@ -177,11 +185,15 @@ def _offer_reads(tree: nodes.Template) -> set[str]:
     if any(n.name == OFFER and n.ctx == "store" for n in tree.find_all(nodes.Name)):
         return set()
     fields: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if not (isinstance(node.node, nodes.Name) and node.node.name == OFFER):
-            continue
-        if isinstance(node, nodes.Getattr):
-            fields.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            fields.add(node.arg.value)
+    for attr in tree.find_all(nodes.Getattr):
+        if _is_offer(attr.node):
+            fields.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg.value if isinstance(item.arg, nodes.Const) else None
+        if _is_offer(item.node) and isinstance(key, str):
+            fields.add(key)
     return fields
+
+
+def _is_offer(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == OFFER

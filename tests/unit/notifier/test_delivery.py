@@ -285,6 +285,23 @@ async def test_a_broken_template_or_a_missing_route_is_dead_lettered_as_render()
     assert w.outcomes(unknown) == ["failed"] and w.outcomes(unrouted) == ["failed"]
 
 
+async def test_an_offer_the_template_states_and_the_notification_lacks_is_named() -> None:
+    """Validation keeps shipped playbooks from it; a record that does it anyway is
+    dead-lettered naming the field, never sent with a blank or a stale figure."""
+    w = World()
+    n = notification(
+        playbook="cross_sell",
+        step="bundle_offer",
+        template="cross_sell/bundle_offer",
+        context={"first_name": "Ana", "offer": {"pct": 20}},
+    )
+    await delivery.receive(raw(n), deps=w.deps)
+    [headers] = w.dead_letters()
+    assert headers["dlq.reason"] == b"render"
+    assert b"reads offer.discount_pct, which the notification's offer" in headers["dlq.error"]
+    assert w.mailer.sent == [] and w.outcomes(n) == ["failed"]
+
+
 # -- crashes and lost publishes -----------------------------------------------------------
 
 

@@ -198,9 +198,9 @@ def test_an_older_notifier_reads_a_record_with_the_offer() -> None:
 
 
 def test_a_malformed_offer_is_refused_naming_it() -> None:
-    with pytest.raises(ValidationError, match="context.offer must map names"):
+    with pytest.raises(ValidationError, match=r"context\.offer must map names"):
         notification("cross_sell/bundle_offer", {"offer": {"discount_pct": [30]}})
-    with pytest.raises(ValidationError, match="context.offer must map names"):
+    with pytest.raises(ValidationError, match=r"context\.offer must map names"):
         notification("cross_sell/bundle_offer", {"offer": 30})
 
 
