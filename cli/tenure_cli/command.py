@@ -3,9 +3,10 @@
 Each owner keeps its own subcommands: ``keys`` and ``dlq`` in :mod:`common.cli`, ``templates`` and
 ``inbox`` in :mod:`notifier.cli`, ``playbooks``, ``customers``, ``analytics`` and
 ``report`` in :mod:`orchestrator.cli`; ``playbooks`` and ``templates`` are given the check
-that joins the two (:mod:`tenure_cli.offers`: playbook offers against templates). A register function adds its arguments to the
-parser it is given and sets ``run`` (namespace -> exit status) on every leaf parser; the
-first line of its docstring is the subcommand's help. A new subcommand is one more entry
+that joins the two (:mod:`tenure_cli.offers`: playbook offers against templates). A
+register function adds its arguments to the parser it is given and sets ``run``
+(namespace -> exit status) on every leaf parser; the first line of its docstring is the
+subcommand's help. A new subcommand is one more entry
 in :data:`COMMANDS`.
 
 A problem the user can fix (:class:`common.cli.CliError`, or a ``ValueError`` raised
