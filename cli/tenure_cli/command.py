@@ -2,9 +2,11 @@
 
 Each owner keeps its own subcommands: ``keys`` and ``dlq`` in :mod:`common.cli`, ``templates`` and
 ``inbox`` in :mod:`notifier.cli`, ``playbooks``, ``customers``, ``analytics`` and
-``report`` in :mod:`orchestrator.cli`. A register function adds its arguments to the
-parser it is given and sets ``run`` (namespace -> exit status) on every leaf parser; the
-first line of its docstring is the subcommand's help. A new subcommand is one more entry
+``report`` in :mod:`orchestrator.cli`; ``playbooks`` and ``templates`` are given the check
+that joins the two (:mod:`tenure_cli.offers`: playbook offers against templates). A
+register function adds its arguments to the parser it is given and sets ``run``
+(namespace -> exit status) on every leaf parser; the first line of its docstring is the
+subcommand's help. A new subcommand is one more entry
 in :data:`COMMANDS`.
 
 A problem the user can fix (:class:`common.cli.CliError`, or a ``ValueError`` raised
@@ -21,13 +23,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from common.cli import CliError, register_dlq, register_keys
-from notifier.cli import register_inbox, register_templates
-from orchestrator.cli import (
-    register_analytics,
-    register_customers,
-    register_playbooks,
-    register_report,
-)
+from notifier.cli import register_inbox
+from orchestrator.cli import register_analytics, register_customers, register_report
+from tenure_cli.offers import register_playbooks, register_templates
 
 Register = Callable[[argparse.ArgumentParser], None]
 

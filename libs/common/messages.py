@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.events import CustomerId, UtcDatetime
 
@@ -145,8 +145,20 @@ class SignalChange(Message):
     current: str | None = None
 
 
+OfferValue = str | int | float
+OFFER_KEY = "offer"
+_LEGACY_OFFER_PREFIX = "offer_"
+
+
 class Notification(Message):
-    """A request to deliver one step of a journey; ``notification_id`` is stable per step."""
+    """A request to deliver one step of a journey; ``notification_id`` is stable per step.
+
+    The step's playbook ``offer`` block (the figures its messages state) travels as
+    ``context["offer"]``, not as a field of its own: the model forbids unknown fields, so
+    a notifier older than the offer would dead-letter a record with a new field, while the
+    free-form context reaches it unchanged (schema version 1 both ways). Read it with
+    :attr:`offer`.
+    """
 
     notification_id: str
     customer_id: CustomerId
@@ -162,6 +174,41 @@ class Notification(Message):
     )
     created_at: UtcDatetime
     context: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("context")
+    @classmethod
+    def _offer_is_flat(cls, context: dict[str, Any]) -> dict[str, Any]:
+        offer = context.get(OFFER_KEY)
+        if offer is None:
+            return context
+        if not isinstance(offer, dict) or not all(
+            isinstance(k, str) and isinstance(v, OfferValue) and not isinstance(v, bool)
+            for k, v in offer.items()
+        ):
+            raise ValueError(
+                "context.offer must map names to a string or a number, as a playbook step's "
+                f"offer does; got {offer!r}"
+            )
+        return context
+
+    @property
+    def offer(self) -> dict[str, OfferValue]:
+        """The step's offer figures (``{"discount_pct": 30}``); empty when it has none.
+
+        A record from an orchestrator older than ``context["offer"]`` carried the same
+        figures as ``offer_<name>`` context keys; they are read when ``offer`` is absent.
+        """
+        offer = self.context.get(OFFER_KEY)
+        if isinstance(offer, dict):
+            return dict(offer)
+        return {
+            key.removeprefix(_LEGACY_OFFER_PREFIX): value
+            for key, value in self.context.items()
+            if key.startswith(_LEGACY_OFFER_PREFIX)
+            and key != "offer_url"
+            and isinstance(value, OfferValue)
+            and not isinstance(value, bool)
+        }
 
 
 class Delivery(Message):

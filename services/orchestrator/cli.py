@@ -5,7 +5,10 @@
 ``tenure playbooks validate PATH`` loads a playbook file, or every ``*.yaml`` of a
 folder, with the same validation the orchestrator runs at start-up. Each invalid
 file is reported on one line with the file, the path of the field and the reason;
-the exit status is 0 when everything is valid and 1 otherwise.
+the exit status is 0 when everything is valid and 1 otherwise. The ``tenure`` command
+also checks each step against the notifier's templates (``--templates DIR``): a template
+reading an ``offer`` field the step's ``offer`` block does not define is reported with
+the playbook, the step and the field.
 
 ``tenure customers export ID`` prints everything Tenure keeps about a customer as one
 JSON document (or writes it with ``--out``); ``tenure customers erase ID`` erases the
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,15 +69,31 @@ from orchestrator.service_layer.portfolio import at_risk_now, portfolio_figures
 from orchestrator.service_layer.privacy import erase_customer, export_customer
 from orchestrator.settings import OrchestratorSettings
 
+StepCheck = Callable[[Playbook, Path | None], list[str]]
+"""A check of a valid playbook against what the orchestrator does not own (the notifier's
+templates, from the folder given, None for the shipped one): one line per problem,
+naming the step. Given by the ``tenure`` command, which sits above both services."""
 
-def register_playbooks(parser: argparse.ArgumentParser) -> None:
+
+def register_playbooks(
+    parser: argparse.ArgumentParser, step_check: StepCheck | None = None
+) -> None:
     """Validate playbook files (YAML) as the orchestrator loads them."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     validate = actions.add_parser(
         "validate", help="validate one playbook file, or every *.yaml of a folder"
     )
     validate.add_argument("path", metavar="PATH", type=Path)
-    validate.set_defaults(run=playbooks_validate)
+    if step_check is not None:
+        validate.add_argument(
+            "--templates",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="the notifier's template folder the steps are checked against "
+            "(default: the shipped one)",
+        )
+    validate.set_defaults(run=lambda args: playbooks_validate(args, step_check))
 
 
 def _summary(book: Playbook) -> str:
@@ -92,7 +112,7 @@ def _summary(book: Playbook) -> str:
     return f"{book.name} ({book.lane}, trigger: {what}; {days})"
 
 
-def playbooks_validate(args: argparse.Namespace) -> int:
+def playbooks_validate(args: argparse.Namespace, step_check: StepCheck | None = None) -> int:
     path: Path = args.path
     if path.is_dir():
         files = sorted(path.glob("*.yaml"))
@@ -114,6 +134,9 @@ def playbooks_validate(args: argparse.Namespace) -> int:
             load_playbooks(path)
         except PlaybookError as exc:
             errors.append(str(exc))
+    if step_check is not None:
+        for file, book in books.items():
+            errors += [f"{file}: {problem}" for problem in step_check(book, args.templates)]
     for file, book in books.items():
         if not any(str(file) in e for e in errors):
             sys.stdout.write(f"ok    {file}: {_summary(book)}\n")

@@ -37,9 +37,9 @@ def fast_env(scale: float) -> dict[str, str]:
     }
 
 
-def start_services(stack: Stack, scale: float) -> None:
+def start_services(stack: Stack, scale: float, extra_env: dict[str, str] | None = None) -> None:
     for name in SERVICES:
-        stack.start_service(name, fast_env(scale))
+        stack.start_service(name, {**fast_env(scale), **(extra_env or {})})
     stack.wait_ready()
 
 
@@ -49,9 +49,11 @@ def stop_services(stack: Stack) -> None:
 
 
 @contextlib.contextmanager
-def running_services(stack: Stack, scale: float) -> Iterator[Stack]:
-    """The four services on a clock of ``scale``, for one test module."""
-    start_services(stack, scale)
+def running_services(
+    stack: Stack, scale: float, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """The four services on a clock of ``scale`` (and ``extra_env``), for one test module."""
+    start_services(stack, scale, extra_env)
     try:
         yield stack
     finally:

@@ -118,7 +118,7 @@ def test_re_engagement_timeline_and_exit_on_login(services: Stack) -> None:
         ("premium_trial", "in_app", None),
         ("csm_help", "webhook", "csm"),
     ]
-    assert mine[1]["context"]["offer_premium_days"] == 7
+    assert mine[1]["context"]["offer"] == {"premium_days": 7}
     assert mine[2]["context"]["owner_csm"] == "csm7@example.com"
     assert all(
         n["notification_id"] == decisions.notification_id(quiet.journey_id, n["step"]) for n in mine

@@ -1,8 +1,12 @@
 """Win-back end to end: from a cancellation posted to ingest to the notification records.
 
-One customer never comes back: "we miss you" on day 30, the 50 % offer on day 37,
-the CSM's personal call on day 45 and the last chance on day 60. Another reactivates
-after the offer: the journey exits and nothing more is sent.
+One customer never comes back: "we miss you" on day 30, the offer on day 37, the CSM's
+personal call on day 45 and the last chance on day 60. Another reactivates after the
+offer: the journey exits and nothing more is sent.
+
+The orchestrator reads a copy of the shipped playbooks in which win_back's offer is
+40 % for 2 months instead of 50 % for 3: the email must state the figures of the YAML
+the orchestrator runs, not those the templates were written with.
 
 The services run at one simulated day per real second (win-back's 60 days in about a
 minute), with quiet hours switched off so that the days are exact.
@@ -18,6 +22,7 @@ import pytest
 
 from devstack.stack import Stack
 from orchestrator.domain import decisions
+from orchestrator.domain.playbook import SHIPPED
 from tests.e2e.journeys import (
     LATE,
     days,
@@ -34,9 +39,20 @@ from tests.e2e.journeys import (
 SCALE = 86_400.0  # one simulated day per real second
 
 
+SHIPPED_OFFER = "offer: {discount_pct: 50, months: 3}"
+CHANGED_OFFER = {"discount_pct": 40, "months": 2}
+
+
 @pytest.fixture(scope="module")
-def services(stack: Stack) -> Iterator[Stack]:
-    with running_services(stack, SCALE):
+def services(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    books = tmp_path_factory.mktemp("playbooks")
+    for path in SHIPPED.glob("*.yaml"):
+        text = path.read_text()
+        if path.name == "win_back.yaml":
+            assert SHIPPED_OFFER in text
+            text = text.replace(SHIPPED_OFFER, "offer: {discount_pct: 40, months: 2}")
+        (books / path.name).write_text(text)
+    with running_services(stack, SCALE, {"TENURE_ORCHESTRATOR_PLAYBOOKS_DIR": str(books)}):
         yield stack
 
 
@@ -56,6 +72,15 @@ def emails_to(folder: Path, address: str) -> list[email.message.Message]:
         if message["To"] == address:
             found.append(message)
     return found
+
+
+def part(message: email.message.Message, kind: str) -> str:
+    for sub in message.walk():
+        if sub.get_content_type() == kind:
+            payload = sub.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode(sub.get_content_charset() or "utf-8")
+    raise AssertionError(f"no {kind} part")
 
 
 def test_win_back_timeline_and_exit_on_reactivation(services: Stack) -> None:
@@ -102,8 +127,7 @@ def test_win_back_timeline_and_exit_on_reactivation(services: Stack) -> None:
         ("personal_call", "webhook", "csm"),
         ("last_chance", "email", f"{gone}@example.com"),
     ]
-    assert records[1]["context"]["offer_discount_pct"] == 50
-    assert records[1]["context"]["offer_months"] == 3
+    assert records[1]["context"]["offer"] == CHANGED_OFFER
     assert {n["notification_id"] for n in records} == {
         decisions.notification_id(journey.journey_id, s) for s in steps
     }
@@ -114,6 +138,12 @@ def test_win_back_timeline_and_exit_on_reactivation(services: Stack) -> None:
         scale=SCALE,
     )
     assert all(m["X-Tenure-Notification-Id"] for m in mails)
+    [offer] = [m for m in mails if m["X-Tenure-Notification-Id"] == records[1]["notification_id"]]
+    assert offer["Subject"].endswith("come back for 40% off for 2 months"), offer["Subject"]
+    text, html = part(offer, "text/plain"), part(offer, "text/html")
+    for said in (text, html):
+        assert "get 40% off for the first 2 months." in said and "Claim 40% off" in said
+        assert "50%" not in said and "3 months" not in said
 
     ended = journeys(services, returning)["win_back"]
     assert (ended.state, ended.exit_reason) == ("exited", "reactivated")

@@ -130,6 +130,14 @@ def with_settings(d: Deliverer, **over: Any) -> Deliverer:
     return replace(d, settings=settings, mailer=SmtpMailer(settings))
 
 
+# The offers of the shipped playbooks' steps, as the orchestrator sends them.
+OFFERS: dict[str, dict[str, Any]] = {
+    "email": {"discount_pct": 30, "discount_months": 3, "upgrade_months": 1},
+    "webhook": {},
+    "in_app": {"premium_days": 7},
+}
+
+
 def notification(channel: str = "email", **over: Any) -> Notification:
     nid = str(uuid.uuid4())
     templates = {
@@ -155,6 +163,7 @@ def notification(channel: str = "email", **over: Any) -> Notification:
             "plan": "pro",
             "owner_csm": "csm7@example.com",
             "score": {"churn_probability": 0.9, "signals": [], "red_flags": []},
+            "offer": OFFERS[channel],
         },
     }
     fields.update(over)

@@ -48,9 +48,11 @@ def withheld_consent(n: Notification, kind: Literal["email_marketing", "in_app"]
 
 
 def template_context(n: Notification, links: Links) -> dict[str, Any]:
-    """The variables templates see: the notification's context, its ids and its links."""
+    """The variables templates see: the notification's context, its ids, its links and
+    ``offer``, the step's offer figures (empty when it has none, never missing)."""
     return {
         **n.context,
+        "offer": n.offer,
         "customer_id": n.customer_id,
         "playbook": n.playbook,
         "step": n.step,

@@ -394,7 +394,8 @@ def step_context(
     step: Step,
     journey: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What templates may use: profile fields, the offer, the variant, the score
+    """What templates may use: profile fields, the step's offer (``offer``, the playbook's
+    figures, which the templates state as ``offer.<name>``), the variant, the score
     explanation, and for a CSM task the journey so far (:func:`story.journey_story`)."""
     extra = {"journey": journey} if journey is not None else {}
     return {
@@ -406,6 +407,6 @@ def step_context(
         "due_at": due_at.isoformat(),
         "day": step.after.days,
         "score": score,
-        **{f"offer_{k}": v for k, v in step.offer.items()},
+        "offer": dict(step.offer),
         **extra,
     }

@@ -103,6 +103,14 @@ class World:
         ]
 
 
+# The offers of the shipped playbooks' steps, as the orchestrator sends them.
+OFFERS: dict[str, dict[str, Any]] = {
+    "email": {"discount_pct": 30, "discount_months": 3, "upgrade_months": 1},
+    "webhook": {},
+    "in_app": {"premium_days": 7},
+}
+
+
 def notification(channel: Channel = "email", **over: Any) -> Notification:
     nid = str(uuid.uuid4())
     playbook, step = {
@@ -127,6 +135,7 @@ def notification(channel: Channel = "email", **over: Any) -> Notification:
             "plan": "pro",
             "owner_csm": "csm7@example.com",
             "score": {"churn_probability": 0.9, "signals": [], "red_flags": []},
+            "offer": OFFERS[channel],
         },
         **over,
     }
@@ -280,6 +289,23 @@ async def test_a_broken_template_or_a_missing_route_is_dead_lettered_as_render()
     await delivery.receive(raw(unrouted), deps=w.deps)
     assert [h["dlq.reason"] for h in w.dead_letters()] == [b"render", b"render"]
     assert w.outcomes(unknown) == ["failed"] and w.outcomes(unrouted) == ["failed"]
+
+
+async def test_an_offer_the_template_states_and_the_notification_lacks_is_named() -> None:
+    """Validation keeps shipped playbooks from it; a record that does it anyway is
+    dead-lettered naming the field, never sent with a blank or a stale figure."""
+    w = World()
+    n = notification(
+        playbook="cross_sell",
+        step="bundle_offer",
+        template="cross_sell/bundle_offer",
+        context={"first_name": "Ana", "offer": {"pct": 20}},
+    )
+    await delivery.receive(raw(n), deps=w.deps)
+    [headers] = w.dead_letters()
+    assert headers["dlq.reason"] == b"render"
+    assert b"reads offer.discount_pct, which the notification's offer" in headers["dlq.error"]
+    assert w.mailer.sent == [] and w.outcomes(n) == ["failed"]
 
 
 # -- an email the mail server never answered ------------------------------------------------

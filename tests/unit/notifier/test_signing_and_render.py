@@ -52,6 +52,7 @@ def test_offer_email_renders_every_variant(variant: str) -> None:
             "first_name": "Ana",
             "plan": "pro",
             "variant": variant,
+            "offer": {"discount_pct": 30, "discount_months": 3, "upgrade_months": 1},
             "offer_url": "http://x/t/click/tok",
             "open_url": "http://x/t/open/tok",
             "unsubscribe_url": "http://x/u/tok",

@@ -7,6 +7,9 @@ import pytest
 from notifier.cli import SAMPLE, parse_customer, preview
 from notifier.domain.render import Renderer, RenderError
 from tenure_cli import command as cli
+from tenure_cli.offers import step_offers
+
+OFFERS = step_offers()  # the shipped playbooks' offers, by template
 
 # The contract table (docs: contract 5): playbook -> step -> channel.
 STEPS = {
@@ -67,7 +70,14 @@ def test_every_step_renders_personalised(playbook: str, step: str, channel: str)
     renderer = Renderer()
     template = f"{playbook}/{step}"
     assert renderer.kind(template) == channel
-    context = {**SAMPLE, "first_name": "Zoë", "plan": "basic", "customer_id": "c-9", **LINKS}
+    context = {
+        **SAMPLE,
+        "first_name": "Zoë",
+        "plan": "basic",
+        "customer_id": "c-9",
+        "offer": OFFERS.get(template, {}),
+        **LINKS,
+    }
     if channel == "email":
         email = renderer.email(template, context)
         assert email.subject and "\n" not in email.subject
@@ -90,7 +100,7 @@ def test_every_step_renders_personalised(playbook: str, step: str, channel: str)
 def test_a_missing_customer_field_is_an_error_not_a_blank(
     playbook: str, step: str, channel: str
 ) -> None:
-    context = {**SAMPLE, **LINKS}
+    context = {**SAMPLE, **LINKS, "offer": OFFERS.get(f"{playbook}/{step}", {})}
     del context["first_name"]
     with pytest.raises(RenderError, match="first_name"):
         Renderer().email(f"{playbook}/{step}", context)
@@ -125,7 +135,7 @@ def test_cli_renders_a_step_for_a_customer(capsys: pytest.CaptureFixture[str]) -
     )
     out = capsys.readouterr().out
     assert status == 0
-    assert "Subject: Luis, come back for 50% off for three months" in out
+    assert "Subject: Luis, come back for 50% off for 3 months" in out
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in out
     assert "--- text/html ---" in out and "To: luis@example.com" in out
 

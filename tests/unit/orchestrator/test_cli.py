@@ -78,3 +78,43 @@ def test_analytics_rebuild_refuses_a_malformed_since(capsys: pytest.CaptureFixtu
         main(["analytics", "rebuild", "--since", "last tuesday"])
     assert exited.value.code == 2
     assert "is not a date or ISO 8601 instant" in capsys.readouterr().err
+
+
+def test_a_step_whose_template_reads_an_offer_field_it_lacks_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The template states offer.discount_pct; the step's offer calls it pct."""
+    bad = tmp_path / "cross_sell.yaml"
+    text = (SHIPPED / "cross_sell.yaml").read_text()
+    assert "offer: {discount_pct: 30}" in text
+    bad.write_text(text.replace("offer: {discount_pct: 30}", "offer: {pct: 30}"))
+    assert main(["playbooks", "validate", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"tenure: invalid playbook: {bad}: playbook cross_sell, step bundle_offer: "
+        "offer.discount_pct: the template cross_sell/bundle_offer states it, "
+        "the step's offer does not define it"
+    )
+    assert captured.out == ""
+
+
+def test_steps_are_checked_against_the_templates_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's own templates: a field no shipped step defines is reported, and a
+    step whose template is missing is too."""
+    templates = tmp_path / "templates"
+    (templates / "win_back").mkdir(parents=True)
+    (templates / "win_back" / "offer.txt.j2").write_text("{{ offer.code }}: {{ offer.months }}")
+    (templates / "win_back" / "we_miss_you.txt.j2").write_text("Hello")
+    (templates / "win_back" / "personal_call.txt.j2").write_text("Call")
+    book = tmp_path / "win_back.yaml"
+    book.write_text((SHIPPED / "win_back.yaml").read_text())
+    assert main(["playbooks", "validate", str(book), "--templates", str(templates)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [
+        f"tenure: invalid playbook: {book}: playbook win_back, step offer: offer.code: "
+        "the template win_back/offer states it, the step's offer does not define it",
+        f"tenure: invalid playbook: {book}: playbook win_back, step last_chance: template "
+        f"win_back/last_chance: no template 'win_back/last_chance' under {templates}",
+    ]
