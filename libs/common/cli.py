@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.apikeys import ApiKey, ApiKeyError, KeyRepository, Scope, generate
 from common.db import create_engine
 from common.kafka import (
+    DeadLetter,
     InvalidRecord,
     NoSuchTopic,
     PublishError,
@@ -143,10 +144,15 @@ def keys_list(args: argparse.Namespace) -> int:
     rows = [("ID", "NAME", "SCOPES", "CREATED", "REVOKED")] + [
         (k.id, k.name, _scopes(k), _when(k.created_at), _when(k.revoked_at)) for k in keys
     ]
+    _table(rows)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Print ``rows`` (the first is the header) as columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0
 
 
 def _scopes(key: ApiKey) -> str:
@@ -231,7 +237,9 @@ def register_dlq(parser: argparse.ArgumentParser) -> None:
         "(after fixing what made them fail)",
     )
     replay.add_argument("topic", metavar="TOPIC", help=topic_help)
-    replay.add_argument("--limit", type=int, metavar="N", help="replay at most N, oldest first")
+    replay.add_argument(
+        "--limit", type=int, metavar="N", help="replay at most N, each partition's oldest first"
+    )
     replay.set_defaults(run=dlq_replay)
 
 
@@ -248,8 +256,10 @@ def _with_kafka(operation: Callable[[], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(KAFKA_TIMEOUT_S):
                 return await operation()
-        except TimeoutError:
-            raise CliError(f"Kafka unreachable: no answer within {KAFKA_TIMEOUT_S:g} s") from None
+        except TimeoutError as exc:  # a slow read names its topic; the deadline says nothing
+            raise CliError(
+                str(exc) or f"Kafka unreachable: no answer within {KAFKA_TIMEOUT_S:g} s"
+            ) from None
         except (NoSuchTopic, InvalidRecord, PublishError) as exc:
             raise CliError(str(exc)) from None
 
@@ -259,22 +269,31 @@ def _with_kafka(operation: Callable[[], Awaitable[T]]) -> T:
 def dlq_list(args: argparse.Namespace) -> int:
     settings = common_settings()
     found = _with_kafka(lambda: read_dead_letters(settings, physical_topic(settings, args.topic)))
-    rows = [("PARTITION", "OFFSET", "FROM", "CONSUMER", "REPLAYED", "ERROR")] + [
+    header = ("PARTITION", "OFFSET", "FROM", "CONSUMER", "REPLAYED", "ERROR")
+    rows = [header] + [
         (
             str(letter.record.partition),
             str(letter.record.offset),
-            f"{letter.topic}:{letter.partition}:{letter.offset}",
+            _origin(letter),
             letter.consumer,
             "yes" if found.replayed(letter) else "no",
             letter.error.splitlines()[0][:120] if letter.error else "",
         )
         for letter in found.letters
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    rows += [
+        (str(r.partition), str(r.offset), "?", "?", "never", "no dlq.* headers: not replayable")
+        for r in found.unreadable
+    ]
+    _table(rows)
     _err(f"{found.name}: {len(found.letters)} dead letters, {len(found.waiting)} not replayed")
     return 0
+
+
+def _origin(letter: DeadLetter) -> str:
+    if letter.partition is None:
+        return f"{letter.topic} (given up after it was consumed)"
+    return f"{letter.topic}:{letter.partition}:{letter.offset}"
 
 
 def dlq_replay(args: argparse.Namespace) -> int:

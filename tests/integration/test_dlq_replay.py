@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -51,14 +52,18 @@ async def test_dead_letters_are_listed_and_replayed_once_each(
             await publisher.publish(Topic.NOTIFICATIONS, f"cust-{i}", {"n": i}, headers)
         originals, _ = await read_topic(settings, topic)
         dead_letters = DeadLetters(publisher, consumer_name="notifier")
-        for record in originals:
+        for record in originals[:2]:
             await dead_letters.send(record, ValueError(f"schema_version 9 unknown ({record.key})"))
+        # as the notifier gives up on a notification it consumed: no partition, no offset
+        given_up = replace(originals[2], partition=-1, offset=-1)
+        await dead_letters.send(given_up, ValueError("schema_version 9 unknown (expired)"))
 
     status, out, err = await tenure(capsys, "list", "notifications")
     assert status == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["PARTITION", "OFFSET", "FROM", "CONSUMER", "REPLAYED", "ERROR"]
     assert len(lines) == 4 and all(" no " in line and "notifier" in line for line in lines[1:])
+    assert sum("(given up after it was consumed)" in line for line in lines) == 1
     assert "ValueError: schema_version 9 unknown" in out
     assert "3 dead letters, 3 not replayed" in err
 
@@ -76,6 +81,7 @@ async def test_dead_letters_are_listed_and_replayed_once_each(
     by_key = {r.key: r for r in originals}
     for replay in replays:
         original = by_key[replay.key]
+        # the given-up one's partition is its key's: the same as the original's
         assert (replay.value, replay.partition) == (original.value, original.partition)
         kept = [(k, v) for k, v in replay.headers if k != "replayed_from"]
         assert kept == list(original.headers)  # no dlq.* header comes back
@@ -96,3 +102,19 @@ async def test_an_unknown_topic_and_a_bad_limit_are_one_line_errors(
     status, out, err = await tenure(capsys, "replay", "notifications", "--limit", "0")
     assert (status, out) == (2, "")
     assert err.strip() == "tenure: error: --limit: must be 1 or more, not 0"
+
+
+async def test_a_record_without_its_dlq_headers_is_listed_and_stops_the_replay(
+    capsys: pytest.CaptureFixture[str], settings: CommonSettings
+) -> None:
+    await ensure_topics(settings, [Topic.SIGNALS])
+    topic = topic_name(Topic.SIGNALS, settings.topic_prefix)
+    async with KafkaPublisher(settings, client_id="dlq-test") as publisher:
+        await publisher.publish(f"{topic}.dlq", "cust-1", {"by": "hand"})  # no dlq.* headers
+    status, out, err = await tenure(capsys, "list", "signals")
+    assert status == 0 and "no dlq.* headers: not replayable" in out, err
+    status, out, err = await tenure(capsys, "replay", "signals")
+    assert (status, out) == (1, "")
+    assert f"{topic}.dlq:" in err and "has no dlq.* headers and cannot be replayed" in err
+    records, _ = await read_topic(settings, topic)
+    assert records == []  # nothing sent

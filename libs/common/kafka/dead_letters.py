@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from common import causation
 from common.kafka.admin import read_topic, reader
 from common.kafka.publisher import Publisher
 from common.kafka.records import Headers, InvalidRecord, PublishError, Record
@@ -114,8 +115,10 @@ class DeadLetter:
     """As it is on the dead-letter topic."""
     topic: str
     """The topic it was consumed from (where a replay sends it)."""
-    partition: int
-    offset: int
+    partition: int | None
+    """Its partition there (None for a record a service gave up on after consuming it,
+    such as a notification the notifier stopped retrying: its key then decides)."""
+    offset: int | None
     consumer: str
     error: str
 
@@ -124,40 +127,45 @@ class DeadLetter:
         """Read the ``dlq.*`` headers; :class:`InvalidRecord` names a missing or bad one."""
         found = {k: v for k, v in record.headers if k.startswith(DLQ_HEADER_PREFIX)}
         try:
+            partition, offset = int(found["dlq.partition"]), int(found["dlq.offset"])
             return cls(
                 record=record,
                 topic=found["dlq.topic"].decode(),
-                partition=int(found["dlq.partition"]),
-                offset=int(found["dlq.offset"]),
+                partition=partition if partition >= 0 else None,
+                offset=offset if offset >= 0 else None,
                 consumer=found.get("dlq.consumer", b"").decode(errors="replace"),
                 error=found.get("dlq.error", b"").decode(errors="replace"),
             )
         except KeyError as missing:
-            raise InvalidRecord(
-                f"{record.topic}:{record.partition}:{record.offset} has no {missing} header"
-            ) from None
+            raise InvalidRecord(f"{where(record)} has no {missing} header") from None
         except ValueError as exc:
-            raise InvalidRecord(
-                f"{record.topic}:{record.partition}:{record.offset}: bad dlq header: {exc}"
-            ) from None
+            raise InvalidRecord(f"{where(record)}: bad dlq header: {exc}") from None
 
     @property
     def replay_headers(self) -> list[tuple[str, bytes]]:
-        """The original headers, and where the replayed record came from."""
-        record = self.record
+        """The original headers, and where the replayed record came from. Not the
+        ``dlq.*`` ones, nor ``ingested_at``: a replay is not the business's reaction to
+        the event, and its age would count in the latency objective."""
+        dropped = (DLQ_HEADER_PREFIX, causation.INGESTED_AT)
         return [
-            *((k, v) for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX)),
-            (REPLAYED_FROM, f"{record.topic}:{record.partition}:{record.offset}".encode()),
+            *((k, v) for k, v in self.record.headers if not k.startswith(dropped)),
+            (REPLAYED_FROM, where(self.record).encode()),
         ]
+
+
+def where(record: Record) -> str:
+    return f"{record.topic}:{record.partition}:{record.offset}"
 
 
 @dataclass(frozen=True)
 class DeadLetterTopic:
-    """What a dead-letter topic holds: every dead letter, and for each partition the
-    offset up to which a replay has sent them back."""
+    """What a dead-letter topic holds (from its beginning, or only what was not replayed
+    yet), and for each partition the offset up to which a replay has sent it back."""
 
     name: str
     letters: Sequence[DeadLetter]
+    unreadable: Sequence[Record]
+    """Records without the ``dlq.*`` headers (put there by hand): never replayed."""
     replayed_up_to: dict[int, int]
 
     def replayed(self, letter: DeadLetter) -> bool:
@@ -166,7 +174,7 @@ class DeadLetterTopic:
 
     @property
     def waiting(self) -> list[DeadLetter]:
-        """The dead letters not replayed yet, partition by partition, in offset order."""
+        """The dead letters not replayed yet, each partition's in offset order."""
         return [letter for letter in self.letters if not self.replayed(letter)]
 
 
@@ -176,18 +184,30 @@ class NoSuchTopic(Exception):
 
 
 async def read_dead_letters(
-    settings: CommonSettings, topic: str, *, timeout_s: float = 60.0
+    settings: CommonSettings, topic: str, *, waiting_only: bool = False, timeout_s: float = 60.0
 ) -> DeadLetterTopic:
-    """Every record on ``topic``'s dead-letter topic (``topic`` itself if it ends in
-    ``.dlq``) and how far it was replayed. Raises :class:`NoSuchTopic`, and
-    :class:`InvalidRecord` for a record without the ``dlq.*`` headers."""
+    """The records on ``topic``'s dead-letter topic (``topic`` itself if it ends in
+    ``.dlq``): all, or with ``waiting_only`` those not replayed yet. Raises
+    :class:`NoSuchTopic`, and :class:`TimeoutError` naming the topic when its end is not
+    reached within ``timeout_s``."""
     name = topic if topic.endswith(".dlq") else dlq_name(topic)
     async with reader(settings, name, group_id=REPLAY_GROUP) as (consumer, partitions):
         if not partitions:
             raise NoSuchTopic(f"no topic {name!r}")
         replayed = {tp.partition: await consumer.committed(tp) or 0 for tp in partitions}
-    records, _ = await read_topic(settings, name, timeout_s=timeout_s)
-    return DeadLetterTopic(name, [DeadLetter.parse(r) for r in records], replayed)
+    try:
+        records, _ = await read_topic(
+            settings, name, replayed if waiting_only else None, timeout_s=timeout_s
+        )
+    except TimeoutError:
+        raise TimeoutError(f"{name}: its end not reached within {timeout_s:g} s") from None
+    letters, unreadable = [], []
+    for record in records:
+        try:
+            letters.append(DeadLetter.parse(record))
+        except InvalidRecord:
+            unreadable.append(record)
+    return DeadLetterTopic(name, letters, unreadable, replayed)
 
 
 @dataclass(frozen=True)
@@ -205,42 +225,52 @@ async def replay_dead_letters(
     limit: int | None = None,
     timeout_s: float = 60.0,
 ) -> ReplayReport:
-    """Send the dead letters of ``topic`` not replayed yet (at most ``limit``) back to
-    the topic and partition each came from, then record how far each partition was
-    replayed. Each record is acknowledged by the broker (``acks=all``) before its offset
-    is recorded: a replay that fails half-way sends the rest next time, and may send
-    again the record it failed on (handlers are idempotent). Raises
-    :class:`PublishError` when a record is refused."""
-    found = await read_dead_letters(settings, topic, timeout_s=timeout_s)
+    """Send the dead letters of ``topic`` not replayed yet (at most ``limit``, each
+    partition's oldest first) back to the topic and partition each came from (its key
+    decides where the partition is not known), recording after each one, once the broker
+    acknowledged it (``acks=all``), how far its partition was replayed: a replay stopped
+    half-way sends the rest next time, and at most the record it stopped on again.
+    Two replays of one topic must not run at once (nothing stops them; both would send).
+
+    Raises :class:`InvalidRecord` naming a record without the ``dlq.*`` headers among
+    those to replay (nothing is sent), and :class:`PublishError` when a record is refused.
+    """
+    found = await read_dead_letters(settings, topic, waiting_only=True, timeout_s=timeout_s)
+    if found.unreadable:
+        first = found.unreadable[0]
+        raise InvalidRecord(
+            f"{where(first)} has no dlq.* headers and cannot be replayed; "
+            f"{len(found.unreadable)} such record(s) (tenure dlq list {topic})"
+        )
     waiting = found.waiting
     chosen = waiting if limit is None else waiting[:limit]
-    if not chosen:
-        return ReplayReport(found.name, [], 0)
     sent: list[DeadLetter] = []
-    producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for letter in chosen:
-            try:
-                await producer.send_and_wait(
-                    letter.topic,
-                    letter.record.value,
-                    key=None if letter.record.key is None else letter.record.key.encode(),
-                    partition=letter.partition,
-                    headers=letter.replay_headers,
-                )
-            except KafkaError as exc:
-                raise PublishError(f"replay to {letter.topic} failed: {exc!r}") from exc
-            sent.append(letter)
-    finally:
-        await producer.stop()
-        if sent:
-            await _record_progress(settings, found.name, sent)
+    if chosen:
+        producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            async with reader(settings, found.name, group_id=REPLAY_GROUP) as (progress, _):
+                for letter in chosen:
+                    await _send(producer, letter)
+                    record = letter.record
+                    await progress.commit(
+                        {TopicPartition(found.name, record.partition): record.offset + 1}
+                    )
+                    sent.append(letter)
+        finally:
+            await producer.stop()
     return ReplayReport(found.name, sent, len(waiting) - len(sent))
 
 
-async def _record_progress(settings: CommonSettings, name: str, sent: list[DeadLetter]) -> None:
-    """Commit, per dead-letter partition, the offset after the last record sent back."""
-    progress = {letter.record.partition: letter.record.offset + 1 for letter in sent}
-    async with reader(settings, name, group_id=REPLAY_GROUP) as (consumer, _):
-        await consumer.commit({TopicPartition(name, p): offset for p, offset in progress.items()})
+async def _send(producer: AIOKafkaProducer, letter: DeadLetter) -> None:
+    record = letter.record
+    try:
+        await producer.send_and_wait(
+            letter.topic,
+            record.value,
+            key=None if record.key is None else record.key.encode(),
+            partition=letter.partition,
+            headers=letter.replay_headers,
+        )
+    except KafkaError as exc:
+        raise PublishError(f"replay to {letter.topic} failed: {exc!r}") from exc

@@ -14,7 +14,7 @@ def dead(headers: list[tuple[str, bytes]], offset: int = 4) -> Record:
 def test_what_is_written_is_read_back_and_the_replay_drops_the_dlq_headers() -> None:
     original = [("schema_version", b"1"), ("trace", b"x")]
     headers = dead_letter_headers(
-        original,
+        [*original, ("ingested_at", b"2026-12-01T10:00:00+00:00")],
         error=ValueError("bad\nsecond line"),
         consumer="notifier",
         topic="t.notifications",
@@ -24,7 +24,18 @@ def test_what_is_written_is_read_back_and_the_replay_drops_the_dlq_headers() -> 
     letter = DeadLetter.parse(dead(headers))
     assert (letter.topic, letter.partition, letter.offset) == ("t.notifications", 2, 17)
     assert (letter.consumer, letter.error) == ("notifier", "ValueError: bad\nsecond line")
+    # ingested_at dropped: a replay's age is not the business's reaction time
     assert letter.replay_headers == [*original, ("replayed_from", b"t.notifications.dlq:1:4")]
+
+
+def test_a_record_given_up_after_it_was_consumed_has_no_partition() -> None:
+    """The notifier dead-letters a notification it stopped retrying with partition and
+    offset -1: a replay lets the key choose the partition."""
+    headers = dead_letter_headers(
+        [], error="expired", consumer="notifier", topic="t.notifications", partition=-1, offset=-1
+    )
+    letter = DeadLetter.parse(dead(headers))
+    assert (letter.partition, letter.offset) == (None, None)
 
 
 def test_the_error_is_cut_at_4000_characters() -> None:

@@ -8,6 +8,12 @@ with every message sent: ``deliveries`` (the notifier's log, one row per notific
 ``journey_messages`` and ``held_triggers`` (whose customer indexes are partial: the
 frequency cap's, the pending triggers').
 
+The indexes are built ``CONCURRENTLY`` (outside the migration's transaction): a plain
+build would block every insert into ``deliveries`` while it runs, and the migration Job
+runs while the previous release is still sending. If a build fails, PostgreSQL leaves an
+invalid index behind: drop it (``DROP INDEX CONCURRENTLY <name>``) and run the
+migration again.
+
 Revision ID: 0015
 Revises: 0014
 """
@@ -29,10 +35,12 @@ INDEXES = {
 
 
 def upgrade() -> None:
-    for name, table in INDEXES.items():
-        op.create_index(name, table, ["customer_id"])
+    with op.get_context().autocommit_block():
+        for name, table in INDEXES.items():
+            op.create_index(name, table, ["customer_id"], postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    for name, table in INDEXES.items():
-        op.drop_index(name, table_name=table)
+    with op.get_context().autocommit_block():
+        for name, table in INDEXES.items():
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
