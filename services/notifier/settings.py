@@ -147,8 +147,9 @@ class NotifierSettings(HttpServiceSettings):
         description="An email whose hand-over to the mail server was under way when its "
         "worker died (found after sending_lease_s), or that the server never answered once "
         "it was sent (a time-out or lost connection during DATA), may have been sent: "
-        "'never' records every such email `unknown`; 'transactional' sends transactional ones (context marketing: "
-        "false) again and records marketing ones `unknown`; 'always' sends every one again "
+        "'never' records every such email `unknown`; 'transactional' sends transactional "
+        "ones (context marketing: false) again and records marketing ones `unknown`; "
+        "'always' sends every one again "
         "(a recipient may get it twice). Webhooks and in-app messages are always sent again "
         "(receivers de-duplicate on webhook-id; the inbox on the notification id).",
     )

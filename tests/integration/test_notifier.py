@@ -40,6 +40,7 @@ from common.kafka import (
     ensure_topics,
     make_consumer,
     read_topic,
+    replay_dead_letters,
 )
 from common.messages import Delivery, Notification
 from common.settings import CommonSettings
@@ -766,6 +767,47 @@ async def test_a_redirect_is_a_permanent_failure_not_a_retry(
     reason = (await dead_letters(common, n.notification_id))[n.notification_id]
     assert reason.startswith(f"permanent: webhook {hooks}/status/{status}/it-moved: HTTP {status}")
     assert "redirect" in reason
+
+
+async def test_a_notification_given_up_on_is_delivered_once_when_its_dead_letter_is_replayed(
+    deliverer: Deliverer, stack: Stack, common: CommonSettings
+) -> None:
+    """``tenure dlq replay notifications`` after the cause is fixed: the record comes back
+    from the dead-letter topic through Kafka and is delivered once, however often it is
+    replayed (its row was ``dead``; one ``sent`` stays sent)."""
+    hooks = f"http://127.0.0.1:{stack.ports.webhooks}"
+    prefix = f"it-dlq-{uuid.uuid4().hex[:6]}."  # a dead-letter topic of this test's own
+    own = common.model_copy(update={"topic_prefix": prefix})
+    await ensure_topics(own, [Topic.NOTIFICATIONS])
+    topic = topic_name(Topic.NOTIFICATIONS, prefix)
+    n = notification("webhook")
+    moved = with_settings(deliverer, common=own, webhook_csm_url=f"{hooks}/status/301/it-moved")
+    await moved.handle(as_record(n, prefix))  # a permanent failure: dead-lettered
+    assert await moved.log.status(n.notification_id) == "dead"
+
+    # the route fixed (the fixture's deliverer), the dead letter replayed twice
+    first = await replay_dead_letters(common, topic)
+    again = await replay_dead_letters(common, topic)
+    assert (len(first.replayed), len(again.replayed)) == (1, 0)
+    consumer = make_consumer(common, [topic], group_id=f"it-dlq-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(consume(consumer, deliverer, stop=stop))
+    try:
+        async with asyncio.timeout(30):
+            while await deliverer.log.status(n.notification_id) != "sent":
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        await deliverer.handle(  # a second replay of the same record: not sent again
+            replace(as_record(n, prefix), headers=(("replayed_from", b"x:0:0"),))
+        )
+    finally:
+        stop.set()
+        await loop
+        await consumer.stop()
+    delivered = [h for h in hooks_for(stack, n.notification_id) if "it-moved" not in h["path"]]
+    assert len(delivered) == 1
+    assert (await outcomes(common, n.notification_id))[n.notification_id] == ["failed", "sent"]
 
 
 # -- exactly once in effect -----------------------------------------------------------------

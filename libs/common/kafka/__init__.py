@@ -39,6 +39,7 @@ from common.kafka.admin import (
 )
 from common.kafka.consumer import Consumer, KafkaConsumer, follow, make_consumer
 from common.kafka.dead_letters import (
+    REPLAYED_FROM,
     DeadLetter,
     DeadLetters,
     DeadLetterTopic,
@@ -83,6 +84,7 @@ from common.kafka.transactional import TransactionalPublisher, TransactionReport
 
 __all__ = [
     "INVALID",
+    "REPLAYED_FROM",
     "CommitFailed",
     "Consumer",
     "DeadLetter",

@@ -263,6 +263,26 @@ class DeliveryLog:
                 .values(reported_at=sa.func.now())
             )
 
+    async def reclaim_dead(self, notification_id: str, *, payload: bytes, now: datetime) -> bool:
+        async with self.engine.begin() as conn:
+            taken = await conn.execute(
+                deliveries.update()
+                .where(deliveries.c.notification_id == notification_id)
+                .where(deliveries.c.status == "dead")
+                .values(
+                    status="sending",
+                    attempts=1,
+                    payload=payload,
+                    first_attempt_at=now,
+                    next_attempt_at=None,
+                    detail=None,
+                    reported_at=None,
+                    updated_at=sa.func.now(),
+                )
+                .returning(deliveries.c.notification_id)
+            )
+            return taken.first() is not None
+
     async def retry_at(self, notification_id: str, due: datetime, detail: str) -> None:
         """Schedule another attempt at ``due`` (shared clock)."""
         async with self.engine.begin() as conn:

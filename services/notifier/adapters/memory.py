@@ -245,6 +245,15 @@ class MemoryDeliveryLog:
     async def mark_reported(self, notification_id: str) -> None:
         self._row(notification_id).reported = True
 
+    async def reclaim_dead(self, notification_id: str, *, payload: bytes, now: datetime) -> bool:
+        row = self.rows.get(notification_id)
+        if row is None or row.status != "dead":
+            return False
+        self.rows[notification_id] = Row(
+            notification_id, payload, "sending", 1, now, self.now, ingested_at=row.ingested_at
+        )
+        return True
+
     async def retry_at(self, notification_id: str, due: datetime, detail: str) -> None:
         row = self._row(notification_id)
         row.status, row.next_attempt_at, row.detail = "retrying", due, detail

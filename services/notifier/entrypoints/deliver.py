@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from common import causation
-from common.kafka import Consumer, KeyedParallel, Record, run_consumer
+from common.kafka import REPLAYED_FROM, Consumer, KeyedParallel, Record, run_consumer
 from common.outage import DatabaseUnavailable, ride_out
 from common.runtime import sleep_or_stop
 from notifier import metrics
@@ -26,7 +26,10 @@ class Deliverer(Dependencies):
     async def handle(self, record: Record) -> None:
         """Deliver one record of ``notifications`` (see :func:`delivery.receive`)."""
         await delivery.receive(
-            record.value, deps=self, ingested_at=causation.ingested_at(record.headers)
+            record.value,
+            deps=self,
+            ingested_at=causation.ingested_at(record.headers),
+            replayed=any(key == REPLAYED_FROM for key, _ in record.headers),
         )
 
     async def retry_due(self) -> int:

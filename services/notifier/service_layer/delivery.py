@@ -55,7 +55,13 @@ UNANSWERED_DETAIL = (
 )
 
 
-async def receive(raw: bytes, *, deps: Dependencies, ingested_at: datetime | None = None) -> None:
+async def receive(
+    raw: bytes,
+    *,
+    deps: Dependencies,
+    ingested_at: datetime | None = None,
+    replayed: bool = False,
+) -> None:
     """Deliver one record of ``notifications`` unless its id was seen before.
 
     ``ingested_at`` (the record's header): when ingest accepted the event this
@@ -66,7 +72,9 @@ async def receive(raw: bytes, *, deps: Dependencies, ingested_at: datetime | Non
     the record) for a value that is not a valid notification; a Kafka or database outage
     propagates (the consumer retries, offsets uncommitted). Idempotent: a replay finds
     the id in the delivery log and sends nothing; it only publishes an outcome that was
-    logged but never reached Kafka.
+    logged but never reached Kafka. Except ``replayed`` (the record came back from the
+    dead-letter topic, ``tenure dlq replay``): a notification given up on (``dead``) is
+    attempted again, once; one sent, or possibly sent, is not.
     """
     n = Notification.model_validate_json(raw)
     now = deps.clock.now()
@@ -81,6 +89,14 @@ async def receive(raw: bytes, *, deps: Dependencies, ingested_at: datetime | Non
         ingested_at=ingested_at,
     )
     existing = claimed.existing
+    if (
+        existing is not None
+        and replayed
+        and existing.status == "dead"
+        and await deps.log.reclaim_dead(n.notification_id, payload=raw, now=now)
+    ):
+        log.info("dead notification replayed", extra={"notification_id": n.notification_id})
+        existing = None
     if existing is not None:
         metrics.NOTIFICATIONS.labels(channel=n.channel, outcome="duplicate").inc()
         if existing.status in REPORTED and not existing.reported:

@@ -138,6 +138,13 @@ class DeliveryLog(Protocol):
         """Record that the outcome is on the deliveries topic."""
         ...
 
+    async def reclaim_dead(self, notification_id: str, *, payload: bytes, now: datetime) -> bool:
+        """Take back a notification given up on (``dead``) whose record was replayed from
+        the dead-letter topic: the row is ``sending`` again, attempt 1, and this worker
+        sends it (True). Any other status stays as it is (False): what was sent, or may
+        have been (``unknown``), is never sent again this way."""
+        ...
+
     async def retry_at(self, notification_id: str, due: datetime, detail: str) -> None:
         """Schedule another attempt at ``due`` (shared clock)."""
         ...

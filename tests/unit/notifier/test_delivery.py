@@ -393,3 +393,33 @@ async def test_an_outcome_whose_publish_failed_is_published_later_without_a_rese
     assert await delivery.report_unreported(deps=w.deps) == 0
     assert w.outcomes(n) == ["sent"]
     assert len(w.mailer.sent) == 1
+
+
+# -- a dead letter replayed (tenure dlq replay) ---------------------------------------------
+
+
+async def test_a_notification_given_up_on_and_replayed_is_sent_once() -> None:
+    w = World()
+    w.mailer.failures.append(PermanentSendError("SMTP 554: policy"))  # given up on
+    n = notification()
+    await delivery.receive(raw(n), deps=w.deps)
+    assert await w.log.status(n.notification_id) == "dead"
+    assert [h["dlq.reason"] for h in w.dead_letters()] == [b"permanent"]
+    await delivery.receive(raw(n), deps=w.deps)  # redelivered, not replayed: nothing
+    assert w.mailer.sent == []
+    await delivery.receive(raw(n), deps=w.deps, replayed=True)
+    await delivery.receive(raw(n), deps=w.deps, replayed=True)  # replayed twice: once
+    assert len(w.mailer.sent) == 1
+    assert await w.log.status(n.notification_id) == "sent"
+
+
+@pytest.mark.parametrize("status", ["sent", "unknown", "sending", "retrying", "bounced"])
+async def test_a_replay_never_sends_what_was_or_may_have_been_sent(status: str) -> None:
+    w = World()
+    n = notification()
+    await delivery.receive(raw(n), deps=w.deps)
+    sent = len(w.mailer.sent)
+    w.log.rows[n.notification_id].status = status
+    await delivery.receive(raw(n), deps=w.deps, replayed=True)
+    assert len(w.mailer.sent) == sent
+    assert await w.log.status(n.notification_id) == status
