@@ -22,6 +22,11 @@ notifications first (connections, template cache, warm paths), then ``COUNT`` ti
 the configurations are interleaved over ``ROUNDS`` rounds with the order rotated and the
 median kept. The sink's files are counted afterwards, so a measurement that lost
 messages fails instead of looking fast.
+
+Each measurement also reads, from ``/proc``, the CPU every process of the path used in
+its timed section, per notification: this process (the notifier, or the raw client), the
+sink, the broker, PostgreSQL, and ``others`` (the rest of the machine: other people's
+work). Two cores are shared by all of them, so these say what bounds each side.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -46,6 +52,8 @@ import orjson
 from pydantic import BaseModel
 
 from bench import Context, Result
+from bench.ingest import cpu_seconds
+from bench.orchestrator import machine_cpu, postgres_cpu
 from common.clock import ScaledClock
 from common.db import create_engine, upgrade
 from common.kafka import (
@@ -91,6 +99,8 @@ class Env:
     webhook_port: int
     mail_dir: Path
     webhook_dir: Path
+    postmaster: int = 0
+    sink_pid: int | None = None
 
     def settings(self, prefix: str) -> NotifierSettings:
         common = CommonSettings(
@@ -109,6 +119,39 @@ class Env:
             webhook_escalation_url=f"{hooks}/bench-escalation",
             webhook_allow_hosts=(f"127.0.0.1:{self.webhook_port}",),
         )
+
+
+CPU_PARTS = ("bench", "sink", "broker", "postgres", "others")
+
+
+def cpu_now(env: Env) -> dict[str, float]:
+    """CPU seconds used so far by each process of the path, and by the whole machine."""
+    return {
+        "bench": cpu_seconds(os.getpid()),
+        "sink": cpu_seconds(env.sink_pid),
+        "broker": cpu_seconds(env.ctx.broker_pid),
+        "postgres": postgres_cpu(env.postmaster),
+        "machine": machine_cpu(),
+    }
+
+
+def cpu_per_item(start: dict[str, float], end: dict[str, float], n: int) -> dict[str, float]:
+    """Milliseconds of CPU per item of each part between two :func:`cpu_now` readings;
+    ``others`` is the machine's minus the path's."""
+    used = {part: end[part] - start[part] for part in start}
+    ours = sum(v for part, v in used.items() if part != "machine")
+    used["others"] = used.pop("machine") - ours
+    return {part: 1000 * used[part] / n for part in CPU_PARTS}
+
+
+@dataclass
+class Sample:
+    rate: float  # notifications per second
+    cpu_ms: dict[str, float]  # CPU per notification, by part (CPU_PARTS)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{part} {ms:.2f}" for part, ms in self.cpu_ms.items())
+        return f"CPU ms each: {parts}"
 
 
 @contextlib.asynccontextmanager
@@ -139,6 +182,8 @@ async def environment(ctx: Context) -> AsyncIterator[Env]:
             cwd=REPO,
             log_path=root / "sinks.log",
         )
+        env.postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        env.sink_pid = sinks.pid
         try:
             wait_for_port(smtp_port, timeout=20, proc=sinks, what="SMTP sink")
             wait_for_port(webhook_port, timeout=20, proc=sinks, what="webhook receiver")
@@ -151,10 +196,14 @@ async def environment(ctx: Context) -> AsyncIterator[Env]:
 class CountingPublisher:
     """Wraps the real publisher; notes when the n-th outcome was acknowledged."""
 
-    def __init__(self, inner: KafkaPublisher, marks: Sequence[int]) -> None:
+    def __init__(
+        self, inner: KafkaPublisher, marks: Sequence[int], cpu: Callable[[], dict[str, float]]
+    ) -> None:
         self.inner = inner
+        self.cpu = cpu
         self.count = 0
         self.reached: dict[int, float] = {}
+        self.cpu_at: dict[int, dict[str, float]] = {}
         self.marks = set(marks)
         self.done = asyncio.Event()
         self.last = max(marks)
@@ -171,6 +220,7 @@ class CountingPublisher:
             self.count += 1
             if self.count in self.marks:
                 self.reached[self.count] = time.perf_counter()
+                self.cpu_at[self.count] = self.cpu()
             if self.count >= self.last:
                 self.done.set()
 
@@ -220,7 +270,7 @@ def notifications(channel: str, n: int, label: str) -> list[Notification]:
     return out
 
 
-async def pipeline(env: Env, channel: str) -> float:
+async def pipeline(env: Env, channel: str) -> Sample:
     """Notifications per second through the notifier, from Kafka to the sink."""
     prefix = env.ctx.fresh_name(f"notifier-{channel}") + "."
     settings = env.settings(prefix)
@@ -236,7 +286,7 @@ async def pipeline(env: Env, channel: str) -> float:
         # The warm-up records first, acknowledged before the timed ones are written.
         await producer.publish_many((topic, n.customer_id, n, ()) for n in batch[:WARMUP])
         await producer.publish_many((topic, n.customer_id, n, ()) for n in batch[WARMUP:])
-        counting = CountingPublisher(producer, [WARMUP, WARMUP + COUNT])
+        counting = CountingPublisher(producer, [WARMUP, WARMUP + COUNT], lambda: cpu_now(env))
         consumer = make_consumer(common, [Topic.NOTIFICATIONS], group_id=f"{prefix}notifier")
         mailer = SmtpMailer(settings)
         http = vetted_client(
@@ -271,7 +321,10 @@ async def pipeline(env: Env, channel: str) -> float:
     await engine.dispose()
     if counting.count != WARMUP + COUNT:
         raise RuntimeError(f"{counting.count} outcomes for {WARMUP + COUNT} notifications")
-    return COUNT / (counting.reached[WARMUP + COUNT] - counting.reached[WARMUP])
+    return Sample(
+        COUNT / (counting.reached[WARMUP + COUNT] - counting.reached[WARMUP]),
+        cpu_per_item(counting.cpu_at[WARMUP], counting.cpu_at[WARMUP + COUNT], COUNT),
+    )
 
 
 async def _concurrently(n: int, workers: int, one: Callable[[int], Awaitable[None]]) -> None:
@@ -284,7 +337,7 @@ async def _concurrently(n: int, workers: int, one: Callable[[int], Awaitable[Non
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-async def raw_smtp(env: Env, _channel: str) -> float:
+async def raw_smtp(env: Env, _channel: str) -> Sample:
     """Pre-rendered messages per second with bare aiosmtplib, same concurrency."""
     settings = env.settings("bench-raw.")
     renderer = Renderer()
@@ -325,14 +378,15 @@ async def raw_smtp(env: Env, _channel: str) -> float:
 
     try:
         await _concurrently(WARMUP, workers, send)
-        started = time.perf_counter()
+        cpu, started = cpu_now(env), time.perf_counter()
         await _concurrently(COUNT, workers, lambda i: send(WARMUP + i))
-        return COUNT / (time.perf_counter() - started)
+        took = time.perf_counter() - started
+        return Sample(COUNT / took, cpu_per_item(cpu, cpu_now(env), COUNT))
     finally:
         await asyncio.gather(*(c.quit() for c in clients), return_exceptions=True)
 
 
-async def raw_httpx(env: Env, _channel: str) -> float:
+async def raw_httpx(env: Env, _channel: str) -> Sample:
     """Pre-serialised JSON bodies per second with bare httpx, same concurrency."""
     settings = env.settings("bench-raw.")
     batch = notifications("webhook", WARMUP + COUNT, f"raw-{uuid.uuid4().hex[:6]}")
@@ -349,33 +403,66 @@ async def raw_httpx(env: Env, _channel: str) -> float:
             response.raise_for_status()
 
         await _concurrently(WARMUP, workers, post)
-        started = time.perf_counter()
+        cpu, started = cpu_now(env), time.perf_counter()
         await _concurrently(COUNT, workers, lambda i: post(WARMUP + i))
-        return COUNT / (time.perf_counter() - started)
+        took = time.perf_counter() - started
+        return Sample(COUNT / took, cpu_per_item(cpu, cpu_now(env), COUNT))
 
 
-Measure = Callable[[Env, str], Awaitable[float]]
+Measure = Callable[[Env, str], Awaitable[Sample]]
 
 
-async def _compare(ctx: Context, channel: str, configs: dict[str, Measure]) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in configs}
+@dataclass
+class Compared:
+    """Medians over the rounds, by configuration: the rate and the CPU per notification."""
+
+    rates: dict[str, float]
+    cpu_ms: dict[str, dict[str, float]]
+    load: tuple[float, float]  # 1-minute load average at the start and at the end
+
+    def describe(self) -> str:
+        """The CPU medians, for a result's metric text."""
+        sides = "; ".join(
+            f"{name} " + ", ".join(f"{part} {ms:.2f}" for part, ms in parts.items())
+            for name, parts in self.cpu_ms.items()
+        )
+        start, end = self.load
+        return f"CPU ms per notification (medians): {sides}; load {start:.1f}-{end:.1f}"
+
+
+async def _compare(ctx: Context, channel: str, configs: dict[str, Measure]) -> Compared:
+    samples: dict[str, list[Sample]] = {name: [] for name in configs}
+    load = os.getloadavg()[0]
     async with environment(ctx) as env:
         names = list(configs)
         for name in names:  # a whole round each first, not counted (see WARMUP_ROUNDS)
             for _ in range(WARMUP_ROUNDS):
-                rate = await configs[name](env, channel)
-                print(f"  warm-up {name:>10}: {rate:>8,.0f} {channel}s/s (not counted)", flush=True)
+                s = await configs[name](env, channel)
+                print(
+                    f"  warm-up {name:>10}: {s.rate:>8,.0f} {channel}s/s (not counted)", flush=True
+                )
         for r in range(ROUNDS):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
-                rate = await configs[name](env, channel)
-                samples[name].append(rate)
-                print(f"  round {r + 1} {name:>10}: {rate:>8,.0f} {channel}s/s", flush=True)
+                s = await configs[name](env, channel)
+                samples[name].append(s)
+                print(
+                    f"  round {r + 1} {name:>10}: {s.rate:>8,.0f} {channel}s/s; {s.describe()}; "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
         sent = _count_sink(env, channel)
     expected = (WARMUP_ROUNDS + ROUNDS) * len(configs) * (WARMUP + COUNT)
     if sent != expected:
         raise RuntimeError(f"the sink holds {sent} {channel}s, expected {expected}")
-    return {name: median(values) for name, values in samples.items()}
+    return Compared(
+        rates={name: median(s.rate for s in values) for name, values in samples.items()},
+        cpu_ms={
+            name: {part: median(s.cpu_ms[part] for s in values) for part in CPU_PARTS}
+            for name, values in samples.items()
+        },
+        load=(load, os.getloadavg()[0]),
+    )
 
 
 def _count_sink(env: Env, channel: str) -> int:
@@ -389,13 +476,14 @@ def _count_sink(env: Env, channel: str) -> int:
 
 
 async def run_email(ctx: Context) -> list[Result]:
-    rates = await _compare(ctx, "email", {"notifier": pipeline, "aiosmtplib": raw_smtp})
+    compared = await _compare(ctx, "email", {"notifier": pipeline, "aiosmtplib": raw_smtp})
+    rates = compared.rates
     return [
         Result(
             name="notifier_email_throughput",
             metric=f"emails/s from the notifications topic to the local SMTP sink through the "
             f"notifier (render, RFC 8058 headers, delivery log, outcome on Kafka); "
-            f"{COUNT} per round, median of {ROUNDS}",
+            f"{COUNT} per round, median of {ROUNDS}. {compared.describe()}",
             value=rates["notifier"],
             unit="emails/s",
             baseline="raw aiosmtplib sendmail of the same messages pre-rendered, over as many "
@@ -406,13 +494,14 @@ async def run_email(ctx: Context) -> list[Result]:
 
 
 async def run_webhook(ctx: Context) -> list[Result]:
-    rates = await _compare(ctx, "webhook", {"notifier": pipeline, "httpx": raw_httpx})
+    compared = await _compare(ctx, "webhook", {"notifier": pipeline, "httpx": raw_httpx})
+    rates = compared.rates
     return [
         Result(
             name="notifier_webhook_throughput",
             metric=f"CSM webhooks/s from the notifications topic to the local receiver through "
             f"the notifier (render, SSRF check, Standard Webhooks signature, delivery log, "
-            f"outcome on Kafka); {COUNT} per round, median of {ROUNDS}",
+            f"outcome on Kafka); {COUNT} per round, median of {ROUNDS}. {compared.describe()}",
             value=rates["notifier"],
             unit="webhooks/s",
             baseline="bare httpx POSTs of pre-serialised bodies over as many connections as "
