@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from common.settings import CommonSettings
 from devstack import prometheus
 from devstack.kafka import BrokerTls, KafkaBroker
 from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port, require_free, spawn, stop, wait_for_port
+from devstack.procs import free_port, require_free, spawn, stop, stop_all, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "scoring", "orchestrator", "notifier")
@@ -390,11 +391,17 @@ class Stack:
         if proc is not None:
             stop(proc, sig=signal.SIGKILL if kill else signal.SIGTERM)
 
+    def stop_services(self, names: Iterable[str]) -> None:
+        """Stop the processes ``names`` (those running) with SIGTERM, all at once: each
+        has the grace of :meth:`stop_service`, and the stops overlap."""
+        stop_all([p for n in names if (p := self.procs.pop(n, None)) is not None])
+
     def stop(self) -> None:
         """Stop everything this stack started, services first; keep the clock. Idempotent."""
         self.save_clock()
-        for name in reversed(list(self.procs)):
-            self.stop_service(name)
+        infra = [n for n in ("prometheus", "sinks") if n in self.procs]
+        self.stop_services([n for n in reversed(list(self.procs)) if n not in infra])
+        self.stop_services(infra)
         if self._kafka is not None:
             self._kafka.stop()
         if self._pg is not None:

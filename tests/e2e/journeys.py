@@ -44,8 +44,7 @@ def start_services(stack: Stack, scale: float, extra_env: dict[str, str] | None 
 
 
 def stop_services(stack: Stack) -> None:
-    for name in SERVICES:
-        stack.stop_service(name)
+    stack.stop_services(SERVICES)
 
 
 @contextlib.contextmanager

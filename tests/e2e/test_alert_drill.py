@@ -82,8 +82,7 @@ def prometheus_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
-        stack.stop_service("notifier")
-        stack.stop_service("orchestrator")
+        stack.stop_services(["notifier", "orchestrator"])
 
 
 def email() -> Notification:

@@ -88,8 +88,7 @@ def prometheus_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
-        for name in SERVICES:
-            stack.stop_service(name)
+        stack.stop_services(SERVICES)
 
 
 def queries() -> list[tuple[tuple[str, str, str], str]]:

@@ -75,8 +75,8 @@ def outage(
         st.wait_ready()
         yield st, pg, key
     finally:
-        for name in reversed(list(st.procs)):
-            st.stop_service(name)
+        st.stop_services([n for n in reversed(list(st.procs)) if n != "sinks"])
+        st.stop_services(["sinks"])
         pg.stop()
         if request.session.testsfailed:
             print(f"\nthe outage test's logs and data are kept in {root}")

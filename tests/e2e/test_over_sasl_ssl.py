@@ -1,7 +1,9 @@
 """The retention flow end to end with every service on SASL_SSL.
 
-A stack of its own (its database on the session's PostgreSQL server) whose broker has
-SSL and SASL_SSL listeners with a throwaway CA (tests/secure_kafka.py); every process is
+A stack of its own (its database on the session's PostgreSQL server, its topics on the
+session's broker with SSL and SASL_SSL listeners and a throwaway CA: the fixture
+``secure_kafka``, tests/secure_kafka.py, shared with tests/integration/test_kafka_security.py
+under a topic prefix of its own); every process is
 given only the SASL_SSL listener, with the CA file and a SCRAM-SHA-512 login, so a
 client that left the security options out could not connect at all. Events posted over
 HTTP -> scoring (faust, broker_credentials) -> orchestrator -> notifier -> the offer
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from common.kafka import check_connection
-from devstack.stack import REPO, SERVICES, Ports, Stack
+from devstack.stack import SERVICES, Ports, Stack
 from tests.conftest import E2E_TIME_SCALE
 from tests.e2e.journeys import new_customer
 from tests.e2e.test_retention_offer import (
@@ -29,29 +31,34 @@ from tests.e2e.test_retention_offer import (
     wait_for,
     webhooks_for,
 )
-from tests.secure_kafka import TlsMaterial
+from tests.secure_kafka import SecureKafka
 
 
 @pytest.fixture(scope="module")
-def sasl_stack(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def sasl_stack(
+    stack: Stack, secure_kafka: SecureKafka, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="tenure-test-sasl-"))
-    material = TlsMaterial.make(root / "tls")
     secure = Stack(
         root=root,
         ports=Ports.free(),
         time_scale=E2E_TIME_SCALE,
         topic_prefix="sasl.",
         database_url=stack.new_database("tenure_sasl"),
-        kafka_libs=REPO / ".stack" / "kafka" / "libs",
-        kafka_tls=material.tls,
-        kafka_client=material.client("SASL_SSL"),
+        kafka_client=secure_kafka.material.client("SASL_SSL"),
+        _kafka=secure_kafka.broker,  # the session's TLS broker (a topic prefix of its own)
     )
     try:
-        secure.start_infra()  # the topics too, by ensure_topics over SASL_SSL
+        for folder in (secure.mail_dir, secure.webhook_dir, secure.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        secure.start_postgres()  # migrations only: the database is new_database's
+        secure.create_topics()  # by ensure_topics over SASL_SSL
+        secure.start_sinks()
         secure.start_services(SERVICES)
         yield secure
-    finally:
-        secure.stop()
+    finally:  # not secure.stop(): the broker is the session's
+        secure.stop_services([n for n in reversed(list(secure.procs)) if n != "sinks"])
+        secure.stop_services(["sinks"])
         if request.session.testsfailed:
             print(f"\nthe SASL_SSL stack's logs are kept in {root}")
         else:

@@ -42,8 +42,7 @@ def services(stack: Stack) -> Iterator[tuple[Stack, dict[str, str]]]:
     try:
         yield stack, keys
     finally:
-        for name in SERVICES:
-            stack.stop_service(name)
+        stack.stop_services(SERVICES)
 
 
 async def operator_keys(stack: Stack) -> dict[str, str]:

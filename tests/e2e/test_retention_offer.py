@@ -36,8 +36,7 @@ def services(stack: Stack) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        for name in SERVICES:
-            stack.stop_service(name)
+        stack.stop_services(SERVICES)
 
 
 def clock(stack: Stack) -> ScaledClock:

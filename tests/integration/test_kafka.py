@@ -232,6 +232,10 @@ async def test_a_consumer_without_a_group_waits_for_a_topic_created_after_it_sta
     finally:
         await consumer.stop()
 
-    never = make_consumer(settings, [f"{name}-never"], group_id=None, topic_wait_s=1)
+    # aiokafka itself waits up to request_timeout_ms (40 s by default) for a topic's
+    # metadata at each start; 2 s keeps the refusal of a topic that never comes quick.
+    never = make_consumer(
+        settings, [f"{name}-never"], group_id=None, topic_wait_s=1, request_timeout_ms=2000
+    )
     with pytest.raises(UnknownTopicOrPartitionError):
         await never.start()
