@@ -23,7 +23,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
-from scoring.adapters import faust_app
+from scoring.adapters import faust_app, faust_consumer
 from scoring.adapters.memory import ListSink
 from scoring.domain.state import CustomerState
 from scoring.settings import ScoringSettings
@@ -86,14 +86,14 @@ def test_the_fetcher_races_each_delivery_with_the_flow_in_wait_first() -> None:
     faust changes it, every call falls back to faust's own (correct, but slower)."""
     source = " ".join(inspect.getsource(Consumer._drain_messages).split())
     assert "await self.wait_first( callback(message), self.suspend_flow.wait() )" in source
-    assert issubclass(faust_app._Consumer, driver.Consumer)
+    assert issubclass(faust_consumer._Consumer, driver.Consumer)
 
 
 async def test_a_delivery_that_does_not_suspend_finishes_in_the_eager_step() -> None:
     async def deliver() -> str:
         return "delivered"
 
-    assert faust_app.start_eagerly(deliver()) == (True, "delivered")
+    assert faust_consumer.start_eagerly(deliver()) == (True, "delivered")
 
 
 async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> None:
@@ -107,7 +107,7 @@ async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> Non
         finally:
             steps.append("after")
 
-    done, rest = faust_app.start_eagerly(deliver())
+    done, rest = faust_consumer.start_eagerly(deliver())
     assert not done and steps == ["before"]
     task = asyncio.ensure_future(rest)
     await asyncio.sleep(0)
@@ -116,7 +116,7 @@ async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> Non
 
     other: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     gate = other
-    done, rest = faust_app.start_eagerly(deliver())
+    done, rest = faust_consumer.start_eagerly(deliver())
     task = asyncio.ensure_future(rest)
     await asyncio.sleep(0)
     task.cancel()
