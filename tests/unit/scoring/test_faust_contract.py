@@ -1,4 +1,5 @@
-"""What ``scoring.adapters.faust_app`` and ``faust_consumer`` rely on in faust-streaming 0.15.3 (pinned).
+"""What ``scoring.adapters.faust_app`` and ``faust_consumer`` rely on in faust-streaming
+0.15.3 (pinned).
 
 Each test states one faust behaviour the adapter depends on or works around (the items
 of its module docstring); if an upgrade changes it, the test fails and names what to
@@ -19,9 +20,9 @@ import faust
 import pytest
 from faust.sensors import Monitor
 from faust.streams import current_event
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as driver
-from faust.tables.recovery import Recovery
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
