@@ -1,4 +1,5 @@
-"""Every faust-specific line of the scoring worker (faust-streaming 0.15.3, pinned).
+"""The scoring worker's faust app (faust-streaming 0.15.3, pinned): with its consumer and
+transport in :mod:`scoring.adapters.faust_consumer`, every faust-specific line.
 
 The app keeps each customer's state in a faust table (``customer-state``: the state's
 JSON by customer id, RocksDB, with faust's changelog topic for recovery) and the plan
