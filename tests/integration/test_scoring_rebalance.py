@@ -8,9 +8,10 @@ next commit covered them (issue 15: the broker-loss test lost a churn event this
 Here events of many new customers (one each: a new customer's first event gives a
 snapshot on ``scores``) arrive on partitions a fresh group never committed while its
 worker is dropped and rejoins, twice, then while a second worker joins and leaves; every
-customer must have its snapshot. Before the fix it failed in about one run of three
-(37 to 270 of 8,000 customers without a snapshot): the loss needs the worker's fetcher
-to deliver inside that window, which lasts about half a second.
+customer must have its snapshot. Before the fix it failed in 2 of 4 runs (149 and 195 of
+8,000 customers without a snapshot; 3 of 9 runs of earlier versions of this test): the
+loss needs the worker's fetcher to deliver inside that window, which lasts about half
+a second. After it, 5 of 5 passed.
 """
 
 from __future__ import annotations
