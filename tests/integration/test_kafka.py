@@ -22,6 +22,7 @@ from common.kafka import (
     TransactionalPublisher,
     TransactionReport,
     broker_reachable,
+    ensure_internal_topics,
     ensure_topics,
     make_consumer,
     read_topic,
@@ -189,6 +190,32 @@ async def test_an_existing_topic_tenure_cannot_use_is_refused_naming_it(
         message
     )
     assert "deliveries" not in message  # created, and right
+
+
+async def test_a_services_own_topics_are_created_once_and_checked(
+    common_settings: CommonSettings,
+) -> None:
+    """Scoring creates the internal topics its agents read before faust subscribes (a
+    topic that appeared afterwards made its group rebalance at every start)."""
+    prefix = f"it-own-{uuid.uuid4().hex[:6]}."
+    settings = common_settings.model_copy(update={"topic_prefix": prefix})
+    names = [f"{prefix}scoring.ticks", f"{prefix}scoring.cohorts"]
+    await ensure_internal_topics(settings, names)
+    await ensure_internal_topics(settings, names)  # the second call finds them right
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+        assert {len(t["partitions"]) for t in described} == {settings.topic_partitions}
+        await admin.create_topics([NewTopic(f"{prefix}other", 2, 1)])
+        async with asyncio.timeout(30):
+            while f"{prefix}other" not in set(await admin.list_topics()):
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    assert (await topic_config(settings, names[0]))["cleanup.policy"] == "delete"
+    with pytest.raises(TopicMismatch, match=f"topic {prefix}other has 2 partitions"):
+        await ensure_internal_topics(settings, [f"{prefix}other"])
 
 
 async def test_a_topic_kafka_cannot_create_stops_ensure_topics(

@@ -101,6 +101,45 @@ async def ensure_topics(
         await admin.close()
 
 
+async def ensure_internal_topics(settings: CommonSettings, names: Iterable[str]) -> None:
+    """Create a service's own topics of ``names`` where missing, as ``ensure_topics`` does
+    (``settings.topic_partitions`` partitions, its replication and ``min.insync.replicas``,
+    deleting), and check the existing ones' partition count and policy. For topics a
+    stream framework would create itself once running: a consumer that subscribes before
+    they exist rejoins its group when they appear (a rebalance at every start)."""
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="tenure-admin")
+    await admin.start()
+    try:
+        wanted = set(names)
+        missing = wanted - set(await admin.list_topics())
+        configs = {
+            "min.insync.replicas": str(settings.topic_min_insync_replicas),
+            "cleanup.policy": "delete",
+        }
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=settings.topic_partitions,
+                        replication_factor=settings.topic_replication_factor,
+                        topic_configs=configs,
+                    )
+                    for name in sorted(missing)
+                ]
+            )
+            failed = [
+                f"{name}: {Errors.for_code(code).__name__}"
+                for name, code, *_ in response.topic_errors
+                if code and Errors.for_code(code) is not TopicAlreadyExistsError
+            ]
+            if failed:
+                raise TopicMismatch(f"Kafka did not create the topics: {'; '.join(failed)}")
+        await _check_existing(admin, settings, dict.fromkeys(wanted, "delete"))
+    finally:
+        await admin.close()
+
+
 async def _check_existing(
     admin: AIOKafkaAdminClient, settings: CommonSettings, policies: dict[str, str]
 ) -> None:

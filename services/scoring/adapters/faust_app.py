@@ -1,4 +1,5 @@
-"""Every faust-specific line of the scoring worker (faust-streaming 0.15.3, pinned).
+"""The scoring worker's faust app (faust-streaming 0.15.3, pinned): with its consumer and
+transport in :mod:`scoring.adapters.faust_consumer`, every faust-specific line.
 
 The app keeps each customer's state in a faust table (``customer-state``: the state's
 JSON by customer id, RocksDB, with faust's changelog topic for recovery) and the plan
@@ -15,28 +16,33 @@ against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
 
 1. **Batches from the stream's queue** (:func:`batches`): the first event from faust's
    iterator, then those already waiting, without a turn of the event loop each.
-2. **Delivery without four tasks per record** (:class:`_Consumer`): faust's fetcher
-   wraps every record in ``wait_first``; a delivery that does not suspend skips it.
+2. **Delivery without four tasks per record** (:mod:`~scoring.adapters.faust_consumer`,
+   like items 5 and 8): faust's fetcher wraps every record in ``wait_first``; a delivery
+   that does not suspend skips it.
 3. **A batch's states written at once** (:meth:`FaustStateStore.write`): one RocksDB
    write batch per partition, the changelog records straight to the producer, the
    persisted offset once per partition, instead of faust's per-key path.
 4. **Table reads and writes outside a stream iteration**: faust takes their partition
    from the current event, which :func:`_processing` sets (faust-streaming issue #497).
-5. **read_committed without exactly-once** (:class:`_Consumer`'s thread): faust picks it
-   only with ``processing_guarantee="exactly_once"`` (transactions on every output).
+5. **read_committed without exactly-once** (the consumer's thread): faust picks it only
+   with ``processing_guarantee="exactly_once"`` (transactions on every output).
 6. **A lean monitor** (:class:`_LeanMonitor`, faust's documented sensor hooks): no
    per-record statistics, which nothing here reads.
 7. **A fresh cluster**: a table write before the consumer's metadata shows the
-   changelog raises ``PartitionsMismatch``; the agents wait for that metadata.
+   changelog raises ``PartitionsMismatch``; the agents wait for that metadata. The
+   internal topics the agents read (:func:`internal_topics`) are created before the
+   worker starts: faust created them after its consumer subscribed, and the group
+   rebalanced when they appeared.
+8. **Nothing acknowledged that was not applied, across rebalances** (the consumer; and
+   :func:`batches` leaves an event fetched before a rebalance unacknowledged).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from time import monotonic
 from typing import Any, cast
@@ -46,11 +52,10 @@ import orjson
 import rocksdict
 from faust.sensors import Monitor
 from faust.streams import _current_event
-from faust.transport.drivers import aiokafka as driver
 from faust.types import EventT
-from mode.services import WaitResults
 
 from common.kafka import KeyPartitioner
+from scoring.adapters.faust_consumer import transport_for
 from scoring.adapters.faust_security import broker_credentials
 from scoring.domain.state import CustomerState
 from scoring.entrypoints.agents import Sweep, Worker
@@ -60,7 +65,6 @@ from scoring.settings import ScoringSettings
 
 log = logging.getLogger(__name__)
 
-READ_COMMITTED = "read_committed"
 STATES_TABLE = "customer-state"
 COHORTS_TABLE = "cohorts"
 
@@ -94,8 +98,7 @@ def make_app(settings: ScoringSettings) -> faust.App:
         value_serializer="raw",
         monitor=_LeanMonitor(),
     )
-    transport = _Transport if settings.read_committed else _UncommittedTransport
-    app.transport = transport(app.conf.broker_consumer, app)
+    app.transport = transport_for(app, read_committed=settings.read_committed)
     return app
 
 
@@ -134,108 +137,6 @@ class _LeanMonitor(Monitor):
         return None
 
 
-class _Resumed:
-    """A coroutine already run up to its first suspension, awaitable from there on: what
-    it yields goes up to the awaiting task, what the task sends or throws goes down."""
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self._coro, self._yielded
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # a cancellation or error thrown in by the task
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-def start_eagerly(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run ``coro`` up to its first suspension: ``(True, result)`` if it finished there,
-    else ``(False, awaitable of the rest)``. Its exceptions propagate."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, _Resumed(coro, yielded)
-
-
-class _Consumer(driver.Consumer):
-    """faust's aiokafka consumer, delivering eagerly (item 2) and reading committed (5)."""
-
-    read_committed = True
-
-    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
-        if not self.read_committed:
-            return super()._new_consumer_thread()
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
-        # the fetcher's form, wait_first(deliver(record), suspend_flow.wait()): a delivery
-        # almost never suspends (the event goes into the stream's queue), and then the four
-        # tasks faust makes to race it against a rebalance are not needed
-        if (
-            len(coros) != 2
-            or not all(inspect.iscoroutine(c) for c in coros)
-            or self._stopped.is_set()
-            or self._crashed.is_set()
-        ):
-            return await super().wait_first(*coros, timeout=timeout)
-        first, other = coros
-        try:
-            done, value = start_eagerly(first)
-        except BaseException:
-            other.close()
-            raise
-        if done:
-            other.close()  # never started: nothing to cancel
-            return WaitResults([first], [value], False)
-        return await super().wait_first(value, other, timeout=timeout)
-
-
-class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
-    # item 5: faust builds its consumer read_uncommitted unless exactly-once (no setting)
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        if not hasattr(consumer, "_isolation_level"):  # pragma: no cover - guards an upgrade
-            raise RuntimeError("this aiokafka version keeps its isolation level elsewhere")
-        consumer._isolation_level = READ_COMMITTED  # read by aiokafka's start(), not before
-        return consumer
-
-
-class _UncommittedConsumer(_Consumer):
-    read_committed = False
-
-
-class _Transport(driver.Transport):
-    Consumer = _Consumer
-
-
-class _UncommittedTransport(driver.Transport):
-    Consumer = _UncommittedConsumer
-
-
-def isolation_level(app: faust.App) -> str | None:
-    """The isolation level of ``app``'s running consumer (None before it runs)."""
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
-    return getattr(consumer, "_isolation_level", None)
-
-
 # -- batches --------------------------------------------------------------------------------
 
 
@@ -244,10 +145,11 @@ async def batches(
 ) -> AsyncIterator[list[EventT[Any]]]:
     """Item 1: lists of up to ``max_events`` events of ``stream``: the first from faust's
     iterator, then those already in the stream's queue, each given what the iterator
-    gives an event before yielding it (one fetched before a rebalance is acked and left
-    out; one of an acking topic is tracked). With ``within_s`` and nothing waiting, wait
-    that long once. The queued events are acked after the caller handled the batch (the
-    first by faust's iterator); if handling raises, they are not."""
+    gives an event before yielding it (one of an acking topic is tracked). One fetched
+    before a rebalance is left out and not acked: its partition is fetched again from
+    the committed offset, which must not pass it (item 8). With ``within_s`` and nothing
+    waiting, wait that long once. The queued events are acked after the caller handled
+    the batch (the first by faust's iterator); if handling raises, they are not."""
     app = stream.app
     queue = stream.channel.queue  # type: ignore[attr-defined]  # faust has no "what is queued"
     consumer = app.consumer
@@ -261,8 +163,7 @@ async def batches(
             event = queue.get_nowait()
             message = event.message
             if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-                await stream.ack(event)  # fetched before a rebalance: fetched again after it
-                continue
+                continue  # fetched before a rebalance: not applied, so not acked (item 8)
             if message.topic in acking_topics and not message.tracked:
                 message.tracked = True
                 consumer.track_message(message)
@@ -419,6 +320,12 @@ def stats_topic(app: faust.App, topics: Topics) -> Any:
 
 
 # -- agents, timer, task --------------------------------------------------------------------
+
+
+def internal_topics(topics: Topics) -> tuple[str, ...]:
+    """Item 7: the internal topics the agents read (clock ticks, cohort deltas), to be
+    created with the settings' partition count before the worker subscribes."""
+    return (topics.ticks, topics.cohorts)
 
 
 def _wait_for_changelog(app: faust.App, table: Any) -> Callable[[], Any]:

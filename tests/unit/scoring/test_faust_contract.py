@@ -1,4 +1,5 @@
-"""What ``scoring.adapters.faust_app`` relies on in faust-streaming 0.15.3 (pinned).
+"""What ``scoring.adapters.faust_app`` and ``faust_consumer`` rely on in faust-streaming
+0.15.3 (pinned).
 
 Each test states one faust behaviour the adapter depends on or works around (the items
 of its module docstring); if an upgrade changes it, the test fails and names what to
@@ -19,11 +20,13 @@ import faust
 import pytest
 from faust.sensors import Monitor
 from faust.streams import current_event
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
-from scoring.adapters import faust_app
+from scoring.adapters import faust_app, faust_consumer
 from scoring.adapters.memory import ListSink
 from scoring.domain.state import CustomerState
 from scoring.settings import ScoringSettings
@@ -86,14 +89,14 @@ def test_the_fetcher_races_each_delivery_with_the_flow_in_wait_first() -> None:
     faust changes it, every call falls back to faust's own (correct, but slower)."""
     source = " ".join(inspect.getsource(Consumer._drain_messages).split())
     assert "await self.wait_first( callback(message), self.suspend_flow.wait() )" in source
-    assert issubclass(faust_app._Consumer, driver.Consumer)
+    assert issubclass(faust_consumer._Consumer, driver.Consumer)
 
 
 async def test_a_delivery_that_does_not_suspend_finishes_in_the_eager_step() -> None:
     async def deliver() -> str:
         return "delivered"
 
-    assert faust_app.start_eagerly(deliver()) == (True, "delivered")
+    assert faust_consumer.start_eagerly(deliver()) == (True, "delivered")
 
 
 async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> None:
@@ -107,7 +110,7 @@ async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> Non
         finally:
             steps.append("after")
 
-    done, rest = faust_app.start_eagerly(deliver())
+    done, rest = faust_consumer.start_eagerly(deliver())
     assert not done and steps == ["before"]
     task = asyncio.ensure_future(rest)
     await asyncio.sleep(0)
@@ -116,7 +119,7 @@ async def test_a_suspended_delivery_resumes_and_can_be_cancelled_inside() -> Non
 
     other: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     gate = other
-    done, rest = faust_app.start_eagerly(deliver())
+    done, rest = faust_consumer.start_eagerly(deliver())
     task = asyncio.ensure_future(rest)
     await asyncio.sleep(0)
     task.cancel()
@@ -222,3 +225,84 @@ def test_a_consumer_that_is_not_running_knows_no_topic(app: faust.App) -> None:
     """The agents wait while the consumer reports 0 partitions for a changelog; with no
     consumer running (tests) faust answers None, and they do not wait."""
     assert app.consumer.topic_partitions("anything") is None
+
+
+# -- item 8: nothing acknowledged that was not applied, across rebalances ------------------
+
+
+def _order_in(function: Any, *calls: str) -> list[int]:
+    source = " ".join(inspect.getsource(function).split())
+    return [source.index(call) for call in calls]
+
+
+def test_faust_resumes_stream_partitions_before_its_seek_and_clear() -> None:
+    """Why stream partitions are held until ``resume_flow``: faust resumes them, seeks
+    to the committed offsets, then clears the streams' queues (``flow_control.resume``)
+    and resumes the flow; what was fetched in between was cleared unapplied."""
+    for function in (Recovery.on_recovery_completed, Recovery._resume_streams):
+        calls = (
+            "consumer.resume_partitions(",
+            "consumer.perform_seek()",
+            "flow_control.resume()",
+            "consumer.resume_flow()",
+        )
+        positions = _order_in(function, *calls)
+        assert positions == sorted(positions), function.__qualname__
+    # faust resumes stream partitions there only; elsewhere changelog partitions
+    source = " ".join(inspect.getsource(Recovery).split())
+    changelogs = ("(active_tps)", "(tps_resuming)", "(standby_tps)")
+    assert all(f"T(consumer.resume_partitions){tps}" in source for tps in changelogs)
+    assert source.count("resume_partitions") == 2 + len(changelogs)
+
+
+def test_our_consumer_holds_resumed_stream_partitions_until_the_flow_resumes(
+    unit_settings: ScoringSettings,
+) -> None:
+    app = faust_app.make_app(unit_settings)
+    changelog = app.Table("t", partitions=2).changelog_topic.get_topic_name()
+    consumer = app.consumer
+    assert isinstance(consumer, faust_consumer._Consumer)
+    stream, table = TP("events", 0), TP(changelog, 0)
+    consumer.assignment = lambda: {stream, table}  # type: ignore[method-assign]
+    consumer.pause_partitions({stream, table})
+    consumer.resume_partitions({stream, table})
+    assert consumer._get_active_partitions() == {table}  # faust's set the fetcher reads
+    consumer.resume_flow()
+    assert consumer._get_active_partitions() == {stream, table}
+    consumer.resume_partitions({stream})
+    consumer.pause_partitions({stream})  # a rebalance before the flow resumed
+    consumer.resume_flow()
+    assert stream not in consumer._get_active_partitions()
+
+
+def test_faust_acks_the_events_its_stream_skips_after_a_rebalance() -> None:
+    """Why acks are filtered: faust's iterator acks an event it skips (fetched before a
+    rebalance), before tracking it."""
+    source = " ".join(inspect.getsource(faust.Stream._py_aiter).split())
+    assert "if event is not None and (do_ack or value is skipped_value):" in source
+    assert source.index("value = skipped_value") < source.index("message.tracked = True")
+
+
+def _message(offset: int, *, generation: int, tracked: bool) -> ConsumerMessage:
+    message = ConsumerMessage(
+        "in", 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation
+    )
+    message.tracked = tracked
+    return message
+
+
+def test_only_an_event_a_stream_took_in_this_generation_becomes_committable(
+    unit_settings: ScoringSettings,
+) -> None:
+    app = faust_app.make_app(unit_settings)
+    app.topics._acking_topics.add("in")  # as for a topic an agent reads
+    app.consumer_generation_id = 3
+    consumer = app.consumer
+    taken = _message(0, generation=3, tracked=True)
+    skipped = _message(1, generation=3, tracked=False)
+    earlier = _message(2, generation=2, tracked=True)
+    consumer._unacked_messages.update({taken, earlier})
+    assert [consumer.ack(m) for m in (taken, skipped, earlier)] == [True, False, False]
+    assert consumer._acked[TP("in", 0)] == [0]  # what faust's commit reads
+    assert not consumer._unacked_messages  # nothing left for a rebalance to wait for
+    assert all(m.acked for m in (taken, skipped, earlier))
