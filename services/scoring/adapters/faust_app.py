@@ -35,6 +35,8 @@ against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
    rebalanced when they appeared.
 8. **Nothing acknowledged that was not applied, across rebalances** (the consumer; and
    :func:`batches` leaves an event fetched before a rebalance unacknowledged).
+9. **Commits past transaction markers in one step** (the consumer's gap between two
+   delivered records ends before the later one).
 """
 
 from __future__ import annotations

@@ -306,3 +306,32 @@ def test_only_an_event_a_stream_took_in_this_generation_becomes_committable(
     assert consumer._acked[TP("in", 0)] == [0]  # what faust's commit reads
     assert not consumer._unacked_messages  # nothing left for a rebalance to wait for
     assert all(m.acked for m in (taken, skipped, earlier))
+
+
+# -- item 9: commits past transaction markers in one step ----------------------------------------
+
+
+def test_faust_counts_the_delivered_record_in_the_gap_before_it() -> None:
+    """The fetcher registers the offsets between the last record read and the one it
+    delivers as a gap, up to and including the delivered one (``addi(from, to + 1)``)."""
+    source = " ".join(inspect.getsource(Consumer._drain_messages).split())
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in source
+    assert "gap_for_tp.addi(offset_from, offset_to + 1)" in " ".join(
+        inspect.getsource(Consumer._add_gap).split()
+    )
+
+
+async def test_one_commit_passes_every_transaction_acked_since_the_last(
+    unit_settings: ScoringSettings,
+) -> None:
+    """Three transactions of five records, each followed by its commit marker (offsets
+    5, 11, 17), all acked: the next commit goes to 17, not to the first marker only."""
+    app = faust_app.make_app(unit_settings)
+    consumer = app.consumer
+    assert isinstance(consumer, faust_consumer._Consumer)
+    tp = TP("events", 0)
+    records = [o for o in range(17) if o not in (5, 11)]
+    for marker in (5, 11):  # as the fetcher does when it delivers the record after one
+        await consumer._add_gap(tp, marker, marker + 1)
+    consumer._acked[tp] = list(records)
+    assert consumer._new_offset(tp) == 17
