@@ -80,9 +80,12 @@ class KafkaConsumer:
 
     ``group_id=None`` reads every partition of ``topics`` from the beginning, without a
     group (nothing to commit): a follower of a small topic. Such a consumer is assigned
-    its partitions when it starts, so :meth:`start` waits up to ``topic_wait_s`` for a
-    topic that was just created to reach the metadata of the broker it asks (on a
-    cluster that takes a moment; a group member is simply assigned it at a rebalance).
+    its partitions when it starts, so :meth:`start` tries again for ``topic_wait_s`` while
+    a topic that was just created has not reached the metadata of the broker it asks (on
+    a cluster that takes a moment; a group member is simply assigned it at a rebalance).
+    Each try itself waits up to aiokafka's ``request_timeout_ms`` (40 s by default; an
+    override) for the topic's metadata, so a topic that never comes fails once
+    ``topic_wait_s`` has passed, up to one request time-out later.
     """
 
     def __init__(
