@@ -55,50 +55,14 @@ async def ensure_topics(
     tables are co-partitioned with their source topics, and ``scores`` keeps the latest
     record per key): else :class:`TopicMismatch` names every difference. Idempotent.
     """
-    admin = AIOKafkaAdminClient(**client_options(settings), client_id="tenure-admin")
-    try:
-        await admin.start()
-    except KafkaError:
-        await check_connection(settings)  # a refused login or certificate: say which
-        raise
-    try:
-        existing = set(await admin.list_topics())
-        wanted: list[NewTopic] = []
-        present: dict[str, str] = {}  # main topic name -> the cleanup policy it must have
-        for topic in topics:
-            name = topic_name(topic, settings.topic_prefix)
-            names = [(name, False), (dlq_name(name), True)] if with_dlq else [(name, False)]
-            for n, dlq in names:
-                configs = topic_configs(settings, topic, dlq=dlq)
-                if n in existing:
-                    if not dlq:
-                        present[n] = configs["cleanup.policy"]
-                    continue
-                wanted.append(
-                    NewTopic(
-                        n,
-                        num_partitions=settings.topic_partitions,
-                        replication_factor=settings.topic_replication_factor,
-                        topic_configs=configs,
-                    )
-                )
-        if wanted:
-            response = await admin.create_topics(wanted)
-            failed = []
-            policies = {t.name: t.topic_configs["cleanup.policy"] for t in wanted}
-            for name, code, *rest in response.topic_errors:
-                error = Errors.for_code(code)
-                if error is TopicAlreadyExistsError:  # made meanwhile: check it as existing
-                    if name in policies and not name.endswith(DLQ_SUFFIX):
-                        present[name] = policies[name]
-                elif code:
-                    failed.append(f"{name}: {error.__name__} {rest[0] if rest else ''}".strip())
-            if failed:
-                raise TopicMismatch(f"Kafka did not create Tenure's topics: {'; '.join(failed)}")
-        if present:
-            await _check_existing(admin, settings, present)
-    finally:
-        await admin.close()
+    specs: dict[str, dict[str, str]] = {}
+    for topic in topics:
+        name = topic_name(topic, settings.topic_prefix)
+        specs[name] = topic_configs(settings, topic)
+        if with_dlq:
+            specs[dlq_name(name)] = topic_configs(settings, topic, dlq=True)
+    checked = {name for name in specs if not name.endswith(DLQ_SUFFIX)}
+    await _create_and_check(settings, specs, checked, what="Tenure's topics")
 
 
 async def ensure_internal_topics(settings: CommonSettings, names: Iterable[str]) -> None:
@@ -107,35 +71,53 @@ async def ensure_internal_topics(settings: CommonSettings, names: Iterable[str])
     deleting), and check the existing ones' partition count and policy. For topics a
     stream framework would create itself once running: a consumer that subscribes before
     they exist rejoins its group when they appear (a rebalance at every start)."""
+    configs = {
+        "min.insync.replicas": str(settings.topic_min_insync_replicas),
+        "cleanup.policy": "delete",
+    }
+    specs = {name: dict(configs) for name in names}
+    await _create_and_check(settings, specs, set(specs), what="the topics")
+
+
+async def _create_and_check(
+    settings: CommonSettings, specs: dict[str, dict[str, str]], checked: set[str], *, what: str
+) -> None:
+    """Create the topics of ``specs`` (name -> configs) that are missing, with the settings'
+    partitions and replication; those of ``checked`` that exist already (or were made
+    meanwhile) must have that partition count and their cleanup policy."""
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="tenure-admin")
-    await admin.start()
     try:
-        wanted = set(names)
-        missing = wanted - set(await admin.list_topics())
-        configs = {
-            "min.insync.replicas": str(settings.topic_min_insync_replicas),
-            "cleanup.policy": "delete",
-        }
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        num_partitions=settings.topic_partitions,
-                        replication_factor=settings.topic_replication_factor,
-                        topic_configs=configs,
-                    )
-                    for name in sorted(missing)
-                ]
+        await admin.start()
+    except KafkaError:
+        await check_connection(settings)  # a refused login or certificate: say which
+        raise
+    try:
+        existing = set(await admin.list_topics())
+        present = {n: specs[n]["cleanup.policy"] for n in checked if n in existing}
+        wanted = [
+            NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=configs,
             )
-            failed = [
-                f"{name}: {Errors.for_code(code).__name__}"
-                for name, code, *_ in response.topic_errors
-                if code and Errors.for_code(code) is not TopicAlreadyExistsError
-            ]
+            for name, configs in specs.items()
+            if name not in existing
+        ]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            failed = []
+            for name, code, *rest in response.topic_errors:
+                error = Errors.for_code(code)
+                if error is TopicAlreadyExistsError:  # made meanwhile: check it as existing
+                    if name in checked:
+                        present[name] = specs[name]["cleanup.policy"]
+                elif code:
+                    failed.append(f"{name}: {error.__name__} {rest[0] if rest else ''}".strip())
             if failed:
-                raise TopicMismatch(f"Kafka did not create the topics: {'; '.join(failed)}")
-        await _check_existing(admin, settings, dict.fromkeys(wanted, "delete"))
+                raise TopicMismatch(f"Kafka did not create {what}: {'; '.join(failed)}")
+        if present:
+            await _check_existing(admin, settings, present)
     finally:
         await admin.close()
 
