@@ -26,12 +26,19 @@ BOOKS = load_playbooks(SHIPPED)
 LATE = 1.0
 
 
+# An empty quiet-hours window: a timeline asserted from its trigger would otherwise depend
+# on the hour the stack's scaled clock stands at (quiet hours have tests of their own).
+NO_QUIET_HOURS = {
+    "TENURE_ORCHESTRATOR_QUIET_START": "00:00",
+    "TENURE_ORCHESTRATOR_QUIET_END": "00:00",
+}
+
+
 def fast_env(scale: float) -> dict[str, str]:
     """Service settings for a playbook timeline test at ``scale`` (simulated s per real s)."""
     return {
         "TENURE_TIME_SCALE": str(scale),
-        "TENURE_ORCHESTRATOR_QUIET_START": "00:00",
-        "TENURE_ORCHESTRATOR_QUIET_END": "00:00",  # an empty window: no quiet hours
+        **NO_QUIET_HOURS,
         "TENURE_ORCHESTRATOR_TIMER_POLL_S": "0.05",
         "TENURE_ORCHESTRATOR_TRIGGER_POLL_S": "0.05",
     }

@@ -22,15 +22,12 @@ import yaml
 from devstack import dashboards, prometheus
 from devstack.procs import free_port, spawn, stop, wait_for_port
 from devstack.stack import SERVICES, Stack
+from tests.e2e.journeys import NO_QUIET_HOURS
 from tests.e2e.test_retention_offer import churning_customer, emails_to, post, wait_for
 
 # No quiet hours: held by them, the offer would not be the immediate reaction the latency
 # panels count (the stack's clock may stand at any hour when this module runs).
-RUN_ENV = {
-    "TENURE_METRICS_EVERY_S": "1",
-    "TENURE_ORCHESTRATOR_QUIET_START": "00:00",
-    "TENURE_ORCHESTRATOR_QUIET_END": "00:00",
-}
+RUN_ENV = {"TENURE_METRICS_EVERY_S": "1", **NO_QUIET_HOURS}
 FOLDER = dashboards.FOLDER
 
 # (panel title,) or (panel title, refId), in whichever dashboard: no series after the run,

@@ -25,23 +25,14 @@ import sqlalchemy as sa
 from common.clock import ScaledClock
 from common.db import create_engine
 from devstack.stack import SERVICES, Stack
-from tests.e2e.journeys import new_customer
+from tests.e2e.journeys import NO_QUIET_HOURS, new_customer
 
 DAY_S = 6.0  # real seconds per simulated day (tests/conftest.py E2E_TIME_SCALE)
 
 
-# The timeline is asserted from the trigger: quiet hours (21:00-08:00 on the stack's scaled
-# clock, wherever it stands when the module runs) would hold the offer, and the call timed
-# from it, by up to half a day. Quiet hours have tests of their own (tests/unit/orchestrator).
-NO_QUIET_HOURS = {
-    "TENURE_ORCHESTRATOR_QUIET_START": "00:00",
-    "TENURE_ORCHESTRATOR_QUIET_END": "00:00",
-}
-
-
 @pytest.fixture(scope="module")
 def services(stack: Stack) -> Iterator[Stack]:
-    for name in SERVICES:
+    for name in SERVICES:  # the offsets below count from the trigger: no quiet hours
         stack.start_service(name, NO_QUIET_HOURS)
     stack.wait_ready()
     try:

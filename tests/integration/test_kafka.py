@@ -40,7 +40,15 @@ async def settings(common_settings: CommonSettings) -> CommonSettings:
 
 
 async def consume_all(settings: CommonSettings, topic: str, n: int) -> list[Record]:
-    records, _ = await read_topic(settings, topic, timeout_s=30)
+    """At least ``n`` committed records of ``topic``: a transaction's records become
+    visible to ``read_committed`` readers a moment after its commit returns (its markers
+    are written after), so this reads again until they are, for 30 s at most."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        records, _ = await read_topic(settings, topic, timeout_s=30)
+        if len(records) >= n or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
     assert len(records) >= n
     return records
 
@@ -205,7 +213,12 @@ async def test_a_services_own_topics_are_created_once_and_checked(
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics(names)
+        # a new topic's partitions reach the metadata a moment after it is created
+        async with asyncio.timeout(30):
+            described = await admin.describe_topics(names)
+            while not all(t["partitions"] for t in described):
+                await asyncio.sleep(0.2)
+                described = await admin.describe_topics(names)
         assert {len(t["partitions"]) for t in described} == {settings.topic_partitions}
         await admin.create_topics([NewTopic(f"{prefix}other", 2, 1)])
         async with asyncio.timeout(30):
