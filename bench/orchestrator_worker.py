@@ -43,6 +43,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,6 +55,43 @@ def _ready() -> None:
     line = sys.stdin.readline()
     if line.strip() != "go":
         raise SystemExit(f"expected 'go', got {line!r}")
+
+
+async def _drain(
+    fire: Callable[[], Awaitable[list[datetime]]],
+    due: Callable[[], Awaitable[bool]],
+    *,
+    until: int | None,
+    poll_s: float,
+) -> dict[str, Any]:
+    """Fire until ``until`` timers have fired, or (``until`` None) until none is due: each
+    call of ``fire`` fires a batch and returns when each of its timers was due; an empty batch
+    waits ``poll_s`` (0.02 s when draining a backlog) unless nothing is ``due`` any more.
+    The figures every firing loop of the benchmark reports, timed from here."""
+    _ready()
+    began = time.time()
+    cpu = time.process_time()
+    lateness: list[float] = []
+    batches: list[tuple[float, int]] = []
+    ended = began
+    while until is None or len(lateness) < until:
+        due_at = await fire()
+        if due_at:
+            ended = time.time()
+            lateness += [ended - at.timestamp() for at in due_at]
+            batches.append((ended, len(due_at)))
+            continue  # as run_timers: claim again at once while claims find timers
+        if until is None and not await due():
+            break  # the backlog is gone (another replica may hold the rest)
+        await asyncio.sleep(poll_s if until is not None else 0.02)
+    return {
+        "fired": len(lateness),
+        "began": began,
+        "ended": ended,
+        "lateness": lateness,
+        "cpu": time.process_time() - cpu,
+        "batches": batches,
+    }
 
 
 def _firing(deps: Any, settings: Any) -> Any:
@@ -99,34 +138,17 @@ async def tenure(url: str, until: int | None) -> dict[str, Any]:
     fire = _firing(deps, settings)
     async with engine.connect() as conn:  # connect and load the catalog before timing
         await timer_store.pending_due(conn, clock.now())
-    _ready()
-    began = time.time()
-    cpu = time.process_time()
-    lateness: list[float] = []
-    batches: list[tuple[float, int]] = []
-    ended = began
-    while until is None or len(lateness) < until:
-        fired = await fire(lease)
-        if fired:
-            ended = time.time()
-            lateness += [ended - row.due_at.timestamp() for row in fired]
-            batches.append((ended, len(fired)))
-            continue  # as run_timers: claim again at once while claims find timers
-        if until is None:
-            async with engine.connect() as conn:
-                if not await timer_store.pending_due(conn, clock.now()):
-                    break  # the backlog is gone (another replica may hold the rest)
-        await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
-    cpu = time.process_time() - cpu
+
+    async def due() -> bool:
+        async with engine.connect() as conn:
+            return bool(await timer_store.pending_due(conn, clock.now()))
+
+    async def fire_once() -> list[datetime]:
+        return [row.due_at for row in await fire(lease)]
+
+    figures = await _drain(fire_once, due, until=until, poll_s=settings.timer_poll_s)
     await engine.dispose()
-    return {
-        "fired": len(lateness),
-        "began": began,
-        "ended": ended,
-        "lateness": lateness,
-        "cpu": cpu,
-        "batches": batches,
-    }
+    return figures
 
 
 # The physical limit of firing: claim due rows and mark them fired, nothing else.
@@ -150,32 +172,16 @@ async def bare(url: str, until: int | None) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     fire = await conn.prepare(_BARE_FIRE)
     await conn.fetchval(_BARE_DUE)
-    _ready()
-    began = time.time()
-    cpu = time.process_time()
-    lateness: list[float] = []
-    batches: list[tuple[float, int]] = []
-    ended = began
-    while until is None or len(lateness) < until:
-        rows = await fire.fetch(settings.timer_batch)  # one statement: its own transaction
-        if rows:
-            ended = time.time()
-            lateness += [ended - row["due_at"].timestamp() for row in rows]
-            batches.append((ended, len(rows)))
-            continue
-        if until is None and not await conn.fetchval(_BARE_DUE):
-            break
-        await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
-    cpu = time.process_time() - cpu
+
+    async def due() -> bool:
+        return bool(await conn.fetchval(_BARE_DUE))
+
+    async def fire_once() -> list[datetime]:  # one statement a batch: its own transaction
+        return [row["due_at"] for row in await fire.fetch(settings.timer_batch)]
+
+    figures = await _drain(fire_once, due, until=until, poll_s=settings.timer_poll_s)
     await conn.close()
-    return {
-        "fired": len(lateness),
-        "began": began,
-        "ended": ended,
-        "lateness": lateness,
-        "cpu": cpu,
-        "batches": batches,
-    }
+    return figures
 
 
 # The writes floor: the rows an orchestrator replica writes per fired timer of the
@@ -240,13 +246,8 @@ async def writes(url: str, until: int | None, leased: bool = False) -> dict[str,
     mark = await conn.prepare(_LEASED_FIRE)
     owner = f"leased-{os.getpid()}"
     await conn.fetchval(_BARE_DUE)
-    _ready()
-    began = time.time()
-    cpu = time.process_time()
-    lateness: list[float] = []
-    batches: list[tuple[float, int]] = []
-    ended = began
-    while until is None or len(lateness) < until:
+
+    async def fire() -> list[datetime]:
         ids = [r["id"] for r in await lease.fetch(settings.timer_batch, owner)] if leased else []
         async with conn.transaction():
             if leased:
@@ -267,24 +268,14 @@ async def writes(url: str, until: int | None, leased: bool = False) -> dict[str,
                 keys = [r["customer_id"] for r in ended_rows]
                 headers = [f'{{"notification_id": "{r["journey_id"]}"}}' for r in ended_rows]
                 await outbox.fetch(keys, [_PAYLOAD] * len(keys), headers)
-        if rows:
-            ended = time.time()
-            lateness += [ended - row["due_at"].timestamp() for row in rows]
-            batches.append((ended, len(rows)))
-            continue
-        if until is None and not await conn.fetchval(_BARE_DUE):
-            break
-        await asyncio.sleep(settings.timer_poll_s if until is not None else 0.02)
-    cpu = time.process_time() - cpu
+        return [row["due_at"] for row in rows]
+
+    async def due() -> bool:
+        return bool(await conn.fetchval(_BARE_DUE))
+
+    figures = await _drain(fire, due, until=until, poll_s=settings.timer_poll_s)
     await conn.close()
-    return {
-        "fired": len(lateness),
-        "began": began,
-        "ended": ended,
-        "lateness": lateness,
-        "cpu": cpu,
-        "batches": batches,
-    }
+    return figures
 
 
 async def procrastinate(url: str, until: int | None) -> dict[str, Any]:
