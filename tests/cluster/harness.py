@@ -10,9 +10,9 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -132,3 +132,26 @@ def churning(st: Stack, customer: str) -> int:
         post_until_accepted(st, customer, kind, type_, **fields)
         for kind, type_, fields in CHURN_EVENTS
     )
+
+
+class Attempt(Protocol):
+    """A request the client made: its answer (0: none) and when it started and ended."""
+
+    status: int
+    started: float
+    ended: float
+
+
+def longest_unavailability(answers: Iterable[Attempt]) -> tuple[int, float]:
+    """The longest run of consecutive non-202 answers (in the order they were answered):
+    how many, and the seconds from the start of its first request to its last answer."""
+    longest: tuple[int, float] = (0, 0.0)
+    run: list[Attempt] = []
+    for answer in sorted(answers, key=lambda a: a.ended):
+        if answer.status == 202:
+            run = []
+            continue
+        run.append(answer)
+        span = (len(run), run[-1].ended - min(a.started for a in run))
+        longest = max(longest, span, key=lambda s: s[1])
+    return longest

@@ -30,6 +30,7 @@ from devstack.cluster import KafkaCluster
 from ingest.api import create_app
 from ingest.bootstrap import make_publisher
 from ingest.settings import IngestSettings
+from tests.cluster.harness import longest_unavailability
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -61,21 +62,6 @@ def login(event_id: str, n: int) -> dict[str, Any]:
         "customer_id": f"c-{n % 17}",
         "occurred_at": datetime.now(UTC).isoformat(),
     }
-
-
-def longest_unavailability(answers: list[Answer]) -> tuple[int, float]:
-    """The longest run of consecutive non-202 answers (in the order they were answered):
-    how many, and the seconds from the start of its first request to its last answer."""
-    longest: tuple[int, float] = (0, 0.0)
-    run: list[Answer] = []
-    for answer in sorted(answers, key=lambda a: a.ended):
-        if answer.status == 202:
-            run = []
-            continue
-        run.append(answer)
-        span = (len(run), run[-1].ended - min(a.started for a in run))
-        longest = max(longest, span, key=lambda s: s[1])
-    return longest
 
 
 async def test_ingest_rides_out_the_sigkill_of_a_partition_leader(

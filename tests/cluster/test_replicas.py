@@ -45,7 +45,12 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.procs import wait_for_port
 from devstack.stack import SERVICES, Stack
 from orchestrator.domain import decisions
-from tests.cluster.harness import CHURN_EVENTS, replication_env, services_on
+from tests.cluster.harness import (
+    CHURN_EVENTS,
+    longest_unavailability,
+    replication_env,
+    services_on,
+)
 from tests.e2e.journeys import fast_env, new_customer, query
 from tests.e2e.test_database_outage import SCALE, STEPS
 
@@ -287,22 +292,6 @@ def in_kafka(st: Stack) -> collections.Counter[str]:
         return found
 
     return asyncio.run(read())
-
-
-def longest_unavailability(answers: list[Answer]) -> tuple[int, float]:
-    """The longest run of consecutive attempts answered other than 202 (in the order they
-    were answered): how many, and seconds from the first's start to the last's answer."""
-    longest: tuple[int, float] = (0, 0.0)
-    run: list[Answer] = []
-    for answer in sorted(answers, key=lambda a: a.ended):
-        if answer.status == 202:
-            run = []
-            continue
-        run.append(answer)
-        longest = max(
-            longest, (len(run), run[-1].ended - min(a.started for a in run)), key=lambda s: s[1]
-        )
-    return longest
 
 
 def settle_and_check(st: Stack, load: Load, what: str, note: Callable[[], str]) -> str:
