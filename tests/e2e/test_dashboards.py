@@ -22,7 +22,7 @@ import yaml
 from devstack import dashboards, prometheus
 from devstack.procs import free_port, spawn, stop, wait_for_port
 from devstack.stack import SERVICES, Stack
-from tests.e2e.journeys import NO_QUIET_HOURS
+from tests.e2e.journeys import NO_QUIET_HOURS, new_customer
 from tests.e2e.test_retention_offer import churning_customer, emails_to, post, wait_for
 
 # No quiet hours: held by them, the offer would not be the immediate reaction the latency
@@ -112,7 +112,7 @@ def test_every_panel_parses_and_those_that_should_have_data_do(
 ) -> None:
     all_queries = queries()
     assert len(all_queries) > 80
-    customer = f"dash-{uuid.uuid4().hex[:8]}"
+    customer = new_customer("dash")  # in the treatment arm (the holdout sends nothing)
     churning_customer(stack, customer)
     invalid = post(stack, {"event_id": str(uuid.uuid4()), "customer_id": customer})
     assert invalid.status_code == 422  # a rejection, for the rejection panels

@@ -44,18 +44,11 @@ from orchestrator.entrypoints.timers import fire_due, fire_due_triggers
 from orchestrator.service_layer import operator
 from orchestrator.service_layer.ports import Lease
 from orchestrator.service_layer.steps import fire_steps
+from tests.e2e.journeys import new_customer
 from tests.unit.orchestrator.sim import Sim
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 BOOKS = load_playbooks(SHIPPED)
-
-
-def new_customer(prefix: str = "c") -> str:
-    """A fresh customer id in the treatment arm of every playbook (the holdout sends nothing)."""
-    while True:
-        customer = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        if all(decisions.assign_arm(b, customer) == decisions.TREATMENT for b in BOOKS.values()):
-            return customer
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +114,7 @@ async def rows(deps: Deps, query: str, **params: object) -> list[sa.Row]:
 async def test_journey_lives_through_day_0_1_3(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify(settings, deps, customer)
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
@@ -195,7 +188,7 @@ async def test_journey_lives_through_day_0_1_3(env) -> None:
 async def test_click_exits_and_cancels_the_remaining_steps(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify(settings, deps, customer)
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.75, T0)))
@@ -243,7 +236,7 @@ async def test_click_exits_and_cancels_the_remaining_steps(env) -> None:
 async def test_recovered_risk_exits_and_cooldown_blocks_reentry(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify(settings, deps, customer)
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.8, T0)))
@@ -263,7 +256,7 @@ async def test_recovered_risk_exits_and_cooldown_blocks_reentry(env) -> None:
 async def test_no_consent_skips_the_email_but_not_the_csm_task(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     await identify(settings, deps, customer, consent=False)
     await router(deps)(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
     for day in (0, 1):  # the call is timed from the offer, sent or (here) skipped
@@ -386,7 +379,7 @@ async def identify_at(
 async def test_held_signal_starts_re_engagement_and_a_login_chains_course_upsell(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="free")
     on = record(settings, Topic.SIGNALS, customer, signal(customer, "engagement_low", True, T0))
@@ -435,7 +428,7 @@ async def test_held_signal_starts_re_engagement_and_a_login_chains_course_upsell
 async def test_signal_off_disarms_the_held_trigger(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0)
     await handle(
@@ -457,7 +450,7 @@ async def test_signal_off_disarms_the_held_trigger(env) -> None:
 async def test_win_back_from_payment_events_and_reactivation_exit(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC")
     cancelled = event(customer, "payment", "subscription_cancelled", T0)
@@ -479,7 +472,7 @@ async def test_win_back_from_payment_events_and_reactivation_exit(env) -> None:
 async def test_unsubscribe_skips_later_marketing_but_not_the_csm_call(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC")
     await handle(
@@ -526,7 +519,7 @@ async def test_quiet_hours_defer_an_email_to_eight_local(env) -> None:
     settings, deps, clock = env
     start = datetime(2026, 3, 27, 21, 30, tzinfo=UTC)  # 22:30 in Madrid (CET)
     clock.set(start)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, start, time_zone="Europe/Madrid")
     started = event(customer, "payment", "subscription_started", start, plan="basic")
@@ -553,7 +546,7 @@ async def test_quiet_hours_defer_an_email_to_eight_local(env) -> None:
 async def test_frequency_cap_defers_the_fourth_marketing_message(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
     for name in ("limit_reached", "cross_sell_ready", "roi_proven"):
@@ -574,7 +567,7 @@ async def test_frequency_cap_defers_the_fourth_marketing_message(env) -> None:
 async def test_pause_resume_and_cancel_a_journey(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC")
     await handle(
@@ -628,7 +621,7 @@ async def test_pause_resume_and_cancel_a_journey(env) -> None:
 async def test_a_paused_playbook_starts_nothing_and_its_journeys_wait(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    first, second = new_customer(), new_customer()
+    first, second = new_customer("c"), new_customer("c")
     handle = router(deps)
     for customer in (first, second):
         await identify_at(settings, deps, customer, T0, time_zone="UTC")
@@ -660,7 +653,7 @@ async def paused_playbooks(deps: Deps) -> list[str]:
 async def test_retention_before_expansion(env) -> None:
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
     await handle(record(settings, Topic.SCORES, customer, snapshot(customer, 0.9, T0)))
@@ -689,7 +682,7 @@ async def test_the_consumer_loop_on_kafka_applies_signals_and_dead_letters_poiso
     and the valid records behind it start their journeys."""
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
     signals_topic = topic_name(Topic.SIGNALS, settings.topic_prefix)
     payments_topic = topic_name(Topic.EVENTS_PAYMENT, settings.topic_prefix)
@@ -736,7 +729,7 @@ async def test_the_consumer_loop_on_kafka_applies_signals_and_dead_letters_poiso
 
 async def test_projections_are_idempotent_and_never_go_back_in_time(env) -> None:
     settings, deps, _ = env
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0 + timedelta(days=2), plan="pro")
     await identify_at(settings, deps, customer, T0 + timedelta(days=1), plan="free")  # late
@@ -910,7 +903,7 @@ async def test_postgres_path_matches_the_in_memory_store(env, scenario: str) -> 
     timer and trigger workers) and on the in-memory store the unit timelines use: the
     same starts, sends, skips, deferrals, exits and finishes, to the minute."""
     settings, deps, clock = env
-    customer = new_customer()
+    customer = new_customer("c")
     clock.set(P0 - timedelta(hours=1))
     await identify_at(
         settings, deps, customer, P0 - timedelta(hours=1), time_zone="Europe/Madrid", plan="basic"
@@ -939,7 +932,7 @@ async def test_two_transactions_cannot_pass_the_cap_together(env) -> None:
     and is deferred, so the cap of three holds."""
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
     await handle(
@@ -981,7 +974,7 @@ async def test_one_group_decides_each_step_on_what_the_steps_before_it_did(env) 
     expansion emails due together next, the cap lets one go and defers the other."""
     settings, deps, clock = env
     clock.set(T0)
-    customer = new_customer()
+    customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, T0, time_zone="UTC", plan="basic")
     await handle(
