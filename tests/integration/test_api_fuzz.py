@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -140,10 +140,12 @@ async def fuzz_common(database_url: str, common_settings: CommonSettings) -> Com
     return common
 
 
-@pytest.fixture(scope="module")
-def notifier_app(fuzz_common: CommonSettings) -> Iterator[FastAPI]:
+@pytest.fixture
+def notifier_app(fuzz_common: CommonSettings) -> FastAPI:
     """The notifier's app on the test database and a real KafkaPublisher, started with the
-    app's lifespan in schemathesis' event loop (see test_ingest_fuzz.py's ``ingest_app``)."""
+    app's lifespan in schemathesis' event loop (see test_ingest_fuzz.py's ``ingest_app``).
+    The lifespan's end is the server's stop: the inbox's LISTEN task, which the first
+    stream starts in that loop, ends with the test (not when PostgreSQL stops after it)."""
     publisher = KafkaPublisher(fuzz_common, client_id="it-apifuzz")
     stop = asyncio.Event()
     app = notifier_api(notifier_settings(fuzz_common), publisher, FakeClock(NOW), stop=stop)
@@ -151,11 +153,14 @@ def notifier_app(fuzz_common: CommonSettings) -> Iterator[FastAPI]:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
-        async with publisher, inner(a) as state:
-            yield state
+        try:
+            async with publisher, inner(a) as state:
+                yield state
+        finally:
+            stop.set()
 
     app.router.lifespan_context = lifespan
-    yield app
+    return app
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,12 @@ from common.topics import Topic, topic_name
 from devstack.stack import Stack
 from orchestrator.domain import decisions
 from orchestrator.domain.playbook import SHIPPED, load_playbooks
-from orchestrator.domain.rules import in_holdout
 from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.consumers import router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.outcomes import outcome_handler
 from orchestrator.entrypoints.timers import fire_due
+from tests.e2e.journeys import new_customer
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 PREFIX = "it-api."
@@ -83,15 +83,6 @@ def record(topic: Topic, key: str, value: object) -> Record:
         headers=(),
         timestamp_ms=0,
     )  # type: ignore[arg-type]
-
-
-def treated_customer() -> str:
-    """A new customer id outside retention_offer's holdout, so that it gets messages."""
-    share = load_playbooks(SHIPPED)["retention_offer"].holdout
-    while True:
-        customer = f"c-{uuid.uuid4().hex[:8]}"
-        if not in_holdout("retention_offer", customer, share):
-            return customer
 
 
 async def start_retention_journey(deps: Deps, customer: str) -> str:
@@ -161,7 +152,7 @@ async def test_every_route_needs_a_key_with_its_scope(env) -> None:
 async def test_customer_360_shows_profile_score_signals_journey_and_messages(env) -> None:
     _, deps, clock, client, keys = env
     clock.set(T0)
-    customer = treated_customer()
+    customer = new_customer("c")
     journey_id = await start_retention_journey(deps, customer)
     while await fire_due(deps, limit=50):
         pass
@@ -221,7 +212,7 @@ async def test_an_unknown_delivery_is_shown_in_the_customer_history_and_ends_not
     # answer (docs/decisions.md, notifier). Both consumers of `deliveries` take it.
     _, deps, clock, client, keys = env
     clock.set(T0)
-    customer = treated_customer()
+    customer = new_customer("c")
     journey_id = await start_retention_journey(deps, customer)
     while await fire_due(deps, limit=50):
         pass
@@ -252,7 +243,7 @@ async def test_an_unknown_delivery_is_shown_in_the_customer_history_and_ends_not
 async def test_admin_pauses_resumes_and_cancels_a_journey(env) -> None:
     _, deps, clock, client, keys = env
     clock.set(T0)
-    journey_id = await start_retention_journey(deps, treated_customer())
+    journey_id = await start_retention_journey(deps, new_customer("c"))
     admin = auth(keys["admin"])
 
     paused = await client.post(f"/v1/journeys/{journey_id}/pause", headers=admin)
@@ -288,7 +279,7 @@ async def test_admin_pauses_resumes_and_cancels_a_journey(env) -> None:
 async def test_pausing_a_playbook_pauses_its_journeys_until_resumed(env) -> None:
     _, deps, clock, client, keys = env
     clock.set(T0)
-    journey_id = await start_retention_journey(deps, treated_customer())
+    journey_id = await start_retention_journey(deps, new_customer("c"))
     admin, reader = auth(keys["admin"]), auth(keys["reader"])
 
     pause = await client.post("/v1/playbooks/retention_offer/pause", headers=admin)

@@ -39,6 +39,7 @@ from orchestrator.entrypoints.api import create_api
 from orchestrator.entrypoints.consumers import router
 from orchestrator.entrypoints.deps import Deps
 from orchestrator.entrypoints.timers import fire_due
+from tests.e2e.journeys import new_customer
 
 T0 = datetime(2026, 4, 6, 10, 0, tzinfo=UTC)
 BOOKS = load_playbooks(SHIPPED)
@@ -255,9 +256,7 @@ async def test_a_reactivation_while_win_back_is_live_counts_the_mrr_won_back(env
     sent yet, 20 days into a 60-day journey)."""
     settings, deps, clock, client, key = env
     clock.set(T0)
-    customer = f"wb-{uuid.uuid4().hex[:6]}"
-    while decisions.assign_arm(BOOKS["win_back"], customer) != "treatment":
-        customer = f"wb-{uuid.uuid4().hex[:6]}"
+    customer = new_customer("wb")
     cancelled = {
         "event_id": f"cx-{uuid.uuid4().hex[:8]}",
         "customer_id": customer,
