@@ -92,3 +92,15 @@ def test_the_task_body_carries_the_journey_and_slack_shows_it() -> None:
     )
     assert csm_task_body(call(None), "t")["journey"] is None
     assert len(csm_task_body(call(None), "t", "slack")["blocks"][2]["elements"]) == 1
+
+
+def test_the_win_back_call_dates_its_journey_rather_than_a_fixed_delay() -> None:
+    story = {**journey(), "playbook": "win_back"}
+    n = call(story, step="personal_call").model_copy(
+        update={"playbook": "win_back", "template": "win_back/personal_call"}
+    )
+    assert "(c-9) cancelled and has not come back (win-back journey since 2026-06-03)." in text(n)
+    # without its journey the task names no date (it used to say "45 days ago" whatever
+    # the playbook's timing)
+    bare = n.model_copy(update={"context": {k: v for k, v in n.context.items() if k != "journey"}})
+    assert "(c-9) cancelled and has not come back. Call" in text(bare)
