@@ -7,7 +7,7 @@ summary email (+0), in-app premium trial (+2 d), CSM task (+4 d). The second
 customer logs in after the summary: the journey exits as re-engaged (nothing more
 is sent) and course_upsell starts for it.
 
-The services run at two simulated days per real second, with quiet hours switched
+The services run at half a simulated day per real second, with quiet hours switched
 off so that the days are exact (quiet hours have their own unit and integration
 tests).
 """
@@ -35,7 +35,7 @@ from tests.e2e.journeys import (
     wait_for,
 )
 
-SCALE = 43_200.0  # two simulated days per real second
+SCALE = 43_200.0  # half a simulated day per real second
 
 
 @pytest.fixture(scope="module")

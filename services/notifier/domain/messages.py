@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from common.messages import Notification
+from common.messages import OFFER_KEY, Notification
 from notifier.errors import NotifierError
 
 WebhookFormat = Literal["standard", "slack"]
@@ -52,7 +52,7 @@ def template_context(n: Notification, links: Links) -> dict[str, Any]:
     ``offer``, the step's offer figures (empty when it has none, never missing)."""
     return {
         **n.context,
-        "offer": n.offer,
+        OFFER_KEY: n.offer,
         "customer_id": n.customer_id,
         "playbook": n.playbook,
         "step": n.step,

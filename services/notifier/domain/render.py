@@ -30,6 +30,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from common.messages import OFFER_KEY
 from notifier.errors import NotifierError
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -40,7 +41,6 @@ PARTS: dict[TemplateKind, tuple[str, ...]] = {
     "in_app": ("in_app",),
     "webhook": ("txt",),
 }
-OFFER = "offer"
 _BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 
 
@@ -106,7 +106,7 @@ class Renderer:
         """``error``, naming the offer fields the template reads and the notification
         lacks, if that is why it failed (the playbook step's offer must define them)."""
         try:
-            missing = sorted(self.offer_fields(template) - set(context.get(OFFER) or {}))
+            missing = sorted(self.offer_fields(template) - set(context.get(OFFER_KEY) or {}))
         except RenderError:
             return error
         if not missing or not isinstance(error.__cause__, UndefinedError):
@@ -120,7 +120,7 @@ class Renderer:
     def _render(self, name: str, context: dict[str, Any]) -> str:
         try:
             # ``offer`` is never missing: a step without one has none (empty).
-            text = self.env.get_template(name).render(**{OFFER: {}, **context}).strip()
+            text = self.env.get_template(name).render(**{OFFER_KEY: {}, **context}).strip()
         except Exception as exc:  # jinja2 raises many kinds; all mean the same here
             raise RenderError(f"{name}: {type(exc).__name__}: {exc}") from exc
         return _BLANK_LINES.sub("\n\n", text)
@@ -182,7 +182,7 @@ class Renderer:
 
 def _offer_reads(tree: nodes.Template) -> set[str]:
     """Fields of ``offer`` a template reads: ``offer.name`` and ``offer["name"]``."""
-    if any(n.name == OFFER and n.ctx == "store" for n in tree.find_all(nodes.Name)):
+    if any(n.name == OFFER_KEY and n.ctx == "store" for n in tree.find_all(nodes.Name)):
         return set()
     fields: set[str] = set()
     for attr in tree.find_all(nodes.Getattr):
@@ -196,4 +196,4 @@ def _offer_reads(tree: nodes.Template) -> set[str]:
 
 
 def _is_offer(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Name) and node.name == OFFER
+    return isinstance(node, nodes.Name) and node.name == OFFER_KEY

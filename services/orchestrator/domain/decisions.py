@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from common.messages import OFFER_KEY
 from orchestrator.domain import rules as R
 from orchestrator.domain.playbook import (
     DeliveryExit,
@@ -407,6 +408,6 @@ def step_context(
         "due_at": due_at.isoformat(),
         "day": step.after.days,
         "score": score,
-        "offer": dict(step.offer),
+        OFFER_KEY: dict(step.offer),
         **extra,
     }
