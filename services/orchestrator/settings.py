@@ -134,6 +134,15 @@ class OrchestratorSettings(HttpServiceSettings):
         "the profile: it is deferred by profile_wait / profile_polls each time (one minute "
         "with the defaults), never beyond the end of the wait. Each look is a timer fired.",
     )
+    event_trigger_max_age: timedelta = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="Simulated time after which an event (its occurred_at) no longer starts "
+        "the journey it triggers (subscription_started, subscription_cancelled, "
+        "downgrade_requested): a backfill of history or a replay of old records must not "
+        "welcome long-standing customers or win back those gone for months. The event still "
+        "counts for everything else (subscription state, exits, the MRR record).",
+    )
     quiet_start: time = Field(default=time(21, 0), description="Local time quiet hours begin.")
     quiet_end: time = Field(default=time(8, 0), description="Local time quiet hours end.")
     default_time_zone: str = Field(
@@ -161,4 +170,5 @@ class OrchestratorSettings(HttpServiceSettings):
             default_time_zone=self.default_time_zone,
             profile_wait=self.profile_wait,
             profile_polls=self.profile_polls,
+            event_trigger_max_age=self.event_trigger_max_age,
         )

@@ -469,6 +469,28 @@ async def test_win_back_from_payment_events_and_reactivation_exit(env) -> None:
     assert await sent_steps(deps, customer) == ["win_back/we_miss_you", "win_back/offer"]
 
 
+async def test_history_imported_late_starts_no_journey_but_sets_the_subscription(env) -> None:
+    # A backfill: a start and a cancellation from a month before the orchestrator's now
+    # (beyond TENURE_ORCHESTRATOR_EVENT_TRIGGER_MAX_AGE, 7 days by default) welcome
+    # nobody and win nobody back; the subscription is cancelled all the same.
+    settings, deps, clock = env
+    clock.set(T0 + timedelta(days=31))
+    customer = new_customer("c")
+    handle = router(deps)
+    await identify_at(settings, deps, customer, clock.now(), time_zone="UTC")
+    for type_, day in (("subscription_started", 0), ("subscription_cancelled", 1)):
+        old = event(customer, "payment", type_, T0 + timedelta(days=day), plan="pro")
+        await handle(record(settings, Topic.EVENTS_PAYMENT, customer, old))
+    assert await journeys_of(deps, customer) == []
+    [state] = await rows(
+        deps, "SELECT subscription FROM customer_state WHERE customer_id=:c", c=customer
+    )
+    assert state.subscription == "cancelled"
+    recent = event(customer, "payment", "subscription_cancelled", clock.now() - timedelta(days=6))
+    await handle(record(settings, Topic.EVENTS_PAYMENT, customer, recent))
+    assert await journeys_of(deps, customer) == [("win_back", "active", None)]
+
+
 async def test_unsubscribe_skips_later_marketing_but_not_the_csm_call(env) -> None:
     settings, deps, clock = env
     clock.set(T0)

@@ -109,6 +109,14 @@ def trigger_effect(playbook: Playbook, fact: Fact) -> TriggerEffect | None:
     return None
 
 
+def too_old_to_start(fact: Fact, now: datetime, rules: R.Rules) -> bool:
+    """Whether ``fact``, an event that would start a journey, is too old to (older than
+    ``rules.event_trigger_max_age`` at ``now``): history imported or replayed is not a
+    moment to react to. Other facts (signals, scores, journey ends) are never too old."""
+    max_age = rules.event_trigger_max_age
+    return isinstance(fact, EventFact) and max_age is not None and now - fact.at > max_age
+
+
 def held_for(playbook: Playbook) -> timedelta:
     """How long a signal must stay on before the journey starts (0 for other triggers)."""
     return playbook.trigger.held if isinstance(playbook.trigger, SignalTrigger) else timedelta(0)

@@ -32,6 +32,9 @@ class Rules:
     # How many times within ``profile_wait`` such a step looks again (it is deferred by
     # ``profile_wait / profile_polls`` each time, never beyond the end of the wait).
     profile_polls: int = 10
+    # An event older than this (its occurred_at against now) starts no journey: a backfill
+    # of past months, or a replay, is history, not a moment to react to (None: any age).
+    event_trigger_max_age: timedelta | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ long enough, or whose postponed start is due again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,8 @@ from orchestrator.domain.journey import Event, Journey, start
 from orchestrator.domain.playbook import Playbook
 from orchestrator.service_layer.context import Context
 from orchestrator.service_layer.ports import JourneyStore, Stores
+
+log = logging.getLogger(__name__)
 
 
 async def apply_fact(
@@ -61,7 +64,15 @@ async def apply_fact(
             chained.append(D.JourneyEndFact(playbook.name, reason, now))
     for playbook in sorted(playbooks.values(), key=lambda b: -b.priority):
         effect = D.trigger_effect(playbook, fact)
-        if effect == "start":
+        if effect == "start" and D.too_old_to_start(fact, now, context.rules):
+            log.info(
+                "%s not started for %s: its trigger happened at %s, more than %s ago",
+                playbook.name,
+                customer_id,
+                fact.at.isoformat(),
+                context.rules.event_trigger_max_age,
+            )
+        elif effect == "start":
             _, block = await try_start(
                 customer_id,
                 playbook,

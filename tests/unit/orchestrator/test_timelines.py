@@ -456,6 +456,40 @@ async def test_cooldown_of_30_days_between_journeys_of_one_playbook() -> None:
     ]
 
 
+async def test_an_event_older_than_the_max_age_starts_no_journey_yet_counts() -> None:
+    # A backfill or a replay: the cancellation and the start arrive 8 days after they
+    # happened (event_trigger_max_age: 7 days). Neither win_back nor onboarding starts,
+    # yet the cancellation still holds: onboarding's sibling triggers see a cancelled
+    # customer, and a later reactivation is a movement, not an exit.
+    assert RULES.event_trigger_max_age == timedelta(days=7)
+    sim = Sim({n: BOOKS[n] for n in ("win_back", "onboarding")}, CUSTOMER, RULES, T0)
+    await sim.advance_to(at(8))
+    await sim.receive(D.EventFact("subscription_started", at(0)), late=True)
+    await sim.receive(D.EventFact("subscription_cancelled", at(0.5)), late=True)
+    await sim.advance_to(at(90))
+    assert sim.log == []
+    async with sim.stores.begin() as store:
+        assert (await store.customers.get(CUSTOMER_ID)).subscription == "cancelled"
+    # 6 days late is still news: the win-back starts when it arrives (timed from then)
+    log = []
+    sim = Sim({"win_back": BOOKS["win_back"]}, CUSTOMER, RULES, T0)
+    await sim.advance_to(at(6))
+    await sim.receive(D.EventFact("subscription_cancelled", at(0)), late=True)
+    await sim.advance_to(at(40))
+    log = [(e.kind, e.step or e.reason, round((e.at - T0).days)) for e in sim.log]
+    assert log[:2] == [("start", "start", 6), ("sent", "we_miss_you", 36)]
+
+
+def test_too_old_to_start_is_about_events_only() -> None:
+    now, old = at(30), at(0)
+    assert D.too_old_to_start(D.EventFact("subscription_cancelled", old), now, RULES)
+    assert not D.too_old_to_start(D.EventFact("subscription_cancelled", at(23)), now, RULES)
+    for fact in (D.SignalFact("power_user", True, old), D.ScoreFact({"x": 1.0}, old)):
+        assert not D.too_old_to_start(fact, now, RULES)
+    any_age = R.Rules(**{**RULES.__dict__, "event_trigger_max_age": None})
+    assert not D.too_old_to_start(D.EventFact("subscription_cancelled", old), now, any_age)
+
+
 async def test_unsubscribe_stops_every_marketing_email_but_not_csm_tasks() -> None:
     facts = [(0, event("subscription_cancelled")), (31, delivery("unsubscribed"))]
     log = await live(["win_back"], facts, until=90)
