@@ -81,6 +81,13 @@ JOURNEYS_LIVE = gauge(
 JOURNEYS_STARTED = counter(
     SERVICE, "journeys_started", "Journeys started, by playbook.", ["playbook"]
 )
+OLD_TRIGGERS = counter(
+    SERVICE,
+    "old_triggers",
+    "Events that would have started a journey of the playbook but happened more than "
+    "TENURE_ORCHESTRATOR_EVENT_TRIGGER_MAX_AGE ago (a backfill or a replay): none started.",
+    ["playbook"],
+)
 JOURNEYS_ENDED = counter(
     SERVICE, "journeys_ended", "Journeys ended, by playbook and reason.", ["playbook", "reason"]
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from common.clock import FakeClock
 from common.db import create_engine
@@ -469,6 +470,11 @@ async def test_win_back_from_payment_events_and_reactivation_exit(env) -> None:
     assert await sent_steps(deps, customer) == ["win_back/we_miss_you", "win_back/offer"]
 
 
+def old_triggers(playbook: str) -> float:
+    labels = {"playbook": playbook}
+    return REGISTRY.get_sample_value("tenure_orchestrator_old_triggers_total", labels) or 0.0
+
+
 async def test_history_imported_late_starts_no_journey_but_sets_the_subscription(env) -> None:
     # A backfill: a start and a cancellation from a month before the orchestrator's now
     # (beyond TENURE_ORCHESTRATOR_EVENT_TRIGGER_MAX_AGE, 7 days by default) welcome
@@ -478,10 +484,12 @@ async def test_history_imported_late_starts_no_journey_but_sets_the_subscription
     customer = new_customer("c")
     handle = router(deps)
     await identify_at(settings, deps, customer, clock.now(), time_zone="UTC")
+    counted = old_triggers("win_back")
     for type_, day in (("subscription_started", 0), ("subscription_cancelled", 1)):
         old = event(customer, "payment", type_, T0 + timedelta(days=day), plan="pro")
         await handle(record(settings, Topic.EVENTS_PAYMENT, customer, old))
     assert await journeys_of(deps, customer) == []
+    assert old_triggers("win_back") == counted + 1
     [state] = await rows(
         deps, "SELECT subscription FROM customer_state WHERE customer_id=:c", c=customer
     )

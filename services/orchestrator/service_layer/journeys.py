@@ -65,7 +65,8 @@ async def apply_fact(
     for playbook in sorted(playbooks.values(), key=lambda b: -b.priority):
         effect = D.trigger_effect(playbook, fact)
         if effect == "start" and D.too_old_to_start(fact, now, context.rules):
-            log.info(
+            metrics.OLD_TRIGGERS.labels(playbook=playbook.name).inc()
+            log.debug(
                 "%s not started for %s: its trigger happened at %s, more than %s ago",
                 playbook.name,
                 customer_id,
