@@ -471,7 +471,6 @@ async def test_an_event_older_than_the_max_age_starts_no_journey_yet_counts() ->
     async with sim.stores.begin() as store:
         assert (await store.customers.get(CUSTOMER_ID)).subscription == "cancelled"
     # 6 days late is still news: the win-back starts when it arrives (timed from then)
-    log = []
     sim = Sim({"win_back": BOOKS["win_back"]}, CUSTOMER, RULES, T0)
     await sim.advance_to(at(6))
     await sim.receive(D.EventFact("subscription_cancelled", at(0)), late=True)
