@@ -37,6 +37,9 @@ against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
    :func:`batches` leaves an event fetched before a rebalance unacknowledged).
 9. **Commits past transaction markers in one step** (the consumer's gap between two
    delivered records ends before the later one).
+10. **An empty set of active partitions is not "all of them"** (the consumer's thread):
+   a restarted worker no longer loses its stream partitions' records to the fetch that
+   ends table recovery.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The scoring worker's faust consumer and transport (faust-streaming 0.15.3, pinned).
 
-Part of the faust-specific code of :mod:`scoring.adapters.faust_app` (its items 2, 5, 8
-and 9), checked against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
+Part of the faust-specific code of :mod:`scoring.adapters.faust_app` (its items 2, 5, 8,
+9 and 10), checked against the pinned version by ``tests/unit/scoring/test_faust_contract.py``:
 
 2. **Delivery without four tasks per record** (:meth:`_Consumer.wait_first`): faust's
    fetcher wraps every record in ``wait_first``; a delivery that does not suspend skips it.
@@ -28,12 +28,23 @@ and 9), checked against the pinned version by ``tests/unit/scoring/test_faust_co
    up to the first repeat: one transaction per commit interval, so the committed offset
    fell ever further behind topics written in transactions (ingest's). The gap ends
    before the record.
+10. **An empty set of active partitions is not "all of them"**
+   (:class:`_ConsumerThread`): faust hands aiokafka's ``fetched_records`` its live set of
+   active partitions, and aiokafka reads "no partitions" as "every assigned partition".
+   Between the end of table recovery (the changelogs paused) and the ``resume_flow()``
+   that lets the stream partitions in (item 8) that set is empty: a fetch waiting then
+   drained the stream partitions' records, faust dropped them as not active, and the
+   consumer's position was past them; when faust's seek to the committed offsets had
+   come first, nothing brought them back, and a restarted worker scored nothing until
+   the next rebalance (tests/integration/test_scoring.py, the SIGKILL test, 1 run in 3
+   under load). The set goes to aiokafka as a view that is never empty to it.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import Coroutine, Generator, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import faust
@@ -87,7 +98,8 @@ def start_eagerly(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
 
 class _Consumer(driver.Consumer):
     """faust's aiokafka consumer, delivering eagerly (item 2), reading committed (5),
-    and acknowledging only what was applied across rebalances (8)."""
+    acknowledging only what was applied across rebalances (8) and fetching only from its
+    active partitions (10)."""
 
     read_committed = True
 
@@ -96,9 +108,8 @@ class _Consumer(driver.Consumer):
         self._held: set[TP] = set()  # stream partitions resumed by faust, not yet fetched
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
-        if not self.read_committed:
-            return super()._new_consumer_thread()
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+        thread = _ReadCommittedThread if self.read_committed else _ConsumerThread
+        return thread(self, loop=self.loop, beacon=self.beacon)
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         # the fetcher's form, wait_first(deliver(record), suspend_flow.wait()): a delivery
@@ -163,7 +174,45 @@ class _Consumer(driver.Consumer):
         return False
 
 
-class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
+class NeverAll(AbstractSet[Any]):
+    """Item 10: the live set of active partitions as aiokafka's ``fetched_records`` reads
+    it, where an empty (false) set means every assigned partition: this view of it is
+    never false, so an empty one means none."""
+
+    __slots__ = ("_live",)
+
+    def __init__(self, live: AbstractSet[Any]) -> None:
+        self._live = live
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._live
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        if active_partitions is not None:  # None: a client-only app reads every partition
+            active_partitions = NeverAll(active_partitions)
+        return await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+
+
+class _ReadCommittedThread(_ConsumerThread):
     # item 5: faust builds its consumer read_uncommitted unless exactly-once (no setting)
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
