@@ -36,7 +36,7 @@ Part of the faust-specific code of :mod:`scoring.adapters.faust_app` (its items 
    drained the stream partitions' records, faust dropped them as not active, and the
    consumer's position was past them; when faust's seek to the committed offsets had
    come first, nothing brought them back, and a restarted worker scored nothing until
-   the next rebalance (tests/integration/test_scoring.py, the SIGKILL test: 4 runs of 19
+   the next rebalance (tests/integration/test_scoring.py, the SIGKILL test: 5 runs of 23
    under load). The set goes to aiokafka as a view that is never empty to it.
 """
 
